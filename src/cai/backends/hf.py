@@ -1,0 +1,302 @@
+"""``hf:MODEL``: an in-process transformers backend, the fallback where vLLM is absent.
+
+Generation is batched with LEFT padding (decoder-only models continue from the last position, so
+padding must sit on the left and be masked), prompts are sorted by length so a batch wastes little
+on padding, and the KV cache is on. Outputs come back in input order. On CPUs with bf16 matmul
+instructions (AMX / AVX512-BF16) the model runs in bfloat16, several times faster than float32.
+
+Reproducibility: every ``generate`` call seeds torch's RNG from ``params.seed`` inside
+``torch.random.fork_rng``, so the same inputs and seed give the same outputs and the caller's
+global RNG state is left untouched. A call without a seed draws a fresh one (recorded in
+``Completion.meta["seed"]``).
+
+Prompts longer than the model's context: by default a CAIError names the conversation and the
+context length. ``truncate="left"`` instead keeps the last tokens of the prompt (the end of a chat,
+where the question is, matters most) so that ``max_tokens`` still fit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any, Sequence
+
+from cai.backends import options_per_conversation
+from cai.chat import encode_option_pairs, ensure_chat_template, render_prompt
+from cai.errors import CAIError
+from cai.types import Completion, Conversation, SamplingParams, check_conversation
+
+_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp32": "float32", "float32": "float32",
+           "fp16": "float16", "float16": "float16", "half": "float16"}
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU has native bf16 matmuls (AMX or AVX512-BF16), read from /proc/cpuinfo."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return False
+
+
+def pick_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    """``"auto"``: bf16 on CUDA (fp16 where the GPU lacks bf16) and on bf16-capable CPUs, else fp32."""
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise CAIError(f"unknown dtype {dtype!r}; use auto, bfloat16, float16 or float32")
+    return getattr(torch, _DTYPES[dtype])
+
+
+class HFBackend:
+    """Batched transformers generation and one-pass option scoring.
+
+    ``batch_size`` caps the conversations per batch (times ``n`` when sampling) and
+    ``max_batch_tokens`` caps rows x (longest prompt + max_tokens), which bounds KV-cache memory.
+    """
+
+    def __init__(self, model: str, *, dtype: str = "auto", batch_size: int = 32, max_batch_tokens: int = 32768,
+                 device: str | None = None, truncate: str = "error", **_: Any) -> None:
+        if truncate not in ("error", "left"):
+            raise CAIError(f"truncate must be 'error' or 'left', got {truncate!r}")
+        if batch_size < 1 or max_batch_tokens < 1:
+            raise CAIError("batch_size and max_batch_tokens must be >= 1")
+        from cai.models import resolve
+
+        self.name = f"hf:{model}"
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.truncate = truncate
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.path = resolve(model)
+        self.tokenizer, self.model = _load(model, self.path, self.dtype, self.device)
+        ensure_chat_template(self.tokenizer)
+        self.context_length = _context_length(self.model.config, self.tokenizer)
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else min(self.eos_ids)
+        import inspect
+
+        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+
+    # -- prompts -----------------------------------------------------------------------------------
+    def _prompt_ids(self, conv: Conversation, i: int, reserve: int) -> list[int]:
+        check_conversation(conv, f"conversations[{i}]")
+        ids = self.tokenizer(render_prompt(self.tokenizer, conv), add_special_tokens=False)["input_ids"]
+        room = self.context_length - reserve
+        if len(ids) <= room:
+            return ids
+        if self.truncate == "left" and room > 0:
+            return ids[-room:]
+        raise CAIError(
+            f"conversation {i} is {len(ids)} tokens; with {reserve} more it exceeds {self.name}'s context of "
+            f"{self.context_length} tokens; shorten it, lower max_tokens, or load the backend with truncate='left'"
+        )
+
+    def _batches(self, lengths: Sequence[int], extra: int, rows_per_item: int) -> list[list[int]]:
+        """Indices grouped into batches, longest first, within the row and token budgets."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches: list[list[int]] = []
+        for i in order:
+            if batches:
+                b = batches[-1]
+                rows = (len(b) + 1) * rows_per_item
+                # Sorted longest first, so the batch's first item sets its padded width.
+                if len(b) + 1 <= self.batch_size and rows * (lengths[b[0]] + extra) <= self.max_batch_tokens:
+                    b.append(i)
+                    continue
+            batches.append([i])
+        return batches
+
+    def _left_pad(self, seqs: Sequence[Sequence[int]]):
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[r, width - len(s):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # -- generate ----------------------------------------------------------------------------------
+    def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Completion]:
+        import torch
+
+        convs = list(conversations)
+        prompts = [self._prompt_ids(c, i, 1 if self.truncate == "error" else params.max_tokens) for i, c in enumerate(convs)]
+        if not prompts:
+            return []
+        seed = params.seed if params.seed is not None else secrets.randbits(63)
+        rows = 1 if params.greedy else params.n
+        results: list[list[Completion]] = [[] for _ in prompts]
+        devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(seed)
+            for batch in self._batches([len(p) for p in prompts], params.max_tokens, rows):
+                outs = self._generate_batch([prompts[i] for i in batch], params, seed)
+                for i, group in zip(batch, outs):
+                    results[i] = group
+        return [c for group in results for c in group]
+
+    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[list[Completion]]:
+        from transformers import GenerationConfig
+
+        input_ids, mask = self._left_pad(prompts)
+        width = input_ids.shape[1]
+        # Never run a row past the context window (absolute-position models would crash).
+        max_new = max(1, min(params.max_tokens, self.context_length - max(len(p) for p in prompts)))
+        cfg: dict[str, Any] = dict(max_new_tokens=max_new, eos_token_id=sorted(self.eos_ids), pad_token_id=self.pad_id,
+                                   use_cache=True, do_sample=not params.greedy)
+        if not params.greedy:
+            # top_k=0 turns off transformers' default top-50 filter: plain temperature/top-p, as in vLLM and OpenAI.
+            cfg.update(temperature=params.temperature, top_p=params.top_p, top_k=0, num_return_sequences=params.n)
+        extra: dict[str, Any] = {}
+        if params.stop:
+            # transformers stops each row at its stop string; the text is cut exactly in _completion.
+            cfg["stop_strings"] = list(params.stop)
+            extra["tokenizer"] = self.tokenizer
+        out = self.model.generate(input_ids=input_ids, attention_mask=mask,
+                                  generation_config=GenerationConfig(**cfg), **extra)
+        new = out[:, width:].tolist()
+        per_row = 1 if params.greedy else params.n
+        groups = []
+        for k, prompt in enumerate(prompts):
+            rows = new[k * per_row:(k + 1) * per_row]
+            comps = [self._completion(row, len(prompt), params, max_new, seed) for row in rows]
+            groups.append(comps * params.n if params.greedy else comps)
+        return groups
+
+    def _completion(self, row: list[int], prompt_len: int, params: SamplingParams, max_new: int, seed: int) -> Completion:
+        end = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
+        if end is None:
+            tokens = row
+            if self.pad_id not in self.eos_ids:
+                # A row stopped early by a stop string is filled with pad tokens after it.
+                while tokens and tokens[-1] == self.pad_id:
+                    tokens = tokens[:-1]
+            finish, count = ("length" if len(tokens) >= max_new else "stop"), len(tokens)
+        else:
+            tokens, finish, count = row[:end], "stop", end + 1
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        hits = [text.find(s) for s in params.stop if s and s in text]
+        if hits:
+            text = text[: min(hits)]
+            finish, count = "stop", self._tokens_until_stop(tokens, params.stop)
+        return Completion(text, prompt_len, count, finish, {"seed": seed})
+
+    def _tokens_until_stop(self, tokens: list[int], stops: Sequence[str]) -> int:
+        """The fewest leading tokens whose text contains a stop string (containment only grows)."""
+        lo, hi = 1, len(tokens)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            text = self.tokenizer.decode(tokens[:mid], skip_special_tokens=True)
+            if any(s and s in text for s in stops):
+                hi = mid
+            else:
+                lo = mid + 1
+        return hi
+
+    # -- score_options -----------------------------------------------------------------------------
+    def score_options(self, conversations: Sequence[Conversation], options) -> list[dict[str, float]]:
+        import torch
+
+        convs = list(conversations)
+        if not convs:
+            options_per_conversation(convs, options)  # still reject empty or malformed options
+            return []
+        per = options_per_conversation(convs, options)
+        items: list[tuple[int, str, list[int], int]] = []  # (conversation, option, ids, option length)
+        for i, (conv, opts) in enumerate(zip(convs, per)):
+            check_conversation(conv, f"conversations[{i}]")
+            prompt_ids, option_ids = encode_option_pairs(self.tokenizer, render_prompt(self.tokenizer, conv), opts)
+            longest = max(len(o) for o in option_ids)
+            if len(prompt_ids) + longest > self.context_length:
+                raise CAIError(f"conversation {i} with its longest option is {len(prompt_ids) + longest} tokens, over "
+                               f"{self.name}'s context of {self.context_length}; shorten the conversation")
+            for o, ids in zip(opts, option_ids):
+                items.append((i, o, prompt_ids + ids, len(ids)))
+        scores: list[dict[str, float]] = [dict.fromkeys(opts, 0.0) for opts in per]
+        with torch.inference_mode():
+            for batch in self._batches([len(it[2]) for it in items], 0, 1):
+                rows = [items[j] for j in batch]
+                for (i, o, _, _), value in zip(rows, self._score_batch([r[2] for r in rows], [r[3] for r in rows])):
+                    scores[i][o] = value
+        return scores
+
+    def _score_batch(self, seqs: list[list[int]], option_lens: list[int]) -> list[float]:
+        """One forward pass; left padding puts every option at the end, so only the last
+        max(option_lens)+1 positions need logits."""
+        import torch
+
+        ids, mask = self._left_pad(seqs)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep = max(option_lens) + 1
+        kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, **kwargs).logits
+        logp = torch.log_softmax(logits[:, -keep:].float(), dim=-1)
+        out = []
+        for r, m in enumerate(option_lens):
+            targets = ids[r, -m:]
+            # Logit at kept position j predicts the token after it; the option's tokens are the last m.
+            picked = logp[r, keep - m - 1: keep - 1].gather(-1, targets.unsqueeze(-1))
+            out.append(float(picked.sum()))
+        return out
+
+
+def _load(model: str, path: str, dtype, device: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(path).exists()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as e:
+        if not local:
+            raise CAIError(f"cannot load model {model!r}: not a local folder and the hub is unreachable (or has no "
+                           f"such model); pass a local path or an alias from `cai models`") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CAIError(f"cannot load model {model!r} from {path}: {first}; point -m at a Hugging Face "
+                       f"causal-LM folder") from e
+    return tokenizer, lm.to(device).eval()
+
+
+def _context_length(config: Any, tokenizer: Any) -> int:
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", 0)
+    return limit if 0 < limit < 10**7 else 2048
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for value in (getattr(model.generation_config, "eos_token_id", None), model.config.eos_token_id,
+                  tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(v for v in value if isinstance(v, int))
+    if not ids:
+        raise CAIError("the model defines no end-of-sequence token; set eos_token_id in its generation_config.json")
+    return ids

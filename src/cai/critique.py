@@ -1,0 +1,414 @@
+"""The SL-CAI engine: first answers, then rounds of critique and revision against a constitution.
+
+The whole batch advances one step at a time through the backend: one ``generate`` call for every
+first answer of the batch, then per round (optionally) one ``score_options`` call for the early-stop
+judgement, one ``generate`` for all critiques and one for all revisions. A batch of B prompts and R
+rounds therefore costs 1 + 2R backend calls, not B * (1 + 2R), which is what lets vLLM or the
+batched hf backend run at full throughput.
+
+Records are written in TRL's formats (``messages``; ``prompt``/``chosen``/``rejected``;
+``prompt``/``completion``) so that a critique file trains with SFTTrainer or DPOTrainer as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from cai import critique_prompts as cp
+from cai.config import option, to_dict
+from cai.errors import CAIError
+from cai.types import Conversation, SamplingParams, check_conversation
+
+SELECTIONS = ("random", "round-robin", "list")
+
+
+@dataclass
+class CritiqueConfig:
+    model: str = option("smollm2-135m", help="policy model that writes the first answers (alias, folder or "
+                        "backend spec such as hf:PATH, vllm:PATH, openai:URL#MODEL, mock:)", flags=("-m", "--model"))
+    critic: str | None = option(None, help="model that critiques and revises (default: the policy model)")
+    constitution: str = option("default", help="constitution: built-in name or file", flags=("-c", "--constitution"))
+    prompts: str | None = option(None, help="prompt source: file (.jsonl/.json/.csv/.txt/.parquet), built-in set "
+                                 "(redteam, helpful), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
+    output: str | None = option(None, help="output file (.jsonl; .parquet writes a JSONL beside it and exports)",
+                                flags=("-o", "--output"))
+    rounds: int = option(1, help="critique-revision rounds per prompt")
+    principle_selection: str = option("random", help="how each round picks its principle: random (seeded per "
+                                      "prompt, weighted), round-robin, or list (--principles in order)")
+    principles: tuple[str, ...] = option((), help="principle ids: the order for 'list', else restricts the pool")
+    seed: int = option(0, help="seed for principle choice, prompt shuffling and sampling")
+    limit: int | None = option(None, help="use at most N prompts")
+    shuffle: bool = option(False, help="shuffle the prompts (with --seed) before --limit")
+    field: str | None = option(None, help="column holding the prompt text in a JSONL/CSV/Parquet source")
+    batch_size: int = option(64, help="prompts advanced together per backend call; also the unit of saving")
+    temperature: float = option(0.7, help="sampling temperature for answers, critiques and revisions (0 = greedy)")
+    top_p: float = option(1.0, help="nucleus sampling top-p")
+    answer_max_tokens: int = option(256, help="token limit of the first answer")
+    critique_max_tokens: int = option(192, help="token limit of each critique")
+    revision_max_tokens: int = option(256, help="token limit of each revision")
+    few_shot: int | None = option(None, help="how many of the constitution's worked examples to show the critic "
+                                  "(default: all; 0 for none)")
+    early_stop: bool = option(False, help="before each critique, ask the critic (scored yes/no, no generation) whether "
+                              "the answer already meets the principle, and stop revising it if so")
+    early_stop_threshold: float = option(0.5, help="P(yes) at or above which a prompt stops revising")
+    system_prompt: str | None = option(None, help="system message for every call of the chain (first answer, "
+                                       "critiques, revisions; default: the constitution's own; '' for none). Records "
+                                       "keep the source prompt without it, so training distils its effect")
+    template: str = option("critique", help="wording of the critic's turns: built-in template name or YAML path")
+    format: str = option("jsonl", help="output format: jsonl or parquet (JSONL is always kept for resuming)")
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if self.principle_selection not in SELECTIONS:
+            raise ValueError(f"principle_selection {self.principle_selection!r} is unknown; use one of {', '.join(SELECTIONS)}")
+        if self.principle_selection == "list" and not self.principles:
+            raise ValueError("principle_selection 'list' needs principle ids: pass --principles ID [ID ...]")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.early_stop_threshold <= 1.0:
+            raise ValueError(f"early_stop_threshold must be within [0, 1], got {self.early_stop_threshold}")
+        if self.few_shot is not None and self.few_shot < 0:
+            raise ValueError(f"few_shot must be >= 0, got {self.few_shot}")
+        if self.format not in ("jsonl", "parquet"):
+            raise ValueError(f"format {self.format!r} is unknown; use jsonl or parquet")
+        self.principles = tuple(self.principles)
+
+    def sampling(self, kind: str, stop: Sequence[str] = ()) -> SamplingParams:
+        tokens = {"answer": self.answer_max_tokens, "critique": self.critique_max_tokens,
+                  "revision": self.revision_max_tokens}[kind]
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=tokens,
+                              stop=tuple(stop) if kind != "answer" else (), seed=self.seed)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Item:
+    id: str
+    messages: Conversation
+    index: int  # position in the whole prompt list: round-robin stays stable across resumed runs
+
+
+def prompt_id(messages: Conversation) -> str:
+    """A stable id for a prompt given without one: a digest of its messages."""
+    return "p-" + hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _as_items(prompts: Sequence[Any]) -> list[_Item]:
+    """Accept Prompt objects, plain strings, conversations, or dicts with ``messages`` (and ``id``)."""
+    items = []
+    for i, p in enumerate(prompts):
+        pid = None
+        if isinstance(p, str):
+            messages = [{"role": "user", "content": p}]
+        elif isinstance(p, dict):
+            messages, pid = p.get("messages") or p.get("prompt"), p.get("id")
+            if isinstance(messages, str):
+                messages = [{"role": "user", "content": messages}]
+        elif isinstance(p, (list, tuple)):
+            messages = list(p)
+        else:  # cai.sources.Prompt and anything shaped like it
+            messages, pid = getattr(p, "messages", None), getattr(p, "id", None)
+        check_conversation(messages, f"prompts[{i}]")
+        if messages[-1]["role"] != "user":
+            raise ValueError(f"prompts[{i}]: a prompt must end with a user turn")
+        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        items.append(_Item(str(pid) if pid is not None else prompt_id(messages), messages, i))
+    return items
+
+
+def _pool(constitution: Any, config: CritiqueConfig) -> list[Any]:
+    usable = [p for p in constitution.principles if p.critique and p.revision]
+    if config.principles:
+        chosen = [constitution.principle(pid) for pid in config.principles]
+        bad = [p.id for p in chosen if not (p.critique and p.revision)]
+        if bad:
+            raise CAIError(f"principle(s) {', '.join(bad)} of {constitution.name!r} have no critique/revision "
+                           "request; pick others (see `cai constitution show`)")
+        return chosen
+    if not usable:
+        raise CAIError(f"constitution {constitution.name!r} has no principle with both a critique and a revision "
+                       "request; the critique engine needs at least one")
+    return usable
+
+
+def choose_principles(item_id: str, index: int, rounds: int, pool: Sequence[Any], config: CritiqueConfig) -> list[Any]:
+    """The principle of each round for one prompt.
+
+    random: as in the paper, drawn independently each round, weighted by ``weight``, from an RNG
+    seeded by (seed, prompt id) so a prompt gets the same principles whatever batch it lands in;
+    round-robin: consecutive principles, each prompt starting one further along;
+    list: the given ids in order, cycled.
+    """
+    if config.principle_selection == "list":
+        return [pool[r % len(pool)] for r in range(rounds)]
+    if config.principle_selection == "round-robin":
+        return [pool[(index + r) % len(pool)] for r in range(rounds)]
+    rng = random.Random(f"{config.seed}:{item_id}")
+    weights = [max(float(getattr(p, "weight", 1.0)), 0.0) for p in pool]
+    if not any(weights):
+        weights = [1.0] * len(pool)
+    return [rng.choices(pool, weights=weights)[0] for _ in range(rounds)]
+
+
+# -- the engine -----------------------------------------------------------------------------------
+
+@dataclass
+class _State:
+    item: _Item
+    principles: list[Any]
+    initial: str = ""
+    answer: str = ""
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    active: bool = True
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add_usage(self, completion: Any) -> None:
+        self.prompt_tokens += int(completion.prompt_tokens or 0)
+        self.completion_tokens += int(completion.completion_tokens or 0)
+
+
+class _Engine:
+    def __init__(self, policy: Any, critic: Any, constitution: Any, config: CritiqueConfig) -> None:
+        self.policy, self.critic, self.constitution, self.config = policy, critic, constitution, config
+        self.template = cp.CritiqueTemplate.load(config.template)
+        self.pool = _pool(constitution, config)
+        examples = tuple(constitution.examples)
+        if config.few_shot is not None:
+            examples = examples[: config.few_shot]
+        self.shots = cp.few_shot_turns(examples, self.template)
+        # One system message for the whole chain (first answer and critic turns); "" turns it off.
+        self.system = (config.system_prompt if config.system_prompt is not None else constitution.system_prompt) or None
+
+    def run(self, items: Sequence[_Item]) -> list[dict[str, Any]]:
+        cfg, t = self.config, self.template
+        states = [_State(it, choose_principles(it.id, it.index, cfg.rounds, self.pool, cfg)) for it in items]
+        if not states:
+            return []
+        answers = self.policy.generate([cp.with_system(s.item.messages, self.system) for s in states],
+                                       cfg.sampling("answer"))
+        _check_count(answers, states, "first answers")
+        for s, c in zip(states, answers):
+            s.add_usage(c)
+            s.initial = s.answer = c.text.strip()
+
+        for r in range(cfg.rounds):
+            live = [s for s in states if s.active]
+            if not live:
+                break
+            contexts = [cp.critic_context(s.item.messages, s.answer, system=self.system, shots=self.shots)
+                        for s in live]
+            p_comply: list[float | None] = [None] * len(live)
+            if cfg.early_stop:
+                # The yes/no judgement needs no worked critique chains, only the conversation.
+                bare = [cp.critic_context(s.item.messages, s.answer, system=self.system, shots=[]) for s in live]
+                convs = [cp.compliance_conversation(b, s.principles[r].critique, t) for b, s in zip(bare, live)]
+                scores = self.critic.score_options(convs, [t.yes, t.no])
+                _check_count(scores, live, "compliance scores")
+                p_comply = [cp.p_yes(sc, t) for sc in scores]
+                for s, p in zip(live, p_comply):
+                    if p >= cfg.early_stop_threshold:
+                        s.steps.append(self._step(s.principles[r], None, None, p, stopped=True))
+                        s.active = False
+                keep = [i for i, s in enumerate(live) if s.active]
+                live, contexts, p_comply = [live[i] for i in keep], [contexts[i] for i in keep], [p_comply[i] for i in keep]
+                if not live:
+                    break
+
+            crit_convs = [cp.critique_conversation(ctx, s.principles[r].critique, t) for ctx, s in zip(contexts, live)]
+            critiques = self.critic.generate(crit_convs, cfg.sampling("critique", t.stop))
+            _check_count(critiques, live, "critiques")
+            crit_texts = []
+            for s, c in zip(live, critiques):
+                s.add_usage(c)
+                crit_texts.append(cp.clean_output(c.text, "critique", t))
+
+            rev_convs = [cp.revision_conversation(cc, ct, s.principles[r].revision, t)
+                         for cc, ct, s in zip(crit_convs, crit_texts, live)]
+            revisions = self.critic.generate(rev_convs, cfg.sampling("revision", t.stop))
+            _check_count(revisions, live, "revisions")
+            for s, c, ct, p in zip(live, revisions, crit_texts, p_comply):
+                s.add_usage(c)
+                revision = cp.clean_output(c.text, "revision", t)
+                s.steps.append(self._step(s.principles[r], ct, revision, p, stopped=False))
+                if revision:  # an empty revision would erase the answer: keep the previous one
+                    s.answer = revision
+        return [self._record(s) for s in states]
+
+    def _step(self, principle: Any, critique: str | None, revision: str | None, p: float | None,
+              *, stopped: bool) -> dict[str, Any]:
+        step: dict[str, Any] = {
+            "principle_id": principle.id,
+            "critique_request": None if stopped else principle.critique,
+            "critique": critique,
+            "revision_request": None if stopped else principle.revision,
+            "revision": revision,
+            "empty_revision": (not stopped) and not revision,
+        }
+        if self.config.early_stop:
+            step["p_comply"] = p
+            step["stopped"] = stopped
+        return step
+
+    def _record(self, s: _State) -> dict[str, Any]:
+        final = s.answer
+        prompt = s.item.messages
+        return {
+            "id": s.item.id,
+            "prompt": prompt,
+            "initial": s.initial,
+            "steps": s.steps,
+            "final": final,
+            "revised": final != s.initial,
+            "messages": prompt + [{"role": "assistant", "content": final}],
+            # prompt + completion makes SFTTrainer train on the revision only, and is what it picks
+            # when a record also carries "prompt" for DPO.
+            "completion": [{"role": "assistant", "content": final}],
+            "chosen": [{"role": "assistant", "content": final}],
+            "rejected": [{"role": "assistant", "content": s.initial}],
+            "usage": {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens},
+        }
+
+
+def _check_count(out: Sequence[Any], states: Sequence[Any], what: str) -> None:
+    if len(out) != len(states):
+        raise RuntimeError(f"backend returned {len(out)} {what} for {len(states)} prompts")
+
+
+# -- public API -----------------------------------------------------------------------------------
+
+def _load(policy: Any, critic: Any, constitution: Any):
+    from cai.backends import load_backend
+
+    policy_b = load_backend(policy)
+    if critic is None or (isinstance(critic, str) and isinstance(policy, str) and critic == policy):
+        critic_b = policy_b  # one model in memory when the policy critiques itself, as in the paper
+    else:
+        critic_b = load_backend(critic)
+    if isinstance(constitution, (str, Path)):
+        from cai.constitution import load_constitution
+
+        constitution = load_constitution(str(constitution))
+    return policy_b, critic_b, constitution
+
+
+def _provenance(engine: _Engine, **extra: Any) -> dict[str, Any]:
+    from cai.provenance import provenance
+
+    config, stop = engine.config, list(engine.template.stop)
+    return provenance(
+        constitution=engine.constitution,
+        models={"policy": engine.policy.name, "critic": engine.critic.name},
+        sampling={k: {**config.sampling(k).to_dict(), "stop": stop if k != "answer" else []}
+                  for k in ("answer", "critique", "revision")},
+        seed=config.seed,
+        stage="critique",
+        system_prompt=engine.system,
+        run={"rounds": config.rounds, "principle_selection": config.principle_selection,
+             "principles": list(config.principles), "few_shot": config.few_shot, "early_stop": config.early_stop,
+             "early_stop_threshold": config.early_stop_threshold, "template": config.template,
+             "template_hash": engine.template.hash},
+        **extra,
+    )
+
+
+def critique_revise(prompts: Sequence[Any], *, policy: Any = None, critic: Any = None, constitution: Any = None,
+                    config: CritiqueConfig | None = None, **overrides: Any) -> list[dict[str, Any]]:
+    """Critique and revise ``prompts`` (strings, conversations, ``cai.sources.Prompt``s or dicts with
+    ``messages``/``id``) and return one record per prompt, in order.
+
+    ``policy``/``critic`` are backends or spec strings (default: the config's ``model``/``critic``;
+    the critic defaults to the policy); ``constitution`` is a Constitution, a built-in name or a file
+    (default: the config's). ``overrides`` set config fields,
+    e.g. ``rounds=2``. The batch is processed ``config.batch_size`` prompts at a time.
+    """
+    config = replace(config or CritiqueConfig(), **overrides) if overrides else (config or CritiqueConfig())
+    policy_b, critic_b, constitution = _load(policy if policy is not None else config.model,
+                                             critic if critic is not None else config.critic,
+                                             constitution if constitution is not None else config.constitution)
+    engine = _Engine(policy_b, critic_b, constitution, config)
+    prov = _provenance(engine)
+    items = _as_items(prompts)
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(items), config.batch_size):
+        for rec in engine.run(items[start : start + config.batch_size]):
+            rec["provenance"] = prov
+            out.append(rec)
+    return out
+
+
+def _resume_check(store: Any, prov: dict[str, Any]) -> None:
+    """Refuse to append to a file made with a different constitution, models or rounds: mixing them
+    would silently corrupt the dataset."""
+    first = next(iter(store), None)
+    if first is None or "provenance" not in first:
+        return
+    old = first["provenance"]
+    diffs = []
+    if (old.get("constitution") or {}).get("hash") != (prov.get("constitution") or {}).get("hash"):
+        diffs.append("constitution")
+    if old.get("models") != prov.get("models"):
+        diffs.append("models")
+    if (old.get("run") or {}).get("rounds") != prov["run"]["rounds"]:
+        diffs.append("rounds")
+    if diffs:
+        raise CAIError(f"{store.path} was made with a different {', '.join(diffs)}; resume with the same settings "
+                       "or write to a new -o file")
+
+
+def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = None, constitution: Any = None,
+                 show_progress: bool | None = None,
+                 on_batch: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+    """Run a critique job from files: read ``config.prompts``, append records to ``config.output``.
+
+    Resumable: prompts whose id is already in the output are skipped, and each batch is written
+    (and fsynced) as soon as it is done. Returns a summary dict. ``policy``/``critic``/
+    ``constitution`` override the config's specs with ready objects (used by tests and benches).
+    """
+    from cai.progress import progress
+    from cai.sources import load_prompts
+    from cai.store import RecordStore, export_parquet
+
+    if not config.prompts:
+        raise CAIError("no prompts given; pass --prompts SRC (a file, redteam, helpful, hh-rlhf:PATH)")
+    if not config.output:
+        raise CAIError("no output given; pass -o OUT.jsonl (running the same command again resumes it)")
+    out = Path(config.output)
+    fmt = "parquet" if out.suffix == ".parquet" else config.format
+    jsonl = out.with_suffix(".jsonl") if out.suffix == ".parquet" else out
+    parquet = out if out.suffix == ".parquet" else out.with_suffix(".parquet")
+
+    policy_b, critic_b, constitution = _load(policy or config.model,
+                                             critic if critic is not None else config.critic,
+                                             constitution if constitution is not None else config.constitution)
+    engine = _Engine(policy_b, critic_b, constitution, config)
+    prompts = load_prompts(config.prompts, field=config.field, limit=config.limit, shuffle=config.shuffle,
+                           seed=config.seed)
+    items = _as_items(prompts)
+    store = RecordStore(jsonl)
+    base_prov = _provenance(engine, prompts=config.prompts)
+    _resume_check(store, base_prov)
+    todo = store.todo(items, key=lambda it: it.id)
+    done_before = len(items) - len(todo)
+    written = 0
+    with progress(len(items), "critique", unit="prompt", initial=done_before, enabled=show_progress) as bar:
+        for start in range(0, len(todo), config.batch_size):
+            records = engine.run(todo[start : start + config.batch_size])
+            prov = _provenance(engine, prompts=config.prompts)
+            for rec in records:
+                rec["provenance"] = prov
+            written += store.append(records)
+            bar.update(len(records))
+            if on_batch:
+                on_batch(records)
+    if fmt == "parquet" and len(store):
+        export_parquet(jsonl, parquet)
+    return {"output": str(jsonl), "parquet": str(parquet) if fmt == "parquet" else None, "prompts": len(items),
+            "skipped": done_before, "written": written, "total": len(store), "config": to_dict(config)}

@@ -1,0 +1,1 @@
+"""Evaluations. ``labeler``: how well the AI preference labeller agrees with human labels."""

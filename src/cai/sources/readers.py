@@ -1,0 +1,143 @@
+"""Reading the raw records of a prompt source: local files by extension, and Hugging Face datasets.
+
+Each reader returns a list of records (dicts, or plain strings for TXT and string-only JSON) and
+the column names, in file order. Heavy libraries (pyarrow, datasets) load only when needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cai.errors import CAIError
+
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".parquet")
+
+
+def _suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    # utf-8-sig: spreadsheet exports often start with a byte-order mark that would corrupt the
+    # first column name.
+    if path.suffix.lower() == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    records = []
+    with _open_text(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise CAIError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
+    return records
+
+
+def read_json(path: Path) -> list[Any]:
+    with _open_text(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            if e.msg == "Extra data":  # JSON Lines saved with a .json name, as many datasets are
+                return read_jsonl(path)
+            raise CAIError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if isinstance(data, dict):
+        # {"data": [...]} and similar wrappers: accept exactly one list of records.
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise CAIError(f"{path}: expected a JSON list of prompts (or an object holding exactly one list); "
+                           f"found keys {', '.join(map(repr, data))}")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise CAIError(f"{path}: expected a JSON list of prompts, got {type(data).__name__}")
+    return data
+
+
+def read_csv(path: Path, delimiter: str) -> list[Any]:
+    with _open_text(path) as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        if reader.fieldnames is None:
+            return []
+        return [dict(row) for row in reader]
+
+
+def read_txt(path: Path) -> list[Any]:
+    with _open_text(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def read_parquet(path: Path) -> list[Any]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise CAIError(f"{path}: reading Parquet needs pyarrow; pip install 'cai[eval]' or convert the file to JSONL") from None
+    return pq.read_table(path).to_pylist()
+
+
+def read_file(path: Path) -> list[Any]:
+    """The records of a local prompt file, chosen by extension (optionally gzipped)."""
+    kind = _suffix(path)
+    if kind == ".jsonl":
+        return read_jsonl(path)
+    if kind == ".json":
+        return read_json(path)
+    if kind in (".csv", ".tsv"):
+        return read_csv(path, "\t" if kind == ".tsv" else ",")
+    if kind == ".txt":
+        return read_txt(path)
+    if kind == ".parquet":
+        return read_parquet(path)
+    raise CAIError(f"{path}: unknown prompt file type {kind or '(no extension)'!r}; "
+                   f"use one of {', '.join(FILE_SUFFIXES)} (optionally .gz)")
+
+
+def columns_of(records: list[Any]) -> list[str]:
+    """Column names of the first dict record, in order ([] when records are plain strings)."""
+    for r in records:
+        if isinstance(r, dict):
+            return list(r)
+        break
+    return []
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def read_hf(spec: str) -> list[Any]:
+    """``DATASET[:SPLIT]`` or ``DATASET:CONFIG:SPLIT`` from the Hugging Face hub (or its local cache)."""
+    parts = spec.split(":")
+    if not parts[0] or len(parts) > 3 or not all(parts):
+        raise CAIError(f"hf:{spec}: expected hf:DATASET, hf:DATASET:SPLIT or hf:DATASET:CONFIG:SPLIT")
+    name = parts[0]
+    config = parts[1] if len(parts) == 3 else None
+    split = parts[-1] if len(parts) >= 2 else "train"
+    try:
+        import datasets
+    except ImportError:
+        raise CAIError(f"hf:{spec}: loading hub datasets needs the datasets library; pip install 'cai[eval]'") from None
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # noqa: BLE001 - datasets raises many types for "not reachable / not there"
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        if _hub_offline() or isinstance(e, (ConnectionError, TimeoutError)):
+            raise CAIError(f"hf:{spec}: the Hugging Face hub is unreachable ({reason}) and the dataset "
+                           f"is not cached; download it elsewhere and pass a local .jsonl/.csv/.parquet file instead") from None
+        raise CAIError(f"hf:{spec}: could not load the dataset ({reason}); check the name and split, or pass "
+                       f"a local .jsonl/.csv/.parquet file instead") from None
+    return ds.to_list()

@@ -1,0 +1,140 @@
+"""The hf backend: the shared contract on a tiny random Llama in float32 (so scores can be compared
+with a direct forward pass at 1e-3), hf-specific behaviour, and one check on the real model."""
+
+from __future__ import annotations
+
+import pytest
+from backend_contract import (
+    check_batch_invariant_greedy,
+    check_generate_contract,
+    check_score_options_contract,
+    check_score_options_matches_forward,
+    check_seed_reproducible,
+)
+
+from cai.backends import load_backend
+from cai.errors import CAIError
+from cai.types import SamplingParams
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir):
+    # batch_size=2 so that the 3-4 conversations of the contract span several sorted batches.
+    return load_backend(f"hf:{tiny_llama_dir}", dtype="float32", batch_size=2)
+
+
+def test_generate_contract(tiny):
+    check_generate_contract(tiny)
+
+
+def test_seed_reproducible(tiny):
+    check_seed_reproducible(tiny)
+
+
+def test_batched_greedy_matches_one_at_a_time(tiny):
+    check_batch_invariant_greedy(tiny)
+
+
+def test_score_options_contract(tiny):
+    check_score_options_contract(tiny)
+
+
+def test_score_options_matches_forward_pass(tiny, tiny_llama_dir):
+    check_score_options_matches_forward(tiny, tiny_llama_dir, tol=1e-3)
+
+
+def test_name_dtype_and_device(tiny, tiny_llama_dir):
+    import torch
+
+    assert tiny.name == f"hf:{tiny_llama_dir}"
+    assert tiny.dtype == torch.float32 and next(tiny.model.parameters()).dtype == torch.float32
+    assert tiny.device == "cpu"
+
+
+def test_generate_leaves_global_rng_alone(tiny):
+    import torch
+
+    torch.manual_seed(42)
+    expected = torch.rand(3)
+    torch.manual_seed(42)
+    tiny.generate([[{"role": "user", "content": "Hi"}]], SamplingParams(temperature=1.0, max_tokens=4, seed=5))
+    assert torch.equal(torch.rand(3), expected), "generate consumed or reseeded the caller's RNG"
+
+
+def test_unseeded_sampling_varies_and_reports_its_seed(tiny):
+    conv = [[{"role": "user", "content": "Tell me anything."}]]
+    a = tiny.generate(conv, SamplingParams(temperature=1.0, max_tokens=8))[0]
+    b = tiny.generate(conv, SamplingParams(temperature=1.0, max_tokens=8))[0]
+    assert a.meta["seed"] != b.meta["seed"]
+    again = tiny.generate(conv, SamplingParams(temperature=1.0, max_tokens=8, seed=a.meta["seed"]))[0]
+    assert again.text == a.text, "the reported seed must reproduce the sample"
+
+
+def test_batches_sorted_by_length_within_budgets(tiny):
+    batches = tiny._batches([5, 50, 20, 40, 10], extra=8, rows_per_item=1)
+    assert batches == [[1, 3], [2, 4], [0]]  # longest first, batch_size=2
+    tiny.max_batch_tokens, saved = 100, tiny.max_batch_tokens
+    try:
+        # (50 + 8) * 2 rows > 100 tokens, so the two longest cannot share a batch.
+        assert tiny._batches([5, 50, 20, 40, 10], extra=8, rows_per_item=1)[0] == [1]
+    finally:
+        tiny.max_batch_tokens = saved
+
+
+def test_score_options_is_one_forward_pass_per_batch(tiny):
+    calls = []
+    handle = tiny.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        convs = [[{"role": "user", "content": "Pick one."}], [{"role": "user", "content": "Pick another."}]]
+        tiny.score_options(convs, [" (A)", " (B)"])
+    finally:
+        handle.remove()
+    # 4 sequences with batch_size=2: two batched forward passes, not one per option.
+    assert len(calls) == 2
+
+
+def test_overlong_prompt_names_conversation_and_context(tiny, tiny_llama_dir):
+    long = [{"role": "user", "content": "word " * 2100}]
+    short = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(CAIError, match=r"conversation 1 .*context of 2048"):
+        tiny.generate([short, long], SamplingParams(temperature=0, max_tokens=4))
+    with pytest.raises(CAIError, match=r"conversation 0 .*context of 2048"):
+        tiny.score_options([long], [" A"])
+    left = load_backend(f"hf:{tiny_llama_dir}", dtype="float32", truncate="left")
+    (c,) = left.generate([long], SamplingParams(temperature=0, max_tokens=4))
+    assert c.prompt_tokens == 2048 - 4 and c.completion_tokens == 4
+
+
+def test_unknown_model_offline_is_a_friendly_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CAIError, match="not a local folder and the hub is unreachable"):
+        load_backend("hf:no-such-org/no-such-model")
+
+
+def test_bad_options_are_errors(tiny_llama_dir):
+    with pytest.raises(CAIError, match="dtype"):
+        load_backend(f"hf:{tiny_llama_dir}", dtype="int3")
+    with pytest.raises(CAIError, match="truncate"):
+        load_backend(f"hf:{tiny_llama_dir}", truncate="middle")
+
+
+def test_auto_dtype_follows_cpu_flags(tmp_path):
+    from cai.backends.hf import cpu_has_bf16
+
+    amx = tmp_path / "amx"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n")
+    old = tmp_path / "old"
+    old.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
+    assert cpu_has_bf16(str(amx)) is True
+    assert cpu_has_bf16(str(old)) is False
+    assert cpu_has_bf16(str(tmp_path / "missing")) is False
+
+
+@pytest.mark.integration
+def test_real_model_names_colours(smollm2_path):
+    backend = load_backend("hf:smollm2-135m")
+    (c,) = backend.generate([[{"role": "user", "content": "Name three colors."}]],
+                            SamplingParams(temperature=0, max_tokens=48))
+    colours = {"red", "blue", "green", "yellow", "orange", "purple", "black", "white", "pink", "brown"}
+    assert any(w in c.text.lower() for w in colours), c.text
+    assert c.finish_reason in ("stop", "length") and c.completion_tokens > 0
