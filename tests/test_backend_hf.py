@@ -10,6 +10,7 @@ from backend_contract import (
     check_score_options_contract,
     check_score_options_matches_forward,
     check_seed_reproducible,
+    build_tiny_llama,
 )
 
 from cai.backends import load_backend
@@ -18,9 +19,15 @@ from cai.types import SamplingParams
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_llama_dir):
-    # batch_size=2 so that the 3-4 conversations of the contract span several sorted batches.
-    return load_backend(f"hf:{tiny_llama_dir}", dtype="float32", batch_size=2)
+def chatty_dir(tmp_path_factory, smollm2_path):
+    return build_tiny_llama(smollm2_path, str(tmp_path_factory.mktemp("chatty-llama")))
+
+
+@pytest.fixture(scope="module")
+def tiny(chatty_dir):
+    # float32 for the 1e-3 comparison; batch_size=2 so the contract's conversations span several
+    # length-sorted batches.
+    return load_backend(f"hf:{chatty_dir}", dtype="float32", batch_size=2)
 
 
 def test_generate_contract(tiny):
@@ -39,14 +46,18 @@ def test_score_options_contract(tiny):
     check_score_options_contract(tiny)
 
 
-def test_score_options_matches_forward_pass(tiny, tiny_llama_dir):
-    check_score_options_matches_forward(tiny, tiny_llama_dir, tol=1e-3)
+def test_score_options_matches_forward_pass(tiny, chatty_dir):
+    check_score_options_matches_forward(tiny, chatty_dir, tol=1e-3)
 
 
-def test_name_dtype_and_device(tiny, tiny_llama_dir):
+def test_score_options_matches_forward_pass_tied_fixture(tiny_llama_dir):
+    check_score_options_matches_forward(load_backend(f"hf:{tiny_llama_dir}", dtype="float32"), tiny_llama_dir, tol=1e-3)
+
+
+def test_name_dtype_and_device(tiny, chatty_dir):
     import torch
 
-    assert tiny.name == f"hf:{tiny_llama_dir}"
+    assert tiny.name == f"hf:{chatty_dir}"
     assert tiny.dtype == torch.float32 and next(tiny.model.parameters()).dtype == torch.float32
     assert tiny.device == "cpu"
 
@@ -68,6 +79,25 @@ def test_unseeded_sampling_varies_and_reports_its_seed(tiny):
     assert a.meta["seed"] != b.meta["seed"]
     again = tiny.generate(conv, SamplingParams(temperature=1.0, max_tokens=8, seed=a.meta["seed"]))[0]
     assert again.text == a.text, "the reported seed must reproduce the sample"
+
+
+def test_end_of_sequence_token_ends_with_stop(tiny):
+    conv = [[{"role": "user", "content": "Say something."}]]
+    import torch
+
+    from cai.chat import render_prompt
+
+    prompt = tiny.tokenizer(render_prompt(tiny.tokenizer, conv[0]), add_special_tokens=False, return_tensors="pt")
+    with torch.inference_mode():
+        ids = tiny.model.generate(**prompt, max_new_tokens=8, do_sample=False)[0, prompt["input_ids"].shape[1]:].tolist()
+    saved = tiny.eos_ids
+    tiny.eos_ids = saved | {ids[2]}  # pretend the third generated token ends the turn
+    try:
+        c = tiny.generate(conv, SamplingParams(temperature=0, max_tokens=8))[0]
+    finally:
+        tiny.eos_ids = saved
+    assert c.finish_reason == "stop" and c.completion_tokens == 3, c
+    assert c.text == tiny.tokenizer.decode(ids[:2])
 
 
 def test_batches_sorted_by_length_within_budgets(tiny):
@@ -93,14 +123,14 @@ def test_score_options_is_one_forward_pass_per_batch(tiny):
     assert len(calls) == 2
 
 
-def test_overlong_prompt_names_conversation_and_context(tiny, tiny_llama_dir):
+def test_overlong_prompt_names_conversation_and_context(tiny, chatty_dir):
     long = [{"role": "user", "content": "word " * 2100}]
     short = [{"role": "user", "content": "Hi"}]
     with pytest.raises(CAIError, match=r"conversation 1 .*context of 2048"):
         tiny.generate([short, long], SamplingParams(temperature=0, max_tokens=4))
     with pytest.raises(CAIError, match=r"conversation 0 .*context of 2048"):
         tiny.score_options([long], [" A"])
-    left = load_backend(f"hf:{tiny_llama_dir}", dtype="float32", truncate="left")
+    left = load_backend(f"hf:{chatty_dir}", dtype="float32", truncate="left")
     (c,) = left.generate([long], SamplingParams(temperature=0, max_tokens=4))
     assert c.prompt_tokens == 2048 - 4 and c.completion_tokens == 4
 
@@ -111,11 +141,11 @@ def test_unknown_model_offline_is_a_friendly_error(monkeypatch):
         load_backend("hf:no-such-org/no-such-model")
 
 
-def test_bad_options_are_errors(tiny_llama_dir):
+def test_bad_options_are_errors(chatty_dir):
     with pytest.raises(CAIError, match="dtype"):
-        load_backend(f"hf:{tiny_llama_dir}", dtype="int3")
+        load_backend(f"hf:{chatty_dir}", dtype="int3")
     with pytest.raises(CAIError, match="truncate"):
-        load_backend(f"hf:{tiny_llama_dir}", truncate="middle")
+        load_backend(f"hf:{chatty_dir}", truncate="middle")
 
 
 def test_auto_dtype_follows_cpu_flags(tmp_path):

@@ -117,6 +117,12 @@ class OpenAIBackend:
         self._pool.shutdown(wait=False)
         self._client.close()
 
+    def __enter__(self) -> "OpenAIBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         import httpx
 
@@ -168,6 +174,8 @@ class OpenAIBackend:
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Completion]:
         for i, conv in enumerate(conversations):
             check_conversation(conv, f"conversations[{i}]")
+        if not conversations:
+            return []
         fields: dict[str, Any] = {"n": params.n, "temperature": params.temperature, "top_p": params.top_p,
                                   "max_tokens": params.max_tokens}
         if params.stop:
@@ -188,6 +196,8 @@ class OpenAIBackend:
         per = options_per_conversation(conversations, options)
         for i, conv in enumerate(conversations):
             check_conversation(conv, f"conversations[{i}]")
+        if not per:
+            return []
         self.model
         if self.score_mode == "top_logprobs":
             return self._map(lambda a: self._score_top(*a), list(zip(conversations, per)))
@@ -260,21 +270,30 @@ def option_logprob(body: dict[str, Any], option: str, where: str = "server") -> 
     # Chat templates that trim message text drop an option's trailing whitespace from the prompt.
     target = option.rstrip() or option
     text, total = "", 0.0
-    for entry in reversed(plp):
-        if len(text) >= len(target):
-            break
+    pos = len(plp)
+    # Walk back until the pieces cover the option, then take any "" pieces just before: those are
+    # the leading bytes of the option's first character (vLLM credits the character to its last token).
+    while pos > 0 and (len(text) < len(target) or _piece(plp[pos - 1]) == ""):
+        pos -= 1
+        entry = plp[pos]
         if not entry:
             raise CAIError(f"{where}: the prompt ran out before the option {option!r} was found in it")
-        first = next(iter(entry.values()))
-        piece = first.get("decoded_token")
+        piece = _piece(entry)
         if piece is None:
             raise CAIError(f"{where} does not detokenize prompt_logprobs; use score_mode=top_logprobs")
         text = piece + text
-        total += float(first["logprob"])
+        total += float(next(iter(entry.values()))["logprob"])
     if not text.endswith(target):
         raise CAIError(f"{where}: the prompt does not end with the option {option!r} (got {text[-40:]!r}); "
                        "the server's chat template alters the final assistant message")
     return total
+
+
+def _piece(entry: dict[str, Any] | None) -> str | None:
+    """The decoded text of a prompt_logprobs entry's own token (its first key)."""
+    if not entry:
+        return None
+    return next(iter(entry.values())).get("decoded_token")
 
 
 def _token_text(t: dict[str, Any]) -> str:

@@ -12,6 +12,11 @@
   which is the red-team request the crowdworker opened with;
 - ``hf:DATASET[:SPLIT]`` or ``hf:DATASET:CONFIG:SPLIT`` through ``datasets.load_dataset``.
 
+Every prompt ends with a user turn. A record holding a finished exchange (SFT ``messages``, a TRL
+preference pair) loses its trailing assistant turn(s), the last of which is kept in
+``meta["reference_answer"]``; a conversation with no user turn left is an error naming its row.
+All other columns of a record travel in ``meta`` (a built-in prompt's ``category``, for instance).
+
 Ids are stable: a record's own ``id`` if it has one, else ``<source-name>-<sha1 of the normalised
 messages, 12 hex>``. Repeats within a source get ``-2``, ``-3``... in file order. Ids are assigned
 before shuffling and limiting, so a resumed run sees the same id for the same prompt whatever
@@ -139,17 +144,20 @@ def _finish(items: list[tuple[Conversation, dict[str, Any], str | None]], source
     return prompts
 
 
-def _from_records(records: list[Any], field: str | None, stop: int | None, *, source: str, name: str) -> list[Prompt]:
+def _from_records(records: list[Any], field: str | None, stop: int | None, *,
+                  source: str, name: str) -> list[Prompt]:
     columns = columns_of(records)
     if columns:
         field = resolve_field(field, columns, source) if field else detect_field(columns, source)
     elif field and records:
-        raise CAIError(f"{source}: --field {field!r} given but the prompts are plain text lines, not records with columns")
+        raise CAIError(f"{source}: --field {field!r} given but the prompts are plain text lines, "
+                       "not records with columns")
     items = [record_to_prompt(rec, field, f"{source}: row {i + 1}") for i, rec in enumerate(records[:stop])]
     return _finish(items, source, name)
 
 
-def _from_transcripts(records: list[Any], field: str | None, stop: int | None, *, source: str, name: str) -> list[Prompt]:
+def _from_transcripts(records: list[Any], field: str | None, stop: int | None, *,
+                      source: str, name: str) -> list[Prompt]:
     columns = columns_of(records)
     if columns:
         if field:

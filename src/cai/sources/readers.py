@@ -84,7 +84,8 @@ def read_parquet(path: Path) -> list[Any]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise CAIError(f"{path}: reading Parquet needs pyarrow; pip install 'cai[eval]' or convert the file to JSONL") from None
+        raise CAIError(f"{path}: reading Parquet needs pyarrow; pip install 'cai[eval]' "
+                       "or convert the file to JSONL") from None
     return pq.read_table(path).to_pylist()
 
 
@@ -136,8 +137,8 @@ def read_hf(spec: str) -> list[Any]:
     except Exception as e:  # noqa: BLE001 - datasets raises many types for "not reachable / not there"
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         if _hub_offline() or isinstance(e, (ConnectionError, TimeoutError)):
-            raise CAIError(f"hf:{spec}: the Hugging Face hub is unreachable ({reason}) and the dataset "
-                           f"is not cached; download it elsewhere and pass a local .jsonl/.csv/.parquet file instead") from None
+            raise CAIError(f"hf:{spec}: the Hugging Face hub is unreachable ({reason}) and the dataset is not "
+                           "cached; download it elsewhere and pass a local .jsonl/.csv/.parquet file instead") from None
         raise CAIError(f"hf:{spec}: could not load the dataset ({reason}); check the name and split, or pass "
                        f"a local .jsonl/.csv/.parquet file instead") from None
     return ds.to_list()

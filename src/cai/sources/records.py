@@ -69,7 +69,8 @@ def _looks_like_transcript(text: str) -> bool:
 
 def _message(m: Any, where: str) -> dict[str, str]:
     if isinstance(m, dict) and "role" in m and "content" in m:
-        return {"role": str(m["role"]), "content": m["content"].strip() if isinstance(m["content"], str) else m["content"]}
+        content = m["content"].strip() if isinstance(m["content"], str) else m["content"]
+        return {"role": str(m["role"]), "content": content}
     if isinstance(m, dict) and "from" in m and "value" in m:  # ShareGPT
         role = _SHAREGPT_ROLES.get(str(m["from"]).lower())
         if role is None:
@@ -109,7 +110,8 @@ def to_conversation(value: Any, where: str, *, transcripts: bool = False) -> tup
             answer = conv.pop()
             extra.setdefault("reference_answer", answer["content"])
         if not conv or conv[-1]["role"] != "user":
-            raise CAIError(f"{where}: the conversation has no user turn to answer; a prompt must end with a user message")
+            raise CAIError(f"{where}: the conversation has no user turn to answer; "
+                           "a prompt must end with a user message")
         return conv, extra
     raise CAIError(f"{where}: expected text or a list of messages, got {type(value).__name__} {value!r:.60}")
 

