@@ -100,6 +100,21 @@ def test_end_of_sequence_token_ends_with_stop(tiny):
     assert c.text == tiny.tokenizer.decode(ids[:2])
 
 
+def test_stop_string_stops_generation_early(tiny):
+    conv = [[{"role": "user", "content": "Say something."}]]
+    free = tiny.generate(conv, SamplingParams(temperature=0, max_tokens=16))[0]
+    words = free.text.split()
+    stop = words[2]  # the third word of the greedy answer
+    calls = []
+    handle = tiny.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        cut = tiny.generate(conv, SamplingParams(temperature=0, max_tokens=16, stop=(stop,)))[0]
+    finally:
+        handle.remove()
+    assert cut.text == free.text[: free.text.index(stop)] and cut.finish_reason == "stop"
+    assert cut.completion_tokens < 16 and len(calls) <= cut.completion_tokens, "decoding went on past the stop string"
+
+
 def test_batches_sorted_by_length_within_budgets(tiny):
     batches = tiny._batches([5, 50, 20, 40, 10], extra=8, rows_per_item=1)
     assert batches == [[1, 3], [2, 4], [0]]  # longest first, batch_size=2

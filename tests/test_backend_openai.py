@@ -19,6 +19,7 @@ import httpx
 import pytest
 from backend_contract import (
     _load_fp32,
+    check_batch_invariant_greedy,
     check_generate_contract,
     check_score_options_contract,
     check_score_options_matches_forward,
@@ -89,6 +90,11 @@ def test_generate_contract(client):
 
 def test_seed_reproducible(client):
     check_seed_reproducible(client)
+
+
+def test_batched_greedy_matches_one_at_a_time(client):
+    # Concurrent requests are micro-batched by the server (float32, so padding changes nothing).
+    check_batch_invariant_greedy(client)
 
 
 def test_score_options_contract(client):
@@ -411,3 +417,48 @@ def _listening_addresses(port: int) -> set[str] | None:
         if state == "0A" and int(p, 16) == port:
             found.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
     return found
+
+
+def test_greedy_n_asks_for_one_sample_and_copies_it():
+    # vLLM answers 400 to n > 1 at temperature 0; greedy samples are identical anyway.
+    with fake_server(lambda h, p: (200, chat_body(n=p["n"]), {})) as (url, seen):
+        backend = OpenAIBackend(f"{url}#m")
+        out = backend.generate([USER, USER], SamplingParams(temperature=0, n=3))
+        assert [c.text for c in out] == ["hi0"] * 6
+        assert all(p["n"] == 1 and "return_token_ids" not in p for _, p, _ in seen)
+        backend.close()
+
+
+# -- vLLM's own server ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_against_vllm_openai_server(smollm2_path):
+    """`cai serve` on a vllm: spec execs vLLM's OpenAI server; the contract and the option scores
+    (vLLM in float32 against the reference forward pass) hold over it. Minutes on a CPU."""
+    pytest.importorskip("vllm")
+    port = free_port()
+    cai = Path(sys.executable).with_name("cai")
+    proc = subprocess.Popen([str(cai), "serve", "-m", "vllm:smollm2-135m", "--port", str(port), "--dtype", "float32",
+                             "--vllm-args", "--enforce-eager --max-model-len 2048"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            assert proc.poll() is None, "vLLM's server exited during start-up"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "vLLM's server did not come up in 15 minutes"
+            time.sleep(2)
+        with OpenAIBackend(f"http://127.0.0.1:{port}/v1", timeout=600) as backend:
+            assert backend.model == "smollm2-135m"
+            check_score_options_matches_forward(backend, smollm2_path, tol=2e-2)
+            check_generate_contract(backend)
+            check_score_options_contract(backend, batch_tol=2e-2)
+    finally:
+        proc.terminate()
+        proc.wait(60)

