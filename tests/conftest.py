@@ -43,7 +43,7 @@ def tiny_llama_dir(tmp_path_factory, smollm2_path) -> str:
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,  # a tied random model just repeats one token greedily
     )
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     out = tmp_path_factory.mktemp("tiny-llama")

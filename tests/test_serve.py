@@ -271,3 +271,17 @@ def test_vllm_command_on_cpu_and_cuda(tmp_path, monkeypatch):
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
     argv, env = vllm_command(cfg, cuda=True)
     assert "--gpu-memory-utilization" not in argv and "VLLM_CPU_NUM_OF_RESERVED_CPU" not in env
+
+
+def test_port_in_use_is_one_clear_error(capsys):
+    import socket
+
+    from cai.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["serve", "-m", "mock:", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cai: error: cannot listen on 127.0.0.1:") and "--port" in err and "\n" not in err

@@ -103,27 +103,46 @@ def api_key(config: ServeConfig) -> str | None:
 def build_app(config: ServeConfig, backend: Any = None) -> Any:
     """cai's own app for ``config`` (loading the backend unless one is given)."""
     from cai.backends import load_backend
-    from cai.serve_app import create_app
+
+    try:
+        from cai.serve_app import create_app
+    except ModuleNotFoundError as e:
+        raise BackendUnavailable(f"cai serve needs {e.name}: pip install 'cai[serve]'") from None
 
     if backend is None:
         backend = load_backend(config.model, dtype=config.dtype)
     return create_app(backend, served_name(config), api_key=api_key(config), max_batch=config.max_batch)
 
 
+def check_port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise CAIError(f"cannot listen on {host}:{port} ({e.strerror}); pick another with --port "
+                           "or stop the server using it") from None
+
+
 def serve(config: ServeConfig) -> None:
     """Run the server in the foreground until interrupted."""
-    if plan(config) == "vllm":
+    how = plan(config)
+    check_port_free(config.host, config.port)
+    if how == "vllm":
         import torch
 
         argv, env = vllm_command(config, cuda=torch.cuda.is_available())
-        print(f"cai: starting vLLM's OpenAI server: {shlex.join(argv)}", file=sys.stderr)
+        shown = ["***" if i and argv[i - 1] == "--api-key" else a for i, a in enumerate(argv)]
+        print(f"cai: starting vLLM's OpenAI server: {shlex.join(shown)}", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(argv[0], argv, env)  # vLLM owns the process (and its signals) from here on
 
+    app = build_app(config)
     import uvicorn
 
-    app = build_app(config)
     print(f"cai: serving {served_name(config)} at http://{config.host}:{config.port}/v1 "
           f"(use -m openai:http://{config.host}:{config.port}/v1#{served_name(config)})", file=sys.stderr)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning")

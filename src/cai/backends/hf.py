@@ -172,9 +172,10 @@ class HFBackend:
             # top_k=0 turns off transformers' default top-50 filter: plain temperature/top-p, as in vLLM and OpenAI.
             cfg.update(temperature=params.temperature, top_p=params.top_p, top_k=0, num_return_sequences=params.n)
         extra: dict[str, Any] = {}
-        if params.stop:
+        stops = tuple(s for s in params.stop if s)
+        if stops:
             # transformers stops each row at its stop string; the text is cut exactly in _completion.
-            extra["stopping_criteria"] = self._stop_criteria(tuple(params.stop))
+            extra["stopping_criteria"] = self._stop_criteria(stops)
         out = self.model.generate(input_ids=input_ids, attention_mask=mask,
                                   generation_config=GenerationConfig(**cfg), **extra)
         new = out[:, width:].tolist()
@@ -193,7 +194,7 @@ class HFBackend:
         from transformers.generation.stopping_criteria import StopStringCriteria
 
         if stops not in self._stops:
-            self._stops[stops] = StopStringCriteria(self.tokenizer, [s for s in stops if s])
+            self._stops[stops] = StopStringCriteria(self.tokenizer, list(stops))
         return StoppingCriteriaList([self._stops[stops]])
 
     def _completion(self, row: list[int], prompt_len: int, params: SamplingParams, max_new: int, seed: int) -> Completion:
@@ -275,8 +276,14 @@ class HFBackend:
 
 def _load(model: str, path: str, dtype, device: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     local = Path(path).exists()
+    # transformers draws a per-tensor "Loading weights" bar; for local folders it only adds noise
+    # above the answer, so hide it while loading and put the setting back afterwards.
+    bars = hf_logging.is_progress_bar_enabled()
+    if local:
+        hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -287,6 +294,9 @@ def _load(model: str, path: str, dtype, device: str):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CAIError(f"cannot load model {model!r} from {path}: {first}; point -m at a Hugging Face "
                        f"causal-LM folder") from e
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return tokenizer, lm.to(device).eval()
 
 

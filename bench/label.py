@@ -1,0 +1,201 @@
+"""Throughput of AI preference labelling: option scoring against generate-and-parse.
+
+Ours is ``cai.label_judge.label_pairs``, the code ``cai label`` and ``cai eval labeler`` run: for
+every pair, both (A)/(B) orders are scored with ``score_options`` (one forward pass per order, no
+generation), batched across pairs. The baseline is the classic tutorial loop: for one pair at a
+time, render the same multiple-choice prompt (one order only), ``model.generate`` up to
+``--max-new-tokens`` greedy tokens, decode, and look for "A" or "B" in the text. Both use the same
+weights in the same dtype. The pairs are BIG-bench HHH comparisons (``../shared/data``), so the
+prompts have realistic lengths. The target is a speedup of at least 20x in pairs/s, although ours
+does twice the work per pair (both orders).
+
+    python bench/label.py                 # full run; writes its section of bench/RESULTS.md
+    python bench/label.py --quick         # smoke run on a few pairs; writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "RESULTS.md"
+SECTION = "## RLAIF labelling: option scoring vs generate-and-parse (bench/label.py)"
+TARGET = 20.0
+_LETTER = re.compile(r"\(?\b([AB])\b\)?")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="hf:smollm2-135m", help="backend spec for ours; the baseline loads the same "
+                   "weights with transformers (default: hf:smollm2-135m)")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "hhh_alignment"),
+                   help="hhh_alignment-shaped folder the pairs come from")
+    p.add_argument("--constitution", default="hhh")
+    p.add_argument("--pairs", type=int, default=128, help="pairs labelled by ours (default: 128)")
+    p.add_argument("--loop-pairs", type=int, default=8, help="pairs for the generate-and-parse loop (default: 8)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="baseline generation budget (default: 32)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 4 pairs, 1 in the loop, 8 tokens; writes nothing")
+    p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.pairs, args.loop_pairs, args.max_new_tokens = min(args.pairs, 4), 1, min(args.max_new_tokens, 8)
+    return args
+
+
+def load_pairs(args):
+    from cai.evals.comparisons import load_comparisons
+
+    _, items = load_comparisons(args.data, limit=None)
+    items = items[: max(args.pairs, args.loop_pairs)]
+    if len(items) < args.pairs:
+        sys.exit(f"{args.data} holds only {len(items)} comparisons; lower --pairs")
+    return [(it.messages, it.better, it.worse) for it in items]
+
+
+def run_ours(backend, constitution, pairs) -> dict:
+    from cai.label_judge import JudgeConfig, label_pairs
+
+    method = JudgeConfig(principles="sample", swap=True)
+    label_pairs(backend, pairs[:2], constitution, method)  # warm-up: kernels, allocator
+    t = time.perf_counter()
+    labels = label_pairs(backend, pairs, constitution, method, keys=[str(i) for i in range(len(pairs))])
+    seconds = time.perf_counter() - t
+    return {"pairs": len(labels), "seconds": seconds, "forward_prompts": 2 * len(labels)}
+
+
+def run_loop(backend, constitution, pairs, max_new_tokens: int) -> dict:
+    """The tutorial's way: generate a short answer per pair and parse the letter out of it."""
+    import random
+
+    import torch
+
+    from cai.chat import render_prompt
+    from cai.label_prompts import choice_conversation
+
+    tok, model = backend.tokenizer, backend.model
+    questions = [p.preference for p in constitution.preference_principles()]
+    rng = random.Random(0)
+    parsed = 0
+    # warm-up
+    warm = render_prompt(tok, choice_conversation(pairs[0][0], pairs[0][1], pairs[0][2], questions[0])[:-1])
+    with torch.inference_mode():
+        model.generate(**tok(warm, return_tensors="pt", add_special_tokens=False).to(model.device), max_new_tokens=2,
+                       do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+    t = time.perf_counter()
+    for messages, x, y in pairs:
+        # the same question and options, but the model is asked to *say* its answer
+        conv = choice_conversation(messages, x, y, rng.choice(questions))[:-1]
+        text = render_prompt(tok, conv) + "The answer is:"
+        inputs = tok(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        reply = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        parsed += bool(_LETTER.search(reply))
+    seconds = time.perf_counter() - t
+    return {"pairs": len(pairs), "seconds": seconds, "parsed": parsed}
+
+
+def versions() -> str:
+    from importlib import metadata
+
+    out = []
+    for d in ("cai", "torch", "transformers"):
+        try:
+            out.append(f"{d} {metadata.version(d)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} logical CPUs ({torch.get_num_threads()} torch threads), {gpu}"
+
+
+def report(args, backend, ours: dict, loop: dict) -> tuple[str, bool]:
+    o_pps = ours["pairs"] / ours["seconds"]
+    l_pps = loop["pairs"] / loop["seconds"]
+    speedup = o_pps / l_pps
+    ok = speedup >= TARGET
+    lines = [
+        SECTION, "",
+        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"- machine: {machine()}",
+        f"- versions: {versions()}, python {platform.python_version()}",
+        f"- model: `{backend.name}` ({backend.dtype}); pairs: BIG-bench HHH comparisons; constitution "
+        f"`{args.constitution}`",
+        f"- command: `python bench/label.py --pairs {args.pairs} --loop-pairs {args.loop_pairs} "
+        f"--max-new-tokens {args.max_new_tokens}`", "",
+        "| method | pairs | seconds | pairs/s |",
+        "|---|---:|---:|---:|",
+        f"| `label_pairs`: score_options, both orders, batched | {ours['pairs']} | {ours['seconds']:.1f} | {o_pps:.3f} |",
+        f"| loop: `model.generate` ({args.max_new_tokens} tokens) + parse A/B, one order, one pair at a time | "
+        f"{loop['pairs']} | {loop['seconds']:.1f} | {l_pps:.4f} |", "",
+        f"Speedup: {speedup:.1f}x in pairs/s (target >= {TARGET:.0f}x): **{'PASS' if ok else 'FAIL'}**. "
+        f"The loop found a letter in {loop['parsed']}/{loop['pairs']} replies; scoring always yields a "
+        "probability.", "",
+    ]
+    return "\n".join(lines), ok
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this bench's section of RESULTS.md (from its heading to the next ``## ``), keeping the rest."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, l in enumerate(lines) if l.strip() == SECTION), None)
+    if start is None:
+        new = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = "".join(lines[:start]) + section + ("\n" if end < len(lines) else "") + "".join(lines[end:])
+    path.write_text(new.rstrip("\n") + "\n")
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = parse_args(argv)
+    from cai.backends import load_backend
+    from cai.constitution import load_constitution
+
+    pairs = load_pairs(args)
+    constitution = load_constitution(args.constitution)
+    backend = load_backend(args.model)
+    if not hasattr(backend, "model"):
+        sys.exit(f"{args.model}: the baseline needs an in-process transformers model; use an hf: spec")
+    print(f"ours: {args.pairs} pairs x 2 orders on {backend.name} ...", file=sys.stderr)
+    ours = run_ours(backend, constitution, pairs[: args.pairs])
+    print(f"ours: {ours['pairs']} pairs in {ours['seconds']:.1f} s", file=sys.stderr)
+    print(f"loop: {args.loop_pairs} pairs one at a time ...", file=sys.stderr)
+    loop = run_loop(backend, constitution, pairs[: args.loop_pairs], args.max_new_tokens)
+    section, ok = report(args, backend, ours, loop)
+    print(section)
+    if args.quick:
+        print("(--quick: smoke run, nothing written)", file=sys.stderr)
+    else:
+        write_section(Path(args.results), section)
+        print(f"wrote the section to {args.results}", file=sys.stderr)
+    return 0 if ok or args.quick else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
