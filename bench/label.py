@@ -104,11 +104,21 @@ def run_loop(backend, constitution, pairs, max_new_tokens: int) -> dict:
     return {"pairs": len(pairs), "seconds": seconds, "parsed": parsed}
 
 
+def mean_prompt_tokens(hf, constitution, pairs) -> float:
+    from cai.chat import render_prompt
+    from cai.label_prompts import choice_conversation
+
+    q = constitution.preference_principles()[0].preference
+    lens = [len(hf.tokenizer(render_prompt(hf.tokenizer, choice_conversation(m, x, y, q)),
+                             add_special_tokens=False)["input_ids"]) for m, x, y in pairs]
+    return sum(lens) / len(lens)
+
+
 def versions() -> str:
     from importlib import metadata
 
     out = []
-    for d in ("cai", "torch", "transformers"):
+    for d in ("cai", "torch", "transformers", "vllm"):
         try:
             out.append(f"{d} {metadata.version(d)}")
         except metadata.PackageNotFoundError:
@@ -141,7 +151,8 @@ def report(args, backend, ours: dict, loop: dict) -> tuple[str, bool]:
         f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
         f"- machine: {machine()}",
         f"- versions: {versions()}, python {platform.python_version()}",
-        f"- model: `{backend.name}` ({backend.dtype}); pairs: BIG-bench HHH comparisons; constitution "
+        f"- model: ours `{backend.name}` ({getattr(backend, 'dtype', '?')}), loop `transformers` ({loop['dtype']}); "
+        f"pairs: BIG-bench HHH comparisons, {ours['prompt_tokens']:.0f} prompt tokens on average; constitution "
         f"`{args.constitution}`",
         f"- command: `python bench/label.py --pairs {args.pairs} --loop-pairs {args.loop_pairs} "
         f"--max-new-tokens {args.max_new_tokens}`", "",
@@ -177,16 +188,20 @@ def main(argv=None) -> int:
     from cai.backends import load_backend
     from cai.constitution import load_constitution
 
+    from cai.backends import split_spec
+
     pairs = load_pairs(args)
     constitution = load_constitution(args.constitution)
     backend = load_backend(args.model)
-    if not hasattr(backend, "model"):
-        sys.exit(f"{args.model}: the baseline needs an in-process transformers model; use an hf: spec")
+    # The baseline is plain transformers code: reuse the hf backend's model, or load the same weights.
+    hf = backend if hasattr(backend, "model") else load_backend("hf:" + split_spec(args.model)[1])
     print(f"ours: {args.pairs} pairs x 2 orders on {backend.name} ...", file=sys.stderr)
     ours = run_ours(backend, constitution, pairs[: args.pairs])
     print(f"ours: {ours['pairs']} pairs in {ours['seconds']:.1f} s", file=sys.stderr)
     print(f"loop: {args.loop_pairs} pairs one at a time ...", file=sys.stderr)
-    loop = run_loop(backend, constitution, pairs[: args.loop_pairs], args.max_new_tokens)
+    loop = run_loop(hf, constitution, pairs[: args.loop_pairs], args.max_new_tokens)
+    loop["dtype"] = str(hf.dtype)
+    ours["prompt_tokens"] = mean_prompt_tokens(hf, constitution, pairs[: args.pairs])
     section, ok = report(args, backend, ours, loop)
     print(section)
     if args.quick:

@@ -107,7 +107,8 @@ def test_score_options_matches_forward(client, tiny_llama_dir):
 
 def test_model_name_comes_from_models_endpoint(served_tiny):
     backend = OpenAIBackend(served_tiny)
-    assert backend.model == "tiny" and backend.name == f"openai:{served_tiny}#tiny"
+    assert backend.name == f"openai:{served_tiny}#tiny", "the name is complete before any call (provenance)"
+    assert backend.model == "tiny"
     backend.close()
 
 
@@ -270,6 +271,8 @@ def test_clear_error_when_nothing_listens():
     assert "cannot reach" in msg and url in msg and "connection refused" in msg and "cai serve" in msg
     assert "\n" not in msg and time.monotonic() - start < 5
     backend.close()
+    with pytest.raises(BackendUnavailable, match="cannot reach"):
+        OpenAIBackend(url)  # without #MODEL it asks the server for the name at once
 
 
 def test_concurrency_limit_is_respected():
@@ -322,6 +325,12 @@ def test_request_fields_api_key_and_response_mapping(monkeypatch):
         assert c.finish_reason == "length" and c.completion_tokens == 7 and c.prompt_tokens == 5
         backend.close()
         plain.close()
+
+
+def test_a_server_that_is_not_openai_compatible_is_named():
+    with fake_server(lambda h, p: (200, "<html>welcome</html>", {})) as (url, _):
+        with pytest.raises(CAIError, match="without a JSON object.*OpenAI-compatible"):
+            OpenAIBackend(url.removesuffix("/v1"))
 
 
 def test_prompt_logprobs_mode_explains_servers_without_them():

@@ -16,7 +16,10 @@ from cai.evals.labeler import LabelerEvalConfig, evaluate_labeler, plot_reliabil
 from cai.evals.metrics import bootstrap_ci, calibration, credit, majority_baseline, random_baseline
 from cai.label_prompts import swap_paper_options
 
-A, B = " (A)", " (B)"
+from cai.templates import load_template
+
+A, B = load_template("label")["options"]  # what the labeller scores for hhh / hh-rlhf pairs
+PA, PB = " (A)", " (B)"  # options of the CAI paper's multiple-choice files
 ln = math.log
 
 
@@ -152,9 +155,9 @@ def test_paper_format_items_are_scored_in_both_orders():
     def judge(conv, options):  # prefers the option whose text is "kind reply"
         q = conv[-2]["content"]
         kind_is_a = q.index("(A)") < q.index("kind reply") < q.index("(B)")
-        return {A: ln(0.8), B: ln(0.2)} if kind_is_a else {A: ln(0.4), B: ln(0.6)}
+        return {PA: ln(0.8), PB: ln(0.2)} if kind_is_a else {PA: ln(0.4), PB: ln(0.6)}
 
-    it = ChoiceItem("m/1", "mc", PAPER["prompt"], (" (B)",), (" (A)",))
+    it = ChoiceItem("m/1", "mc", PAPER["prompt"], (PB,), (PA,))
     fb = MockBackend(option_logprobs=judge)
     r = evaluate_labeler(LabelerEvalConfig(bootstrap=50), backend=fb, items=[it], show_progress=False)
     # dataset order: kind is (B) -> P(B) = 0.6 ; swapped: kind is (A) -> P(A) = 0.8 ; mean 0.7

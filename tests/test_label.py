@@ -17,7 +17,9 @@ from cai.label_judge import JudgeConfig, label_pairs
 from cai.preference import clamp, debias, ensemble, margin, orders_agree, two_option_prob
 from cai.sources import Prompt
 
-A, B = " (A)", " (B)"
+from cai.templates import load_template
+
+A, B = load_template("label")["options"]  # the two option strings the labeller scores
 ln = math.log
 
 
@@ -104,7 +106,7 @@ def test_cot_reasons_first_then_scores_with_clamping_by_hand():
     gen, score = fb.calls
     assert gen[0] == "generate" and score[0] == "score_options"
     assert all(c[-1] == {"role": "assistant", "content": "Let's think step by step:"} for c in gen[1])
-    assert score[1][0][0][-1]["content"] == "Let's think step by step: x is kinder than y.\n\nSo the answer is:"
+    assert score[1][0][0][-1]["content"] == "Let's think step by step: x is kinder than y.\n\nSo the answer is: ("
     assert lab.principles[0].reasoning == ("x is kinder than y.", "x is kinder than y.")
     # a wider clamp [0.3, 0.8]: p1 (0.75 + 0.6)/2 = 0.675 ; p2 (0.8 + 0.3)/2 = 0.55 ; mean 0.6125
     fb = MockBackend(option_logprobs=judge_logprobs, responses=lambda conv: "hmm")
@@ -159,7 +161,7 @@ def test_few_shot_examples_come_before_the_question():
     assert "EXAMPLE PROMPT" in conv[0]["content"] and "(A) ea" in conv[0]["content"]
     assert conv[0]["content"].count("Options:") == 1  # the paper's trailing "Options:" is not doubled
     assert conv[1]["content"] == "The answer is: (B)"
-    assert "XRESP" in conv[2]["content"] and conv[3]["content"] == "The answer is:"
+    assert "XRESP" in conv[2]["content"] and conv[3]["content"] == "The answer is: ("
     fb = MockBackend(option_logprobs=judge_logprobs, responses=["r"])
     label_pairs(fb, [PAIR], constitution(examples=[ex]), JudgeConfig(principles="p1", few_shot=-1, cot=True))
     assert fb.calls[0][1][0][1]["content"] == "Let's think step by step: eb wins.\n\nSo the answer is: (B)"

@@ -285,3 +285,10 @@ def test_port_in_use_is_one_clear_error(capsys):
         assert main(["serve", "-m", "mock:", "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cai: error: cannot listen on 127.0.0.1:") and "--port" in err and "\n" not in err
+
+
+def test_app_survives_several_lifespans():
+    app = create_app(MockBackend(responses=["x"]), "m")
+    for _ in range(2):
+        with TestClient(app) as client:
+            assert post(client, messages=USER).json()["choices"][0]["message"]["content"] == "x"

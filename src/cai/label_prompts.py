@@ -6,7 +6,7 @@ Layout (wording in ``templates/label.yaml``)::
     user:      example question    } few-shot examples from the constitution, if asked for
     assistant: The answer is: (B)  }
     user:      conversation + preference question + (A) ... (B) ...
-    assistant: The answer is:      <- continued: " (A)" and " (B)" are scored here
+    assistant: The answer is: (    <- continued: "A" and "B" are scored here
 
 In chain-of-thought mode the last assistant message is first "Let's think step by step:" (the
 model writes its reasoning), then the reasoning followed by "So the answer is:".
@@ -91,10 +91,13 @@ def choice_conversation(messages: Sequence[Message], response_a: str, response_b
     return conv
 
 
-def after_reasoning(cot_conversation: Conversation, reasoning: str, tpl: dict[str, Any] | None = None) -> Conversation:
-    """Replace the "Let's think step by step:" turn with the reasoning and the answer prefix."""
+def after_reasoning(cot_conversation: Conversation, reasoning: str, tpl: dict[str, Any] | None = None, *,
+                    paper: bool = False) -> Conversation:
+    """Replace the "Let's think step by step:" turn with the reasoning and the answer prefix
+    (for paper-format prompts, whose options are " (A)", the prefix without its "(")."""
     tpl = tpl or label_template()
-    last = fill(tpl["cot_answer"], cot_prefix=tpl["cot_prefix"], reasoning=reasoning.strip())
+    last = fill(tpl["paper_cot_answer" if paper else "cot_answer"], cot_prefix=tpl["cot_prefix"],
+                reasoning=reasoning.strip())
     return [*cot_conversation[:-1], {"role": "assistant", "content": last}]
 
 
@@ -105,7 +108,7 @@ def paper_choice_conversation(prompt: str, *, examples: Sequence[Any] = (), cot:
     :func:`choice_conversation`."""
     tpl = tpl or label_template()
     text = prompt.rstrip()
-    answer = tpl["answer_prefix"]
+    answer = tpl["paper_answer_prefix"]
     head = text[: -len(answer)] if text.endswith(answer) else text
     conv: Conversation = []
     if tpl.get("system"):

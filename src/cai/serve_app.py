@@ -81,19 +81,29 @@ class BatchWorker:
     def __init__(self, handlers: dict[str, Callable[[Any, list[Any]], list[Any]]], max_batch: int = 16) -> None:
         self.handlers = handlers
         self.max_batch = max(1, int(max_batch))
-        self.batches: list[tuple[str, int]] = []  # (kind, size) of recent batches, for tests and logs
         self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="cai-serve-model", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._ensure_running()
+
+    def _ensure_running(self) -> None:
+        with self._lock:  # (re)started on demand: an app may go through several lifespans
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="cai-serve-model", daemon=True)
+                self._thread.start()
 
     def submit(self, kind: str, key: Any, item: Any) -> Future:
+        self._ensure_running()
         fut: Future = Future()
         self._queue.put((kind, key, item, fut))
         return fut
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=5)
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(timeout=5)
 
     def _loop(self) -> None:
         while True:
@@ -117,7 +127,6 @@ class BatchWorker:
                 self._run(kind, key, batch)
 
     def _run(self, kind: str, key: Any, batch: list[tuple]) -> None:
-        self.batches = [*self.batches[-99:], (kind, len(batch))]
         try:
             results = self.handlers[kind](key, [j[2] for j in batch])
         except Exception as e:  # noqa: BLE001 - handed to the waiting request

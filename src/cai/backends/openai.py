@@ -99,6 +99,8 @@ class OpenAIBackend:
         self._lock = threading.Lock()
         self._reached = False  # once the server has answered, connection errors are retried
         self.name = f"openai:{self.base_url}#{self._model or ''}"
+        if self._model is None:
+            self.model  # ask the server now, so that ``name`` (used in provenance) is complete
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -142,7 +144,14 @@ class OpenAIBackend:
             else:
                 self._reached = True
                 if r.status_code < 400:
-                    return r.json()
+                    try:
+                        body = r.json()
+                    except ValueError:
+                        body = None
+                    if not isinstance(body, dict):
+                        raise CAIError(f"{url} answered {r.status_code} without a JSON object ({r.text[:80]!r}); "
+                                       "is it an OpenAI-compatible server (its URL usually ends in /v1)?")
+                    return body
                 if r.status_code not in RETRY_STATUS:
                     raise CAIError(_rejection(url, r))
                 err, retry_after = f"HTTP {r.status_code}: {_error_message(r)}", r.headers.get("retry-after")
@@ -191,7 +200,6 @@ class OpenAIBackend:
             body = self._request("POST", "/chat/completions", self._chat_payload(conv, **fields))
             return _completions(body, n) * (params.n // n)
 
-        self.model  # resolve once before the threads start
         return [c for group in self._map(one, list(conversations)) for c in group]
 
     # -- score_options ----------------------------------------------------------------------
@@ -201,7 +209,6 @@ class OpenAIBackend:
             check_conversation(conv, f"conversations[{i}]")
         if not per:
             return []
-        self.model
         if self.score_mode == "top_logprobs":
             return self._map(lambda a: self._score_top(*a), list(zip(conversations, per)))
         jobs = [(i, conv, o) for i, (conv, opts) in enumerate(zip(conversations, per)) for o in opts]

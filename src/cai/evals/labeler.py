@@ -86,7 +86,7 @@ def _choice_results(backend: Any, items: Sequence[ChoiceItem], examples: Sequenc
     convs = [j[1] for j in jobs]
     if method.cot:
         params = SamplingParams(temperature=0.0, max_tokens=method.cot_max_tokens, stop=tuple(tpl["cot_stop"]))
-        convs = [after_reasoning(c, o.text, tpl) for c, o in zip(convs, backend.generate(convs, params))]
+        convs = [after_reasoning(c, o.text, tpl, paper=True) for c, o in zip(convs, backend.generate(convs, params))]
     scores = backend.score_options(convs, [j[3] for j in jobs])
     per_item: dict[int, list[float]] = {}
     for (k, _, corrects, _), lp in zip(jobs, scores):
