@@ -241,3 +241,21 @@ def result_table(result: dict[str, Any]):
                       pct(s["position_bias_rate"]), f"{s['ece']:.3f}", pct(s["majority_baseline"]),
                       pct(s["random_baseline"]), end_section=k == len(cats) - 1)
     return table
+
+
+def result_markdown(result: dict[str, Any], name: str = "") -> str:
+    """Markdown table rows (category, n, accuracy [95% CI], position bias, ECE, majority, random)
+    for docs; ``name`` labels the run."""
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    rows = []
+    for cat, s in list(result["categories"].items()) + [("overall", result["overall"])]:
+        rows.append(f"| {name} | {cat} | {s['n']} | {pct(s['accuracy'])} [{pct(s['ci95'][0])}, {pct(s['ci95'][1])}] | "
+                    f"{pct(s['position_bias_rate'])} | {s['ece']:.3f} | {pct(s['majority_baseline'])} | "
+                    f"{pct(s['random_baseline'])} |")
+    return "\n".join(rows)
+
+
+MARKDOWN_HEADER = ("| run | category | n | accuracy % [95% CI] | position bias % | ECE | majority % | random % |\n"
+                   "|---|---|---:|---|---:|---:|---:|---:|")
