@@ -168,6 +168,21 @@ def test_paper_format_items_are_scored_in_both_orders():
     assert convs[0][-2]["content"].endswith("[[[kind reply]]]") and "The answer is" not in convs[0][-2]["content"]
 
 
+def test_paper_format_with_cot_keeps_the_papers_answer_prefix():
+    def judge(conv, options):
+        return {PA: ln(0.1), PB: ln(0.9)}  # P(B) = 0.9 in both orders: clamped to 0.6, then 0.4 once swapped
+
+    it = ChoiceItem("m/1", "mc", PAPER["prompt"], (PB,), (PA,))
+    fb = MockBackend(option_logprobs=judge, responses=lambda conv: "B is kinder.")
+    r = evaluate_labeler(LabelerEvalConfig(bootstrap=50, cot=True), backend=fb, items=[it], show_progress=False)
+    gen, score = fb.calls
+    assert gen[1][0][-1]["content"] == "Let's think step by step:"
+    assert score[1][0][0][-1]["content"] == "Let's think step by step: B is kinder.\n\nSo the answer is:"
+    # order 1: correct is (B), P = 0.9 -> 0.6 ; swapped: correct is (A), P = 0.1 -> 0.4 ; mean 0.5 (a tie)
+    assert r["items"][0]["p_orders"] == [pytest.approx(0.6), pytest.approx(0.4)]
+    assert r["overall"]["accuracy"] == 0.5 and r["overall"]["position_bias_rate"] == 1.0
+
+
 def test_cli_end_to_end_on_the_mock(shared_data, tmp_path, monkeypatch):
     from cai.cli import main
 

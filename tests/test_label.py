@@ -331,3 +331,22 @@ def test_datasets_and_dpo_trainer_take_the_output(tmp_path, tiny_llama_dir):
     row = trainer.train_dataset[0]
     assert "GOOD answer" in tok.decode(row["chosen_ids"]) and "BAD answer" in tok.decode(row["rejected_ids"])
     assert trainer.train().training_loss > 0
+
+
+def test_run_label_on_a_real_transformers_backend(tmp_path, tiny_llama_dir):
+    """The tiny random Llama through the hf backend: real sampling, real option scoring."""
+    from cai.backends import load_backend
+
+    backend = load_backend(f"hf:{tiny_llama_dir}", dtype="float32")
+    out = tmp_path / "prefs.jsonl"
+    cfg = LabelConfig(prompts="x", output=str(out), constitution="t", principles="all", max_tokens=8,
+                      samples_per_prompt=3)
+    s = run_label(cfg, policy=backend, prompts=prompts(2), constitution=constitution())
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert s["pairs"] == len(recs) > 0
+    for r in recs:
+        assert 0.5 <= r["p_chosen"] < 1.0 and r["chosen"] != r["rejected"]
+        for p in r["principles"]:
+            # both orders were read and averaged
+            assert 0 < p["chosen_as_a"] < 1 and 0 < p["chosen_as_b"] < 1
+            assert p["p_chosen"] == pytest.approx((p["chosen_as_a"] + p["chosen_as_b"]) / 2)

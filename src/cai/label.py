@@ -21,13 +21,15 @@ done.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from cai.config import option, to_dict
+from cai.config import option
 from cai.errors import CAIError
 from cai.label_judge import (JudgeConfig, PairLabel, PrincipleScore, PrinciplePlan, few_shot_examples, label_pairs,
                              method_summary)
@@ -164,13 +166,14 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     store, skipped = RecordStore(config.output), RecordStore(skipped_path(config.output))
     done = _done_prompts(store, skipped)
     todo = [p for p in prompts if p.id not in done]
-    params = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
-                            n=config.samples_per_prompt, seed=config.seed)
+    base = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
+                          n=config.samples_per_prompt, seed=config.seed)
     counts = {"prompts": len(prompts), "already_done": len(prompts) - len(todo), "pairs": 0, "dropped": 0,
               "no_pairs": 0}
     bar = progress(len(prompts), "label", unit="prompt", initial=len(prompts) - len(todo), enabled=show_progress)
     try:
         for batch in batched(todo, config.batch_size):
+            params = dataclasses.replace(base, seed=batch_seed(config.seed, batch[0].id))
             prov = provenance(constitution=constitution, models={"policy": policy.name, "feedback": feedback.name},
                               sampling=params.to_dict(), seed=config.seed, stage="label", label=method_info)
             samples = [[c.text for c in g] for g in group(policy.generate([p.messages for p in batch], params),
@@ -204,5 +207,8 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     return counts
 
 
-def config_dict(config: LabelConfig) -> dict[str, Any]:
-    return to_dict(config)
+def batch_seed(seed: int, first_prompt_id: str) -> int:
+    """A sampling seed per batch, derived from the run's seed and the batch's first prompt, so
+    batches do not all replay the same random stream and a rerun of a batch samples the same."""
+    digest = hashlib.sha256(f"{seed}:{first_prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
