@@ -95,7 +95,7 @@ def run_loop(config, n: int) -> dict:
     from cai.backends import split_spec
     from cai.chat import render_prompt
     from cai.constitution import load_constitution
-    from cai.critique import prompt_items, principle_pool, choose_principles
+    from cai.critique_plan import choose_principles, principle_pool, prompt_items
     from cai.models import resolve
     from cai.sources import load_prompts
 
@@ -140,7 +140,7 @@ def run_loop(config, n: int) -> dict:
     return {"prompts": len(items), "seconds": seconds, "load_s": load_s, "tokens": tokens}
 
 
-def machine() -> str:
+def machine(load_at_start: float) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -162,7 +162,7 @@ def machine() -> str:
             gpu = f", GPU {torch.cuda.get_device_name(0)}"
     except ImportError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores{mem_s}{gpu}; load average at start {os.getloadavg()[0]:.1f}"
+    return f"{cpu}, {os.cpu_count()} cores{mem_s}{gpu}; load average {load_at_start:.1f} at start (other work on the machine slows both paths)"
 
 
 def versions() -> str:
@@ -177,7 +177,7 @@ def versions() -> str:
     return ", ".join(out)
 
 
-def report(args, config, engine: dict, loop: dict, loop_load_note: str = "") -> tuple[str, bool]:
+def report(config, engine: dict, loop: dict, load_at_start: float) -> tuple[str, bool]:
     e_pps, l_pps = engine["prompts"] / engine["seconds"], loop["prompts"] / loop["seconds"]
     e_tps, l_tps = engine["tokens"] / engine["seconds"], loop["tokens"] / loop["seconds"]
     s_p, s_t = e_pps / l_pps, e_tps / l_tps
@@ -185,7 +185,7 @@ def report(args, config, engine: dict, loop: dict, loop_load_note: str = "") -> 
     lines = [
         SECTION, "",
         f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"- machine: {machine()}",
+        f"- machine: {machine(load_at_start)}",
         f"- versions: {versions()}",
         f"- job: `{config.prompts}` prompts, constitution `{config.constitution}`, {config.rounds} rounds "
         f"(1 + {2 * config.rounds} generations per prompt), token limits answer/critique/revision "
@@ -228,6 +228,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         out = args.output or str(Path(tmp) / "critique.jsonl")
         if Path(out).exists():
@@ -238,7 +239,7 @@ def main(argv=None) -> int:
         print(f"engine: {engine['prompts']} prompts in {engine['seconds']:.1f} s", file=sys.stderr)
         print(f"loop: {args.loop_prompts} prompts one at a time ...", file=sys.stderr)
         loop = run_loop(config, args.loop_prompts)
-        section, ok = report(args, config, engine, loop)
+        section, ok = report(config, engine, loop, load_at_start)
     print(section)
     if args.quick:
         print("(--quick: smoke run, nothing written)", file=sys.stderr)

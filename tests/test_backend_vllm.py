@@ -48,15 +48,24 @@ def _build_tiny_llama(tokenizer_dir: str, out_dir: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, smollm2_path) -> str:
-    return _build_tiny_llama(smollm2_path, str(tmp_path_factory.mktemp("vllm-tiny-llama")))
+def tiny_dir(request, tmp_path_factory, smollm2_path) -> str:
+    # A fixed folder (pytest's cache) rather than a fresh temporary one: vLLM keys its compile
+    # cache on the model path, so later runs skip most of the engine's compilation.
+    try:
+        out = request.config.cache.mkdir("vllm-tiny-llama-hd32")
+    except AttributeError:  # the cache provider is disabled (-p no:cacheprovider)
+        out = tmp_path_factory.mktemp("vllm-tiny-llama")
+    if not ((out / "config.json").is_file() and (out / "model.safetensors").is_file()):
+        _build_tiny_llama(smollm2_path, str(out))
+    return str(out)
 
 
 @pytest.fixture(scope="module")
 def backend(tiny_dir):
     pytest.importorskip("vllm")
-    # float32 so option scores can be compared with a float32 forward pass at 1e-3.
-    b = load_backend(f"vllm:{tiny_dir}", dtype="float32")
+    # float32 so option scores can be compared with a float32 forward pass at 1e-3; a 128 MiB KV
+    # cache (256k tokens of this model) instead of 30% of a RAM shared with other jobs.
+    b = load_backend(f"vllm:{tiny_dir}", dtype="float32", engine_args={"kv_cache_memory_bytes": 1 << 27})
     yield b
     b.close()
     with pytest.raises(CAIError, match="closed"):

@@ -10,7 +10,8 @@ import pytest
 
 from cai.backends.mock import MockBackend
 from cai.constitution import Constitution, Example, Principle
-from cai.critique import CritiqueConfig, choose_principles, critique_revise, run_critique
+from cai.critique import CritiqueConfig, critique_revise, run_critique
+from cai.critique_plan import choose_principles
 from cai.critique_prompts import CritiqueTemplate, clean_output
 from cai.store import read_records
 
@@ -293,3 +294,10 @@ def test_run_critique_needs_prompts_and_output(tmp_path):
         run_critique(CritiqueConfig(model="mock:", output=str(tmp_path / "o.jsonl")), constitution=tiny_constitution())
     with pytest.raises(Exception, match="-o"):
         run_critique(CritiqueConfig(model="mock:", prompts="x.jsonl"), constitution=tiny_constitution())
+
+
+def test_public_api_names():
+    import cai
+
+    assert cai.critique_revise is critique_revise
+    assert cai.run_critique is run_critique and cai.CritiqueConfig is CritiqueConfig

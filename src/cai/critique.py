@@ -13,16 +13,15 @@ Records are written in TRL's formats (``messages``; ``prompt``/``chosen``/``reje
 from __future__ import annotations
 
 import hashlib
-import json
-import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cai import critique_prompts as cp
 from cai.config import option, to_dict
+from cai.critique_plan import PromptItem, choose_principles, principle_pool, prompt_id, prompt_items  # noqa: F401
 from cai.errors import CAIError
-from cai.types import Conversation, SamplingParams, check_conversation
+from cai.types import SamplingParams
 
 SELECTIONS = ("random", "round-robin", "list")
 
@@ -91,77 +90,6 @@ class CritiqueConfig:
                               stop=tuple(stop) if kind != "answer" else (), seed=seed)
 
 
-# -- inputs ---------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PromptItem:
-    id: str
-    messages: Conversation
-    index: int  # position in the whole prompt list: round-robin stays stable across resumed runs
-
-
-def prompt_id(messages: Conversation) -> str:
-    """A stable id for a prompt given without one: a digest of its messages."""
-    return "p-" + hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def prompt_items(prompts: Sequence[Any]) -> list[PromptItem]:
-    """Accept Prompt objects, plain strings, conversations, or dicts with ``messages`` (and ``id``)."""
-    items = []
-    for i, p in enumerate(prompts):
-        pid = None
-        if isinstance(p, str):
-            messages = [{"role": "user", "content": p}]
-        elif isinstance(p, dict):
-            messages, pid = p.get("messages") or p.get("prompt"), p.get("id")
-            if isinstance(messages, str):
-                messages = [{"role": "user", "content": messages}]
-        elif isinstance(p, (list, tuple)):
-            messages = list(p)
-        else:  # cai.sources.Prompt and anything shaped like it
-            messages, pid = getattr(p, "messages", None), getattr(p, "id", None)
-        check_conversation(messages, f"prompts[{i}]")
-        if messages[-1]["role"] != "user":
-            raise ValueError(f"prompts[{i}]: a prompt must end with a user turn")
-        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-        items.append(PromptItem(str(pid) if pid is not None else prompt_id(messages), messages, i))
-    return items
-
-
-def principle_pool(constitution: Any, config: CritiqueConfig) -> list[Any]:
-    usable = [p for p in constitution.principles if p.critique and p.revision]
-    if config.principles:
-        chosen = [constitution.principle(pid) for pid in config.principles]
-        bad = [p.id for p in chosen if not (p.critique and p.revision)]
-        if bad:
-            raise CAIError(f"principle(s) {', '.join(bad)} of {constitution.name!r} have no critique/revision "
-                           "request; pick others (see `cai constitution show`)")
-        return chosen
-    if not usable:
-        raise CAIError(f"constitution {constitution.name!r} has no principle with both a critique and a revision "
-                       "request; the critique engine needs at least one")
-    return usable
-
-
-def choose_principles(item_id: str, index: int, rounds: int, pool: Sequence[Any], config: CritiqueConfig) -> list[Any]:
-    """The principle of each round for one prompt.
-
-    random: as in the paper, drawn independently each round, weighted by ``weight``, from an RNG
-    seeded by (seed, prompt id) so a prompt gets the same principles whatever batch it lands in;
-    round-robin: consecutive principles, each prompt starting one further along;
-    list: the given ids in order, cycled.
-    """
-    if config.principle_selection == "list":
-        return [pool[r % len(pool)] for r in range(rounds)]
-    if config.principle_selection == "round-robin":
-        return [pool[(index + r) % len(pool)] for r in range(rounds)]
-    rng = random.Random(f"{config.seed}:{item_id}")
-    weights = [max(float(getattr(p, "weight", 1.0)), 0.0) for p in pool]
-    if not any(weights):
-        weights = [1.0] * len(pool)
-    return [rng.choices(pool, weights=weights)[0] for _ in range(rounds)]
-
-
 # -- the engine -----------------------------------------------------------------------------------
 
 @dataclass
@@ -192,12 +120,15 @@ class _Engine:
         # One system message for the whole chain (first answer and critic turns); "" turns it off.
         self.system = (config.system_prompt if config.system_prompt is not None else constitution.system_prompt) or None
 
-    def run(self, items: Sequence[PromptItem]) -> list[dict[str, Any]]:
+    def run(self, items: Sequence[PromptItem], on_step: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+        """Advance the whole batch step by step; ``on_step`` hears the name of each step as it starts."""
         cfg, t = self.config, self.template
+        note = on_step or (lambda _: None)
         states = [_State(it, choose_principles(it.id, it.index, cfg.rounds, self.pool, cfg)) for it in items]
         if not states:
             return []
         batch_key = states[0].item.id
+        note("first answers")
         answers = self.policy.generate([cp.with_system(s.item.messages, self.system) for s in states],
                                        cfg.sampling("answer", key=batch_key))
         _check_count(answers, states, "first answers")
@@ -213,6 +144,7 @@ class _Engine:
                         for s in live]
             p_comply: list[float | None] = [None] * len(live)
             if cfg.early_stop:
+                note(f"round {r + 1}/{cfg.rounds}: compliance")
                 # The yes/no judgement needs no worked critique chains, only the conversation.
                 bare = [cp.critic_context(s.item.messages, s.answer, system=self.system, shots=[]) for s in live]
                 convs = [cp.compliance_conversation(b, s.principles[r].critique, t) for b, s in zip(bare, live)]
@@ -228,6 +160,7 @@ class _Engine:
                 if not live:
                     break
 
+            note(f"round {r + 1}/{cfg.rounds}: critiques")
             crit_convs = [cp.critique_conversation(ctx, s.principles[r].critique, t) for ctx, s in zip(contexts, live)]
             critiques = self.critic.generate(crit_convs, cfg.sampling("critique", t.stop, key=f"{batch_key}:{r}"))
             _check_count(critiques, live, "critiques")
@@ -236,6 +169,7 @@ class _Engine:
                 s.add_usage(c)
                 crit_texts.append(cp.clean_output(c.text, "critique", t))
 
+            note(f"round {r + 1}/{cfg.rounds}: revisions")
             rev_convs = [cp.revision_conversation(cc, ct, s.principles[r].revision, t)
                          for cc, ct, s in zip(crit_convs, crit_texts, live)]
             revisions = self.critic.generate(rev_convs, cfg.sampling("revision", t.stop, key=f"{batch_key}:{r}"))
@@ -406,7 +340,7 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     written = 0
     with progress(len(items), "critique", unit="prompt", initial=done_before, enabled=show_progress) as bar:
         for start in range(0, len(todo), config.batch_size):
-            records = engine.run(todo[start : start + config.batch_size])
+            records = engine.run(todo[start : start + config.batch_size], on_step=bar.set_postfix_str)
             prov = _provenance(engine, prompts=config.prompts)
             for rec in records:
                 rec["provenance"] = prov
