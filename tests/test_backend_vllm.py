@@ -92,6 +92,37 @@ def test_score_options_matches_forward_pass(backend, tiny_dir):
     check_score_options_matches_forward(backend, tiny_dir, tol=1e-3)
 
 
+def test_scores_stay_exact_when_the_prefix_cache_holds_part_of_an_option(backend, tiny_dir, monkeypatch):
+    from backend_contract import reference_option_logprobs
+
+    from cai.chat import render_prompt
+
+    block = backend._block_size(backend.llm)
+    # A prompt that ends just before the end of its second KV block, so the long option crosses
+    # into a block that the first call caches and the second call finds.
+    k = 1
+    while len(backend.tokenizer(render_prompt(backend.tokenizer, [{"role": "user", "content": "word " * k}]),
+                                add_special_tokens=False)["input_ids"]) < 2 * block - 3:
+        k += 1
+    conv = [{"role": "user", "content": "word " * k}]
+    opts = [" no", " and then a rather long option that keeps on going for many tokens"]
+    calls = []
+    original = backend._prompt_logprobs
+
+    def spy(llm, seqs, *, read_cache):
+        calls.append(read_cache)
+        return original(llm, seqs, read_cache=read_cache)
+
+    monkeypatch.setattr(backend, "_prompt_logprobs", spy)
+    (first,) = backend.score_options([conv], opts)
+    (second,) = backend.score_options([conv], opts)
+    assert False in calls, "the second call should have met a cache hit inside the option and recomputed it"
+    ref = reference_option_logprobs(tiny_dir, conv, opts)
+    for o in opts:
+        assert abs(first[o] - second[o]) < 1e-5, (o, first[o], second[o])
+        assert abs(second[o] - ref[o]) <= 1e-3, (o, second[o], ref[o])
+
+
 def test_name_and_cpu_defaults(backend, tiny_dir):
     assert backend.name == f"vllm:{tiny_dir}"
     if backend.on_cpu:

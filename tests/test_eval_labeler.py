@@ -214,10 +214,10 @@ def test_real_model_labels_hhh_items(shared_data, smollm2_path):
     """The embedded model through the hf backend: probabilities are proper and both orders are read."""
     from cai.backends import load_backend
 
-    _, some = load_comparisons(str(shared_data / "hhh_alignment"), limit=6, seed=0)
+    _, some = load_comparisons(str(shared_data / "hhh_alignment"), limit=4, seed=0)
     backend = load_backend(f"hf:{smollm2_path}")
     r = evaluate_labeler(LabelerEvalConfig(bootstrap=100), backend=backend, items=some, show_progress=False)
-    assert r["overall"]["n"] == 6
+    assert r["overall"]["n"] == 4
     for it in r["items"]:
         assert 0.0 < it["p_correct"] < 1.0 and None not in it["p_orders"]
         assert it["p_correct"] == pytest.approx(sum(it["p_orders"]) / 2)

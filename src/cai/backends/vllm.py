@@ -10,10 +10,13 @@ share a start (a system prompt, a constitution, a critique chain) reuse its KV c
 
 Option scoring asks vLLM for ``prompt_logprobs`` over ``ids(prompt) + ids(option)`` (encoded
 separately by :func:`cai.chat.encode_option_pairs`, as every local backend does) and sums the
-option tokens' log-probabilities. vLLM computes prompt log-probs only for tokens it actually runs
-through the model, so by default it does not *read* the prefix cache for such requests (the
-``skip_reading_prefix_cache`` default in vLLM's SamplingParams): every option costs one prefill
-of its whole sequence, batched with all the others in one call.
+option tokens' log-probabilities, all options of all conversations in one ``generate`` call. vLLM
+returns prompt log-probs only for the tokens it computes, so by default it does not read the
+prefix cache for such requests and every option would re-run its whole prompt. Here a first pass
+runs each distinct prompt once, filling the prefix cache, and the scoring pass then reads it:
+each option recomputes only the prompt's last partial KV block and its own tokens. Requests whose
+cache hit reached into the option (a pair scored before) are recomputed without the cache. The
+scores equal the uncached ones (checked to 0.0 difference in bf16 on SmolLM2).
 
 Reproducibility (what vLLM promises, per its "Reproducibility" and "Batch invariance" docs for
 v0.x, checked against vLLM 0.32):
@@ -128,6 +131,7 @@ class VLLMBackend:
         except ImportError as e:
             raise BackendUnavailable(f"the vllm backend needs vLLM, which is not installed: {_INSTALL_HINT}") from e
 
+        self.enable_prefix_caching = enable_prefix_caching
         kwargs: dict[str, Any] = dict(dtype=dtype, enable_prefix_caching=enable_prefix_caching, seed=seed)
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
@@ -209,8 +213,6 @@ class VLLMBackend:
 
     # -- score_options -----------------------------------------------------------------------------
     def score_options(self, conversations: Sequence[Conversation], options) -> list[dict[str, float]]:
-        from vllm import SamplingParams as VSamplingParams
-
         convs = list(conversations)
         per = options_per_conversation(convs, options)
         if not convs:
@@ -226,12 +228,53 @@ class VLLMBackend:
             for o, ids in zip(opts, option_ids):
                 items.append((i, o, prompt_ids + ids, len(ids)))
         llm = self._engine()
+        if self.enable_prefix_caching:
+            self._warm_prefixes(llm, [ids[: len(ids) - m] for i, _, ids, m in items if len(per[i]) > 1])
         # prompt_logprobs=0 returns the log-prob of each actual prompt token (and no top-k extras).
-        params = VSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        outputs = llm.generate([{"prompt_token_ids": ids} for _, _, ids, _ in items], params, use_tqdm=False)
+        # Reading the prefix cache is safe here because only rows past the cached part are used,
+        # and those are checked below.
+        outputs = self._prompt_logprobs(llm, [ids for _, _, ids, _ in items], read_cache=True)
+        stale = [j for j, ((_, _, ids, m), out) in enumerate(zip(items, outputs))
+                 if (out.num_cached_tokens or 0) > len(ids) - m - 1]
+        if stale:
+            # The cache held part of the option itself (the same pair was scored before), and vLLM
+            # returns prompt log-probs only for tokens it computes: recompute those without it.
+            redone = self._prompt_logprobs(llm, [items[j][2] for j in stale], read_cache=False)
+            for j, out in zip(stale, redone):
+                outputs[j] = out
         scores: list[dict[str, float]] = [dict.fromkeys(opts, 0.0) for opts in per]
         for (i, o, ids, m), out in zip(items, outputs):
             rows = out.prompt_logprobs
             # rows[k] holds log p(ids[k] | ids[:k]); the option is the last m tokens.
             scores[i][o] = float(sum(rows[k][ids[k]].logprob for k in range(len(ids) - m, len(ids))))
         return scores
+
+    def _prompt_logprobs(self, llm: Any, seqs: list[list[int]], *, read_cache: bool) -> list[Any]:
+        from vllm import SamplingParams as VSamplingParams
+
+        params = VSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
+                                 skip_reading_prefix_cache=not read_cache)
+        return llm.generate([{"prompt_token_ids": s} for s in seqs], params, use_tqdm=False)
+
+    def _warm_prefixes(self, llm: Any, prompts: list[list[int]]) -> None:
+        """Put each distinct prompt's full KV blocks into the prefix cache, so that every option
+        after it recomputes only the prompt's last, partial block and the option's own tokens.
+
+        vLLM computes a prompt-logprobs request from its first uncached token on; requests of one
+        ``generate`` call run in the same steps and cannot share blocks they are still computing,
+        hence this separate pass. Prompts shorter than one block would gain nothing and are skipped.
+        """
+        from vllm import SamplingParams as VSamplingParams
+
+        block = self._block_size(llm)
+        unique = list(dict.fromkeys(tuple(p) for p in prompts if len(p) > block))
+        if unique:
+            llm.generate([{"prompt_token_ids": list(p)} for p in unique],
+                         VSamplingParams(max_tokens=1, temperature=0.0, detokenize=False), use_tqdm=False)
+
+    @staticmethod
+    def _block_size(llm: Any) -> int:
+        try:
+            return int(llm.llm_engine.vllm_config.cache_config.block_size)
+        except (AttributeError, TypeError):
+            return 16

@@ -52,7 +52,8 @@ def _labeler(args: argparse.Namespace) -> int:
     config = build_config(LabelerEvalConfig, *layers, args, where=args.config or "config")
     result = evaluate_labeler(config, show_progress=args.progress)
     out = write_result(result, default_output(config))
-    Console().print(result_table(result))
+    # Off a terminal rich would wrap to 80 columns and cut the numbers; keep the table whole.
+    Console(width=None if sys.stdout.isatty() else 140).print(result_table(result))
     print(f"wrote {out}", file=sys.stderr)
     if config.plot:
         print(f"wrote {plot_reliability(result, config.plot)}", file=sys.stderr)

