@@ -241,6 +241,8 @@ SCORING_CASES: list[tuple[list[dict[str, str]], list[str]]] = [
     (CONTINUATION, [" (A)", " (B)", " apple, because it grows on trees"]),
     (CONVERSATIONS[0], ["The sky", "Because", " Rayleigh scattering"]),
     (CONVERSATIONS[1], ["Hello", "Hi! How can I help you today?"]),
+    # All single tokens: backends may score these from the prompt's last position in one pass.
+    (CONTINUATION, ["A", "B"]),
 ]
 
 

@@ -38,6 +38,7 @@ _EXPORTS = {
     "run_label": "cai.label",
     "LabelerEvalConfig": "cai.evals.labeler",
     "evaluate_labeler": "cai.evals.labeler",
+    "label_pairs": "cai.label",
 }
 
 __all__ = sorted(_EXPORTS)

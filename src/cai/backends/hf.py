@@ -236,7 +236,10 @@ class HFBackend:
             options_per_conversation(convs, options)  # still reject empty or malformed options
             return []
         per = options_per_conversation(convs, options)
-        items: list[tuple[int, str, list[int], int]] = []  # (conversation, option, ids, option length)
+        # A row is (conversation, options, token ids, tail): either prompt + one option's tokens (tail = that
+        # option's length), or, when every option of a conversation is a single token, the prompt alone
+        # (tail = 0), whose last position scores all of them: one forward pass instead of one per option.
+        items: list[tuple[int, list[str], list[int], int, list[int]]] = []
         for i, (conv, opts) in enumerate(zip(convs, per)):
             check_conversation(conv, f"conversations[{i}]")
             prompt_ids, option_ids = encode_option_pairs(self.tokenizer, render_prompt(self.tokenizer, conv), opts)
@@ -244,33 +247,38 @@ class HFBackend:
             if len(prompt_ids) + longest > self.context_length:
                 raise CAIError(f"conversation {i} with its longest option is {len(prompt_ids) + longest} tokens, over "
                                f"{self.name}'s context of {self.context_length}; shorten the conversation")
-            for o, ids in zip(opts, option_ids):
-                items.append((i, o, prompt_ids + ids, len(ids)))
+            if longest == 1 and prompt_ids:
+                items.append((i, list(opts), prompt_ids, 0, [ids[0] for ids in option_ids]))
+            else:
+                items.extend((i, [o], prompt_ids + ids, len(ids), ids) for o, ids in zip(opts, option_ids))
         scores: list[dict[str, float]] = [dict.fromkeys(opts, 0.0) for opts in per]
         with torch.inference_mode():
             for batch in self._batches([len(it[2]) for it in items], 0, 1):
                 rows = [items[j] for j in batch]
-                for (i, o, _, _), value in zip(rows, self._score_batch([r[2] for r in rows], [r[3] for r in rows])):
-                    scores[i][o] = value
+                for (i, opts, *_), values in zip(rows, self._score_batch(rows)):
+                    scores[i].update(zip(opts, values))
         return scores
 
-    def _score_batch(self, seqs: list[list[int]], option_lens: list[int]) -> list[float]:
+    def _score_batch(self, rows: list[tuple[int, list[str], list[int], int, list[int]]]) -> list[list[float]]:
         """One forward pass; left padding puts every option at the end, so only the last
-        max(option_lens)+1 positions need logits."""
+        max(tail)+1 positions need logits."""
         import torch
 
-        ids, mask = self._left_pad(seqs)
+        ids, mask = self._left_pad([r[2] for r in rows])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        keep = max(option_lens) + 1
+        keep = max(r[3] for r in rows) + 1
         kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, **kwargs).logits
         logp = torch.log_softmax(logits[:, -keep:].float(), dim=-1)
         out = []
-        for r, m in enumerate(option_lens):
-            targets = ids[r, -m:]
-            # Logit at kept position j predicts the token after it; the option's tokens are the last m.
-            picked = logp[r, keep - m - 1: keep - 1].gather(-1, targets.unsqueeze(-1))
-            out.append(float(picked.sum()))
+        for r, (_, _, _, tail, option_ids) in enumerate(rows):
+            if tail == 0:  # the prompt alone: its last position predicts each single-token option
+                out.append([float(v) for v in logp[r, -1, option_ids]])
+                continue
+            targets = ids[r, -tail:]
+            # Logit at kept position j predicts the token after it; the option's tokens are the last `tail`.
+            picked = logp[r, keep - tail - 1: keep - 1].gather(-1, targets.unsqueeze(-1))
+            out.append([float(picked.sum())])
         return out
 
 
