@@ -106,3 +106,19 @@ def to_dict(config: Any) -> dict[str, Any]:
         v = getattr(config, f.name)
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
+    """The flags every stage command shares: ``--config RUN.yaml``, ``--progress``, and one per field."""
+    parser.add_argument("--config", metavar="RUN.yaml", help="YAML run file with these options (keys are the "
+                        "long flag names); flags given on the command line override it")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show a progress bar with ETA (default: when stderr is a terminal)")
+    add_config_arguments(parser, cls, skip=skip)
+
+
+def stage_config(cls: type[T], args: argparse.Namespace) -> T:
+    """The stage's config from defaults < ``--config`` YAML < command-line flags."""
+    config_path = getattr(args, "config", None)
+    layers = [load_yaml(config_path)] if config_path else []
+    return build_config(cls, *layers, args, where=config_path or "config")

@@ -12,7 +12,7 @@ Running the same command on an existing output resumes it."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cai.config import add_config_arguments
+    from cai.config import add_stage_arguments
     from cai.critique import CritiqueConfig
 
     p = sub.add_parser(
@@ -22,20 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "record per prompt, ready for TRL's SFTTrainer (messages, prompt/completion) and DPOTrainer "
         "(prompt/chosen/rejected). With --prompt, prints the chain for one prompt instead.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="RUN.yaml", help="YAML run file with these options; flags override it")
     p.add_argument("--prompt", metavar="TEXT", help="critique one prompt and print the chain (no file written)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
-    add_config_arguments(p, CritiqueConfig)
+    add_stage_arguments(p, CritiqueConfig)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cai.config import build_config, load_yaml
+    from cai.config import stage_config
     from cai.critique import CritiqueConfig
 
-    layers = [load_yaml(args.config)] if args.config else []
-    config = build_config(CritiqueConfig, *layers, args, where=args.config or "config")
+    config = stage_config(CritiqueConfig, args)
     if args.prompt is not None:
         return _one(args.prompt, config)
     from cai.critique import run_critique

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_labeler(evals: argparse._SubParsersAction) -> None:
-    from cai.config import add_config_arguments
+    from cai.config import add_stage_arguments
     from cai.evals.labeler import LabelerEvalConfig
 
     p = evals.add_parser(
@@ -32,10 +32,7 @@ def _register_labeler(evals: argparse._SubParsersAction) -> None:
         "95% bootstrap interval, position-bias rate, calibration (ECE, optional reliability diagram) and the "
         "majority and random baselines. Writes a JSON result and prints a table (per category for hhh).",
         epilog=LABELER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="RUN.yaml", help="YAML file with these options; flags override it")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
-    add_config_arguments(p, LabelerEvalConfig)
+    add_stage_arguments(p, LabelerEvalConfig)
     p.set_defaults(func=_labeler)
 
 
@@ -44,12 +41,11 @@ def _labeler(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from cai.config import build_config, load_yaml
+    from cai.config import stage_config
     from cai.evals.labeler import (LabelerEvalConfig, default_output, evaluate_labeler, plot_reliability,
                                    result_table, write_result)
 
-    layers = [load_yaml(args.config)] if args.config else []
-    config = build_config(LabelerEvalConfig, *layers, args, where=args.config or "config")
+    config = stage_config(LabelerEvalConfig, args)
     result = evaluate_labeler(config, show_progress=args.progress)
     out = write_result(result, default_output(config))
     # Off a terminal rich would wrap to 80 columns and cut the numbers; keep the table whole.

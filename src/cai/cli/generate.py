@@ -14,7 +14,7 @@ Running the same batch command on an existing output resumes it."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cai.config import add_config_arguments
+    from cai.config import add_stage_arguments
     from cai.generation import GenerateConfig
 
     p = sub.add_parser(
@@ -24,20 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "prompt (messages including the answer, token counts, finish reason, provenance).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("prompt", nargs="?", metavar="PROMPT", help="a user prompt to answer (omit with --input)")
-    p.add_argument("--config", metavar="RUN.yaml", help="YAML run file with these options; flags override it")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
-    add_config_arguments(p, GenerateConfig)
+    add_stage_arguments(p, GenerateConfig)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cai.config import build_config, load_yaml
+    from cai.config import stage_config
     from cai.errors import CAIError
     from cai.generation import GenerateConfig, generate_file, generate_one
 
-    layers = [load_yaml(args.config)] if args.config else []
-    config = build_config(GenerateConfig, *layers, args, where=args.config or "config")
+    config = stage_config(GenerateConfig, args)
     if args.prompt is not None:
         if config.input:
             raise CAIError("pass either a PROMPT or --input FILE, not both")

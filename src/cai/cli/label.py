@@ -14,7 +14,7 @@ preference format (prompt/chosen/rejected) plus p_chosen, the soft label."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cai.config import add_config_arguments
+    from cai.config import add_stage_arguments
     from cai.label import LabelConfig
 
     p = sub.add_parser(
@@ -25,21 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of ' (A)' and ' (B)' (never from generated text), averaged over both presentation orders and, "
         "optionally, over several principles.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="RUN.yaml", help="YAML run file with these options; flags override it")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
-    add_config_arguments(p, LabelConfig)
+    add_stage_arguments(p, LabelConfig)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     import sys
 
-    from cai.config import build_config, load_yaml
+    from cai.config import stage_config
     from cai.label import LabelConfig, run_label
 
-    layers = [load_yaml(args.config)] if args.config else []
-    config = build_config(LabelConfig, *layers, args, where=args.config or "config")
+    config = stage_config(LabelConfig, args)
     s = run_label(config, show_progress=args.progress)
     print(f"labelled {s['pairs']} new pairs into {s['output']} ({s['total_records']} in total; "
           f"{s['already_done']} of {s['prompts']} prompts were already done); {s['dropped']} low-margin pairs "

@@ -14,15 +14,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve /v1/chat/completions and /v1/models for a local model: vLLM's own server where "
         "the model resolves to vllm, else cai's app over the hf backend. Binds 127.0.0.1 unless --host says "
         "otherwise. Clients: -m openai:http://127.0.0.1:8000/v1#MODEL.")
-    p.add_argument("--config", metavar="YAML", help="read options from a YAML file (flags win)")
+    p.add_argument("--config", metavar="RUN.yaml", help="YAML file with these options; flags override it")
     add_config_arguments(p, ServeConfig)
     p.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from cai.config import build_config, load_yaml
+    from cai.config import stage_config
     from cai.serve import ServeConfig, serve
 
-    config = build_config(ServeConfig, load_yaml(args.config) if args.config else None, args, where="serve")
+    config = stage_config(ServeConfig, args)
     serve(config)
     return 0
