@@ -2,8 +2,9 @@
 
 One engine start for the whole module (each start costs tens of seconds on a small CPU). The tiny
 model here has head_dim 32: vLLM's CPU attention supports only head sizes 32, 64, 80, ... 512
-(``CPUAttentionBackend.get_supported_head_sizes``), so the shared ``tiny_llama_dir`` fixture, with
-head_dim 16, cannot be loaded by vLLM on CPU.
+(``CPUAttentionBackend.get_supported_head_sizes``). With the shared ``tiny_llama_dir`` fixture
+(head_dim 16) vLLM 0.32's engine starts but dies on its first request with "Unsupported CPU
+attention configuration: head_dim=16"; the backend now refuses such a model up front.
 """
 
 from __future__ import annotations
@@ -154,6 +155,16 @@ def test_overlong_prompt_names_conversation(backend):
         backend.generate([HI, long], SamplingParams(temperature=0, max_tokens=4))
     with pytest.raises(CAIError, match=r"conversation 0 .*max_model_len of 2048"):
         backend.score_options([long], [" A"])
+
+
+def test_unsupported_cpu_head_size_is_refused_before_the_engine_starts(tiny_llama_dir):
+    pytest.importorskip("vllm")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("the head-size limit is vLLM's CPU attention's")
+    with pytest.raises(CAIError, match=r"head size 16, .*use -m hf:"):
+        load_backend(f"vllm:{tiny_llama_dir}")
 
 
 def test_missing_vllm_is_a_clear_error(monkeypatch, tmp_path):

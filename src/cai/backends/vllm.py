@@ -80,16 +80,39 @@ def _on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
-def _model_max_len(path: str) -> int | None:
-    """The context length a local model folder declares, so a default cap never exceeds it."""
+def _local_config(path: str) -> dict[str, Any]:
     try:
         config = json.loads((Path(path) / "config.json").read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _model_max_len(path: str) -> int | None:
+    """The context length a local model folder declares, so a default cap never exceeds it."""
+    config = _local_config(path)
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         if isinstance(config.get(key), int) and config[key] > 0:
             return config[key]
     return None
+
+
+def _check_cpu_head_size(model: str, path: str) -> None:
+    """vLLM's CPU attention kernels exist for a fixed set of head sizes. With any other, the engine
+    starts and then dies on its first request ("Unsupported CPU attention configuration"), so say
+    so before spending a minute on the start."""
+    config = _local_config(path)
+    heads, hidden = config.get("num_attention_heads"), config.get("hidden_size")
+    head = config.get("head_dim") or (hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else None)
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        supported = CPUAttentionBackend.get_supported_head_sizes()
+    except (ImportError, AttributeError):  # another vLLM layout: let vLLM decide
+        return
+    if isinstance(head, int) and head not in supported:
+        raise CAIError(f"{model!r} has attention head size {head}, which vLLM's CPU attention does not support "
+                       f"(it supports {', '.join(map(str, supported))}); use -m hf:{model}")
 
 
 class VLLMBackend:
@@ -132,6 +155,8 @@ class VLLMBackend:
             raise BackendUnavailable(f"the vllm backend needs vLLM, which is not installed: {_INSTALL_HINT}") from e
 
         self.enable_prefix_caching = enable_prefix_caching
+        if self.on_cpu:
+            _check_cpu_head_size(model, self.path)
         kwargs: dict[str, Any] = dict(dtype=dtype, enable_prefix_caching=enable_prefix_caching, seed=seed)
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
@@ -201,13 +226,14 @@ class VLLMBackend:
         sampling = [VSamplingParams(seed=request_seed(seed, i), **common) for i in range(len(prompts))]
         outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], sampling, use_tqdm=False)
         completions = []
-        for prompt, out in zip(prompts, outputs):
-            samples = sorted(out.outputs, key=lambda o: o.index)
-            comps = [
-                Completion(o.text, len(prompt), len(o.token_ids), "length" if o.finish_reason == "length" else "stop",
-                           {"seed": seed})
-                for o in samples
-            ]
+        for i, (prompt, out) in enumerate(zip(prompts, outputs)):
+            comps = []
+            for o in sorted(out.outputs, key=lambda o: o.index):
+                # vLLM also ends requests with "abort" or "error"; their text is not an answer.
+                if o.finish_reason not in ("stop", "length", "repetition"):
+                    raise CAIError(f"vLLM ended conversation {i} with {o.finish_reason!r}; see vLLM's log above")
+                comps.append(Completion(o.text, len(prompt), len(o.token_ids),
+                                        "length" if o.finish_reason == "length" else "stop", {"seed": seed}))
             completions.extend(comps * params.n if params.greedy else comps)
         return completions
 
