@@ -151,9 +151,9 @@ def test_sample_does_not_depend_on_the_rest_of_the_batch(backend):
 
 def test_overlong_prompt_names_conversation(backend):
     long = [{"role": "user", "content": "word " * 2100}]
-    with pytest.raises(CAIError, match=r"conversation 1 .*max_model_len of 2048"):
+    with pytest.raises(CAIError, match=r"conversation 1 .*context of 2048"):
         backend.generate([HI, long], SamplingParams(temperature=0, max_tokens=4))
-    with pytest.raises(CAIError, match=r"conversation 0 .*max_model_len of 2048"):
+    with pytest.raises(CAIError, match=r"conversation 0 .*context of 2048"):
         backend.score_options([long], [" A"])
 
 

@@ -54,3 +54,27 @@ def encode_option_pairs(tokenizer: Any, prompt: str, options: Sequence[str]) -> 
         if not ids:
             raise ValueError(f"option {o!r} encodes to no tokens")
     return prompt_ids, option_ids
+
+
+def encode_scoring_requests(
+    tokenizer: Any, conversations: Sequence[Conversation], options: Any, context_length: int, model_name: str
+) -> tuple[list[list[str]], list[tuple[list[int], list[list[int]]]]]:
+    """Validate and tokenize a ``score_options`` call for a backend that tokenizes locally.
+
+    Returns the options of each conversation and, per conversation, (prompt ids, ids of each option).
+    A conversation that cannot fit its longest option in ``context_length`` is an error naming it.
+    """
+    from cai.backends import options_per_conversation
+    from cai.errors import CAIError
+
+    per = options_per_conversation(conversations, options)
+    encoded = []
+    for i, (conv, opts) in enumerate(zip(conversations, per)):
+        check_conversation(conv, f"conversations[{i}]")
+        prompt_ids, option_ids = encode_option_pairs(tokenizer, render_prompt(tokenizer, conv), opts)
+        longest = max(len(o) for o in option_ids)
+        if len(prompt_ids) + longest > context_length:
+            raise CAIError(f"conversation {i} with its longest option is {len(prompt_ids) + longest} tokens, over "
+                           f"{model_name}'s context of {context_length}; shorten the conversation")
+        encoded.append((prompt_ids, option_ids))
+    return per, encoded

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cai.backends import options_per_conversation
-from cai.chat import encode_option_pairs, ensure_chat_template, render_prompt
+from cai.chat import encode_scoring_requests, ensure_chat_template, render_prompt
 from cai.errors import CAIError
 from cai.types import Completion, Conversation, SamplingParams, check_conversation
 
@@ -235,19 +235,13 @@ class HFBackend:
         if not convs:
             options_per_conversation(convs, options)  # still reject empty or malformed options
             return []
-        per = options_per_conversation(convs, options)
+        per, encoded = encode_scoring_requests(self.tokenizer, convs, options, self.context_length, self.name)
         # A row is (conversation, options, token ids, tail): either prompt + one option's tokens (tail = that
         # option's length), or, when every option of a conversation is a single token, the prompt alone
         # (tail = 0), whose last position scores all of them: one forward pass instead of one per option.
         items: list[tuple[int, list[str], list[int], int, list[int]]] = []
-        for i, (conv, opts) in enumerate(zip(convs, per)):
-            check_conversation(conv, f"conversations[{i}]")
-            prompt_ids, option_ids = encode_option_pairs(self.tokenizer, render_prompt(self.tokenizer, conv), opts)
-            longest = max(len(o) for o in option_ids)
-            if len(prompt_ids) + longest > self.context_length:
-                raise CAIError(f"conversation {i} with its longest option is {len(prompt_ids) + longest} tokens, over "
-                               f"{self.name}'s context of {self.context_length}; shorten the conversation")
-            if longest == 1 and prompt_ids:
+        for i, (opts, (prompt_ids, option_ids)) in enumerate(zip(per, encoded)):
+            if max(len(o) for o in option_ids) == 1 and prompt_ids:
                 items.append((i, list(opts), prompt_ids, 0, [ids[0] for ids in option_ids]))
             else:
                 items.extend((i, [o], prompt_ids + ids, len(ids), ids) for o, ids in zip(opts, option_ids))

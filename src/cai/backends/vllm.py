@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cai.backends import options_per_conversation
-from cai.chat import encode_option_pairs, ensure_chat_template, render_prompt
+from cai.chat import encode_scoring_requests, ensure_chat_template, render_prompt
 from cai.errors import BackendUnavailable, CAIError
 from cai.types import Completion, Conversation, SamplingParams, check_conversation
 
@@ -204,8 +204,8 @@ class VLLMBackend:
         check_conversation(conv, f"conversations[{i}]")
         ids = self.tokenizer(render_prompt(self.tokenizer, conv), add_special_tokens=False)["input_ids"]
         if len(ids) + extra > self.max_model_len:
-            raise CAIError(f"conversation {i} is {len(ids) + extra} tokens, over {self.name}'s max_model_len of "
-                           f"{self.max_model_len}; shorten it, or load the backend with a larger max_model_len")
+            raise CAIError(f"conversation {i} is {len(ids) + extra} tokens, over {self.name}'s context of "
+                           f"{self.max_model_len} (max_model_len); shorten it, or load the backend with a larger max_model_len")
         return ids
 
     # -- generate ----------------------------------------------------------------------------------
@@ -240,19 +240,13 @@ class VLLMBackend:
     # -- score_options -----------------------------------------------------------------------------
     def score_options(self, conversations: Sequence[Conversation], options) -> list[dict[str, float]]:
         convs = list(conversations)
-        per = options_per_conversation(convs, options)
         if not convs:
+            options_per_conversation(convs, options)  # still reject empty or malformed options
             return []
-        items: list[tuple[int, str, list[int], int]] = []  # (conversation, option, ids, option length)
-        for i, (conv, opts) in enumerate(zip(convs, per)):
-            check_conversation(conv, f"conversations[{i}]")
-            prompt_ids, option_ids = encode_option_pairs(self.tokenizer, render_prompt(self.tokenizer, conv), opts)
-            longest = max(len(o) for o in option_ids)
-            if len(prompt_ids) + longest > self.max_model_len:
-                raise CAIError(f"conversation {i} with its longest option is {len(prompt_ids) + longest} tokens, over "
-                               f"{self.name}'s max_model_len of {self.max_model_len}; shorten the conversation")
-            for o, ids in zip(opts, option_ids):
-                items.append((i, o, prompt_ids + ids, len(ids)))
+        per, encoded = encode_scoring_requests(self.tokenizer, convs, options, self.max_model_len, self.name)
+        items = [(i, o, prompt_ids + ids, len(ids))  # (conversation, option, ids, option length)
+                 for i, (opts, (prompt_ids, option_ids)) in enumerate(zip(per, encoded))
+                 for o, ids in zip(opts, option_ids)]
         llm = self._engine()
         if self.enable_prefix_caching:
             self._warm_prefixes(llm, [ids[: len(ids) - m] for i, _, ids, m in items if len(per[i]) > 1])
