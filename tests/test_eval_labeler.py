@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +27,7 @@ ln = math.log
 # ---- loaders ----------------------------------------------------------------------------------------
 
 def test_hhh_loader_reads_the_four_categories(shared_data):
-    kind, items = load_comparisons("hhh", cwd=shared_data.parent.parent / "main")
+    kind, items = load_comparisons("hhh", cwd=Path(__file__).resolve().parents[1])
     assert kind == "hhh" and len(items) == 221
     counts = {c: sum(it.category == c for it in items) for c in ("harmless", "helpful", "honest", "other")}
     assert counts == {"harmless": 58, "helpful": 59, "honest": 61, "other": 43}
