@@ -149,6 +149,15 @@ def test_sample_does_not_depend_on_the_rest_of_the_batch(backend):
     assert alone.text == first.text
 
 
+def test_seeded_sampling_survives_a_batch_of_long_prompts(backend):
+    # Six ~1,500-token prompts exceed one step's token budget; with chunked prefill on CPU a seeded
+    # request then crashed the engine ("CPU Generator does not use offset").
+    long = [[{"role": "user", "content": f"{k} " + "please consider this carefully " * 300}] for k in range(6)]
+    out = backend.generate(long, SamplingParams(temperature=1.0, max_tokens=4, seed=11))
+    assert len(out) == 6 and all(c.finish_reason in ("stop", "length") for c in out)
+    assert backend.generate(long[:1], SamplingParams(temperature=1.0, max_tokens=4, seed=11))[0].text == out[0].text
+
+
 def test_overlong_prompt_names_conversation(backend):
     long = [{"role": "user", "content": "word " * 2100}]
     with pytest.raises(CAIError, match=r"conversation 1 .*context of 2048"):

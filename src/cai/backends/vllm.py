@@ -162,6 +162,13 @@ class VLLMBackend:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
+        if self.on_cpu:
+            # With chunked prefill, vLLM rewinds a seeded request's generator when it drops the token
+            # sampled after a partial prefill, and CPU generators cannot rewind ("CPU Generator does
+            # not use offset"): the engine dies. Whole prefills avoid that path; the token budget
+            # must then hold the longest prompt.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(max_model_len or CPU_MAX_MODEL_LEN, CPU_MAX_MODEL_LEN)
         kwargs.update(engine_args or {})
         try:
             self.llm = LLM(self.path, **kwargs)
