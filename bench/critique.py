@@ -78,9 +78,15 @@ def run_engine(config) -> dict:
     t0 = time.perf_counter()
     backend = load_backend(config.model)
     load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    summary = run_critique(config, policy=backend, show_progress=sys.stderr.isatty())
-    seconds = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        summary = run_critique(config, policy=backend, show_progress=sys.stderr.isatty())
+        seconds = time.perf_counter() - t0
+    finally:
+        # An idle vLLM engine's worker keeps a core busy; it must be gone before the loop is timed.
+        close = getattr(backend, "close", None)
+        if close:
+            close()
     records = read_records(summary["output"])
     tokens = sum(r["usage"]["completion_tokens"] for r in records)
     return {"backend": backend.name, "prompts": len(records), "seconds": seconds, "load_s": load_s,

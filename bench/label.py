@@ -159,6 +159,8 @@ def main(argv=None) -> int:
     print(f"ours: {args.pairs} pairs x 2 orders on {backend.name} ...", file=sys.stderr)
     ours = run_ours(backend, constitution, pairs[: args.pairs])
     print(f"ours: {ours['pairs']} pairs in {ours['seconds']:.1f} s", file=sys.stderr)
+    if backend is not hf and getattr(backend, "close", None):
+        backend.close()  # an idle vLLM engine's worker keeps a core busy and would slow the loop
     print(f"loop: {args.loop_pairs} pairs one at a time ...", file=sys.stderr)
     loop = run_loop(hf, constitution, pairs[: args.loop_pairs], args.max_new_tokens)
     loop["dtype"] = str(hf.dtype)

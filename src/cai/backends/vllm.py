@@ -54,6 +54,7 @@ import hashlib
 import json
 import os
 import secrets
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -113,6 +114,10 @@ def _check_cpu_head_size(model: str, path: str) -> None:
     if isinstance(head, int) and head not in supported:
         raise CAIError(f"{model!r} has attention head size {head}, which vLLM's CPU attention does not support "
                        f"(it supports {', '.join(map(str, supported))}); use -m hf:{model}")
+
+
+def _shutdown_engine(llm: Any) -> None:
+    llm.llm_engine.engine_core.shutdown()
 
 
 class VLLMBackend:
@@ -178,6 +183,9 @@ class VLLMBackend:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CAIError(f"vLLM cannot load {model!r} from {self.path}: {first} (vLLM's log above has the cause); "
                            f"lower gpu_memory_utilization or max_model_len, or use -m hf:{model}") from e
+        # Shut the engine down when this backend is dropped or the interpreter exits: an idle
+        # engine's CPU worker keeps polling and holds a core, and a process can hang at exit on it.
+        self._shutdown = weakref.finalize(self, _shutdown_engine, self.llm)
         self.tokenizer = self.llm.get_tokenizer()
         ensure_chat_template(self.tokenizer)
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
@@ -185,14 +193,10 @@ class VLLMBackend:
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
         """Shut the engine (and its worker processes) down and free its memory and KV cache."""
-        llm = self.__dict__.pop("llm", None)
-        if llm is None:
+        if self.__dict__.pop("llm", None) is None:
             return
-        try:
-            llm.llm_engine.engine_core.shutdown()
-        finally:
-            del llm
-            gc.collect()
+        self._shutdown()  # runs _shutdown_engine once; later calls and the exit hook do nothing
+        gc.collect()
 
     def __enter__(self) -> "VLLMBackend":
         return self
