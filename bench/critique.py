@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import machine, versions, write_section  # bench/report.py, shared by the bench scripts
+from report import finish, machine, versions  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -197,13 +197,7 @@ def main(argv=None) -> int:
         print(f"loop: {args.loop_prompts} prompts one at a time ...", file=sys.stderr)
         loop = run_loop(config, args.loop_prompts)
         section, ok = report(config, engine, loop, load_at_start)
-    print(section)
-    if args.quick:
-        print("(--quick: smoke run, nothing written)", file=sys.stderr)
-    else:
-        write_section(Path(args.results), SECTION, section)
-        print(f"wrote the section to {args.results}", file=sys.stderr)
-    return 0 if ok or args.quick else 1
+    return finish(section, ok, quick=args.quick, results=args.results, heading=SECTION)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from report import machine, versions, write_section  # bench/report.py, shared by the bench scripts
+from report import finish, machine, versions  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -172,13 +172,7 @@ def main(argv=None) -> int:
             print(f"({'b' if kind == 'hf' else 'c'}) {kind} backend, {len(convs)} prompts ...", file=sys.stderr)
             rows[kind] = run_backend(f"{kind}:{args.model}", convs, args.max_tokens)
     section, ok = report(args, rows, load_at_start)
-    print(section)
-    if args.quick:
-        print("(--quick: smoke run, nothing written)", file=sys.stderr)
-    else:
-        write_section(Path(args.results), SECTION, section)
-        print(f"wrote the section to {args.results}", file=sys.stderr)
-    return 0 if ok or args.quick else 1
+    return finish(section, ok, quick=args.quick, results=args.results, heading=SECTION)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from report import machine, versions, write_section  # bench/report.py, shared by the bench scripts
+from report import finish, machine, versions  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -166,13 +166,7 @@ def main(argv=None) -> int:
     loop["dtype"] = str(hf.dtype)
     ours["prompt_tokens"] = mean_prompt_tokens(hf, constitution, pairs[: args.pairs])
     section, ok = report(args, backend, ours, loop)
-    print(section)
-    if args.quick:
-        print("(--quick: smoke run, nothing written)", file=sys.stderr)
-    else:
-        write_section(Path(args.results), SECTION, section)
-        print(f"wrote the section to {args.results}", file=sys.stderr)
-    return 0 if ok or args.quick else 1
+    return finish(section, ok, quick=args.quick, results=args.results, heading=SECTION)
 
 
 if __name__ == "__main__":

@@ -54,3 +54,17 @@ def write_section(path: Path, heading: str, section: str) -> None:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         new = "".join(lines[:start]) + section + ("\n" if end < len(lines) else "") + "".join(lines[end:])
     path.write_text(new.rstrip("\n") + "\n")
+
+
+def finish(section: str, ok: bool, *, quick: bool, results: str, heading: str) -> int:
+    """Print the section, write it to RESULTS.md unless this was a --quick smoke run, and return
+    the exit code (1 when a target was missed, so a script run shows the failure)."""
+    import sys
+
+    print(section)
+    if quick:
+        print("(--quick: smoke run, nothing written)", file=sys.stderr)
+    else:
+        write_section(Path(results), heading, section)
+        print(f"wrote the section to {results}", file=sys.stderr)
+    return 0 if ok or quick else 1
