@@ -52,7 +52,7 @@ def write_section(path: Path, heading: str, section: str) -> None:
         new = text.rstrip("\n") + "\n\n" + section
     else:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + section + ("\n" if end < len(lines) else "") + "".join(lines[end:])
+        new = "".join(lines[:start]) + section.rstrip("\n") + "\n\n" + "".join(lines[end:])
     path.write_text(new.rstrip("\n") + "\n")
 
 
