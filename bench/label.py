@@ -82,6 +82,9 @@ def run_loop(backend, constitution, pairs, max_new_tokens: int) -> dict:
     from cai.label_prompts import choice_conversation
 
     tok, model = backend.tokenizer, backend.model
+    # The tutorial's model is stock transformers: undo the hf backend's CPU decode attention.
+    if model.config._attn_implementation != "sdpa":
+        model.set_attn_implementation("sdpa")
     questions = [p.preference for p in constitution.preference_principles()]
     rng = random.Random(0)
     parsed = 0

@@ -189,3 +189,31 @@ def test_request_seeds_are_distinct_and_stable():
     seeds = {request_seed(s, i) for s in range(20) for i in range(50)}
     assert len(seeds) == 1000 and all(0 <= x < 2**31 for x in seeds)
     assert request_seed(7, 3) == request_seed(7, 3)
+
+
+def test_caller_rngs_survive_an_engine_that_seeds_them():
+    """The in-process engine core (the CPU default) calls vLLM's set_random_seed as it starts."""
+    import random
+
+    import numpy as np
+    import torch
+
+    pytest.importorskip("vllm")
+    from vllm.utils.torch_utils import set_random_seed
+
+    from cai.backends.vllm import _caller_rng_kept
+
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    expected = random.random(), np.random.rand(), torch.rand(1).item()
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    with _caller_rng_kept():
+        set_random_seed(0)
+        random.random(), np.random.rand(), torch.rand(1)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_engine_core_runs_in_process_on_cpu(backend):
+    import os
+
+    if backend.on_cpu:
+        assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"

@@ -10,7 +10,7 @@ import pytest
 from cai.backends.mock import MockBackend
 from cai.cli import main
 from cai.errors import CAIError
-from cai.generation import GenerateConfig, generate_file
+from cai.generation import GenerateConfig, generate_file, generate_one
 from cai.sources import load_prompts
 from cai.store import read_records
 
@@ -146,3 +146,21 @@ def test_cli_errors_are_one_line(capsys, prompts_file, tmp_path):
     assert "nothing to answer" in capsys.readouterr().err
     assert main(["generate", "-m", "mock:", "--input", str(prompts_file), "hi"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_one_prompt_on_vllm_asks_for_a_quick_start(monkeypatch):
+    """A single answer does not repay vLLM's compile warm-up; batch runs keep it."""
+    import cai.backends
+
+    seen = {}
+
+    def fake_load(spec, **options):
+        seen[spec] = options
+        return MockBackend()
+
+    monkeypatch.setattr(cai.backends, "load_backend", fake_load)
+    generate_one(GenerateConfig(model="vllm:smollm2-135m"), "Hi")
+    assert seen["vllm:smollm2-135m"] == {"quick_start": True}
+    seen.clear()
+    generate_one(GenerateConfig(model="mock:"), "Hi")
+    assert seen["mock:"] == {}

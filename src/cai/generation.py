@@ -65,11 +65,15 @@ def with_system(messages: Conversation, system: str | None) -> Conversation:
 
 def generate_one(config: GenerateConfig, prompt: str, backend: Any = None) -> list[Completion]:
     """Answer one user prompt; ``config.n`` completions."""
-    from cai.backends import load_backend
+    from cai.backends import load_backend, split_spec
 
     if not prompt.strip():
         raise CAIError('empty prompt; pass the question as an argument, e.g. cai generate "Name three colors."')
-    backend = load_backend(backend if backend is not None else config.model)
+    if backend is None:
+        # One answer does not repay vLLM's compile warm-up.
+        quick = {"quick_start": True} if split_spec(config.model)[0] == "vllm" else {}
+        backend = load_backend(config.model, **quick)
+    backend = load_backend(backend)
     conv = with_system([{"role": "user", "content": prompt}], config.system)
     return backend.generate([conv], config.sampling(0))
 

@@ -2,7 +2,8 @@
 
 Generation is batched with LEFT padding (decoder-only models continue from the last position, so
 padding must sit on the left and be masked), prompts are sorted by length so a batch wastes little
-on padding, and the KV cache is on. Outputs come back in input order. On CPUs with bf16 matmul
+on padding, and the KV cache is on. Outputs come back in input order. On CPU, decode steps use
+:mod:`cai.backends.hf_attention` (SDPA's CPU kernel is slow for one query token). On CPUs with bf16 matmul
 instructions (AMX / AVX512-BF16) the model runs in bfloat16, several times faster than float32.
 
 Reproducibility: every ``generate`` call seeds torch's RNG from ``params.seed`` inside
@@ -73,7 +74,7 @@ class HFBackend:
     ``max_batch_tokens`` caps rows x (longest prompt + max_tokens), which bounds KV-cache memory.
     """
 
-    def __init__(self, model: str, *, dtype: str = "auto", batch_size: int = 32, max_batch_tokens: int = 32768,
+    def __init__(self, model: str, *, dtype: str = "auto", batch_size: int = 64, max_batch_tokens: int = 32768,
                  device: str | None = None, truncate: str = "error", **_: Any) -> None:
         if truncate not in ("error", "left"):
             raise CAIError(f"truncate must be 'error' or 'left', got {truncate!r}")
@@ -89,6 +90,10 @@ class HFBackend:
         self.dtype = pick_dtype(dtype, self.device)
         self.path = resolve(model)
         self.tokenizer, self.model = _load(model, self.path, self.dtype, self.device)
+        if self.device == "cpu":
+            from cai.backends.hf_attention import use_decode_attention
+
+            use_decode_attention(self.model)  # about 1.5x faster decoding on CPU; prompts still use SDPA
         ensure_chat_template(self.tokenizer)
         self.context_length = _context_length(self.model.config, self.tokenizer)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
