@@ -83,7 +83,6 @@ def run_engine(config) -> dict:
         summary = run_critique(config, policy=backend, show_progress=sys.stderr.isatty())
         seconds = time.perf_counter() - t0
     finally:
-        # An idle vLLM engine's worker keeps a core busy; it must be gone before the loop is timed.
         close = getattr(backend, "close", None)
         if close:
             close()
@@ -144,7 +143,8 @@ def run_loop(config, n: int) -> dict:
             revision = cp.clean_output(gen(rev_conv, config.revision_max_tokens), "revision", template)
             answer = revision or answer
     seconds = time.perf_counter() - t0
-    return {"prompts": len(items), "seconds": seconds, "load_s": load_s, "tokens": tokens}
+    return {"prompts": len(items), "seconds": seconds, "load_s": load_s, "tokens": tokens,
+            "threads": torch.get_num_threads()}
 
 
 def report(config, engine: dict, loop: dict, load_at_start: float) -> tuple[str, bool]:
@@ -162,7 +162,8 @@ def report(config, engine: dict, loop: dict, load_at_start: float) -> tuple[str,
         f"{config.answer_max_tokens}/{config.critique_max_tokens}/{config.revision_max_tokens}, temperature "
         f"{config.temperature}, engine batch size {config.batch_size}",
         f"- the one-at-a-time loop ran on the first {loop['prompts']} of the engine's {engine['prompts']} prompts "
-        "(it is too slow for all); rates are compared. Model loading is excluded from both "
+        f"(it is too slow for all) and ran first, alone, on stock transformers in bfloat16 with {loop['threads']} torch "
+        "threads; rates are compared. Model loading is excluded from both "
         f"(engine {engine['load_s']:.1f} s, loop {loop['load_s']:.1f} s).",
         "",
         "| path | prompts | seconds | prompts/s | completion tokens | tokens/s |",
@@ -191,11 +192,14 @@ def main(argv=None) -> int:
         if Path(out).exists():
             sys.exit(f"{out} exists; the bench times a fresh run, so remove it or pick another --output")
         config = make_config(args, out)
+        # The loop first, in a process no engine has touched: vLLM's CPU worker binds this process's
+        # threads and leaves a polling worker behind, either of which would skew the baseline.
+        print(f"loop: {args.loop_prompts} prompts one at a time ...", file=sys.stderr)
+        loop = run_loop(config, args.loop_prompts)
+        print(f"loop: {loop['prompts']} prompts in {loop['seconds']:.1f} s", file=sys.stderr)
         print(f"engine: {args.n} prompts x {args.rounds} rounds on {args.model} ...", file=sys.stderr)
         engine = run_engine(config)
         print(f"engine: {engine['prompts']} prompts in {engine['seconds']:.1f} s", file=sys.stderr)
-        print(f"loop: {args.loop_prompts} prompts one at a time ...", file=sys.stderr)
-        loop = run_loop(config, args.loop_prompts)
         section, ok = report(config, engine, loop, load_at_start)
     return finish(section, ok, quick=args.quick, results=args.results, heading=SECTION)
 

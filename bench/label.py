@@ -72,19 +72,20 @@ def run_ours(backend, constitution, pairs) -> dict:
     return {"pairs": len(labels), "seconds": seconds, "forward_prompts": 2 * len(labels)}
 
 
-def run_loop(backend, constitution, pairs, max_new_tokens: int) -> dict:
-    """The tutorial's way: generate a short answer per pair and parse the letter out of it."""
+def run_loop(path: str, constitution, pairs, max_new_tokens: int) -> dict:
+    """The tutorial's way: stock transformers in bfloat16, a short answer generated per pair, the
+    letter parsed out of it."""
     import random
 
     import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cai.chat import render_prompt
     from cai.label_prompts import choice_conversation
 
-    tok, model = backend.tokenizer, backend.model
-    # The tutorial's model is stock transformers: undo the hf backend's CPU decode attention.
-    if model.config._attn_implementation != "sdpa":
-        model.set_attn_implementation("sdpa")
+    tok = AutoTokenizer.from_pretrained(path)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(device).eval()
     questions = [p.preference for p in constitution.preference_principles()]
     rng = random.Random(0)
     parsed = 0
@@ -105,16 +106,17 @@ def run_loop(backend, constitution, pairs, max_new_tokens: int) -> dict:
         reply = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         parsed += bool(_LETTER.search(reply))
     seconds = time.perf_counter() - t
-    return {"pairs": len(pairs), "seconds": seconds, "parsed": parsed}
+    return {"pairs": len(pairs), "seconds": seconds, "parsed": parsed, "dtype": str(model.dtype),
+            "threads": torch.get_num_threads()}
 
 
-def mean_prompt_tokens(hf, constitution, pairs) -> float:
+def mean_prompt_tokens(tokenizer, constitution, pairs) -> float:
     from cai.chat import render_prompt
     from cai.label_prompts import choice_conversation
 
     q = constitution.preference_principles()[0].preference
-    lens = [len(hf.tokenizer(render_prompt(hf.tokenizer, choice_conversation(m, x, y, q)),
-                             add_special_tokens=False)["input_ids"]) for m, x, y in pairs]
+    lens = [len(tokenizer(render_prompt(tokenizer, choice_conversation(m, x, y, q)),
+                          add_special_tokens=False)["input_ids"]) for m, x, y in pairs]
     return sum(lens) / len(lens)
 
 
@@ -128,7 +130,8 @@ def report(args, backend, ours: dict, loop: dict) -> tuple[str, bool]:
         f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
         f"- machine: {machine()}",
         f"- versions: {versions()}",
-        f"- model: ours `{backend.name}` ({getattr(backend, 'dtype', '?')}), loop `transformers` ({loop['dtype']}); "
+        f"- model: ours `{backend.name}` ({getattr(backend, 'dtype', 'checkpoint dtype')}), loop stock `transformers` ({loop['dtype']}, "
+        f"{loop['threads']} torch threads); "
         f"pairs: BIG-bench HHH comparisons, {ours['prompt_tokens']:.0f} prompt tokens on average; constitution "
         f"`{args.constitution}`",
         f"- command: `python bench/label.py --pairs {args.pairs} --loop-pairs {args.loop_pairs} "
@@ -149,25 +152,29 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
-    from cai.backends import load_backend
-    from cai.constitution import load_constitution
+    from transformers import AutoTokenizer
 
-    from cai.backends import split_spec
+    from cai.backends import load_backend, split_spec
+    from cai.constitution import load_constitution
+    from cai.models import resolve
 
     pairs = load_pairs(args)
     constitution = load_constitution(args.constitution)
-    backend = load_backend(args.model)
-    # The baseline is plain transformers code: reuse the hf backend's model, or load the same weights.
-    hf = backend if hasattr(backend, "model") else load_backend("hf:" + split_spec(args.model)[1])
-    print(f"ours: {args.pairs} pairs x 2 orders on {backend.name} ...", file=sys.stderr)
-    ours = run_ours(backend, constitution, pairs[: args.pairs])
-    print(f"ours: {ours['pairs']} pairs in {ours['seconds']:.1f} s", file=sys.stderr)
-    if backend is not hf and getattr(backend, "close", None):
-        backend.close()  # an idle vLLM engine's worker keeps a core busy and would slow the loop
+    path = resolve(split_spec(args.model)[1])
+    # The loop first, in a process no engine has touched: vLLM's CPU worker binds this process's
+    # threads and leaves a polling worker behind, either of which would skew the baseline.
     print(f"loop: {args.loop_pairs} pairs one at a time ...", file=sys.stderr)
-    loop = run_loop(hf, constitution, pairs[: args.loop_pairs], args.max_new_tokens)
-    loop["dtype"] = str(hf.dtype)
-    ours["prompt_tokens"] = mean_prompt_tokens(hf, constitution, pairs[: args.pairs])
+    loop = run_loop(path, constitution, pairs[: args.loop_pairs], args.max_new_tokens)
+    print(f"loop: {loop['pairs']} pairs in {loop['seconds']:.1f} s", file=sys.stderr)
+    backend = load_backend(args.model)
+    print(f"ours: {args.pairs} pairs x 2 orders on {backend.name} ...", file=sys.stderr)
+    try:
+        ours = run_ours(backend, constitution, pairs[: args.pairs])
+    finally:
+        if getattr(backend, "close", None):
+            backend.close()
+    print(f"ours: {ours['pairs']} pairs in {ours['seconds']:.1f} s", file=sys.stderr)
+    ours["prompt_tokens"] = mean_prompt_tokens(AutoTokenizer.from_pretrained(path), constitution, pairs[: args.pairs])
     section, ok = report(args, backend, ours, loop)
     return finish(section, ok, quick=args.quick, results=args.results, heading=SECTION)
 
