@@ -126,16 +126,28 @@ def test_batches_sorted_by_length_within_budgets(tiny):
         tiny.max_batch_tokens = saved
 
 
-def test_score_options_is_one_forward_pass_per_batch(tiny):
-    calls = []
-    handle = tiny.model.register_forward_hook(lambda *a: calls.append(1))
+def test_score_options_runs_each_prompt_once(tiny):
+    """Prompts run once per batch; multi-token options then run on copies of their prompt's cache
+    (never prompt + option from scratch), and single-token options need no second pass."""
+    shapes = []
+    handle = tiny.model.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)),
+                                                  with_kwargs=True)
+    convs = [[{"role": "user", "content": "Pick one."}], [{"role": "user", "content": "Pick another."}]]
     try:
-        convs = [[{"role": "user", "content": "Pick one."}], [{"role": "user", "content": "Pick another."}]]
         tiny.score_options(convs, [" (A)", " (B)"])
+        two_passes = list(shapes)
+        shapes.clear()
+        tiny.score_options(convs, [" yes", " no"])
+        one_pass = list(shapes)
     finally:
         handle.remove()
-    # 4 sequences with batch_size=2: two batched forward passes, not one per option.
-    assert len(calls) == 2
+    multi = len(tiny.tokenizer(" (A)", add_special_tokens=False)["input_ids"])
+    assert multi > 1 and len(tiny.tokenizer(" yes", add_special_tokens=False)["input_ids"]) == 1
+    prompt_width = max(len(tiny.tokenizer(tiny.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
+                                          add_special_tokens=False)["input_ids"]) for c in convs)
+    # batch_size=2: both prompts in one pass, then 2 x 2 option rows of (option length - 1) tokens.
+    assert two_passes == [(2, prompt_width), (4, multi - 1)]
+    assert one_pass == [(2, prompt_width)]
 
 
 def test_overlong_prompt_names_conversation_and_context(tiny, chatty_dir):

@@ -241,44 +241,57 @@ class HFBackend:
             options_per_conversation(convs, options)  # still reject empty or malformed options
             return []
         per, encoded = encode_scoring_requests(self.tokenizer, convs, options, self.context_length, self.name)
-        # A row is (conversation, options, token ids, tail): either prompt + one option's tokens (tail = that
-        # option's length), or, when every option of a conversation is a single token, the prompt alone
-        # (tail = 0), whose last position scores all of them: one forward pass instead of one per option.
-        items: list[tuple[int, list[str], list[int], int, list[int]]] = []
-        for i, (opts, (prompt_ids, option_ids)) in enumerate(zip(per, encoded)):
-            if max(len(o) for o in option_ids) == 1 and prompt_ids:
-                items.append((i, list(opts), prompt_ids, 0, [ids[0] for ids in option_ids]))
-            else:
-                items.extend((i, [o], prompt_ids + ids, len(ids), ids) for o, ids in zip(opts, option_ids))
-        scores: list[dict[str, float]] = [dict.fromkeys(opts, 0.0) for opts in per]
+        for i, (prompt_ids, _) in enumerate(encoded):
+            if not prompt_ids:
+                raise CAIError(f"conversation {i} renders to no tokens, so nothing predicts its options; "
+                               "give it a message or the tokenizer a chat template")
+        scores: list[dict[str, float]] = [{} for _ in per]
+        # Each conversation's cache is copied once per option in the second pass: budget for that.
+        copies = max(len(opts) for opts in per)
         with torch.inference_mode():
-            for batch in self._batches([len(it[2]) for it in items], 0, 1):
-                rows = [items[j] for j in batch]
-                for (i, opts, *_), values in zip(rows, self._score_batch(rows)):
-                    scores[i].update(zip(opts, values))
+            for batch in self._batches([len(encoded[i][0]) for i in range(len(per))], 0, copies):
+                for i, values in zip(batch, self._score_batch([encoded[i] for i in batch])):
+                    scores[i] = dict(zip(per[i], values))
         return scores
 
-    def _score_batch(self, rows: list[tuple[int, list[str], list[int], int, list[int]]]) -> list[list[float]]:
-        """One forward pass; left padding puts every option at the end, so only the last
-        max(tail)+1 positions need logits."""
+    def _score_batch(self, requests: list[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
+        """log p(option | prompt) for a batch of (prompt ids, option ids), in at most two passes.
+
+        The prompts run once, left-padded, keeping their KV cache; the last position scores every
+        option's first token. Options longer than one token then run as one row each on a copy of
+        their prompt's cache, so a prompt is never recomputed per option (for " (A)" / " (B)" that
+        halves the work of labelling)."""
         import torch
 
-        ids, mask = self._left_pad([r[2] for r in rows])
+        ids, mask = self._left_pad([prompt for prompt, _ in requests])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        keep = max(r[3] for r in rows) + 1
-        kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, **kwargs).logits
-        logp = torch.log_softmax(logits[:, -keep:].float(), dim=-1)
-        out = []
-        for r, (_, _, _, tail, option_ids) in enumerate(rows):
-            if tail == 0:  # the prompt alone: its last position predicts each single-token option
-                out.append([float(v) for v in logp[r, -1, option_ids]])
-                continue
-            targets = ids[r, -tail:]
-            # Logit at kept position j predicts the token after it; the option's tokens are the last `tail`.
-            picked = logp[r, keep - tail - 1: keep - 1].gather(-1, targets.unsqueeze(-1))
-            out.append([float(picked.sum())])
-        return out
+        longer = [(r, j, o) for r, (_, opts) in enumerate(requests) for j, o in enumerate(opts) if len(o) > 1]
+        kwargs = {"logits_to_keep": 1} if self._keeps_logits else {}
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=bool(longer), **kwargs)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        scores = [[float(first[r, o[0]]) for o in opts] for r, (_, opts) in enumerate(requests)]
+        if not longer:
+            return scores
+        rows = torch.tensor([r for r, _, _ in longer], device=ids.device)
+        cache = out.past_key_values
+        cache.reorder_cache(rows)  # row k holds a copy of its prompt's cache
+        # Feed each option but its last token (right-padded); position t predicts token t + 1.
+        width = max(len(o) for _, _, o in longer) - 1
+        feed = torch.full((len(longer), width), self.pad_id, dtype=torch.long)
+        feed_mask = torch.zeros((len(longer), width), dtype=torch.long)
+        for k, (_, _, o) in enumerate(longer):
+            feed[k, : len(o) - 1] = torch.tensor(o[:-1], dtype=torch.long)
+            feed_mask[k, : len(o) - 1] = 1
+        next_pos = mask.sum(-1)[rows]
+        logits = self.model(input_ids=feed.to(self.device),
+                            attention_mask=torch.cat([mask[rows], feed_mask.to(self.device)], dim=1),
+                            position_ids=next_pos[:, None] + torch.arange(width, device=ids.device)[None, :],
+                            past_key_values=cache, use_cache=False).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        for k, (r, j, o) in enumerate(longer):
+            targets = torch.tensor(o[1:], dtype=torch.long, device=logp.device)
+            scores[r][j] += float(logp[k, : len(o) - 1].gather(-1, targets[:, None]).sum())
+        return scores
 
 
 def _load(model: str, path: str, dtype, device: str):
