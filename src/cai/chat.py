@@ -61,17 +61,22 @@ def encode_scoring_requests(
 ) -> tuple[list[list[str]], list[tuple[list[int], list[list[int]]]]]:
     """Validate and tokenize a ``score_options`` call for a backend that tokenizes locally.
 
-    Returns the options of each conversation and, per conversation, (prompt ids, ids of each option).
-    A conversation that cannot fit its longest option in ``context_length`` is an error naming it.
+    Returns the options of each conversation and, per conversation, (prompt ids, ids of each option);
+    both lists are empty for no conversations (the options are still checked). A conversation that
+    renders to no tokens, or cannot fit its longest option in ``context_length``, is an error naming it.
     """
     from cai.backends import options_per_conversation
     from cai.errors import CAIError
 
+    conversations = list(conversations)
     per = options_per_conversation(conversations, options)
     encoded = []
     for i, (conv, opts) in enumerate(zip(conversations, per)):
         check_conversation(conv, f"conversations[{i}]")
         prompt_ids, option_ids = encode_option_pairs(tokenizer, render_prompt(tokenizer, conv), opts)
+        if not prompt_ids:
+            raise CAIError(f"conversation {i} renders to no tokens, so nothing predicts its options; give it a "
+                           "message, or the tokenizer a chat template")
         longest = max(len(o) for o in option_ids)
         if len(prompt_ids) + longest > context_length:
             raise CAIError(f"conversation {i} with its longest option is {len(prompt_ids) + longest} tokens, over "

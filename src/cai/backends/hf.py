@@ -22,7 +22,6 @@ import secrets
 from pathlib import Path
 from typing import Any, Sequence
 
-from cai.backends import options_per_conversation
 from cai.chat import encode_scoring_requests, ensure_chat_template, render_prompt
 from cai.errors import CAIError
 from cai.types import Completion, Conversation, SamplingParams, check_conversation
@@ -236,15 +235,9 @@ class HFBackend:
     def score_options(self, conversations: Sequence[Conversation], options) -> list[dict[str, float]]:
         import torch
 
-        convs = list(conversations)
-        if not convs:
-            options_per_conversation(convs, options)  # still reject empty or malformed options
+        per, encoded = encode_scoring_requests(self.tokenizer, conversations, options, self.context_length, self.name)
+        if not per:
             return []
-        per, encoded = encode_scoring_requests(self.tokenizer, convs, options, self.context_length, self.name)
-        for i, (prompt_ids, _) in enumerate(encoded):
-            if not prompt_ids:
-                raise CAIError(f"conversation {i} renders to no tokens, so nothing predicts its options; "
-                               "give it a message or the tokenizer a chat template")
         scores: list[dict[str, float]] = [{} for _ in per]
         # Each conversation's cache is copied once per option in the second pass: budget for that.
         copies = max(len(opts) for opts in per)

@@ -60,7 +60,6 @@ import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
-from cai.backends import options_per_conversation
 from cai.chat import encode_scoring_requests, ensure_chat_template, render_prompt
 from cai.errors import BackendUnavailable, CAIError
 from cai.types import Completion, Conversation, SamplingParams, check_conversation
@@ -289,11 +288,9 @@ class VLLMBackend:
 
     # -- score_options -----------------------------------------------------------------------------
     def score_options(self, conversations: Sequence[Conversation], options) -> list[dict[str, float]]:
-        convs = list(conversations)
-        if not convs:
-            options_per_conversation(convs, options)  # still reject empty or malformed options
+        per, encoded = encode_scoring_requests(self.tokenizer, conversations, options, self.max_model_len, self.name)
+        if not per:
             return []
-        per, encoded = encode_scoring_requests(self.tokenizer, convs, options, self.max_model_len, self.name)
         items = [(i, o, prompt_ids + ids, len(ids))  # (conversation, option, ids, option length)
                  for i, (opts, (prompt_ids, option_ids)) in enumerate(zip(per, encoded))
                  for o, ids in zip(opts, option_ids)]
