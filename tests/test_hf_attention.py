@@ -97,3 +97,15 @@ def test_models_not_on_sdpa_are_left_alone(tmp_path_factory, smollm2_path):
     model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager")
     assert use_decode_attention(model) is False
     assert model.config._attn_implementation == "eager"
+
+
+def test_extras_it_does_not_implement_go_to_sdpa(monkeypatch):
+    import transformers.integrations.sdpa_attention as sdpa
+
+    calls = []
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", lambda *a, **kw: calls.append(kw) or ("sdpa", None))
+    q, k, v = _tensors(1)
+    for extra in ({"softcap": 50.0}, {"s_aux": 1.0}, {"position_bias": 0.5}):
+        assert decode_attention(_Module(), q, k, v, None, scaling=0.3, **extra)[0] == "sdpa"
+    assert len(calls) == 3
+    assert decode_attention(_Module(), q, k, v, None, scaling=0.3)[0] != "sdpa"

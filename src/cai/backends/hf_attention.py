@@ -32,7 +32,10 @@ def decode_attention(module: Any, query, key, value, attention_mask, dropout: fl
 
     rows, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
-    if q_len != 1 or heads % kv_heads or kwargs.get("position_bias") is not None or (dropout and module.training):
+    # Anything beyond plain scaled dot-product attention (biases, logit soft-capping, attention
+    # sinks, dropout while training) goes to SDPA's implementation unchanged.
+    extras = any(kwargs.get(k) is not None for k in ("position_bias", "softcap", "s_aux", "sinks"))
+    if q_len != 1 or heads % kv_heads or extras or (dropout and module.training):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     scale = scaling if scaling is not None else dim ** -0.5
