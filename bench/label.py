@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="hhh_alignment-shaped folder the pairs come from")
     p.add_argument("--constitution", default="hhh")
     p.add_argument("--pairs", type=int, default=128, help="pairs labelled by ours (default: 128)")
-    p.add_argument("--loop-pairs", type=int, default=8, help="pairs for the generate-and-parse loop (default: 8)")
+    p.add_argument("--loop-pairs", type=int, default=8, help="pairs for the generate-and-parse loop, spread evenly over --pairs (default: 8)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="baseline generation budget (default: 32)")
     p.add_argument("--quick", action="store_true", help="smoke run: 4 pairs, 1 in the loop, 8 tokens; writes nothing")
     p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
@@ -55,7 +55,7 @@ def load_pairs(args):
     from cai.evals.comparisons import load_comparisons
 
     _, items = load_comparisons(args.data, limit=None)
-    items = items[: max(args.pairs, args.loop_pairs)]
+    items = items[: args.pairs]
     if len(items) < args.pairs:
         sys.exit(f"{args.data} holds only {len(items)} comparisons; lower --pairs")
     return [(it.messages, it.better, it.worse) for it in items]
@@ -88,7 +88,7 @@ def run_loop(path: str, constitution, pairs, max_new_tokens: int) -> dict:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(device).eval()
     questions = [p.preference for p in constitution.preference_principles()]
     rng = random.Random(0)
-    parsed = 0
+    parsed = prompt_tokens = new_tokens = 0
     # warm-up
     warm = render_prompt(tok, choice_conversation(pairs[0][0], pairs[0][1], pairs[0][2], questions[0])[:-1])
     with torch.inference_mode():
@@ -103,10 +103,13 @@ def run_loop(path: str, constitution, pairs, max_new_tokens: int) -> dict:
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        prompt_tokens += inputs["input_ids"].shape[1]
+        new_tokens += out.shape[1] - inputs["input_ids"].shape[1]
         reply = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         parsed += bool(_LETTER.search(reply))
     seconds = time.perf_counter() - t
     return {"pairs": len(pairs), "seconds": seconds, "parsed": parsed, "dtype": str(model.dtype),
+            "prompt_tokens": prompt_tokens / len(pairs), "new_tokens": new_tokens / len(pairs),
             "threads": torch.get_num_threads()}
 
 
@@ -142,7 +145,8 @@ def report(args, backend, ours: dict, loop: dict) -> tuple[str, bool]:
         f"| loop: `model.generate` ({args.max_new_tokens} tokens) + parse A/B, one order, one pair at a time | "
         f"{loop['pairs']} | {loop['seconds']:.1f} | {l_pps:.4f} |", "",
         f"Speedup: {speedup:.1f}x in pairs/s (target >= {TARGET:.0f}x): **{'PASS' if ok else 'FAIL'}**. "
-        f"The loop found a letter in {loop['parsed']}/{loop['pairs']} replies; scoring always yields a "
+        f"The loop's prompts averaged {loop['prompt_tokens']:.0f} tokens and its replies {loop['new_tokens']:.1f} "
+        f"tokens; it found a letter in {loop['parsed']}/{loop['pairs']} replies. Scoring always yields a "
         "probability.", "",
     ]
     return "\n".join(lines), ok
@@ -164,7 +168,9 @@ def main(argv=None) -> int:
     # The loop first, in a process no engine has touched: vLLM's CPU worker binds this process's
     # threads and leaves a polling worker behind, either of which would skew the baseline.
     print(f"loop: {args.loop_pairs} pairs one at a time ...", file=sys.stderr)
-    loop = run_loop(path, constitution, pairs[: args.loop_pairs], args.max_new_tokens)
+    # The loop's pairs are spread evenly over ours, so their prompt lengths are representative.
+    step = max(1, args.pairs // args.loop_pairs)
+    loop = run_loop(path, constitution, pairs[: args.pairs : step][: args.loop_pairs], args.max_new_tokens)
     print(f"loop: {loop['pairs']} pairs in {loop['seconds']:.1f} s", file=sys.stderr)
     backend = load_backend(args.model)
     print(f"ours: {args.pairs} pairs x 2 orders on {backend.name} ...", file=sys.stderr)
