@@ -210,7 +210,8 @@ class VLLMBackend:
             kwargs["max_num_batched_tokens"] = max(max_model_len or CPU_MAX_MODEL_LEN, CPU_MAX_MODEL_LEN)
         if quick_start:
             # No torch.compile warm-up: about half the start time, about 8% slower generation on CPU.
-            kwargs["enforce_eager"] = True
+            # No weight-loading bar either: it would sit above a one-line answer.
+            kwargs.update(enforce_eager=True, use_tqdm_on_load=False)
         kwargs.update(engine_args or {})
         try:
             with _caller_rng_kept():  # an in-process engine seeds the global RNGs as it starts
