@@ -56,6 +56,7 @@ import hashlib
 import json
 import os
 import secrets
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Sequence
@@ -214,7 +215,10 @@ class VLLMBackend:
             kwargs.update(enforce_eager=True, use_tqdm_on_load=False)
         kwargs.update(engine_args or {})
         try:
-            with _caller_rng_kept():  # an in-process engine seeds the global RNGs as it starts
+            # An in-process engine seeds the global RNGs as it starts; and vLLM 0.32 trips torch's
+            # FutureWarning about `reduce_op` while loading, which says nothing to a cai user.
+            with _caller_rng_kept(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*reduce_op", category=FutureWarning)
                 self.llm = LLM(self.path, **kwargs)
         except (OSError, ValueError, RuntimeError) as e:
             # Engine-start failures (too little free memory, an unsupported architecture or head
