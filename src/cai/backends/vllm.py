@@ -181,7 +181,7 @@ class VLLMBackend:
             os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
             # The engine core in this process instead of a worker process: on a few cores the two
             # processes fight over them (the client busy-polls while the worker computes). Measured on
-            # a 2-core EPYC: start 45 s -> 26 s, generation 614 -> 676 tokens/s (bench/RESULTS.md).
+            # a 2-core EPYC: start 45 s -> 26 s, generation 614 -> 676 tokens/s (docs/performance.md).
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             if gpu_memory_utilization is None:
                 # A short job needs little KV cache, and allocating and freeing gigabytes takes seconds.
