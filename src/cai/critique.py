@@ -44,7 +44,9 @@ class CritiqueConfig:
     limit: int | None = option(None, help="use at most N prompts")
     shuffle: bool = option(False, help="shuffle the prompts (with --seed) before --limit")
     field: str | None = option(None, help="column holding the prompt text in a JSONL/CSV/Parquet source")
-    batch_size: int = option(64, help="prompts advanced together per backend call; also the unit of saving")
+    batch_size: int = option(64, help="prompts advanced together per backend call; also the unit of saving. Larger "
+                             "batches keep vllm busier (on a 2-core CPU, 200 ran 200 prompts x 2 rounds a tenth faster "
+                             "than 64) but a kill loses the whole batch in flight")
     temperature: float = option(0.7, help="sampling temperature for answers, critiques and revisions (0 = greedy)")
     top_p: float = option(1.0, help="nucleus sampling top-p")
     answer_max_tokens: int = option(256, help="token limit of the first answer")
