@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import finish, machine, versions  # bench/report.py, shared by the bench scripts
+from report import finish, machine, tutorial_model, versions  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -95,7 +95,6 @@ def run_engine(config) -> dict:
 def run_loop(config, n: int) -> dict:
     """The tutorial way: one prompt at a time, one ``model.generate`` per step."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cai import critique_prompts as cp
     from cai.backends import split_spec
@@ -107,9 +106,8 @@ def run_loop(config, n: int) -> dict:
 
     path = resolve(split_spec(config.model)[1])
     t0 = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(path)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(device).eval()
+    tok, model = tutorial_model(path)
+    device = model.device
     load_s = time.perf_counter() - t0
 
     constitution = load_constitution(config.constitution)

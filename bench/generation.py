@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from report import finish, machine, versions  # bench/report.py, shared by the bench scripts
+from report import finish, machine, tutorial_model, versions  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -75,12 +75,10 @@ def load_conversations(n: int) -> list[list[dict[str, str]]]:
 def run_loop(path: str, convs, max_tokens: int) -> dict:
     """(a): the tutorial way, one ``model.generate`` per prompt."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(path)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(device).eval()
+    tok, model = tutorial_model(path)
+    device = model.device
     load_s = time.perf_counter() - t0
 
     def one(conv, limit):

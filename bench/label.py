@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from report import finish, machine, versions  # bench/report.py, shared by the bench scripts
+from report import finish, machine, tutorial_model, versions  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -78,14 +78,11 @@ def run_loop(path: str, constitution, pairs, max_new_tokens: int) -> dict:
     import random
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cai.chat import render_prompt
     from cai.label_prompts import choice_conversation
 
-    tok = AutoTokenizer.from_pretrained(path)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(device).eval()
+    tok, model = tutorial_model(path)
     questions = [p.preference for p in constitution.preference_principles()]
     rng = random.Random(0)
     parsed = prompt_tokens = new_tokens = 0

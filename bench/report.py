@@ -43,6 +43,18 @@ def versions() -> str:
     return ", ".join(out)
 
 
+def tutorial_model(path: str):
+    """The baselines' model: stock transformers, as the classic CAI tutorial code loads it (bfloat16,
+    the checkpoint's dtype; default SDPA attention), on the GPU where there is one. Returns
+    (tokenizer, model)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tok = AutoTokenizer.from_pretrained(path)
+    return tok, AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(device).eval()
+
+
 def write_section(path: Path, heading: str, section: str) -> None:
     """Replace the section that starts with ``heading`` (up to the next ``## ``), or append it."""
     text = path.read_text() if path.exists() else "# Benchmark results\n\n"
