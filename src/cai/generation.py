@@ -42,7 +42,7 @@ class GenerateConfig:
     stop: tuple[str, ...] = option((), help="stop strings: an answer ends before the first one")
     seed: int = option(0, help="sampling seed (batch k of a file run uses seed + k)")
     # vLLM runs up to 256 sequences at once: on the 2-core dev VM one call of 256 prompts generated
-    # 678 tokens/s against 535 for calls of 32 (a GPU gains far more); a kill loses one call's answers.
+    # 678 tokens/s against 535 for calls of 32; a kill loses one call's answers.
     batch_size: int = option(256, help="prompts per backend call; also the unit of saving")
 
     def __post_init__(self) -> None:
@@ -71,11 +71,9 @@ def generate_one(config: GenerateConfig, prompt: str, backend: Any = None) -> li
 
     if not prompt.strip():
         raise CAIError('empty prompt; pass the question as an argument, e.g. cai generate "Name three colors."')
-    if backend is None:
-        # One answer does not repay vLLM's compile warm-up.
-        quick = {"quick_start": True} if split_spec(config.model)[0] == "vllm" else {}
-        backend = load_backend(config.model, **quick)
-    backend = load_backend(backend)
+    # One answer does not repay vLLM's compile warm-up.
+    quick = {"quick_start": True} if backend is None and split_spec(config.model)[0] == "vllm" else {}
+    backend = load_backend(backend if backend is not None else config.model, **quick)
     conv = with_system([{"role": "user", "content": prompt}], config.system)
     return backend.generate([conv], config.sampling(0))
 

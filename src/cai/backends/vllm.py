@@ -147,7 +147,7 @@ class VLLMBackend:
 
     ``quick_start=True`` is for one short job (``cai generate "..."`` uses it): no torch.compile
     warm-up (``enforce_eager``) and, on CPU, a KV cache of 0.1 of RAM instead of 0.3. On a 2-core
-    CPU the engine is up in about 10 s instead of 26 s (both counting about 5 s to import vLLM)
+    CPU the engine is up in about 12 s instead of 26 s (both counting about 5 s to import vLLM)
     and generates about 8% slower. ``engine_args`` go to ``vllm.LLM`` as
     they are and win over everything set here.
     """
