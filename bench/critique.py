@@ -96,11 +96,11 @@ def run_loop(config, n: int) -> dict:
     """The tutorial way: one prompt at a time, one ``model.generate`` per step."""
     import torch
 
-    from cai import critique_prompts as cp
+    from cai.critique import prompts as cp
     from cai.backends import split_spec
     from cai.chat import render_prompt
     from cai.constitution import load_constitution
-    from cai.critique_plan import choose_principles, principle_pool, prompt_items
+    from cai.critique.plan import choose_principles, principle_pool, prompt_items
     from cai.models import resolve
     from cai.sources import load_prompts
 

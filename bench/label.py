@@ -1,6 +1,6 @@
 """Throughput of AI preference labelling: option scoring against generate-and-parse.
 
-Ours is ``cai.label_judge.label_pairs``, the code ``cai label`` and ``cai eval labeler`` run: for
+Ours is ``cai.label.judge.label_pairs``, the code ``cai label`` and ``cai eval labeler`` run: for
 every pair, both (A)/(B) orders are scored with ``score_options`` (one forward pass per order, no
 generation), batched across pairs. The baseline is the classic tutorial loop: for one pair at a
 time, render the same multiple-choice prompt (one order only), ``model.generate`` up to
@@ -62,7 +62,7 @@ def load_pairs(args):
 
 
 def run_ours(backend, constitution, pairs) -> dict:
-    from cai.label_judge import JudgeConfig, label_pairs
+    from cai.label.judge import JudgeConfig, label_pairs
 
     method = JudgeConfig(principles="sample", swap=True)
     label_pairs(backend, pairs[:2], constitution, method)  # warm-up: kernels, allocator
@@ -80,7 +80,7 @@ def run_loop(path: str, constitution, pairs, max_new_tokens: int) -> dict:
     import torch
 
     from cai.chat import render_prompt
-    from cai.label_prompts import choice_conversation
+    from cai.label.prompts import choice_conversation
 
     tok, model = tutorial_model(path)
     questions = [p.preference for p in constitution.preference_principles()]
@@ -112,7 +112,7 @@ def run_loop(path: str, constitution, pairs, max_new_tokens: int) -> dict:
 
 def mean_prompt_tokens(tokenizer, constitution, pairs) -> float:
     from cai.chat import render_prompt
-    from cai.label_prompts import choice_conversation
+    from cai.label.prompts import choice_conversation
 
     q = constitution.preference_principles()[0].preference
     lens = [len(tokenizer(render_prompt(tokenizer, choice_conversation(m, x, y, q)),

@@ -32,7 +32,7 @@ from cai.backends import load_backend
 from cai.backends.mock import MockBackend
 from cai.backends.openai import OpenAIBackend, first_token_scores, option_logprob, parse_target
 from cai.errors import BackendUnavailable, CAIError
-from cai.serve_app import create_app
+from cai.serve.app import create_app
 from cai.types import SamplingParams
 
 USER = [{"role": "user", "content": "Hi!"}]

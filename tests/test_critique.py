@@ -11,8 +11,8 @@ import pytest
 from cai.backends.mock import MockBackend
 from cai.constitution import Constitution, Example, Principle
 from cai.critique import CritiqueConfig, critique_revise, run_critique
-from cai.critique_plan import choose_principles
-from cai.critique_prompts import CritiqueTemplate, clean_output
+from cai.critique.plan import choose_principles
+from cai.critique.prompts import CritiqueTemplate, clean_output
 from cai.store import read_records
 
 TEMPLATE = CritiqueTemplate.load("critique")

@@ -15,7 +15,7 @@ from cai.errors import CAIError
 from cai.evals.comparisons import ChoiceItem, Comparison, load_comparisons
 from cai.evals.labeler import LabelerEvalConfig, evaluate_labeler, plot_reliability
 from cai.evals.metrics import bootstrap_ci, calibration, credit, majority_baseline, random_baseline
-from cai.label_prompts import swap_paper_options
+from cai.label.prompts import swap_paper_options
 
 from cai.templates import load_template
 
@@ -77,8 +77,13 @@ def test_paper_format_loader_and_swap(tmp_path):
         load_comparisons(str(bad))
     with pytest.raises(CAIError, match="not found"):
         load_comparisons(str(tmp_path / "missing.jsonl"))
+    # The built-in sets ship inside the package: found from any working directory.
+    kind, hhh = load_comparisons("hhh", cwd=tmp_path)
+    assert kind == "hhh" and len(hhh) == 221
+    kind, hh = load_comparisons("hh-rlhf", cwd=tmp_path, limit=5)
+    assert kind == "hh-rlhf" and len(hh) == 5
     with pytest.raises(CAIError, match="not found"):
-        load_comparisons("hhh", cwd=tmp_path)
+        load_comparisons("hhh:no/such/folder", cwd=tmp_path)
 
 
 # ---- statistics -------------------------------------------------------------------------------------
@@ -187,14 +192,14 @@ def test_paper_format_with_cot_keeps_the_papers_answer_prefix():
 def test_cli_end_to_end_on_the_mock(shared_data, tmp_path, monkeypatch):
     from cai.cli import main
 
-    # `--data hhh` is ../shared/data/hhh_alignment from the working directory: lay out two categories there
+    # `--data hhh:PATH` reads a folder shaped like hhh_alignment: lay out two categories there
     folder = tmp_path / "shared" / "data" / "hhh_alignment"
     for cat in ("harmless", "honest"):
         (folder / cat).mkdir(parents=True)
         shutil.copy(shared_data / "hhh_alignment" / cat / "task.json", folder / cat / "task.json")
     (tmp_path / "main").mkdir()
     monkeypatch.chdir(tmp_path / "main")
-    assert main(["eval", "labeler", "-m", "mock:", "--data", "hhh", "--limit", "20", "--plot", "rel.png",
+    assert main(["eval", "labeler", "-m", "mock:", "--data", "hhh:../shared/data/hhh_alignment", "--limit", "20", "--plot", "rel.png",
                  "--bootstrap", "100", "--no-progress"]) == 0
     result = json.loads((tmp_path / "main" / "eval_labeler_hhh.json").read_text())
     assert result["overall"]["n"] == 20 and set(result["categories"]) == {"harmless", "honest"}

@@ -13,8 +13,8 @@ from cai.backends.mock import MockBackend
 from cai.constitution import Constitution, PreferenceExample, Principle
 from cai.errors import CAIError
 from cai.label import LabelConfig, form_pairs, run_label, skipped_path
-from cai.label_judge import JudgeConfig, label_pairs
-from cai.preference import clamp, debias, ensemble, margin, orders_agree, two_option_prob
+from cai.label.judge import JudgeConfig, label_pairs
+from cai.label.preference import clamp, debias, ensemble, margin, orders_agree, two_option_prob
 from cai.sources import Prompt
 
 from cai.templates import load_template

@@ -1,4 +1,4 @@
-"""cai's OpenAI-compatible app (cai.serve_app) through FastAPI's TestClient, its log-prob helpers,
+"""cai's OpenAI-compatible app (cai.serve.app) through FastAPI's TestClient, its log-prob helpers,
 the micro-batching worker, and how ``cai serve`` plans a vLLM server."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from cai.backends.mock import MockBackend
 from cai.serve import ServeConfig, plan, served_name, vllm_command
-from cai.serve_app import BatchWorker, create_app
+from cai.serve.app import BatchWorker, create_app
 from cai.types import SamplingParams
 
 USER = [{"role": "user", "content": "Hi!"}]
@@ -185,7 +185,7 @@ def test_prompt_logprobs_with_longer_generation(tiny_client):
 
 
 def test_decoded_pieces_rebuild_multibyte_text(tiny_backend):
-    from cai.serve_logprobs import decoded_pieces
+    from cai.serve.logprobs import decoded_pieces
 
     tok = tiny_backend.tokenizer
     text = "Café 漢字 🙂 naïve"
@@ -198,7 +198,7 @@ def test_decoded_pieces_rebuild_multibyte_text(tiny_backend):
 def test_sample_next():
     import torch
 
-    from cai.serve_logprobs import sample_next
+    from cai.serve.logprobs import sample_next
 
     lp = torch.log_softmax(torch.tensor([0.0, 3.0, 1.0, 2.9]), -1)
     assert sample_next(lp, temperature=0, top_p=1, n=2, seed=None) == [1, 1]

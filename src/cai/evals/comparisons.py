@@ -11,8 +11,8 @@ Three shapes, picked by :func:`load_comparisons`:
 * a JSONL file in the CAI paper's multiple-choice format: ``prompt`` already holds the question
   and options and ends "The answer is:"; ``corrects``/``incorrects`` are option strings (" (A)").
 
-The default locations are the project's shared test data, relative to the working directory;
-cai ships these loaders, never the data.
+``hhh`` and ``hh-rlhf`` alone read the copies that ship inside the package
+(:mod:`cai.evals.datasets`); ``hhh:PATH`` and ``hh-rlhf:PATH`` read any other copy.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, Iterator, Union
 
 from cai.errors import CAIError
+from cai.evals.datasets import dataset_path
 from cai.transcripts import parse_transcript, split_preference_pair
 from cai.types import Conversation
 
-DEFAULT_HHH = Path("../shared/data/hhh_alignment")
-DEFAULT_HH_RLHF = Path("../shared/data/hh_rlhf_harmless_base/test.jsonl.gz")
+DEFAULT_HHH = dataset_path("hhh")
+DEFAULT_HH_RLHF = dataset_path("hh-rlhf")
 
 
 @dataclass(frozen=True)

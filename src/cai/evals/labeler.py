@@ -1,6 +1,6 @@
 """``cai eval labeler``: how often the AI labeller agrees with human preference labels.
 
-The comparisons are labelled by :func:`cai.label_judge.label_pairs`, the very function that
+The comparisons are labelled by :func:`cai.label.judge.label_pairs`, the very function that
 ``cai label`` uses, so the numbers describe the labels a run would produce with the same method
 flags (principles, few-shot, CoT, swap). Items already written as multiple-choice prompts (the CAI
 paper's files) go through the same prompt layout, option scoring and arithmetic.
@@ -28,9 +28,9 @@ from cai.config import option
 from cai.errors import CAIError
 from cai.evals.comparisons import ChoiceItem, Comparison, load_comparisons
 from cai.evals.metrics import accuracy, bootstrap_ci, calibration, credit, majority_baseline, random_baseline
-from cai.label_judge import JudgeConfig, few_shot_examples, label_pairs, method_summary
-from cai.label_prompts import after_reasoning, label_template, paper_choice_conversation, swap_paper_options
-from cai.preference import check_clamp, clamp, debias, normalised, orders_agree
+from cai.label.judge import JudgeConfig, few_shot_examples, label_pairs, method_summary
+from cai.label.prompts import after_reasoning, label_template, paper_choice_conversation, swap_paper_options
+from cai.label.preference import check_clamp, clamp, debias, normalised, orders_agree
 from cai.progress import batched, progress
 from cai.types import SamplingParams
 
@@ -142,7 +142,7 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
         constitution = load_constitution(config.constitution)
     examples = few_shot_examples(constitution, config.few_shot) if config.few_shot else ()
     if comparisons:
-        from cai.label_judge import PrinciplePlan
+        from cai.label.judge import PrinciplePlan
 
         PrinciplePlan(constitution, config.principles)  # a bad --principles fails before the model loads
     backend = load_backend(backend if backend is not None else config.model)

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 def credit(p_correct: float) -> float:
     """1 if the labeller prefers the right answer, 0 if the wrong one, 0.5 for an exact tie."""
-    from cai.preference import is_tie
+    from cai.label.preference import is_tie
 
     return 0.5 if is_tie(p_correct) else 1.0 if p_correct > 0.5 else 0.0
 

@@ -31,9 +31,9 @@ from typing import Any, Sequence
 
 from cai.config import option
 from cai.errors import CAIError
-from cai.label_judge import (JudgeConfig, PairLabel, PrincipleScore, PrinciplePlan, few_shot_examples, label_pairs,
+from cai.label.judge import (JudgeConfig, PairLabel, PrincipleScore, PrinciplePlan, few_shot_examples, label_pairs,
                              method_summary)
-from cai.preference import check_clamp, is_tie, margin
+from cai.label.preference import check_clamp, is_tie, margin
 from cai.progress import batched, progress
 from cai.provenance import provenance
 from cai.store import RecordStore

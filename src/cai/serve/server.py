@@ -3,7 +3,7 @@ local model, bound to localhost unless told otherwise.
 
 Where the model resolves to the vllm backend (a bare name with vLLM installed, or ``vllm:...``),
 this process becomes vLLM's own OpenAI server, started on the resolved local folder and serving it
-under the name the user gave. Otherwise a small FastAPI app (``cai.serve_app``) serves the cai
+under the name the user gave. Otherwise a small FastAPI app (``cai.serve.app``) serves the cai
 backend in-process (hf, or mock for dry runs). Either way, cai's openai backend talks to it:
 ``-m openai:http://127.0.0.1:8000/v1#MODEL``.
 """
@@ -105,7 +105,7 @@ def build_app(config: ServeConfig, backend: Any = None) -> Any:
     from cai.backends import load_backend
 
     try:
-        from cai.serve_app import create_app
+        from cai.serve.app import create_app
     except ModuleNotFoundError as e:
         raise BackendUnavailable(f"cai serve needs {e.name}: pip install 'cai[serve]'") from None
 

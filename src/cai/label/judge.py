@@ -22,8 +22,8 @@ from typing import Any, Sequence
 
 from cai.config import option
 from cai.errors import CAIError
-from cai.label_prompts import after_reasoning, choice_conversation, label_template
-from cai.preference import check_clamp, clamp, debias, ensemble, orders_agree, two_option_prob
+from cai.label.prompts import after_reasoning, choice_conversation, label_template
+from cai.label.preference import check_clamp, clamp, debias, ensemble, orders_agree, two_option_prob
 from cai.types import Conversation, SamplingParams
 
 

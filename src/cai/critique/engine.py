@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cai import critique_prompts as cp
+from cai.critique import prompts as cp
 from cai.config import option, to_dict
-from cai.critique_plan import PromptItem, choose_principles, principle_pool, prompt_id, prompt_items  # noqa: F401
+from cai.critique.plan import PromptItem, choose_principles, principle_pool, prompt_id, prompt_items  # noqa: F401
 from cai.errors import CAIError
 from cai.types import SamplingParams
 

@@ -154,7 +154,7 @@ def to_conversation(messages: list[dict[str, Any]]) -> Conversation:
 
 def create_app(backend: Any, model_name: str, *, api_key: str | None = None, max_batch: int = 16) -> FastAPI:
     """An OpenAI-compatible app over ``backend``, serving it under ``model_name``."""
-    from cai.serve_logprobs import ScoreJob, run_score_jobs
+    from cai.serve.logprobs import ScoreJob, run_score_jobs
 
     model = getattr(backend, "model", None)
     tokenizer = getattr(backend, "tokenizer", None)

@@ -1,0 +1,48 @@
+"""The options every trainer shares, and the checks every trainer runs before it starts.
+
+``cai sft``, ``cai reward``, ``cai ppo``, ``cai dpo`` and ``cai rloo`` each declare a config
+dataclass that extends :class:`TrainCommon`, so ``--epochs``, ``--lr`` or ``--lora`` mean the
+same thing everywhere, and a ``cai run`` YAML section uses the same keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cai.config import option
+
+
+@dataclass
+class TrainCommon:
+    output: str | None = option(None, help="output folder: a Hugging Face model folder that every backend loads "
+                                "(hf:DIR, vllm:DIR), with checkpoints and the run record inside", flags=("-o", "--output"))
+    epochs: float = option(1.0, help="passes over the training data (ignored when --max-steps is set)")
+    max_steps: int | None = option(None, help="stop after this many optimiser steps (overrides --epochs)")
+    lr: float = option(1e-5, help="peak learning rate (LoRA runs usually want about 10x more)")
+    batch_size: int = option(8, help="examples per optimiser step, per process")
+    grad_accum: int = option(1, help="gradient accumulation steps: the effective batch is batch-size x this x processes")
+    max_length: int = option(1024, help="token limit of one training sequence (prompt + answer); longer ones are "
+                                 "truncated")
+    lora: bool = option(False, help="train LoRA adapters (PEFT) instead of all weights")
+    lora_r: int = option(16, help="LoRA rank")
+    lora_alpha: int = option(32, help="LoRA scaling alpha")
+    keep_adapter: bool = option(False, help="with --lora, save the adapter instead of merging it into the weights")
+    bf16: bool | None = option(None, help="train in bf16 (default: when the CPU has AVX512-BF16/AMX or the GPU "
+                               "supports it; else fp32)")
+    seed: int = option(0, help="seed for data order, initialisation and sampling")
+    save_steps: int = option(50, help="save a checkpoint every N steps; a rerun resumes from the last one")
+    logging_steps: int = option(1, help="log metrics every N steps")
+
+    def check_common(self) -> None:
+        """Validate the shared fields; each trainer's ``__post_init__`` calls this first."""
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("batch_size", "grad_accum", "max_length", "lora_r", "lora_alpha", "save_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.keep_adapter and not self.lora:
+            raise ValueError("--keep-adapter needs --lora")
