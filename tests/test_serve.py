@@ -3,6 +3,7 @@ the micro-batching worker, and how ``cai serve`` plans a vLLM server."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -258,8 +259,10 @@ def test_plan_and_served_name():
 def test_vllm_command_on_cpu_and_cuda(tmp_path, monkeypatch):
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / "config.json").write_text("{}")
+    (folder / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "num_attention_heads": 4,
+                                                    "num_key_value_heads": 2, "hidden_size": 128}))
     monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     cfg = ServeConfig(model=f"vllm:{folder}", served_model_name="mine", port=9001, api_key="k",
                       vllm_args="--max-model-len 2048")
     argv, env = vllm_command(cfg, cuda=False)
@@ -267,10 +270,14 @@ def test_vllm_command_on_cpu_and_cuda(tmp_path, monkeypatch):
     joined = " ".join(argv)
     assert f"--model {folder}" in joined and "--served-model-name mine" in joined
     assert "--host 127.0.0.1 --port 9001" in joined and "--api-key k" in joined
-    assert "--gpu-memory-utilization 0.3" in joined and argv[-2:] == ["--max-model-len", "2048"]
+    # The KV cache is asked for in bytes (a share of the node's total can be wrong), and the user's
+    # own vLLM flags come last so they win.
+    kv = int(argv[argv.index("--kv-cache-memory-bytes") + 1])
+    assert kv >= 2 * 2 * 2 * 32 * 2 * 4096 and "--gpu-memory-utilization" not in argv
+    assert argv[-2:] == ["--max-model-len", "2048"]
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
     argv, env = vllm_command(cfg, cuda=True)
-    assert "--gpu-memory-utilization" not in argv and "VLLM_CPU_NUM_OF_RESERVED_CPU" not in env
+    assert "--kv-cache-memory-bytes" not in argv and "VLLM_CPU_NUM_OF_RESERVED_CPU" not in env
 
 
 def test_port_in_use_is_one_clear_error(capsys):

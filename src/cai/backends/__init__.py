@@ -9,7 +9,8 @@ Every model-facing step in cai goes through two verbs:
   generation and no parsing of text.
 
 Specs: ``mock:[SCRIPT]``, ``hf:MODEL``, ``vllm:MODEL``, ``openai:URL#MODEL``; a bare ``MODEL``
-picks vllm when it is installed and hf otherwise. MODEL is an alias (``smollm2-135m``), a local
+picks vllm when it is installed and hf otherwise, and falls back to hf, saying why in one line, when
+vLLM cannot start; an explicit ``vllm:MODEL`` fails instead. MODEL is an alias (``smollm2-135m``), a local
 folder, a checkpoint written by cai, or a hub id. Heavy libraries are imported only by the backend
 that needs them.
 """
@@ -18,11 +19,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
+from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
+from cai.errors import CAIError
 from cai.types import Completion, Conversation, SamplingParams
 
-__all__ = ["Backend", "load_backend", "split_spec", "options_per_conversation", "BACKENDS"]
+__all__ = ["Backend", "load_backend", "split_spec", "is_explicit", "options_per_conversation", "BACKENDS"]
 
 
 @runtime_checkable
@@ -59,7 +63,17 @@ def split_spec(spec: str) -> tuple[str, str]:
     kind, sep, rest = spec.partition(":")
     if sep and kind in BACKENDS:
         return kind, rest
+    if sep and not Path(spec).expanduser().exists() and "/" not in kind:
+        # Hub ids and aliases have no colon; "foo:bar" is a mistyped backend, not a model for vLLM.
+        raise ValueError(f"unknown backend {kind!r} in model spec {spec!r}; use one of "
+                         f"{', '.join(k + ':' for k in BACKENDS)} or a bare model name or folder")
     return ("vllm" if vllm_available() else "hf"), spec
+
+
+def is_explicit(spec: str) -> bool:
+    """Whether a spec names its backend (``vllm:X``) rather than leaving the choice to cai (``X``)."""
+    kind, sep, _ = spec.strip().partition(":")
+    return bool(sep) and kind in BACKENDS
 
 
 def load_backend(spec: str, **options: Any) -> Backend:
@@ -71,9 +85,20 @@ def load_backend(spec: str, **options: Any) -> Backend:
     if not isinstance(spec, str):
         return spec
     kind, target = split_spec(spec)
+    if kind == "vllm" and not is_explicit(spec):
+        # A bare name is a request for "the fast default": if vLLM cannot start here (too little
+        # free memory, an unsupported model, a broken install), say why and use transformers.
+        try:
+            return _factory("vllm")(target, **options)
+        except CAIError as e:
+            print(f"cai: vLLM could not start, using the hf backend instead: {e}", file=sys.stderr)
+            return _factory("hf")(target, **options)
+    return _factory(kind)(target, **options)
+
+
+def _factory(kind: str) -> Any:
     module_name, _, attr = BACKENDS[kind].partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    return factory(target, **options)
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def options_per_conversation(

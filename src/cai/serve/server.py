@@ -19,7 +19,6 @@ from typing import Any
 from cai.config import option
 from cai.errors import BackendUnavailable, CAIError
 
-CPU_GPU_MEMORY_UTILIZATION = 0.3  # vLLM-CPU sizes its KV cache from this fraction of RAM
 
 
 @dataclass
@@ -84,9 +83,18 @@ def vllm_command(config: ServeConfig, *, cuda: bool) -> tuple[list[str], dict[st
         argv += ["--dtype", config.dtype]
     if not cuda:
         # The CPU build would otherwise hold a core back for its own bookkeeping and size the KV
-        # cache for a GPU; both starve a small machine.
+        # cache as a share of the memory node's total, which can be far from what is free (see
+        # cai.backends.vllm_memory); ask for bytes instead.
         env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        argv += ["--gpu-memory-utilization", str(CPU_GPU_MEMORY_UTILIZATION)]
+        if not env.get("VLLM_CPU_KVCACHE_SPACE") and "--kv-cache-memory-bytes" not in config.vllm_args:
+            from cai.backends.vllm import _model_max_len
+            from cai.backends.vllm_memory import cpu_kv_cache_bytes
+
+            try:
+                kv = cpu_kv_cache_bytes(path, _model_max_len(path) or 4096)
+            except MemoryError as e:
+                raise CAIError(f"cannot serve {config.model!r} with vLLM: {e}; or serve -m hf:{config.model}") from None
+            argv += ["--kv-cache-memory-bytes", str(kv)]
         if config.dtype == "auto":
             argv += ["--dtype", "bfloat16"]
     key = api_key(config)
