@@ -1,0 +1,191 @@
+"""From a run file to a list of steps: which stage runs, with which config, reading what.
+
+A run file names the base model and constitution once, and holds one section per stage whose keys
+are that stage's own config fields (the same names as its command's long flags)::
+
+    model: smollm2-135m
+    constitution: default
+    rl: ppo                  # or dpo, rloo
+    rl_rounds: 1             # label -> reward -> RL repeated with the newest policy
+    critique: {prompts: redteam, limit: 64, rounds: 1}
+    sft: {lora: true}
+    label: {prompts: redteam, limit: 100}
+    reward: {}
+    ppo: {max_steps: 10}
+    eval: {tasks: [harmlessness, over-refusal], limit: 50}
+    report: {}
+
+The plan wires each step's inputs to the outputs of the steps before it (SFT reads the critique
+file, the PM reads the labels, RL starts from the newest policy) and fills in output paths inside
+the step's folder. Each step gets a key: the hash of its stage, its config and the keys of the
+steps it reads, so changing one setting changes that step's key and every key after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cai.errors import CAIError
+
+STAGES = ("critique", "sft", "label", "reward", "ppo", "dpo", "rloo", "eval", "report")
+RL_STAGES = ("ppo", "dpo", "rloo")
+TOP_LEVEL = {"model", "constitution", "seed", "rl", "rl_rounds", "stages", "output", "description"}
+
+
+@dataclass
+class Step:
+    name: str                 # unique in the run: "critique", "label-1", "eval-harmlessness"
+    stage: str                # which stage function runs it
+    config: dict[str, Any]    # the stage config's fields; outputs point inside ``folder``
+    reads: list[str]          # names of the steps whose outputs this one reads
+    output: str               # the file or folder the step writes, relative to the run folder
+    key: str = ""             # filled by :func:`keyed`
+    inputs: dict[str, str] = field(default_factory=dict)  # external files read, path -> sha256
+
+    @property
+    def folder(self) -> str:
+        return f"{self.name}-{self.key[:10]}"
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _external_inputs(config: dict[str, Any], base: Path) -> dict[str, str]:
+    """Files a config names that exist outside the run (a prompt file, a constitution file): their
+    content is part of the key, so editing one reruns the steps that read it."""
+    found = {}
+    for value in config.values():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, str) and v and not v.startswith("@"):
+                p = Path(v.split(":", 1)[-1] if v.startswith(("hh-rlhf:", "hhh:")) else v).expanduser()
+                p = p if p.is_absolute() else base / p
+                if p.is_file():
+                    found[v] = _file_hash(p)
+    return found
+
+
+def keyed(steps: list[Step], base: Path) -> list[Step]:
+    """Give each step its key, in order, from its stage, config, external files and upstream keys."""
+    keys: dict[str, str] = {}
+    for step in steps:
+        step.inputs = _external_inputs(step.config, base)
+        payload = {"stage": step.stage, "config": step.config, "inputs": step.inputs,
+                   "reads": {r: keys[r] for r in step.reads}}
+        step.key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        keys[step.name] = step.key
+    return steps
+
+
+def _section(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    section = spec.get(name) or {}
+    if not isinstance(section, dict):
+        raise CAIError(f"run file: section {name!r} must be a mapping of option: value, got {type(section).__name__}")
+    return dict(section)
+
+
+def check_spec(spec: dict[str, Any], where: str) -> None:
+    unknown = set(spec) - TOP_LEVEL - set(STAGES)
+    if unknown:
+        raise CAIError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; a run file has the keys "
+                       f"{', '.join(sorted(TOP_LEVEL))} and one section per stage ({', '.join(STAGES)})")
+    rl = spec.get("rl", "ppo")
+    if rl not in RL_STAGES:
+        raise CAIError(f"{where}: rl must be one of {', '.join(RL_STAGES)}, got {rl!r}")
+    rounds = spec.get("rl_rounds", 1)
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
+        raise CAIError(f"{where}: rl_rounds must be a whole number >= 0, got {rounds!r}")
+    stages = spec.get("stages")
+    if stages is not None and (not isinstance(stages, list) or set(stages) - set(STAGES)):
+        raise CAIError(f"{where}: stages must be a list drawn from {', '.join(STAGES)}, got {stages!r}")
+
+
+def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
+    """The steps of a run, in order, wired to each other (keys not yet computed)."""
+    check_spec(spec, where)
+    model = spec.get("model", "smollm2-135m")
+    constitution = spec.get("constitution", "default")
+    seed = spec.get("seed", 0)
+    rl = spec.get("rl", "ppo")
+    wanted = spec.get("stages") or [s for s in STAGES if s in spec]
+    common = {"constitution": constitution, "seed": seed}
+    steps: list[Step] = []
+    policy, policy_step = model, None  # the newest policy and the step that wrote it
+    sl_data, sl_step = None, None
+
+    def add(step: Step) -> Step:
+        steps.append(step)
+        return step
+
+    if "critique" in wanted:
+        out = "critique.jsonl"
+        cfg = {**common, "model": model, **_section(spec, "critique"), "output": out}
+        add(Step("critique", "critique", cfg, [], out))
+        sl_data, sl_step = out, "critique"
+    if "sft" in wanted:
+        if sl_step is None and not _section(spec, "sft").get("data"):
+            raise CAIError(f"{where}: sft needs SL-CAI data: add a critique section, or give sft a data file")
+        data = _section(spec, "sft").get("data") or [f"@critique/{sl_data}"]
+        cfg = {"model": model, "seed": seed, **_section(spec, "sft"), "data": data, "output": "model"}
+        add(Step("sft", "sft", cfg, [sl_step] if sl_step else [], "model"))
+        policy, policy_step = "@sft/model", "sft"
+    rounds = spec.get("rl_rounds", 1) if any(s in wanted for s in ("label", "reward", *RL_STAGES)) else 0
+    for r in range(1, rounds + 1):
+        reads = [policy_step] if policy_step else []
+        label = None
+        if "label" in wanted:
+            cfg = {**common, "policy": policy, **_section(spec, "label"), "output": "prefs.jsonl"}
+            label = add(Step(f"label-{r}", "label", cfg, reads, "prefs.jsonl"))
+        reward = None
+        if "reward" in wanted and rl != "dpo":
+            if label is None:
+                raise CAIError(f"{where}: reward needs preference labels: add a label section")
+            cfg = {"model": model, "seed": seed, **_section(spec, "reward"), "data": [f"@{label.name}/prefs.jsonl"],
+                   "output": "model"}
+            reward = add(Step(f"reward-{r}", "reward", cfg, [label.name], "model"))
+        if rl in wanted:
+            section = _section(spec, rl)
+            if rl == "dpo":
+                if label is None:
+                    raise CAIError(f"{where}: dpo needs preference labels: add a label section")
+                cfg = {"seed": seed, **section, "policy": policy, "data": [f"@{label.name}/prefs.jsonl"], "output": "model"}
+                step = add(Step(f"dpo-{r}", "dpo", cfg, reads + [label.name], "model"))
+            else:
+                if reward is None and not section.get("reward"):
+                    raise CAIError(f"{where}: {rl} needs a reward: add a reward section, or give {rl} a reward spec")
+                prompts = section.get("prompts") or _section(spec, "label").get("prompts") or "redteam"
+                cfg = {"seed": seed, **section, "policy": policy, "prompts": prompts, "output": "model"}
+                if reward is not None:
+                    cfg["reward"] = f"@{reward.name}/model"
+                step = add(Step(f"{rl}-{r}", rl, cfg, reads + ([reward.name] if reward else []), "model"))
+            policy, policy_step = f"@{step.name}/model", step.name
+    if "eval" in wanted:
+        section = _section(spec, "eval")
+        tasks = section.pop("tasks", ["harmlessness", "over-refusal"])
+        for task in tasks:
+            cfg = {"seed": seed, **section, "task": task, "model": policy, "output": "results.json"}
+            add(Step(f"eval-{task}", "eval", cfg, [policy_step] if policy_step else [], "results.json"))
+    if "report" in wanted:
+        cfg = {**_section(spec, "report"), "output": "report.html"}
+        add(Step("report", "report", cfg, [s.name for s in steps], "report.html"))
+    return steps
+
+
+def resolve_refs(value: Any, folders: dict[str, Path]) -> Any:
+    """Replace ``@step/path`` references with the path inside that step's folder."""
+    if isinstance(value, list):
+        return [resolve_refs(v, folders) for v in value]
+    if isinstance(value, str) and value.startswith("@"):
+        name, _, rest = value[1:].partition("/")
+        if name not in folders:
+            raise CAIError(f"the plan refers to step {name!r}, which is not part of this run")
+        return str(folders[name] / rest) if rest else str(folders[name])
+    return value

@@ -1,0 +1,51 @@
+"""Built-in run files, and reading a run file (or preset) with command-line overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cai.errors import CAIError
+
+PRESETS = Path(__file__).resolve().parent
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def load_run_file(path: str | None, preset: str | None) -> tuple[dict[str, Any], str, Path]:
+    """(spec, name for messages, folder relative paths are read from)."""
+    from cai.config import load_yaml
+
+    if preset:
+        p = PRESETS / f"{preset}.yaml"
+        if not p.is_file():
+            raise CAIError(f"--preset {preset}: no such preset; presets: {', '.join(preset_names())}")
+        return load_yaml(p), f"preset {preset}", Path.cwd()
+    p = Path(path)  # type: ignore[arg-type]
+    return load_yaml(p), str(p), p.resolve().parent
+
+
+def apply_overrides(spec: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``section.key=value`` (value read as YAML) or ``key=value`` for a top-level key."""
+    import yaml
+
+    spec = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.items()}
+    for item in overrides:
+        target, sep, raw = item.partition("=")
+        if not sep or not target:
+            raise CAIError(f"--set {item}: expected SECTION.KEY=VALUE, e.g. --set sft.epochs=2")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        section, dot, key = target.partition(".")
+        if dot:
+            current = spec.get(section)
+            if current is not None and not isinstance(current, dict):
+                raise CAIError(f"--set {item}: {section} is not a section")
+            spec[section] = {**(current or {}), key: value}
+        else:
+            spec[section] = value
+    return spec

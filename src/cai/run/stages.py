@@ -1,0 +1,79 @@
+"""What each stage of ``cai run`` calls: the same config class and public function as the stage's
+own command, so ``cai run`` holds no logic that ``cai critique``, ``cai sft``, ... lack.
+
+``python -m cai.run.stages STEP.json`` runs one step in a process of its own (the runner starts
+it): each stage's memory (a vLLM engine, a model being trained) is returned to the system when the
+step ends, and the runner reads the step's peak memory from the finished process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from cai.errors import CAIError
+
+# stage -> ("module:ConfigClass", "module:function"). The function takes the config and returns a
+# summary dict (JSON-friendly), and resumes when its output already holds part of the work.
+STAGES: dict[str, tuple[str, str]] = {
+    "critique": ("cai.critique.engine:CritiqueConfig", "cai.critique.engine:run_critique"),
+    "label": ("cai.label.engine:LabelConfig", "cai.label.engine:run_label"),
+}
+# eval task -> ("module:ConfigClass", "module:function"), filled as the eval tasks register.
+EVAL_TASKS: dict[str, tuple[str, str]] = {}
+
+
+def _load(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def stage_entry(stage: str, config: dict[str, Any]) -> tuple[type, Callable[..., Any], dict[str, Any]]:
+    """(config class, function, config fields) for a step; eval steps pick their task's entry."""
+    if stage == "eval":
+        config = dict(config)
+        task = config.pop("task")
+        if task not in EVAL_TASKS:
+            raise CAIError(f"run file: eval task {task!r} is unknown; known tasks: {', '.join(sorted(EVAL_TASKS)) or 'none'}")
+        cls_ref, fn_ref = EVAL_TASKS[task]
+    elif stage in STAGES:
+        cls_ref, fn_ref = STAGES[stage]
+    else:
+        raise CAIError(f"run file: stage {stage!r} is not available in this version of cai")
+    return _load(cls_ref), _load(fn_ref), config
+
+
+def build_stage_config(stage: str, config: dict[str, Any], *, where: str) -> tuple[Any, Callable[..., Any]]:
+    """Validate a step's config the way its command does (unknown keys and bad values are errors)."""
+    from cai.config import build_config
+
+    cls, fn, fields = stage_entry(stage, config)
+    return build_config(cls, fields, where=where), fn
+
+
+def run_step(stage: str, config: dict[str, Any], *, where: str) -> dict[str, Any]:
+    cfg, fn = build_stage_config(stage, config, where=where)
+    summary = fn(cfg)
+    return summary if isinstance(summary, dict) else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the step described by a JSON file; write its summary beside it."""
+    path = Path((argv or sys.argv[1:])[0])
+    step = json.loads(path.read_text())
+    try:
+        summary = run_step(step["stage"], step["config"], where=f"run file, section {step['section']}")
+    except KeyboardInterrupt:
+        return 130
+    except (CAIError, ValueError, FileNotFoundError, KeyError) as e:
+        print(f"cai: error in step {step['name']}: {e}", file=sys.stderr)
+        return 2
+    path.with_name("summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""``cai run``: the plan, skipping finished steps, rerunning what a changed setting touches, --from,
+--until, --dry-run, and a step killed mid-way resuming, on the mock backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cai.cli import main
+from cai.errors import CAIError
+from cai.run.plan import build_plan, keyed
+
+PROMPTS = [{"id": f"p{i}", "prompt": f"How do I do thing number {i}?"} for i in range(6)]
+
+
+def _spec(tmp_path: Path, **changes) -> Path:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
+    spec = {"model": "mock:", "constitution": "default", "stages": ["critique", "label"],
+            "critique": {"prompts": str(prompts), "rounds": 1, "batch_size": 2},
+            "label": {"prompts": str(prompts), "limit": 4, "batch_size": 2}}
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        spec[section][field] = value
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "manifest.json").read_text())
+
+
+def test_plan_wires_stages_and_keys_follow_settings(tmp_path):
+    spec = {"model": "base", "critique": {"prompts": "redteam"}, "sft": {}, "label": {"prompts": "redteam"},
+            "reward": {}, "ppo": {}, "rl_rounds": 2, "eval": {"tasks": ["harmlessness"]}, "report": {}}
+    steps = keyed(build_plan(spec), tmp_path)
+    assert [s.name for s in steps] == ["critique", "sft", "label-1", "reward-1", "ppo-1", "label-2", "reward-2",
+                                       "ppo-2", "eval-harmlessness", "report"]
+    by = {s.name: s for s in steps}
+    assert by["sft"].config["data"] == ["@critique/critique.jsonl"]
+    assert by["label-1"].config["policy"] == "@sft/model" and by["label-2"].config["policy"] == "@ppo-1/model"
+    assert by["ppo-2"].config["reward"] == "@reward-2/model" and by["eval-harmlessness"].config["model"] == "@ppo-2/model"
+    # One changed setting changes that step's key and every key downstream of it, not upstream.
+    spec["reward"] = {"lr": 1e-4}
+    again = {s.name: s.key for s in keyed(build_plan(spec), tmp_path)}
+    assert again["critique"] == by["critique"].key and again["label-1"] == by["label-1"].key
+    assert again["reward-1"] != by["reward-1"].key and again["ppo-2"] != by["ppo-2"].key
+
+
+def test_bad_run_files_are_one_line_errors(tmp_path):
+    with pytest.raises(CAIError, match="unknown key.*critiqe"):
+        build_plan({"critiqe": {}})
+    with pytest.raises(CAIError, match="rl must be one of"):
+        build_plan({"rl": "sac"})
+    with pytest.raises(CAIError, match="reward needs preference labels"):
+        build_plan({"reward": {}, "ppo": {}})
+    path = tmp_path / "r.yaml"
+    path.write_text("critique: {prompts: x, rounds: two}\nstages: [critique]\nmodel: 'mock:'\n")
+    # Every step's config is built before anything runs: the bad value is named, no folder is made.
+    with pytest.raises(CAIError, match="section critique"):
+        from cai.run import RunOptions, execute
+
+        execute(yaml.safe_load(path.read_text()), RunOptions(tmp_path / "run", dry_run=True), where="r.yaml")
+    assert not (tmp_path / "run").exists()
+    assert main(["run", "--preset", "nope"]) == 2
+
+
+def test_run_skips_done_steps_and_reruns_what_a_change_touches(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["run", str(_spec(tmp_path)), "-o", str(run_dir)]) == 0
+    m = _manifest(run_dir)
+    assert {n: s["status"] for n, s in m["steps"].items()} == {"critique": "done", "label-1": "done"}
+    assert all(s["peak_rss_mb"] > 10 and s["seconds"] > 0 for s in m["steps"].values())
+    critique_out = Path(m["steps"]["critique"]["outputs"]["output"])
+    assert len(critique_out.read_text().splitlines()) == 6
+    first_keys = {n: s["key"] for n, s in m["steps"].items()}
+    capsys.readouterr()
+
+    assert main(["run", str(_spec(tmp_path)), "-o", str(run_dir)]) == 0  # a rerun does no work
+    assert "0 step(s) run, 2 already done" in capsys.readouterr().err
+
+    assert main(["run", str(_spec(tmp_path, label__limit=3)), "-o", str(run_dir), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "critique" in plan and "done" in plan.splitlines()[1] and "changed" in plan.splitlines()[2]
+    assert main(["run", str(_spec(tmp_path, label__limit=3)), "-o", str(run_dir)]) == 0
+    assert "1 step(s) run, 1 already done" in capsys.readouterr().err
+    m = _manifest(run_dir)
+    assert m["steps"]["critique"]["key"] == first_keys["critique"] and m["steps"]["label-1"]["key"] != first_keys["label-1"]
+    assert len(list(run_dir.glob("label-1-*"))) == 2  # the old labels stay beside the new ones
+
+    assert main(["run", str(_spec(tmp_path, label__limit=3)), "-o", str(run_dir), "--from", "label",
+                 "--until", "label"]) == 0
+    assert "1 step(s) run, 1 already done" in capsys.readouterr().err
+    assert list(run_dir.glob("label-1-*.old-*"))  # --from reruns from scratch and keeps the old output
+
+
+def test_a_failing_step_stops_the_run_with_its_reason(tmp_path, capfd):
+    run_dir = tmp_path / "run"
+    assert main(["run", str(_spec(tmp_path, critique__prompts="no/such.jsonl")), "-o", str(run_dir)]) == 2
+    err = capfd.readouterr().err  # the step's own message comes from its process
+    assert "no/such.jsonl" in err and "step critique failed" in err and "run the same command again" in err
+    assert _manifest(run_dir)["steps"]["critique"]["status"] == "failed"
+
+
+def test_killed_run_resumes_and_finishes(tmp_path):
+    run_dir = tmp_path / "run"
+    spec = _spec(tmp_path, critique__batch_size=1)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "cai", "run", str(spec), "-o", str(run_dir)], env=env,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    out = None
+    while time.time() < deadline:
+        outs = list(run_dir.glob("critique-*/critique.jsonl"))
+        if outs and outs[0].read_text().count("\n") >= 2:
+            out = outs[0]
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its step process, as a kill -9 of the session would
+    proc.wait()
+    assert out is not None, "the critique step never wrote its first records"
+    assert _manifest(run_dir)["steps"]["critique"]["status"] == "running"
+    assert main(["run", str(spec), "-o", str(run_dir)]) == 0
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 6
+    assert {s["status"] for s in _manifest(run_dir)["steps"].values()} == {"done"}
