@@ -135,6 +135,9 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
     if items is None:
         kind, items = load_comparisons(config.data, limit=config.limit, seed=config.seed)
     comparisons = [it for it in items if isinstance(it, Comparison)]
+    if config.method == "pointwise" and len(comparisons) != len(items):
+        raise CAIError(f"--method pointwise needs two answers to score apart; {config.data} holds ready-made "
+                       "multiple-choice prompts (the paper's format): use --method pairwise for it")
     needs_constitution = bool(comparisons) or config.few_shot != 0
     if constitution is None and needs_constitution:
         from cai.constitution import load_constitution

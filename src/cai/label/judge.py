@@ -42,6 +42,9 @@ class JudgeConfig:
                                           "paper (0 1 turns clamping off)")
     cot_max_tokens: int = option(160, help="most tokens of reasoning per CoT prompt")
     swap: bool = option(True, help="score both orders of (A)/(B) and average (--no-swap: one order)")
+    method: str = option("pairwise", help="pairwise: one (A)/(B) question per pair (the paper's way); pointwise: "
+                         "each answer scored alone as P(yes) for 'is it good by this principle?', and p = "
+                         "sigmoid(logit difference), which letter order cannot bias")
     seed: int = option(0, help="seed for principle sampling (and sampling answers in cai label)")
 
 
@@ -142,8 +145,14 @@ def label_pairs(feedback: Any, pairs: Sequence[tuple[Conversation, str, str]], c
     principle draw, so a pair gets the same principles whatever batch it lands in.
     """
     method = method or JudgeConfig()
+    if method.method not in ("pairwise", "pointwise"):
+        raise CAIError(f"--method must be pairwise or pointwise, got {method.method!r}")
     if not pairs:
         return []
+    if method.method == "pointwise":
+        from cai.label.pointwise import label_pairs_pointwise
+
+        return label_pairs_pointwise(feedback, pairs, constitution, method, keys=keys)
     if keys is not None and len(keys) != len(pairs):
         raise ValueError(f"got {len(keys)} keys for {len(pairs)} pairs")
     tpl = label_template()
@@ -197,6 +206,6 @@ def label_pairs(feedback: Any, pairs: Sequence[tuple[Conversation, str, str]], c
 
 def method_summary(method: JudgeConfig, constitution: Any) -> dict[str, Any]:
     """What provenance records about the labelling method."""
-    return {"principles": str(method.principles), "few_shot": method.few_shot, "cot": method.cot,
+    return {"method": method.method, "principles": str(method.principles), "few_shot": method.few_shot, "cot": method.cot,
             "cot_clamp": list(method.cot_clamp) if method.cot else None, "swap": method.swap,
             "preference_principles": [p.id for p in constitution.preference_principles()]}
