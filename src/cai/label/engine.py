@@ -33,6 +33,7 @@ from cai.config import option
 from cai.errors import CAIError
 from cai.label.judge import (JudgeConfig, PairLabel, PrincipleScore, PrinciplePlan, few_shot_examples, label_pairs,
                              method_summary)
+from cai.label.constructed import SOURCES, constructed_records, contrastive_pairs, revision_pairs
 from cai.label.preference import check_clamp, is_tie, margin
 from cai.progress import batched, progress
 from cai.provenance import provenance
@@ -51,7 +52,12 @@ class LabelConfig(JudgeConfig):
     prompts: str = option("", help="prompt source: a file, a built-in set (redteam, helpful), hh-rlhf:PATH or hf:DATASET")
     output: str = option("", help="output JSONL (resumed if it exists)", flags=("-o", "--output"))
     samples_per_prompt: int = option(2, help="answers sampled per prompt (K >= 2)", flags=("-k", "--samples-per-prompt"))
-    pairs: str = option("all", help="which pairs of the K answers: 'all' (every two) or 'adjacent' (0-1, 1-2, ...)")
+    pairs: str = option("all", help="how pairs are made: 'all' (every two of the K answers) or 'adjacent' (0-1, "
+                        "1-2, ...), labelled by the feedback model; 'revision' (a `cai critique` file given as "
+                        "--prompts: its final revision over its first answer) or 'contrastive' (RLCD: an answer "
+                        "sampled to meet a principle over one sampled to break it), labelled by construction")
+    judge_filter: bool = option(False, help="with --pairs revision/contrastive: ask the feedback model too, record "
+                                "its judge_p_chosen, and skip pairs it rejects")
     max_pairs_per_prompt: int = option(6, help="at most this many pairs per prompt (a seeded random subset)")
     temperature: float = option(1.0, help="sampling temperature of the policy")
     top_p: float = option(1.0, help="nucleus sampling of the policy")
@@ -70,8 +76,10 @@ class LabelConfig(JudgeConfig):
             raise CAIError("no output file given; pass -o prefs.jsonl")
         if self.samples_per_prompt < 2:
             raise CAIError(f"--samples-per-prompt must be at least 2 to form pairs, got {self.samples_per_prompt}")
-        if self.pairs not in ("all", "adjacent"):
-            raise CAIError(f"--pairs must be 'all' or 'adjacent', got {self.pairs!r}")
+        if self.pairs not in ("all", "adjacent", "revision", "contrastive"):
+            raise CAIError(f"--pairs must be all, adjacent, revision or contrastive, got {self.pairs!r}")
+        if self.judge_filter and self.pairs in ("all", "adjacent"):
+            raise CAIError("--judge-filter is for --pairs revision or contrastive; sampled pairs are always judged")
         if self.max_pairs_per_prompt < 1:
             raise CAIError("--max-pairs-per-prompt must be at least 1")
         if self.batch_size < 1:
@@ -146,6 +154,9 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
         from cai.constitution import load_constitution
 
         constitution = load_constitution(config.constitution)
+    if config.pairs in SOURCES:
+        return _run_constructed(config, policy=policy, feedback=feedback, prompts=prompts,
+                                constitution=constitution, show_progress=show_progress)
     if prompts is None:
         from cai.sources import load_prompts
 
@@ -203,6 +214,63 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
             bar.update(len(batch))
     finally:
         bar.close()
+    counts.update(output=str(config.output), skipped_file=str(skipped_path(config.output)), total_records=len(store))
+    return counts
+
+
+def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts: Sequence[Any] | None,
+                     constitution: Any, show_progress: bool | None) -> dict[str, Any]:
+    """``--pairs revision`` and ``--pairs contrastive``: pairs labelled by how they were made."""
+    from cai.backends import load_backend
+
+    if config.pairs == "contrastive":
+        PrinciplePlan(constitution, config.principles)
+    if config.pairs == "revision":
+        from cai.store import read_records
+
+        made = revision_pairs(read_records(config.prompts), config.prompts)
+        if config.limit is not None:
+            made = made[: config.limit]
+        units: list[Any] = made
+    else:
+        if prompts is None:
+            from cai.sources import load_prompts
+
+            prompts = load_prompts(config.prompts, field=config.field, limit=config.limit, shuffle=config.shuffle,
+                                   seed=config.seed)
+        units = list(prompts)
+    need_policy = config.pairs == "contrastive"
+    policy = load_backend(policy if policy is not None else config.policy) if need_policy else None
+    if config.judge_filter:
+        if feedback is not None:
+            feedback = load_backend(feedback)
+        elif policy is not None and config.feedback in (None, "", config.policy):
+            feedback = policy  # one model in memory when the policy judges itself
+        else:
+            feedback = load_backend(config.feedback or config.policy)
+    unit_id = (lambda u: u[0].id) if config.pairs == "revision" else (lambda u: u.id)
+    store, skipped = RecordStore(config.output), RecordStore(skipped_path(config.output))
+    done = _done_prompts(store, skipped)
+    todo = [u for u in units if unit_id(u) not in done]
+    counts = {"prompts": len(units), "already_done": len(units) - len(todo), "pairs": 0, "dropped": 0, "no_pairs": 0}
+    base = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
+                          seed=config.seed)
+    models = {"policy": policy.name if policy else None, "feedback": feedback.name if config.judge_filter else None}
+    with progress(len(units), f"label ({config.pairs})", unit="prompt", initial=len(units) - len(todo),
+                  enabled=show_progress) as bar:
+        for batch in batched(todo, config.batch_size):
+            params = dataclasses.replace(base, seed=batch_seed(config.seed, unit_id(batch[0])))
+            prov = provenance(constitution=constitution, models=models, sampling=params.to_dict(), seed=config.seed,
+                              stage="label", label={"pairs": config.pairs, "judge_filter": config.judge_filter,
+                                                    **(method_summary(config, constitution) if config.judge_filter else {})})
+            made = batch if config.pairs == "revision" else contrastive_pairs(policy, batch, constitution, config, params)
+            keep, drop = constructed_records(made, config.pairs, prov, feedback=feedback, constitution=constitution,
+                                             method=config, judge_filter=config.judge_filter)
+            store.append(keep)
+            skipped.append(drop)
+            counts["pairs"] += len(keep)
+            counts["dropped"] += len(drop)
+            bar.update(len(batch))
     counts.update(output=str(config.output), skipped_file=str(skipped_path(config.output)), total_records=len(store))
     return counts
 
