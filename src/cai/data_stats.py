@@ -45,14 +45,30 @@ def kind_of(records: Sequence[dict[str, Any]]) -> str:
     raise ValueError("not a cai critique or preference file: records need 'steps'/'initial' or 'chosen'/'rejected'")
 
 
-def summarize(records: Sequence[dict[str, Any]], *, examples: int = 3, seed: int = 0) -> dict[str, Any]:
+def summarize(records: Sequence[dict[str, Any]], *, examples: int = 3, seed: int = 0,
+              dropped: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """``dropped``: the records the revision filter set aside (``OUT.dropped.jsonl``), counted by reason."""
     if not records:
         raise ValueError("the file holds no records")
     kind = kind_of(records)
     pick = random.Random(seed).sample(range(len(records)), min(examples, len(records)))
     if kind == "critique":
-        return _critique_summary(records, sorted(pick))
+        summary = _critique_summary(records, sorted(pick))
+        summary["filter"] = _filter_summary(records, dropped)
+        return summary
     return _preference_summary(records, sorted(pick))
+
+
+def _filter_summary(records: Sequence[dict[str, Any]], dropped: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Kept and dropped counts and the reasons, when the file was written with --filter."""
+    if not dropped and not any("filter" in r for r in records):
+        return None
+    reasons = Counter(reason for r in dropped for reason in r.get("dropped", []))
+    rejected_rounds = Counter(p for r in list(records) + list(dropped)
+                              for ps in (r.get("filter") or {}).get("reasons", {}).values() for p in ps)
+    total = len(records) + len(dropped)
+    return {"kept": len(records), "dropped": len(dropped), "kept_rate": len(records) / total if total else None,
+            "dropped_by_reason": dict(reasons.most_common()), "rejected_revisions": dict(rejected_rounds.most_common())}
 
 
 def _critique_summary(records: Sequence[dict[str, Any]], pick: list[int]) -> dict[str, Any]:
@@ -157,6 +173,11 @@ def render(summary: dict[str, Any], console: Any, *, title: str = "") -> None:
     if summary["kind"] == "critique":
         head.add_row("final differs from first answer", f"{summary['revised']} ({summary['revised_rate']:.1%})")
         head.add_row("steps per record", ", ".join(f"{k}: {v}" for k, v in summary["steps_per_record"].items()))
+        if summary.get("filter"):
+            f = summary["filter"]
+            head.add_row("revision filter", f"kept {f['kept']} ({f['kept_rate']:.1%}), dropped {f['dropped']}: "
+                         + (", ".join(f"{k} {v}" for k, v in f["dropped_by_reason"].items()) or "-"))
+            head.add_row("revisions rejected by reason", ", ".join(f"{k} {v}" for k, v in f["rejected_revisions"].items()) or "-")
         if summary["early_stop"]:
             es = summary["early_stop"]
             head.add_row("early stop", f"{es['stopped']} stopped of {es['judged']} judged, "

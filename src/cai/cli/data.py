@@ -30,7 +30,11 @@ def _stats(args: argparse.Namespace) -> int:
 
     if args.examples < 0:
         raise ValueError(f"--examples must be >= 0, got {args.examples}")
-    summary = summarize(read_records(args.file), examples=args.examples, seed=args.seed)
+    from cai.critique.records import dropped_path
+
+    side = dropped_path(args.file)
+    dropped = read_records(side) if str(args.file).endswith(".jsonl") and side.is_file() else []
+    summary = summarize(read_records(args.file), examples=args.examples, seed=args.seed, dropped=dropped)
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
         return 0

@@ -19,9 +19,11 @@ from typing import Any, Callable, Sequence
 
 from cai.critique import prompts as cp
 from cai.config import option, to_dict
+from cai.critique.filter import example_texts, filter_record
+from cai.critique.records import dropped_path, provenance_of, resume_check
 from cai.critique.plan import PromptItem, choose_principles, principle_pool, prompt_id, prompt_items  # noqa: F401
 from cai.errors import CAIError
-from cai.types import SamplingParams
+from cai.types import SamplingParams, group
 
 SELECTIONS = ("random", "round-robin", "list")
 
@@ -61,6 +63,16 @@ class CritiqueConfig:
                                        "critiques, revisions; default: the constitution's own; '' for none). Records "
                                        "keep the source prompt without it, so training distils its effect")
     template: str = option("critique", help="wording of the critic's turns: built-in template name or YAML path")
+    revision_mode: str = option("critique", help="critique: the critic revises inside its chat (the paper's way); "
+                                "distill: the revision is a fresh answer to the user's message with the principle and "
+                                "critique in a system prompt, so it is always shaped as an answer")
+    samples: int = option(1, help="best of K: revisions sampled per round, of which --select keeps one")
+    select: str = option("filter", help="how best of K picks a revision: 'filter' (the first that passes the "
+                         "revision filter), 'refusal-strings' (prefers one that refuses, then one that passes the "
+                         "filter), or a reward spec (a PM folder, module:function) whose highest score wins")
+    filter: bool = option(False, help="drop records whose revisions are not answers (commentary, copies of the "
+                          "critique or an example, off topic) to OUT.dropped.jsonl, and keep the last good "
+                          "revision as the final answer; `cai data stats` counts the reasons")
     format: str = option("jsonl", help="output format: jsonl or parquet (JSONL is always kept for resuming)")
 
     def __post_init__(self) -> None:
@@ -76,6 +88,10 @@ class CritiqueConfig:
             raise ValueError(f"early_stop_threshold must be within [0, 1], got {self.early_stop_threshold}")
         if self.few_shot is not None and self.few_shot < 0:
             raise ValueError(f"few_shot must be >= 0, got {self.few_shot}")
+        if self.revision_mode not in ("critique", "distill"):
+            raise ValueError(f"revision_mode {self.revision_mode!r} is unknown; use critique or distill")
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.format not in ("jsonl", "parquet"):
             raise ValueError(f"format {self.format!r} is unknown; use jsonl or parquet")
         self.principles = tuple(self.principles)
@@ -89,7 +105,8 @@ class CritiqueConfig:
         if key:
             seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{kind}:{key}".encode()).digest()[:4], "big") >> 1
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=tokens,
-                              stop=tuple(stop) if kind != "answer" else (), seed=seed)
+                              stop=tuple(stop) if kind != "answer" else (), seed=seed,
+                              n=self.samples if kind == "revision" else 1)
 
 
 # -- the engine -----------------------------------------------------------------------------------
@@ -121,6 +138,11 @@ class _Engine:
         self.shots = cp.few_shot_turns(examples, self.template)
         # One system message for the whole chain (first answer and critic turns); "" turns it off.
         self.system = (config.system_prompt if config.system_prompt is not None else constitution.system_prompt) or None
+        if config.revision_mode == "distill" and not self.template.distill_system:
+            raise CAIError(f"{self.template.source} has no distill_system wording, which --revision-mode distill needs")
+        from cai.critique.select import Selector
+
+        self.selector = Selector(config.select, constitution)
 
     def run(self, items: Sequence[PromptItem], on_step: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
         """Advance the whole batch step by step; ``on_step`` hears the name of each step as it starts."""
@@ -172,14 +194,25 @@ class _Engine:
                 crit_texts.append(cp.clean_output(c.text, "critique", t))
 
             note(f"round {r + 1}/{cfg.rounds}: revisions")
-            rev_convs = [cp.revision_conversation(cc, ct, s.principles[r].revision, t)
-                         for cc, ct, s in zip(crit_convs, crit_texts, live)]
+            if cfg.revision_mode == "distill":
+                rev_convs = [cp.distill_conversation(s.item.messages, ct, s.principles[r].revision, t, system=self.system)
+                             for ct, s in zip(crit_texts, live)]
+            else:
+                rev_convs = [cp.revision_conversation(cc, ct, s.principles[r].revision, t)
+                             for cc, ct, s in zip(crit_convs, crit_texts, live)]
             revisions = self.critic.generate(rev_convs, cfg.sampling("revision", t.stop, key=f"{batch_key}:{r}"))
-            _check_count(revisions, live, "revisions")
-            for s, c, ct, p in zip(live, revisions, crit_texts, p_comply):
-                s.add_usage(c)
-                revision = cp.clean_output(c.text, "revision", t)
-                s.steps.append(self._step(s.principles[r], ct, revision, p, stopped=False))
+            _check_count(revisions, [s for s in live for _ in range(cfg.samples)], "revisions")
+            candidates = [[cp.clean_output(c.text, "revision", t) for c in g] for g in group(revisions, cfg.samples)]
+            picks = self.selector.pick(live, candidates, crit_texts) if cfg.samples > 1 else [(0, None)] * len(live)
+            for k, (s, ct, p) in enumerate(zip(live, crit_texts, p_comply)):
+                for c in revisions[k * cfg.samples:(k + 1) * cfg.samples]:
+                    s.add_usage(c)
+                best, scores = picks[k]
+                revision = candidates[k][best]
+                step = self._step(s.principles[r], ct, revision, p, stopped=False)
+                if scores is not None:
+                    step.update(candidates=candidates[k], candidate_scores=scores, picked=best)
+                s.steps.append(step)
                 if revision:  # an empty revision would erase the answer: keep the previous one
                     s.answer = revision
         return [self._record(s) for s in states]
@@ -241,26 +274,6 @@ def _load(policy: Any, critic: Any, constitution: Any):
     return policy_b, critic_b, constitution
 
 
-def _provenance(engine: _Engine, **extra: Any) -> dict[str, Any]:
-    from cai.provenance import provenance
-
-    config, stop = engine.config, list(engine.template.stop)
-    return provenance(
-        constitution=engine.constitution,
-        models={"policy": engine.policy.name, "critic": engine.critic.name},
-        sampling={k: {**config.sampling(k).to_dict(), "stop": stop if k != "answer" else []}
-                  for k in ("answer", "critique", "revision")},
-        seed=config.seed,
-        stage="critique",
-        system_prompt=engine.system,
-        run={"rounds": config.rounds, "principle_selection": config.principle_selection,
-             "principles": list(config.principles), "few_shot": config.few_shot, "early_stop": config.early_stop,
-             "early_stop_threshold": config.early_stop_threshold, "template": config.template,
-             "template_hash": engine.template.hash},
-        **extra,
-    )
-
-
 def critique_revise(prompts: Sequence[Any], *, policy: Any = None, critic: Any = None, constitution: Any = None,
                     config: CritiqueConfig | None = None, **overrides: Any) -> list[dict[str, Any]]:
     """Critique and revise ``prompts`` (strings, conversations, ``cai.sources.Prompt``s or dicts with
@@ -276,7 +289,7 @@ def critique_revise(prompts: Sequence[Any], *, policy: Any = None, critic: Any =
                                              critic if critic is not None else config.critic,
                                              constitution if constitution is not None else config.constitution)
     engine = _Engine(policy_b, critic_b, constitution, config)
-    prov = _provenance(engine)
+    prov = provenance_of(engine)
     items = prompt_items(prompts)
     out: list[dict[str, Any]] = []
     for start in range(0, len(items), config.batch_size):
@@ -284,25 +297,6 @@ def critique_revise(prompts: Sequence[Any], *, policy: Any = None, critic: Any =
             rec["provenance"] = prov
             out.append(rec)
     return out
-
-
-def _resume_check(store: Any, prov: dict[str, Any]) -> None:
-    """Refuse to append to a file made with a different constitution, models or rounds: mixing them
-    would silently corrupt the dataset."""
-    first = next(iter(store), None)
-    if first is None or "provenance" not in first:
-        return
-    old = first["provenance"]
-    diffs = []
-    if (old.get("constitution") or {}).get("hash") != (prov.get("constitution") or {}).get("hash"):
-        diffs.append("constitution")
-    if old.get("models") != prov.get("models"):
-        diffs.append("models")
-    if (old.get("run") or {}).get("rounds") != prov["run"]["rounds"]:
-        diffs.append("rounds")
-    if diffs:
-        raise CAIError(f"{store.path} was made with a different {', '.join(diffs)}; resume with the same settings "
-                       "or write to a new -o file")
 
 
 def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = None, constitution: Any = None,
@@ -334,23 +328,31 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     prompts = load_prompts(config.prompts, field=config.field, limit=config.limit, shuffle=config.shuffle,
                            seed=config.seed)
     items = prompt_items(prompts)
-    store = RecordStore(jsonl)
-    base_prov = _provenance(engine, prompts=config.prompts)
-    _resume_check(store, base_prov)
-    todo = store.todo(items, key=lambda it: it.id)
+    store, dropped = RecordStore(jsonl), RecordStore(dropped_path(jsonl))
+    base_prov = provenance_of(engine, prompts=config.prompts)
+    resume_check(store, base_prov)
+    todo = [it for it in store.todo(items, key=lambda it: it.id) if it.id not in dropped]
     done_before = len(items) - len(todo)
     written = 0
+    examples = example_texts(constitution) if config.filter else []
     with progress(len(items), "critique", unit="prompt", initial=done_before, enabled=show_progress) as bar:
         for start in range(0, len(todo), config.batch_size):
             records = engine.run(todo[start : start + config.batch_size], on_step=bar.set_postfix_str)
-            prov = _provenance(engine, prompts=config.prompts)
+            prov = provenance_of(engine, prompts=config.prompts)
             for rec in records:
                 rec["provenance"] = prov
-            written += store.append(records)
+            if config.filter:
+                records = [filter_record(rec, examples) for rec in records]
+                # The dataset first: a crash between the two writes can lose only dropped records.
+                written += store.append([r for r in records if "dropped" not in r])
+                dropped.append([r for r in records if "dropped" in r])
+            else:
+                written += store.append(records)
             bar.update(len(records))
             if on_batch:
                 on_batch(records)
     if fmt == "parquet" and len(store):
         export_parquet(jsonl, parquet)
     return {"output": str(jsonl), "parquet": str(parquet) if fmt == "parquet" else None, "prompts": len(items),
-            "skipped": done_before, "written": written, "total": len(store), "config": to_dict(config)}
+            "skipped": done_before, "written": written, "total": len(store), "dropped": len(dropped),
+            "config": to_dict(config)}

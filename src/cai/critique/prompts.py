@@ -33,6 +33,7 @@ class CritiqueTemplate:
     stop: tuple[str, ...]
     hash: str
     source: str
+    distill_system: str = ""
 
     @classmethod
     def load(cls, name_or_path: str = "critique") -> "CritiqueTemplate":
@@ -71,6 +72,7 @@ class CritiqueTemplate:
             critique_echoes=tuple(echoes.get("critique") or ()),
             revision_echoes=tuple(echoes.get("revision") or ()),
             stop=tuple(data.get("stop") or ()),
+            distill_system=str(data.get("distill_system") or ""),
             hash=hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(),
             source=source,
         )
@@ -136,6 +138,13 @@ def revision_conversation(critique_conv: Conversation, critique: str, request: s
         {"role": "assistant", "content": critique},
         {"role": "user", "content": fill(template.revision_turn, request=request)},
     ]
+
+
+def distill_conversation(prompt: Sequence[Message], critique: str, request: str, template: CritiqueTemplate, *,
+                         system: str | None) -> Conversation:
+    """--revision-mode distill: the user's conversation under a system message carrying the
+    principle and the critique, answered afresh (no critic chat, no worked examples)."""
+    return with_system(prompt, _join(system, fill(template.distill_system, request=request, critique=critique)))
 
 
 def compliance_conversation(context: Conversation, request: str, template: CritiqueTemplate) -> Conversation:

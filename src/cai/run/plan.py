@@ -127,7 +127,8 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
 
     if "critique" in wanted:
         out = "critique.jsonl"
-        cfg = {**common, "model": model, **_section(spec, "critique"), "output": out}
+        # The revision filter is on by default in a run: commentary is no training data.
+        cfg = {**common, "model": model, "filter": True, **_section(spec, "critique"), "output": out}
         add(Step("critique", "critique", cfg, [], out))
         sl_data, sl_step = out, "critique"
     if "sft" in wanted:
