@@ -178,7 +178,8 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
     pred = [r["grade"]["refused"] for r in recs]
     gold = [r["human_refused"] for r in recs]
     scores = [r["grade"]["score"] for r in recs]
-    has_scores = all(s is not None for s in scores) and len(set(scores)) > 2
+    # A string match's 1/0 "score" is its verdict again; AUROC is for graders with a real score.
+    has_scores = "score" in desc.get("tells", ()) and all(s is not None for s in scores)
     metrics, confusion = agreement_metrics(pred, gold, scores if has_scores else None,
                                            n_resamples=config.bootstrap, seed=config.seed)
     breakdown: dict[str, dict[str, dict[str, Metric]]] = {"confusion": confusion}

@@ -143,4 +143,4 @@ class ConstitutionJudge:
         return {"name": self.name, "spec": self.spec, "model": self.backend.name, "orders": self.orders,
                 "threshold": self.threshold, "template": self.template,
                 "constitution": {"name": c.name, "version": c.version, "hash": c.hash},
-                "tells": ["refused", "harmful", "explained"]}
+                "tells": ["refused", "harmful", "explained", "score"]}
