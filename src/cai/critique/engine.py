@@ -327,6 +327,11 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     jsonl = out.with_suffix(".jsonl") if out.suffix == ".parquet" else out
     parquet = out if out.suffix == ".parquet" else out.with_suffix(".parquet")
 
+    store = RecordStore(jsonl, stage="critique")  # a bad output path fails before any model loads
+    if fmt == "parquet":
+        from cai.store import check_output
+
+        check_output(parquet, records=False)
     policy_b, critic_b, constitution = _load(policy or config.model,
                                              critic if critic is not None else config.critic,
                                              constitution if constitution is not None else config.constitution)
@@ -334,7 +339,6 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     prompts = load_prompts(config.prompts, field=config.field, limit=config.limit, shuffle=config.shuffle,
                            seed=config.seed)
     items = prompt_items(prompts)
-    store = RecordStore(jsonl)
     base_prov = _provenance(engine, prompts=config.prompts)
     _resume_check(store, base_prov)
     todo = store.todo(items, key=lambda it: it.id)

@@ -142,6 +142,8 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     from cai.backends import load_backend
 
     config.check()
+    # A bad output path fails before any model loads or any answer is sampled.
+    store, skipped = RecordStore(config.output, stage="label"), RecordStore(skipped_path(config.output), stage="label")
     if constitution is None:
         from cai.constitution import load_constitution
 
@@ -163,7 +165,6 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     else:
         feedback = load_backend(feedback)
 
-    store, skipped = RecordStore(config.output), RecordStore(skipped_path(config.output))
     done = _done_prompts(store, skipped)
     todo = [p for p in prompts if p.id not in done]
     base = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
