@@ -149,11 +149,38 @@ class RecordStore:
             self._repair()
             for rec in self:
                 self.ids.add(str(rec[key]))
+        self._opened = False  # the commit is written at the first append, so opening writes nothing
+
+    @property
+    def commit_path(self) -> Path:
+        """A small sidecar holding the file's length after the last whole batch."""
+        return self.path.with_name(f".{self.path.name}.commit")
+
+    def _committed(self) -> int | None:
+        try:
+            return int(json.loads(self.commit_path.read_text())["bytes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _commit(self, size: int) -> None:
+        tmp = self.commit_path.with_name(self.commit_path.name + ".tmp")
+        tmp.write_text(json.dumps({"bytes": size, "file": self.path.name}) + "\n")
+        os.replace(tmp, self.commit_path)
 
     def _repair(self) -> None:
-        """Cut a torn final line left by a crash; everything else was checked by :func:`_scan`."""
+        """Cut a batch torn by a crash; everything else was checked by :func:`_scan`.
+
+        A torn last line means the last append died part-way, possibly after some of its records
+        were whole: the file is cut back to the length committed before that append, so a batch is
+        kept whole or not at all (a prompt's pairs, say, are never half there). Without a commit
+        (a file from elsewhere) only the torn line goes. Whole lines past the commit (the process
+        died between writing and committing) are kept: they are complete."""
+        size = self.path.stat().st_size
         keep, self._needs_newline = _scan(self.path, stage=self.stage, key=self.key)
-        if keep != self.path.stat().st_size:
+        committed = self._committed()
+        if keep != size and committed is not None and committed <= keep:
+            keep, self._needs_newline = committed, False
+        if keep != size:
             with open(self.path, "r+b") as f:
                 f.truncate(keep)
 
@@ -204,6 +231,9 @@ class RecordStore:
         size = self.path.stat().st_size if self.path.exists() else 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self._opened:
+                self._commit(size)
+                self._opened = True
             with open(self.path, "ab") as f:
                 if _fault("mid_write", _WRITES[0]):
                     f.write(data[: max(1, len(data) // 2)])
@@ -217,6 +247,10 @@ class RecordStore:
             self._undo(size)
             raise OutputError(_write_error(self.path, e, len(self.ids))) from None
         self._needs_newline = False
+        try:
+            self._commit(size + len(data))
+        except OSError:
+            pass  # the records are whole; without the commit a later torn line alone is cut
         if _fault("after_write", _WRITES[0]):
             _die()
         self.ids.update(seen)
