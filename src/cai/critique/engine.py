@@ -64,8 +64,9 @@ class CritiqueConfig:
     format: str = option("jsonl", help="output format: jsonl or parquet (JSONL is always kept for resuming)")
 
     def __post_init__(self) -> None:
-        if self.rounds < 0:
-            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds} (0 rounds would write chosen == rejected); "
+                             "for plain answers use cai generate")
         if self.principle_selection not in SELECTIONS:
             raise ValueError(f"principle_selection {self.principle_selection!r} is unknown; use one of {', '.join(SELECTIONS)}")
         if self.principle_selection == "list" and not self.principles:
