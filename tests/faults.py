@@ -48,8 +48,9 @@ def cai_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cai(argv: list[str], cwd: Path, *, fault: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = cai_env(**({"CAI_FAULT": fault} if fault else {}))
+def run_cai(argv: list[str], cwd: Path, *, fault: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    env = cai_env(**(env or {}), **({"CAI_FAULT": fault} if fault else {}))
     return subprocess.run([sys.executable, "-m", "cai", *argv], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from faults import Case, assert_same_records, kill_and_resume, run_cai, workdir
+from faults import PROMPTS, Case, assert_same_records, kill_and_resume, normalised, run_cai, workdir
 
 
 def _eval_result_matches(ref: Path, got: Path) -> None:
@@ -72,3 +72,35 @@ def test_harness_catches_a_lost_record(references, tmp_path):
     (d / "out.jsonl").write_text("".join(lines + lines[:1]))
     with pytest.raises(AssertionError, match="duplicated"):
         assert_same_records(references["generate"], d, ("out.jsonl",))
+
+
+def test_a_failing_server_keeps_partial_results_and_resumes(tmp_path):
+    """A server that starts failing mid-run: retries, then a one-line error within the deadline;
+    the batches already answered stay written, and the same command finishes the job later."""
+    from test_backend_openai import chat_body, fake_server
+
+    state = {"ok": 2}
+
+    def respond(handler, payload):
+        if payload is None:
+            return 200, {"data": [{"id": "m"}]}, {}
+        if state["ok"] > 0:
+            state["ok"] -= 1
+            return 200, chat_body(payload["messages"][-1]["content"]), {}
+        return 500, {"error": {"message": "overloaded"}}, {}
+
+    d = workdir(tmp_path / "run")
+    with fake_server(respond) as (url, _):
+        argv = ["generate", "-m", f"openai:{url}#m", "-i", str(d / "prompts.jsonl"), "-o", str(d / "out.jsonl"),
+                "--batch-size", "1", "--no-progress"]
+        env = {"CAI_OPENAI_RETRIES": "1", "CAI_OPENAI_DEADLINE": "10"}
+        failed = run_cai(argv, d, env=env)
+        assert failed.returncode == 2 and "Traceback" not in failed.stderr
+        err = [ln for ln in failed.stderr.splitlines() if ln.startswith("cai: error")]
+        assert len(err) == 1 and "500" in err[0] and "attempts" in err[0], failed.stderr
+        assert [r["id"] for r in normalised(d / "out.jsonl")] == ["p1", "p2"]
+        state["ok"] = 100  # the server recovers
+        done = run_cai(argv, d, env=env)
+        assert done.returncode == 0, done.stderr
+        ids = [r["id"] for r in normalised(d / "out.jsonl")]
+        assert ids == [p["id"] for p in PROMPTS]
