@@ -177,7 +177,7 @@ def fake_server(respond):
                 self.connection.shutdown(socket.SHUT_RDWR)  # a reset mid-request
                 return
             status, body, headers = result
-            data = json.dumps(body).encode()
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()  # bytes: sent as they are
             self.send_response(status)
             for k, v in {"content-type": "application/json", **headers}.items():
                 self.send_header(k, v)
@@ -471,3 +471,65 @@ def test_against_vllm_openai_server(smollm2_path):
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+# ---- faults (issue 8): a hanging server, cut-off JSON, all bounded in time -------------------------
+
+def test_a_server_that_never_answers_fails_within_the_deadline():
+    def respond(handler, payload):
+        time.sleep(5)  # accepts the request and says nothing
+        return 200, chat_body(), {}
+
+    with fake_server(respond) as (url, seen):
+        backend = OpenAIBackend(f"{url}#m", timeout=0.4, deadline=1.5, backoff=0.01)
+        start = time.monotonic()
+        with pytest.raises(BackendUnavailable) as e:
+            backend.generate([USER], SamplingParams())
+        took = time.monotonic() - start
+        assert took < 2.5, f"took {took:.1f} s for a 1.5 s deadline"
+        assert "deadline" in str(e.value) and "CAI_OPENAI_DEADLINE" in str(e.value) and "\n" not in str(e.value)
+        assert len(seen) >= 2  # it did retry before giving up
+        backend.close()
+
+
+def test_deadline_and_retries_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CAI_OPENAI_DEADLINE", "7")
+    monkeypatch.setenv("CAI_OPENAI_TIMEOUT", "3")
+    monkeypatch.setenv("CAI_OPENAI_RETRIES", "1")
+    b = OpenAIBackend("http://127.0.0.1:9/v1#m")
+    assert (b.deadline, b.timeout, b.max_retries) == (7.0, 3.0, 1)
+    b.close()
+    monkeypatch.setenv("CAI_OPENAI_DEADLINE", "soon")
+    with pytest.raises(CAIError, match="CAI_OPENAI_DEADLINE"):
+        OpenAIBackend("http://127.0.0.1:9/v1#m")
+
+
+def test_truncated_json_is_retried_then_reported():
+    with fake_server(_truncating(cuts=2)) as (url, seen):
+        backend = OpenAIBackend(f"{url}#m", backoff=0.01)
+        assert backend.generate([USER], SamplingParams(temperature=0))[0].text == "hi0"
+        assert len(seen) == 3
+        backend.close()
+    with fake_server(_truncating(cuts=100)) as (url, seen):
+        backend = OpenAIBackend(f"{url}#m", backoff=0.01, max_retries=2)
+        with pytest.raises(BackendUnavailable, match="truncated JSON"):
+            backend.generate([USER], SamplingParams())
+        assert len(seen) == 3
+        backend.close()
+
+
+def _truncating(cuts: int):
+    """200 answers whose JSON is cut after 20 bytes, ``cuts`` times, then whole ones."""
+    state = {"i": 0}
+    lock = threading.Lock()
+
+    def respond(handler, payload):
+        with lock:
+            state["i"] += 1
+            i = state["i"]
+        if i <= cuts:
+            return 200, json.dumps(chat_body()).encode()[:20], {}
+        return 200, chat_body(), {}
+
+    return respond
+

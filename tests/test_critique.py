@@ -250,9 +250,10 @@ def test_system_prompt_is_merged_for_every_call_but_not_stored_in_the_prompt():
     assert all(call[0][0]["role"] == "user" for call in generate_calls(m))
 
 
-def test_zero_rounds_gives_first_answers_only():
-    rec = critique_revise(["Q"], policy=MockBackend(responses=scripted), constitution=tiny_constitution(), rounds=0)[0]
-    assert rec["steps"] == [] and rec["final"] == rec["initial"]
+def test_zero_rounds_is_refused():
+    # 0 rounds would write records whose chosen equals rejected: useless preference pairs (issue 8).
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        critique_revise(["Q"], policy=MockBackend(responses=scripted), constitution=tiny_constitution(), rounds=0)
 
 
 def test_bad_prompts_are_rejected_with_a_clear_message():

@@ -299,3 +299,72 @@ def test_app_survives_several_lifespans():
     for _ in range(2):
         with TestClient(app) as client:
             assert post(client, messages=USER).json()["choices"][0]["message"]["content"] == "x"
+
+
+# ---- security bounds (issue 8) -------------------------------------------------------------------
+
+def test_request_bounds_refuse_what_would_tie_up_the_model():
+    from cai.serve.limits import Limits
+
+    app = create_app(MockBackend(), "m", limits=Limits(max_request_bytes=2000, max_tokens=64, max_n=4))
+    with TestClient(app) as client:
+        msg = [{"role": "user", "content": "hi"}]
+        r = client.post("/v1/chat/completions", json={"messages": msg, "n": 1000000})
+        assert r.status_code == 400 and "limit of 4" in r.json()["error"]["message"]
+        r = client.post("/v1/chat/completions", json={"messages": msg, "max_tokens": 10**9})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+        r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 5000}]})
+        assert r.status_code == 413 and "2000 bytes" in r.json()["error"]["message"]
+        # a body without a declared length is counted as it arrives
+        r = client.post("/v1/chat/completions", content=iter([b'{"messages": [{"role": "user", "content": "',
+                                                              b"y" * 5000, b'"}]}']))
+        assert r.status_code == 413
+        assert client.post("/v1/chat/completions", json={"messages": msg, "n": 4, "max_tokens": 64}).status_code == 200
+
+
+def test_concurrency_limit_answers_429_with_retry_after():
+    import threading
+
+    from cai.serve.limits import Limits
+
+    gate = threading.Event()
+
+    class Slow(MockBackend):
+        def generate(self, convs, params):
+            gate.wait(5)
+            return super().generate(convs, params)
+
+    app = create_app(Slow(), "m", limits=Limits(max_concurrency=1))
+    with TestClient(app) as client:
+        body = {"messages": [{"role": "user", "content": "hi"}]}
+        first = threading.Thread(target=lambda: client.post("/v1/chat/completions", json=body))
+        first.start()
+        for _ in range(100):
+            time.sleep(0.02)
+            r = client.post("/v1/chat/completions", json=body)
+            if r.status_code == 429:
+                break
+        gate.set()
+        first.join()
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+
+
+def test_api_key_is_compared_in_constant_time(monkeypatch):
+    import hmac
+
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
+    with TestClient(create_app(MockBackend(), "m", api_key="sekrit")) as client:
+        assert client.get("/v1/models", headers={"authorization": "Bearer sekrit"}).status_code == 200
+        assert client.get("/v1/models", headers={"authorization": "Bearer sekriT"}).status_code == 401
+    assert len(calls) == 2
+
+
+def test_serve_config_bounds_are_checked():
+    from cai.serve import ServeConfig
+
+    with pytest.raises(ValueError, match="max_n"):
+        ServeConfig(max_n=0)
+    assert ServeConfig().host == "127.0.0.1"

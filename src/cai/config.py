@@ -68,7 +68,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{p}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
+        raise ValueError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e}); fix the file, "
+                         "e.g. quote text that holds ': ' or '#'") from None
     if not isinstance(data, dict):
         raise ValueError(f"{p}: a config file is a mapping of option: value")
     return data
@@ -96,7 +99,43 @@ def build_config(cls: type[T], *layers: dict[str, Any] | argparse.Namespace | No
             values[k] = tuple(v)
         elif is_seq and isinstance(v, str):
             values[k] = (v,) if typing.get_origin(hints[k]) is tuple else [v]
-    return cls(**values)
+        values[k] = _checked(values[k], tp, is_seq, hints[k], f"{where}: {k}")
+    try:
+        return cls(**values)
+    except TypeError as e:  # a check in __post_init__ met a value of a type it did not expect
+        raise ValueError(f"{where}: {e}") from None
+
+
+_TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def _checked(value: Any, tp: Any, is_seq: bool, hint: Any, where: str) -> Any:
+    """``value`` if it has the field's type (ints pass as floats); else a one-line error naming the
+    field, what it got and what it needs. YAML gives typed values, so ``rounds: "two"`` lands here."""
+    if value is None:
+        if type(None) in typing.get_args(hint):
+            return value
+        raise ValueError(f"{where} cannot be empty; give {_TYPE_NAMES.get(tp, tp.__name__)} or leave the key out")
+    if is_seq:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} must be a list, got {value!r:.60}")
+        items = [_checked(v, tp, False, tp, where) for v in value]
+        return type(value)(items)
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:
+        return value
+    if not ok:
+        raise ValueError(f"{where} must be {_TYPE_NAMES[tp]}, got {value!r:.60} ({type(value).__name__}); fix that "
+                         "value in the config file")
+    return value
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -92,10 +92,10 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
         raise CAIError("no input given; pass --input PROMPTS.jsonl (or a built-in set such as helpful)")
     if not config.output:
         raise CAIError("no output given; pass --output OUT.jsonl (running the same command again resumes it)")
+    store = RecordStore(config.output, stage="generate")  # a bad output path fails before any work
     prompts = load_prompts(config.input, field=config.field, limit=config.limit)
     if not prompts:
         raise CAIError(f"{config.input} holds no prompts")
-    store = RecordStore(config.output)
     ids_of = (lambda p: [p.id]) if config.n == 1 else (lambda p: [f"{p.id}-s{j}" for j in range(config.n)])
     todo_count = sum(1 for p in prompts for i in ids_of(p) if i not in store)
     summary = {"output": str(Path(config.output)), "prompts": len(prompts), "written": 0,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import shutil
 import sys
 import tempfile
@@ -157,7 +159,45 @@ def resolve(name: str) -> str:
         return str(p)
     if name.startswith((".", "/", "~")):
         raise ModelNotFound(f"model path {name!r} does not exist")
+    if not HUB_ID.fullmatch(name):
+        raise ModelNotFound(f"{name!r} is neither an alias ({', '.join(ALIASES)}), a local folder, nor a hub id "
+                            "(ORG/NAME); a backend prefix is one of hf:, vllm:, openai:, mock:")
+    check_hub_model(name)
     return name
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_hub_model(name: str, *, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after a minute of hub retries, when a hub id cannot be loaded: it must
+    be in the local hub cache, or the hub must answer for it within ``timeout``."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    if _offline():
+        raise ModelNotFound(f"model {name!r} is not an alias, a local folder, or in the hub cache, and the hub is "
+                            f"off (HF_HUB_OFFLINE); pass a local folder or an alias from `cai models`")
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.utils import RepositoryNotFoundError
+
+        HfApi().model_info(name, timeout=timeout)
+    except RepositoryNotFoundError:
+        raise ModelNotFound(f"no model {name!r} on the Hugging Face hub; check the name, or pass a local folder "
+                            "or an alias from `cai models`") from None
+    except Exception as e:  # noqa: BLE001 - any network failure means the same to the user
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise ModelNotFound(f"model {name!r} is not cached and the Hugging Face hub did not answer in {timeout:.0f} s "
+                            f"({reason}); pass a local folder or an alias from `cai models`") from None
 
 
 def list_models() -> list[dict[str, str]]:

@@ -3,45 +3,184 @@
 Each record has a stable ``id``. A batch is written with one ``write`` and ``fsync``; if a process
 dies mid-write, the torn last line is cut off the next time the file is opened, so the file always
 holds whole records, each id at most once. Running the same command again skips the ids present.
+
+Opening a store never damages a file that is not a record file of the same stage: a text, binary
+or prompt file, a directory, or another command's records are refused with a one-line error
+before anything is cut or written (:func:`check_output`, which every command calls before it loads
+a model). Only a last line that is torn JSON (starts with ``{``, does not parse, no newline) is cut;
+a complete last record that merely lacks its newline is kept.
+
+Fault injection (tests only): ``CAI_FAULT=WHEN:N`` makes the N-th :meth:`RecordStore.append` of
+the process kill it with SIGKILL, ``before_write`` (the batch's model work is lost), ``mid_write``
+(half the batch's bytes reach the file, then the kill: a torn line) or ``after_write`` (the batch
+is durable). ``tests/faults.py`` drives it; nothing else reads it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import signal
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from cai.errors import CAIError
+
+FAULT_ENV = "CAI_FAULT"
+FAULT_POINTS = ("before_write", "mid_write", "after_write")
+# Non-empty appends so far in this process, counted only for CAI_FAULT (test-only fault injection).
+_WRITES = [0]
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class OutputError(CAIError):
+    """An output path that cannot or must not be written."""
+
+
+def safe_name(name: Any, *, max_len: int = 120) -> str:
+    """A file-name component made from ``name`` (a record id, a model or task name from data):
+    path separators, ``..``, NUL and other unsafe characters become ``-``, so the result always
+    names an entry inside its parent folder."""
+    text = _SAFE.sub("-", str(name)).strip(".-")
+    return (text or "unnamed")[:max_len]
+
+
+def path_inside(root: str | Path, *parts: Any) -> Path:
+    """``root/part/...`` with every part passed through :func:`safe_name`; raises if the result
+    would still leave ``root`` (it cannot, but the check keeps it so if safe_name ever changes)."""
+    base = Path(root).resolve()
+    p = base.joinpath(*(safe_name(x) for x in parts)).resolve()
+    if p != base and base not in p.parents:
+        raise OutputError(f"{p} is outside {base}")
+    return p
+
+
+def _stage_of(rec: dict[str, Any]) -> str | None:
+    prov = rec.get("provenance")
+    return prov.get("stage") if isinstance(prov, dict) else None
+
+
+def _fault(point: str, count: int) -> bool:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return False
+    when, _, n = spec.partition(":")
+    if when not in FAULT_POINTS:
+        raise CAIError(f"{FAULT_ENV}={spec!r}: use one of {', '.join(FAULT_POINTS)} followed by :N")
+    return when == point and count == int(n or 1)
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def check_output(path: str | Path, *, stage: str | None = None, key: str = "id", records: bool = True) -> Path:
+    """Fail now, before any model work, if ``path`` cannot take this command's output.
+
+    The path must not be a directory, its folder must be creatable and writable, and an existing
+    file must be (when ``records``) a JSONL file of records with ``key`` whose provenance stage is
+    ``stage``. Nothing is modified. Returns the path.
+    """
+    p = Path(path)
+    if not str(path).strip():
+        raise OutputError("empty output path; pass -o FILE")
+    if p.is_dir():
+        raise OutputError(f"{p} is a directory; pass a file path to -o/--output, e.g. {p / 'out.jsonl'}")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{p}: {parent} is not a directory; pass an output path in a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise OutputError(f"{p} is not writable (permission denied); pass -o somewhere you can write")
+    if p.exists() and records:
+        _scan(p, stage=stage, key=key)
+    return p
+
+
+def _scan(path: Path, *, stage: str | None, key: str) -> tuple[int, bool]:
+    """Validate an existing record file without touching it. Returns (bytes to keep, whether the
+    kept part lacks a final newline)."""
+    data = path.read_bytes()
+    if not data.strip():
+        return len(data), False
+    if b"\0" in data[:8192]:
+        raise OutputError(f"{path} is a binary file, not a cai record file; pass a new -o/--output")
+    lines = data.splitlines(keepends=True)
+    keep, missing_newline, seen = len(data), False, 0
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        last = i == len(lines) - 1
+        try:
+            rec = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            if last and not raw.endswith(b"\n") and raw.lstrip().startswith(b"{"):
+                keep -= len(raw)  # a write torn by a crash: the only line a crash can damage
+                break
+            if seen == 0:
+                raise OutputError(f"{path} is not a cai record file (line {i + 1} is not JSON); pass a new "
+                                  "-o/--output, or delete the file to start fresh") from None
+            raise OutputError(f"{path}:{i + 1}: not a JSON record; fix or remove that line") from None
+        if not isinstance(rec, dict) or key not in rec:
+            raise OutputError(f"{path}:{i + 1}: not a cai record (no {key!r} field); pass a new -o/--output, "
+                              "or delete the file to start fresh")
+        if stage is not None and seen == 0:
+            found = _stage_of(rec)
+            if found is not None and found != stage:
+                raise OutputError(f"{path} holds `cai {found}` records, not `cai {stage}` ones; pass a new "
+                                  "-o/--output (appending would mix two kinds of record in one dataset)")
+        seen += 1
+        missing_newline = last and not raw.endswith(b"\n")
+    return keep, missing_newline
+
 
 class RecordStore:
-    def __init__(self, path: str | Path, *, key: str = "id") -> None:
+    def __init__(self, path: str | Path, *, key: str = "id", stage: str | None = None) -> None:
         self.path = Path(path)
         self.key = key
+        self.stage = stage
         self.ids: set[str] = set()
+        self._needs_newline = False
+        check_output(self.path, stage=stage, key=key, records=False)
         if self.path.exists():
             self._repair()
             for rec in self:
                 self.ids.add(str(rec[key]))
+        self._opened = False  # the commit is written at the first append, so opening writes nothing
+
+    @property
+    def commit_path(self) -> Path:
+        """A small sidecar holding the file's length after the last whole batch."""
+        return self.path.with_name(f".{self.path.name}.commit")
+
+    def _committed(self) -> int | None:
+        try:
+            return int(json.loads(self.commit_path.read_text())["bytes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _commit(self, size: int) -> None:
+        tmp = self.commit_path.with_name(self.commit_path.name + ".tmp")
+        tmp.write_text(json.dumps({"bytes": size, "file": self.path.name}) + "\n")
+        os.replace(tmp, self.commit_path)
 
     def _repair(self) -> None:
-        """Drop a torn final line (no trailing newline or not valid JSON) left by a crash."""
-        data = self.path.read_bytes()
-        if not data:
-            return
-        keep = len(data) if data.endswith(b"\n") else data.rfind(b"\n") + 1
-        lines = data[:keep].splitlines(keepends=True)
-        # A crash can only tear the last line; anything unreadable before it is real corruption.
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                json.loads(line)
-            except json.JSONDecodeError:
-                if i == len(lines) - 1:
-                    keep -= len(line)
-                else:
-                    raise ValueError(f"{self.path}:{i + 1}: not a JSON record; fix or remove that line") from None
-        if keep != len(data):
+        """Cut a batch torn by a crash; everything else was checked by :func:`_scan`.
+
+        A torn last line means the last append died part-way, possibly after some of its records
+        were whole: the file is cut back to the length committed before that append, so a batch is
+        kept whole or not at all (a prompt's pairs, say, are never half there). Without a commit
+        (a file from elsewhere) only the torn line goes. Whole lines past the commit (the process
+        died between writing and committing) are kept: they are complete."""
+        size = self.path.stat().st_size
+        keep, self._needs_newline = _scan(self.path, stage=self.stage, key=self.key)
+        committed = self._committed()
+        if keep != size and committed is not None and committed <= keep:
+            keep, self._needs_newline = committed, False
+        if keep != size:
             with open(self.path, "r+b") as f:
                 f.truncate(keep)
 
@@ -77,14 +216,63 @@ class RecordStore:
             fresh.append(rec)
         if not fresh:
             return 0
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh).encode("utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+        lines = []
+        for r in fresh:
+            try:
+                lines.append(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
+            except ValueError:
+                raise CAIError(f"record {r[self.key]!r} holds NaN or infinity, which JSON cannot store; "
+                               "check the sampling settings and the model's scores") from None
+        payload = ("\n" if self._needs_newline else "") + "".join(lines)
+        data = payload.encode("utf-8")
+        _WRITES[0] += 1
+        if _fault("before_write", _WRITES[0]):
+            _die()
+        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self._opened:
+                self._commit(size)
+                self._opened = True
+            with open(self.path, "ab") as f:
+                if _fault("mid_write", _WRITES[0]):
+                    f.write(data[: max(1, len(data) // 2)])
+                    f.flush()
+                    os.fsync(f.fileno())
+                    _die()
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            self._undo(size)
+            raise OutputError(_write_error(self.path, e, len(self.ids))) from None
+        self._needs_newline = False
+        try:
+            self._commit(size + len(data))
+        except OSError:
+            pass  # the records are whole; without the commit a later torn line alone is cut
+        if _fault("after_write", _WRITES[0]):
+            _die()
         self.ids.update(seen)
         return len(fresh)
+
+    def _undo(self, size: int) -> None:
+        """Cut a partly written batch (a full disk can take half of it) back to whole records."""
+        try:
+            if self.path.exists() and self.path.stat().st_size > size:
+                with open(self.path, "r+b") as f:
+                    f.truncate(size)
+        except OSError:
+            pass  # the next open cuts the torn line instead
+
+
+def _write_error(path: Path, e: OSError, kept: int) -> str:
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
+           errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+           errno.EPERM: "permission denied", errno.EFBIG: "the file is too large for this file system"}.get(
+        e.errno, e.strerror or str(e))
+    return (f"cannot write to {path}: {why}; the {kept} records already there are intact. Fix that and run the "
+            "same command again to resume")
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ where the question is, matters most) so that ``max_tokens`` still fit.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any, Sequence
@@ -74,7 +75,8 @@ class HFBackend:
     """
 
     def __init__(self, model: str, *, dtype: str = "auto", batch_size: int = 64, max_batch_tokens: int = 32768,
-                 device: str | None = None, truncate: str = "error", **_: Any) -> None:
+                 device: str | None = None, truncate: str = "error", trust_remote_code: bool | None = None,
+                 **_: Any) -> None:
         if truncate not in ("error", "left"):
             raise CAIError(f"truncate must be 'error' or 'left', got {truncate!r}")
         if batch_size < 1 or max_batch_tokens < 1:
@@ -85,10 +87,12 @@ class HFBackend:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.truncate = truncate
+        self.path = resolve(model)  # first: a bad name fails before torch is imported
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        self.path = resolve(model)
-        self.tokenizer, self.model = _load(model, self.path, self.dtype, self.device)
+        if trust_remote_code is None:
+            trust_remote_code = os.environ.get("CAI_TRUST_REMOTE_CODE", "").strip().lower() in ("1", "true", "yes")
+        self.tokenizer, self.model = _load(model, self.path, self.dtype, self.device, trust_remote_code)
         if self.device == "cpu":
             from cai.backends.hf_attention import use_decode_attention
 
@@ -287,7 +291,7 @@ class HFBackend:
         return scores
 
 
-def _load(model: str, path: str, dtype, device: str):
+def _load(model: str, path: str, dtype, device: str, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -298,9 +302,17 @@ def _load(model: str, path: str, dtype, device: str):
     if local:
         hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        # Weights load from safetensors only: a pickled .bin can run code when it is unpickled.
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
+                                                  trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
+        if local and not any(Path(path).glob("*.safetensors")) and any(Path(path).glob("*.bin")):
+            raise CAIError(f"{path} holds only pickled .bin weights, which cai does not load (unpickling can run "
+                           "code); convert them to safetensors first") from None
+        if "trust_remote_code" in str(e):
+            raise CAIError(f"{model!r} needs its own Python code to load; cai runs none unless asked: set "
+                           "CAI_TRUST_REMOTE_CODE=1 if you trust its authors") from None
         if not local:
             raise CAIError(f"cannot load model {model!r}: not a local folder and the hub is unreachable (or has no "
                            f"such model); pass a local path or an alias from `cai models`") from e
@@ -310,6 +322,11 @@ def _load(model: str, path: str, dtype, device: str):
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    rows = lm.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise CAIError(f"the tokenizer of {model!r} has {len(tokenizer)} tokens but the model's embedding has "
+                       f"{rows} rows: the tokenizer does not belong to this model; put the model's own tokenizer "
+                       f"files in {path}")
     return tokenizer, lm.to(device).eval()
 
 

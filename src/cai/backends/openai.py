@@ -3,7 +3,10 @@ SGLang, Ollama, hosted APIs).
 
 Requests run on a thread pool of ``concurrency`` workers over one pooled ``httpx.Client``. 429s,
 5xx answers, timeouts and dropped connections are retried with exponential backoff and jitter
-(a ``Retry-After`` header is honoured). A server that refuses the very first connection is
+(a ``Retry-After`` header is honoured), and so is a 200 whose JSON was cut off in transit. Every
+request gives up with a one-line error after ``deadline`` seconds in all (default 300, env
+``CAI_OPENAI_DEADLINE``), each attempt after ``timeout`` (120, ``CAI_OPENAI_TIMEOUT``), after at
+most ``max_retries`` retries (5, ``CAI_OPENAI_RETRIES``). A server that refuses the very first connection is
 reported at once instead: that is a wrong URL or a server not started, not a blip.
 
 A final assistant message is continued (cai's convention). vLLM and ``cai serve`` need to be told
@@ -69,8 +72,9 @@ class OpenAIBackend:
         *,
         api_key: str | None = None,
         concurrency: int = 16,
-        timeout: float = 120,
-        max_retries: int = 5,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        deadline: float | None = None,
         score_mode: str = "prompt_logprobs",
         extensions: bool = True,
         backoff: float = 0.5,
@@ -84,7 +88,14 @@ class OpenAIBackend:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.base_url, self._model = parse_target(target)
         self.concurrency = int(concurrency)
-        self.max_retries = int(max_retries)
+        timeout = _env_number("CAI_OPENAI_TIMEOUT", 120.0) if timeout is None else float(timeout)
+        self.max_retries = int(_env_number("CAI_OPENAI_RETRIES", 5) if max_retries is None else max_retries)
+        # A server that accepts connections and never answers used to stall a run for 10 minutes
+        # (120 s x 5 retries); every request now gives up, with a message, after ``deadline``.
+        self.deadline = _env_number("CAI_OPENAI_DEADLINE", 300.0) if deadline is None else float(deadline)
+        self.timeout = timeout
+        if timeout <= 0 or self.deadline <= 0 or self.max_retries < 0:
+            raise ValueError("timeout and deadline must be > 0 and max_retries >= 0")
         self.backoff = float(backoff)
         self.score_mode = score_mode
         self.extensions = bool(extensions)
@@ -130,9 +141,12 @@ class OpenAIBackend:
 
         url = self.base_url + path
         attempt = 0
+        start = time.monotonic()
         while True:
+            left = self.deadline - (time.monotonic() - start)
+            per_try = httpx.Timeout(min(self.timeout, left), connect=min(10.0, self.timeout, left))
             try:
-                r = self._client.request(method, url, json=payload)
+                r = self._client.request(method, url, json=payload, timeout=per_try)
             except httpx.ConnectError as e:
                 if not self._reached:
                     raise BackendUnavailable(
@@ -148,17 +162,26 @@ class OpenAIBackend:
                         body = r.json()
                     except ValueError:
                         body = None
-                    if not isinstance(body, dict):
+                    if isinstance(body, dict):
+                        return body
+                    if not r.text.lstrip().startswith("{"):
                         raise CAIError(f"{url} answered {r.status_code} without a JSON object ({r.text[:80]!r}); "
                                        "is it an OpenAI-compatible server (its URL usually ends in /v1)?")
-                    return body
-                if r.status_code not in RETRY_STATUS:
-                    raise CAIError(_rejection(url, r))
-                err, retry_after = f"HTTP {r.status_code}: {_error_message(r)}", r.headers.get("retry-after")
+                    err, retry_after = f"truncated JSON ({len(r.content)} bytes)", None  # cut off in transit
+                else:
+                    if r.status_code not in RETRY_STATUS:
+                        raise CAIError(_rejection(url, r))
+                    err, retry_after = f"HTTP {r.status_code}: {_error_message(r)}", r.headers.get("retry-after")
+            elapsed = time.monotonic() - start
             if attempt >= self.max_retries:
-                raise BackendUnavailable(f"{url} still failing after {attempt + 1} attempts ({err}); "
-                                         "check the server or raise max_retries")
-            time.sleep(self._delay(attempt, retry_after))
+                raise BackendUnavailable(f"{url} still failing after {attempt + 1} attempts in {elapsed:.0f} s ({err}); "
+                                         "check the server, or raise CAI_OPENAI_RETRIES")
+            delay = self._delay(attempt, retry_after)
+            if elapsed + delay >= self.deadline - 0.05:
+                raise BackendUnavailable(f"{url} gave no answer within the {self.deadline:g} s deadline ({attempt + 1} "
+                                         f"attempts; last: {err}); check the server, or raise CAI_OPENAI_DEADLINE "
+                                         "(seconds per request) and CAI_OPENAI_TIMEOUT (seconds per attempt)")
+            time.sleep(delay)
             attempt += 1
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
@@ -237,6 +260,16 @@ class OpenAIBackend:
             raise CAIError(f"{self.base_url} returned no top_logprobs; it does not support OpenAI logprobs, "
                            "so options cannot be scored through it") from None
         return first_token_scores({_token_text(t): float(t["logprob"]) for t in top}, options)
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise CAIError(f"{name}={raw!r} is not a number of seconds/retries; unset it or give a number") from None
 
 
 # -- response parsing (pure functions, tested directly) ------------------------------------------

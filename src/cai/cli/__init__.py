@@ -4,6 +4,7 @@ handlers import heavy libraries only when they run, so ``cai --help`` stays fast
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -48,9 +49,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cai: interrupted; finished batches are saved, run the same command again to resume", file=sys.stderr)
         return 130
-    except (CAIError, ValueError, FileNotFoundError, KeyError, ConnectionError) as e:
+    except (CAIError, ValueError, KeyError, OSError) as e:
+        # OSError covers a missing file, a read-only folder, a full disk and dropped connections;
+        # UnicodeDecodeError is a ValueError. Anything else is a bug and keeps its traceback.
         if args.traceback or os.environ.get("CAI_TRACEBACK"):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"cai: error: {msg}", file=sys.stderr)
+        print(f"cai: error: {one_line(e)}", file=sys.stderr)
         return 2
+
+
+def one_line(e: BaseException) -> str:
+    """The message of an error the user can fix, as one line that says what to do."""
+    if isinstance(e, UnicodeDecodeError):
+        return (f"a file is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                "re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8")
+    if isinstance(e, KeyError):
+        return str(e.args[0]) if e.args else "missing key"
+    if isinstance(e, OSError) and not isinstance(e, ConnectionError) and e.strerror:
+        hint = {errno.ENOSPC: "free some space and run the same command again to resume",
+                errno.EDQUOT: "free some space and run the same command again to resume",
+                errno.EACCES: "pass a path you can write to", errno.EPERM: "pass a path you can write to",
+                errno.EROFS: "pass a path on a writable file system",
+                errno.EISDIR: "pass a file path, not a folder",
+                errno.ENOENT: "check the path"}.get(e.errno, "")
+        name = f"{e.filename}: " if e.filename else ""
+        return f"{name}{e.strerror.lower()}" + (f"; {hint}" if hint else "")
+    return " ".join(str(e).split()) or type(e).__name__

@@ -76,8 +76,9 @@ class CritiqueConfig:
     format: str = option("jsonl", help="output format: jsonl or parquet (JSONL is always kept for resuming)")
 
     def __post_init__(self) -> None:
-        if self.rounds < 0:
-            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds} (0 rounds would write chosen == rejected); "
+                             "for plain answers use cai generate")
         if self.principle_selection not in SELECTIONS:
             raise ValueError(f"principle_selection {self.principle_selection!r} is unknown; use one of {', '.join(SELECTIONS)}")
         if self.principle_selection == "list" and not self.principles:
@@ -321,6 +322,12 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     jsonl = out.with_suffix(".jsonl") if out.suffix == ".parquet" else out
     parquet = out if out.suffix == ".parquet" else out.with_suffix(".parquet")
 
+    # A bad output path fails before any model loads.
+    store, dropped = RecordStore(jsonl, stage="critique"), RecordStore(dropped_path(jsonl), stage="critique")
+    if fmt == "parquet":
+        from cai.store import check_output
+
+        check_output(parquet, records=False)
     policy_b, critic_b, constitution = _load(policy or config.model,
                                              critic if critic is not None else config.critic,
                                              constitution if constitution is not None else config.constitution)
@@ -328,7 +335,6 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     prompts = load_prompts(config.prompts, field=config.field, limit=config.limit, shuffle=config.shuffle,
                            seed=config.seed)
     items = prompt_items(prompts)
-    store, dropped = RecordStore(jsonl), RecordStore(dropped_path(jsonl))
     base_prov = provenance_of(engine, prompts=config.prompts)
     resume_check(store, base_prov)
     todo = [it for it in store.todo(items, key=lambda it: it.id) if it.id not in dropped]

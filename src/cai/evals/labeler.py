@@ -45,7 +45,9 @@ class LabelerEvalConfig(JudgeConfig):
     data: str = option("hhh", help="hhh[:FOLDER], hh-rlhf[:FILE], an hhh_alignment-shaped folder, or a JSONL in "
                        "the CAI paper's multiple-choice format (prompt, corrects, incorrects)")
     limit: int | None = option(None, help="evaluate a seeded random subset of N comparisons")
-    output: str = option("", help="where to write the JSON result (default: eval_labeler_<data>.json)")
+    output: str = option("", help="where to write the JSON result (default: eval_labeler_<data>.json); per-item "
+                         "results go beside it in OUT.examples.jsonl, from which a killed run resumes",
+                         flags=("-o", "--output"))
     plot: str | None = option(None, help="write a reliability diagram PNG here")
     batch_size: int = option(32, help="comparisons per backend call")
     bootstrap: int = option(2000, help="bootstrap resamples for the 95 percent intervals")
@@ -122,14 +124,26 @@ def summarise(results: Sequence[dict], *, n_resamples: int = 2000, seed: int = 0
 
 
 def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitution: Any = None,
-                     items: Sequence[Any] | None = None, show_progress: bool | None = None) -> dict[str, Any]:
+                     items: Sequence[Any] | None = None, show_progress: bool | None = None,
+                     examples: str | Path | None = None) -> dict[str, Any]:
     """Score the labelling method on human-labelled comparisons; returns the result dict (see
-    :func:`summarise` for the metrics). Nothing is written here: see :func:`write_result`."""
+    :func:`summarise` for the metrics). The result is not written here (see :func:`write_result`);
+    with ``examples`` (a JSONL path) each batch's per-item results are appended there as they are
+    made, and a rerun reuses the ones already there, so a killed evaluation resumes."""
     from cai.backends import load_backend
     from cai.provenance import provenance
 
     if config.batch_size < 1:
         raise CAIError("--batch-size must be at least 1")
+    if config.bootstrap < 1:
+        raise CAIError(f"--bootstrap must be at least 1 (resamples for the 95% interval), got {config.bootstrap}")
+    if config.limit is not None and config.limit < 1:
+        raise CAIError(f"--limit must be at least 1, got {config.limit}; leave it out to use every comparison")
+    store = None
+    if examples is not None:
+        from cai.store import RecordStore
+
+        store = RecordStore(examples, stage="eval-labeler")
     check_clamp(config.cot_clamp)
     kind = "given"
     if items is None:
@@ -143,32 +157,47 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
         from cai.constitution import load_constitution
 
         constitution = load_constitution(config.constitution)
-    examples = few_shot_examples(constitution, config.few_shot) if config.few_shot else ()
+    shots = few_shot_examples(constitution, config.few_shot) if config.few_shot else ()
     if comparisons:
         from cai.label.judge import PrinciplePlan
 
         PrinciplePlan(constitution, config.principles)  # a bad --principles fails before the model loads
     backend = load_backend(backend if backend is not None else config.model)
+    method_info = method_summary(config, constitution) if constitution is not None else {
+        "few_shot": config.few_shot, "cot": config.cot, "swap": config.swap,
+        "cot_clamp": list(config.cot_clamp) if config.cot else None}
+    run_key = {"model": getattr(backend, "name", str(config.model)), "data": config.data, "method": method_info,
+               "seed": config.seed}
+    done: dict[str, dict] = {}
+    if store is not None:
+        for rec in store:
+            if rec.get("run") != run_key:
+                raise CAIError(f"{store.path} holds results of another run (model, data, method or seed differ); "
+                               "rerun with those settings to resume, or pass a new -o/--output")
+            done[str(rec["id"])] = {k: v for k, v in rec.items() if k not in ("run", "provenance")}
 
-    results: list[dict] = []
     started = time.perf_counter()
-    bar = progress(len(items), "eval labeler", unit="item", enabled=show_progress)
+    todo = [it for it in items if str(it.id) not in done]
+    bar = progress(len(items), "eval labeler", unit="item", initial=len(items) - len(todo), enabled=show_progress)
     try:
-        for batch in batched(list(items), config.batch_size):
+        for batch in batched(todo, config.batch_size):
             comp = [it for it in batch if isinstance(it, Comparison)]
             choice = [it for it in batch if isinstance(it, ChoiceItem)]
+            fresh: list[dict] = []
             if comp:
-                results += _comparison_results(backend, comp, constitution, config)
+                fresh += _comparison_results(backend, comp, constitution, config)
             if choice:
-                results += _choice_results(backend, choice, examples, config)
+                fresh += _choice_results(backend, choice, shots, config)
+            if store is not None:
+                store.append([{**r, "run": run_key, "provenance": {"stage": "eval-labeler"}} for r in fresh])
+            done.update((str(r["id"]), r) for r in fresh)
             bar.update(len(batch))
     finally:
         bar.close()
+    results = [done[str(it.id)] for it in items]
 
     categories = sorted({r["category"] for r in results})
-    method = method_summary(config, constitution) if constitution is not None else {
-        "few_shot": config.few_shot, "cot": config.cot, "swap": config.swap,
-        "cot_clamp": list(config.cot_clamp) if config.cot else None}
+    method = method_info
     return {
         "eval": "labeler", "data": config.data, "kind": kind, "model": getattr(backend, "name", str(config.model)),
         "method": method,
@@ -187,6 +216,12 @@ def default_output(config: LabelerEvalConfig) -> Path:
         return Path(config.output)
     slug = "".join(ch if ch.isalnum() else "-" for ch in config.data.split(":")[0].split("/")[-1]).strip("-")
     return Path(f"eval_labeler_{slug or 'data'}.json")
+
+
+def examples_path(output: str | Path) -> Path:
+    """``res.json`` -> ``res.examples.jsonl``: the per-item records a killed run resumes from."""
+    p = Path(output)
+    return p.with_name((p.name[: -len(".json")] if p.name.endswith(".json") else p.name) + ".examples.jsonl")
 
 
 def write_result(result: dict[str, Any], path: str | Path) -> Path:

@@ -150,6 +150,8 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     from cai.backends import load_backend
 
     config.check()
+    # A bad output path fails before any model loads or any answer is sampled.
+    store, skipped = RecordStore(config.output, stage="label"), RecordStore(skipped_path(config.output), stage="label")
     if constitution is None:
         from cai.constitution import load_constitution
 
@@ -174,7 +176,6 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     else:
         feedback = load_backend(feedback)
 
-    store, skipped = RecordStore(config.output), RecordStore(skipped_path(config.output))
     done = _done_prompts(store, skipped)
     todo = [p for p in prompts if p.id not in done]
     base = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
@@ -249,7 +250,7 @@ def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts
         else:
             feedback = load_backend(config.feedback or config.policy)
     unit_id = (lambda u: u[0].id) if config.pairs == "revision" else (lambda u: u.id)
-    store, skipped = RecordStore(config.output), RecordStore(skipped_path(config.output))
+    store, skipped = RecordStore(config.output, stage="label"), RecordStore(skipped_path(config.output), stage="label")
     done = _done_prompts(store, skipped)
     todo = [u for u in units if unit_id(u) not in done]
     counts = {"prompts": len(units), "already_done": len(units) - len(todo), "pairs": 0, "dropped": 0, "no_pairs": 0}

@@ -19,7 +19,9 @@ seed gives the same sample whatever else the server is doing.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
+import json
 import queue
 import threading
 import time
@@ -35,9 +37,55 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cai.errors import CAIError
+from cai.serve.limits import Limits
 from cai.types import Completion, Conversation, SamplingParams, check_conversation, group
 
 DEFAULT_MAX_TOKENS = 256
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body over ``limit`` bytes with 413, whether or not it
+    declares its length, before the JSON is parsed."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        # Read the whole body here (it is bounded) so that an undeclared length is counted too.
+        chunks, seen, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, receive, send)  # a disconnect: let the app see it
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.limit:
+                return await self._refuse(send)
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Callable) -> None:
+        body = json.dumps(error_body(413, f"request body over the server's limit of {self.limit} bytes",
+                                     "BadRequestError")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
 
 
 class APIError(Exception):
@@ -152,8 +200,9 @@ def to_conversation(messages: list[dict[str, Any]]) -> Conversation:
     return conv
 
 
-def create_app(backend: Any, model_name: str, *, api_key: str | None = None, max_batch: int = 16) -> FastAPI:
-    """An OpenAI-compatible app over ``backend``, serving it under ``model_name``."""
+def create_app(backend: Any, model_name: str, *, api_key: str | None = None, max_batch: int = 16,
+               limits: Limits | None = None) -> FastAPI:
+    """An OpenAI-compatible app over ``backend``, serving it under ``model_name``, within ``limits``."""
     from cai.serve.logprobs import ScoreJob, run_score_jobs
 
     model = getattr(backend, "model", None)
@@ -173,8 +222,11 @@ def create_app(backend: Any, model_name: str, *, api_key: str | None = None, max
         yield
         worker.close()
 
+    limits = limits or Limits()
     app = FastAPI(title="cai serve", lifespan=lifespan)
     app.state.worker = worker
+    app.add_middleware(BodyLimit, limit=limits.max_request_bytes)
+    in_flight = {"n": 0}
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError) -> JSONResponse:
@@ -196,8 +248,12 @@ def create_app(backend: Any, model_name: str, *, api_key: str | None = None, max
     async def _crash(_: Request, e: Exception) -> JSONResponse:
         return JSONResponse(error_body(500, f"{type(e).__name__}: {e}", "InternalServerError"), status_code=500)
 
+    expected = f"Bearer {api_key}".encode() if api_key else None
+
     def check_key(request: Request) -> None:
-        if api_key and request.headers.get("authorization", "") != f"Bearer {api_key}":
+        # Constant-time comparison: the time taken must not tell a caller how much of a guess was right.
+        if expected is not None and not hmac.compare_digest(request.headers.get("authorization", "").encode(),
+                                                            expected):
             raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'")
 
     @app.get("/health")
@@ -211,17 +267,33 @@ def create_app(backend: Any, model_name: str, *, api_key: str | None = None, max
                                             "owned_by": "cai", "root": getattr(backend, "name", model_name)}]}
 
     @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest, request: Request) -> dict[str, Any]:
+    async def chat(req: ChatRequest, request: Request) -> Any:
         check_key(request)
+        if in_flight["n"] >= limits.max_concurrency:
+            return JSONResponse(error_body(429, f"the server is at its limit of {limits.max_concurrency} requests in "
+                                           "flight; retry shortly", "RateLimitError"), status_code=429,
+                                headers={"retry-after": "1"})
+        in_flight["n"] += 1
+        try:
+            return await _chat(req)
+        finally:
+            in_flight["n"] -= 1
+
+    async def _chat(req: ChatRequest) -> dict[str, Any]:
         if req.model and req.model != model_name:
             raise APIError(404, f"The model `{req.model}` does not exist; this server serves `{model_name}`", "model")
         if req.stream:
             raise APIError(400, "stream=true is not supported by cai serve; send stream=false", "stream")
         if req.continue_final_message and req.add_generation_prompt:
             raise APIError(400, "Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
+        max_tokens = req.max_completion_tokens or req.max_tokens or min(DEFAULT_MAX_TOKENS, limits.max_tokens)
+        if max_tokens > limits.max_tokens:
+            raise APIError(400, f"max_tokens {max_tokens} is over this server's limit of {limits.max_tokens}",
+                           "max_tokens")
+        if req.n > limits.max_n:
+            raise APIError(400, f"n {req.n} is over this server's limit of {limits.max_n}", "n")
         try:
             conv = to_conversation(req.messages)
-            max_tokens = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
             stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
             params = SamplingParams(temperature=1.0 if req.temperature is None else req.temperature,
                                     top_p=1.0 if req.top_p is None else req.top_p, max_tokens=max_tokens,

@@ -36,12 +36,24 @@ class ServeConfig:
                             "1 turns micro-batching off)")
     vllm_args: str = option("", help="extra arguments for vLLM's server, as one quoted string, e.g. "
                             "\"--max-model-len 4096\"")
+    max_tokens: int = option(4096, help="most tokens one request may ask for (in-process app)")
+    max_n: int = option(16, help="most samples one request may ask for (in-process app)")
+    max_concurrency: int = option(64, help="requests in flight at once; more get 429 with Retry-After (in-process app)")
+    max_request_bytes: int = option(4 * 1024 * 1024, help="largest request body accepted; larger get 413 "
+                                    "(in-process app)")
 
     def __post_init__(self) -> None:
         if not 0 < int(self.port) < 65536:
             raise ValueError(f"port must be 1-65535, got {self.port}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        self.limits()  # checks the bounds now
+
+    def limits(self) -> Any:
+        from cai.serve.limits import Limits
+
+        return Limits(max_request_bytes=self.max_request_bytes, max_tokens=self.max_tokens, max_n=self.max_n,
+                      max_concurrency=self.max_concurrency)
 
 
 def served_name(config: ServeConfig) -> str:
@@ -119,7 +131,8 @@ def build_app(config: ServeConfig, backend: Any = None) -> Any:
 
     if backend is None:
         backend = load_backend(config.model, dtype=config.dtype)
-    return create_app(backend, served_name(config), api_key=api_key(config), max_batch=config.max_batch)
+    return create_app(backend, served_name(config), api_key=api_key(config), max_batch=config.max_batch,
+                      limits=config.limits())
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -141,6 +141,13 @@ def _finish(items: list[tuple[Conversation, dict[str, Any], str | None]], source
             pid = f"{base}-{counts[base]}"
         seen.add(pid)
         prompts.append(Prompt(id=pid, messages=messages, source=source, meta=meta))
+    multi = sum(1 for p in prompts if p.meta.get("later_turns"))
+    if multi:
+        import sys
+
+        # Not an error (MT-Bench stores its questions as turns), but never silent.
+        print(f"cai: note: {source}: {multi} prompt(s) are lists of turns; only the first turn of each is "
+              "answered, the later ones are kept in the record's meta.later_turns", file=sys.stderr)
     return prompts
 
 

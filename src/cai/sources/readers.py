@@ -91,6 +91,26 @@ def read_parquet(path: Path) -> list[Any]:
 
 def read_file(path: Path) -> list[Any]:
     """The records of a local prompt file, chosen by extension (optionally gzipped)."""
+    try:
+        return _read_file(path)
+    except UnicodeDecodeError as e:
+        raise CAIError(_not_utf8(path, e)) from None
+
+
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
+    line = ""
+    try:
+        raw = gzip.open(path, "rb").read() if path.suffix.lower() == ".gz" else path.read_bytes()
+        first_bad = raw.find(e.object[e.start:e.end]) if isinstance(e.object, bytes) else -1
+        if first_bad >= 0:
+            line = ":" + str(raw.count(b"\n", 0, first_bad) + 1)
+    except OSError:
+        pass
+    return (f"{path}{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); re-save the file as UTF-8, "
+            f"e.g. iconv -f latin1 -t utf-8 {path.name} > fixed{''.join(path.suffixes)}")
+
+
+def _read_file(path: Path) -> list[Any]:
     kind = _suffix(path)
     if kind == ".jsonl":
         return read_jsonl(path)

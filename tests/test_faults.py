@@ -1,0 +1,106 @@
+"""kill -9 at several points of every resumable command, then resume: the records must equal an
+uninterrupted run's, none lost and none duplicated. A new stage adds one line to CASES."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from faults import PROMPTS, Case, assert_same_records, kill_and_resume, normalised, run_cai, workdir
+
+
+def _eval_result_matches(ref: Path, got: Path) -> None:
+    a, b = (json.loads((d / "res.json").read_text()) for d in (ref, got))
+    assert a["overall"] == b["overall"] and [i["id"] for i in a["items"]] == [i["id"] for i in b["items"]]
+
+
+CASES = [
+    Case("generate", lambda d: ["generate", "-m", "mock:", "-i", str(d / "prompts.jsonl"), "-o", str(d / "out.jsonl"),
+                                "--batch-size", "2", "--no-progress"], ("out.jsonl",)),
+    Case("critique", lambda d: ["critique", "-m", "mock:", "-c", "default", "--prompts", str(d / "prompts.jsonl"),
+                                "-o", str(d / "out.jsonl"), "--batch-size", "2", "--rounds", "2", "--no-progress"],
+         ("out.jsonl",)),
+    Case("label", lambda d: ["label", "--policy", "mock:", "-c", "default", "--prompts", str(d / "prompts.jsonl"),
+                             "-o", str(d / "out.jsonl"), "-k", "3", "--batch-size", "2", "--no-progress"],
+         ("out.jsonl", "out.skipped.jsonl")),
+    Case("eval-labeler", lambda d: ["eval", "labeler", "-m", "mock:", "--data", "hhh", "--limit", "7", "--batch-size",
+                                    "2", "--bootstrap", "50", "-o", str(d / "res.json"), "--no-progress"],
+         ("res.examples.jsonl",), extra_check=_eval_result_matches),
+]
+# Batches of 2 over 7 items: 4 writes. Kill in the first batch's write, after work on the second is
+# done but before it is written, and after the third is durable.
+POINTS = ["mid_write:1", "before_write:2", "after_write:3"]
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory) -> dict[str, Path]:
+    refs = {}
+    for case in CASES:
+        d = workdir(tmp_path_factory.mktemp(f"ref-{case.name}"))
+        done = run_cai(case.argv(d), d)
+        assert done.returncode == 0, done.stderr
+        refs[case.name] = d
+    return refs
+
+
+@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_kill_and_resume(case: Case, point: str, references, tmp_path):
+    kill_and_resume(case, point, references[case.name], tmp_path / "run")
+
+
+def test_rerun_of_a_finished_run_writes_nothing(references, tmp_path):
+    case = CASES[0]
+    d = workdir(tmp_path / "run")
+    assert run_cai(case.argv(d), d).returncode == 0
+    before = (d / "out.jsonl").read_bytes()
+    again = run_cai(case.argv(d), d)
+    assert again.returncode == 0 and "wrote 0 new records" in again.stderr
+    assert (d / "out.jsonl").read_bytes() == before
+    assert_same_records(references["generate"], d, case.outputs)
+
+
+def test_harness_catches_a_lost_record(references, tmp_path):
+    """The comparison itself must fail when a record is missing or doubled."""
+    d = workdir(tmp_path / "run")
+    lines = (references["generate"] / "out.jsonl").read_text().splitlines(keepends=True)
+    (d / "out.jsonl").write_text("".join(lines[:-1]))
+    with pytest.raises(AssertionError, match="lost or extra"):
+        assert_same_records(references["generate"], d, ("out.jsonl",))
+    (d / "out.jsonl").write_text("".join(lines + lines[:1]))
+    with pytest.raises(AssertionError, match="duplicated"):
+        assert_same_records(references["generate"], d, ("out.jsonl",))
+
+
+def test_a_failing_server_keeps_partial_results_and_resumes(tmp_path):
+    """A server that starts failing mid-run: retries, then a one-line error within the deadline;
+    the batches already answered stay written, and the same command finishes the job later."""
+    from test_backend_openai import chat_body, fake_server
+
+    state = {"ok": 2}
+
+    def respond(handler, payload):
+        if payload is None:
+            return 200, {"data": [{"id": "m"}]}, {}
+        if state["ok"] > 0:
+            state["ok"] -= 1
+            return 200, chat_body(payload["messages"][-1]["content"]), {}
+        return 500, {"error": {"message": "overloaded"}}, {}
+
+    d = workdir(tmp_path / "run")
+    with fake_server(respond) as (url, _):
+        argv = ["generate", "-m", f"openai:{url}#m", "-i", str(d / "prompts.jsonl"), "-o", str(d / "out.jsonl"),
+                "--batch-size", "1", "--no-progress"]
+        env = {"CAI_OPENAI_RETRIES": "1", "CAI_OPENAI_DEADLINE": "10"}
+        failed = run_cai(argv, d, env=env)
+        assert failed.returncode == 2 and "Traceback" not in failed.stderr
+        err = [ln for ln in failed.stderr.splitlines() if ln.startswith("cai: error")]
+        assert len(err) == 1 and "500" in err[0] and "attempts" in err[0], failed.stderr
+        assert [r["id"] for r in normalised(d / "out.jsonl")] == ["p1", "p2"]
+        state["ok"] = 100  # the server recovers
+        done = run_cai(argv, d, env=env)
+        assert done.returncode == 0, done.stderr
+        ids = [r["id"] for r in normalised(d / "out.jsonl")]
+        assert ids == [p["id"] for p in PROMPTS]
