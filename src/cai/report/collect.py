@@ -165,7 +165,7 @@ def tradeoff(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not points:
         return None
     chart = svg.scatter_ci(points, title="Helpfulness against harmlessness", xlabel=f"helpfulness ({xname})",
-                           ylabel=f"harmlessness ({yname})")
+                           ylabel=f"harmlessness ({yname})", show_title=False)
     return {"svg": chart, "points": points}
 
 
@@ -277,11 +277,22 @@ def stages(found: Found, model: dict[str, Any]) -> list[dict[str, Any]]:
             detail += f", mean p_chosen {s['p_chosen']['mean']:.2f}"
         out.append({"name": "label", "what": p["path"], "status": "done", "started": p.get("time"), "seconds": None,
                     "detail": detail})
-    for r in model["eval_results"] + model["redteam"]:
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for r in model["eval_results"]:
+        by_model.setdefault(r["model"], []).append(r)
+    for name, rs in by_model.items():
+        heads = []
+        for r in sorted(rs, key=lambda r: r["task"]):
+            head = next(iter(r["metrics"].items()), None)
+            heads.append(f"{r['task']} {fmt_value(head[0], head[1]['value'])}" if head else r["task"])
+        folders = sorted({str(Path(r["path"]).parent) for r in rs})
+        out.append({"name": "eval", "what": f"{name or '?'} ({', '.join(folders)})", "status": "done",
+                    "started": min(str(r.get("time") or "") for r in rs) or None, "seconds": None,
+                    "detail": "; ".join(heads)})
+    for r in model["redteam"]:
         head = next(iter(r["metrics"].items()), None)
-        detail = f"{r['model']}" + (f"; {head[0]} {fmt_value(head[0], head[1]['value'])}" if head else "")
-        out.append({"name": "redteam" if r["task"] == "redteam" else f"eval {r['task']}", "what": r["path"],
-                    "status": "done", "started": r.get("time"), "seconds": None, "detail": detail})
+        out.append({"name": "redteam", "what": f"{r['model']} ({r['path']})", "status": "done", "started": r.get("time"),
+                    "seconds": None, "detail": f"{head[0]} {fmt_value(head[0], head[1]['value'])}" if head else ""})
     rank = {n: i for i, n in enumerate(STAGE_ORDER)}
     out.sort(key=lambda s: (rank.get(s["name"].split()[0], len(rank)), str(s.get("started") or "")))
     return out
@@ -305,7 +316,10 @@ def fmt_value(name: str, value: float | None) -> str:
 def collect(found: Found, *, max_examples: int = 5000) -> dict[str, Any]:
     roots = found.roots
     items: list[dict[str, Any]] = []
-    model: dict[str, Any] = {"training": [training_run(d, roots) for d in found.train_runs],
+    runs = [training_run(d, roots) for d in found.train_runs]
+    rank = {n: i for i, n in enumerate(STAGE_ORDER)}
+    runs.sort(key=lambda t: (rank.get(t["stage"], len(rank)), str(t["started"] or ""), t["name"]))
+    model: dict[str, Any] = {"training": runs,
                              "critique": [], "preferences": [], "eval_results": [], "redteam": [],
                              "labelers": [labeler_result(p, roots) for p in found.labeler_results]}
     for p in found.critique_files:

@@ -75,7 +75,7 @@ class _Frame:
         return self.h - self.b - (v - self.y0) / ((self.y1 - self.y0) or 1) * (self.h - self.t - self.b)
 
     def axes(self, title: str, xlabel: str, ylabel: str) -> list[str]:
-        out = [f'<text x="{self.l}" y="15" class="c-title" {FONT} font-weight="600">{_e(title)}</text>']
+        out = [f'<text x="{self.l}" y="15" class="c-title" {FONT} font-weight="600">{_e(title)}</text>'] if title else []
         for v in self.yt:
             y = self.y(v)
             label = _pct(v) if self.pct[1] else fmt_num(v)
@@ -102,11 +102,12 @@ def _svg(width: int, height: int, label: str, body: list[str]) -> str:
             f'aria-label="{_e(label)}" xmlns="http://www.w3.org/2000/svg">' + "".join(body) + "</svg>")
 
 
-def _ema(ys: Sequence[float], weight: float) -> list[float]:
-    out, last = [], None
-    for y in ys:
-        last = y if last is None else weight * last + (1 - weight) * y
-        out.append(last)
+def _smooth(ys: Sequence[float], half: int) -> list[float]:
+    """A centred moving average: unlike an EMA it does not lag behind the curve."""
+    out = []
+    for i in range(len(ys)):
+        window = ys[max(0, i - half): i + half + 1]
+        out.append(sum(window) / len(window))
     return out
 
 
@@ -123,8 +124,8 @@ def _thin(xs: Sequence[float], ys: Sequence[float], limit: int) -> tuple[list[fl
 
 def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *, title: str, xlabel: str = "step",
                ylabel: str = "", width: int = 440, height: int = 220, max_points: int = 400) -> str:
-    """One or more (name, xs, ys) series. Noisy series (30+ points) are drawn faint with an
-    exponential moving average on top, as TensorBoard does."""
+    """One or more (name, xs, ys) series. Long series (30+ points) are drawn faint with a moving
+    average on top, so the trend reads through step-to-step noise."""
     pts = [(n, *_thin(xs, ys, max_points)) for n, xs, ys in series if len(xs)]
     if not pts:
         return ""
@@ -143,7 +144,7 @@ def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *
         body.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.5" '
                     f'stroke-opacity="{0.3 if smooth else 1}"><title>{_e(name)}</title></polyline>')
         if smooth:
-            sm = _ema(ys, 0.8)
+            sm = _smooth(ys, max(2, len(ys) // 25))
             spath = " ".join(f"{f.x(x):.1f},{f.y(y):.1f}" for x, y in zip(xs, sm))
             body.append(f'<polyline points="{spath}" fill="none" stroke="{color}" stroke-width="2">'
                         f'<title>{_e(name)} (smoothed)</title></polyline>')
@@ -156,7 +157,7 @@ def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *
 
 
 def scatter_ci(points: Sequence[dict], *, title: str, xlabel: str, ylabel: str, width: int = 560,
-               height: int = 380) -> str:
+               height: int = 380, show_title: bool = True) -> str:
     """Points {label, x, y, x_ci, y_ci} with their intervals as error bars; axes as percentages
     when every value lies in [0, 1]. Up and to the right is better on both axes."""
     if not points:
@@ -168,8 +169,8 @@ def scatter_ci(points: Sequence[dict], *, title: str, xlabel: str, ylabel: str, 
     xr, yr = pad(min(xs), max(xs)), pad(min(ys), max(ys))
     if unit:
         xr, yr = (max(0.0, xr[0]), min(1.0, xr[1])), (max(0.0, yr[0]), min(1.0, yr[1]))
-    f = _Frame(width, height, xr, yr, left=56, bottom=42, pct=(unit, unit))
-    body = f.axes(title, xlabel, ylabel)
+    f = _Frame(width, height, xr, yr, left=56, bottom=42, top=26 if show_title else 14, pct=(unit, unit))
+    body = f.axes(title if show_title else "", xlabel, ylabel)
     for i, p in enumerate(points):
         color = PALETTE[i % len(PALETTE)]
         cx, cy = f.x(p["x"]), f.y(p["y"])
