@@ -195,3 +195,17 @@ def test_screenshot_flag(report, run_dir, tmp_path):
     summary = build_report(ReportConfig(inputs=(str(run_dir),), output=str(tmp_path / "r.html"),
                                         screenshot=str(tmp_path / "r.png")))
     assert Path(summary["screenshot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_manifest_lists_the_stages(tmp_path):
+    from cai.report.collect import collect
+
+    (tmp_path / "critique").mkdir()
+    rec = critique_records(2, __import__("random").Random(0))
+    (tmp_path / "critique" / "sl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rec))
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "cai-run-manifest", "stages": [
+        {"name": "critique", "status": "done", "seconds": 61.0, "outputs": ["critique/sl.jsonl"], "peak_rss_mb": 900},
+        {"name": "sft", "status": "running", "outputs": {"model": "sft"}}]}))
+    stages = collect(discover([tmp_path]))["stages"]
+    assert [(s["name"], s["status"], s["seconds"]) for s in stages] == [("critique", "done", 61.0), ("sft", "running", None)]
+    assert stages[0]["what"] == "critique/sl.jsonl" and "900 MB" in stages[0]["detail"]
