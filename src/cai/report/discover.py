@@ -32,7 +32,6 @@ class Found:
     critique_files: list[Path] = field(default_factory=list)
     preference_files: list[Path] = field(default_factory=list)
     manifests: list[Path] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
     roots: list[Path] = field(default_factory=list)
 
     def empty(self) -> bool:

@@ -83,7 +83,8 @@
           block(d, head, "judged to comply already" + p + "; not revised", needle, "stop");
           return;
         }
-        block(d, head + " · critique", s.critique, needle, "crit");
+        var judged = typeof s.p_comply === "number" ? " (judged P(complies) " + s.p_comply.toFixed(2) + ")" : "";
+        block(d, head + " · critique" + judged, s.critique, needle, "crit");
         block(d, head + " · revision", s.revision, needle, "rev");
       });
       block(d, it.revised ? "final answer" : "final answer (unchanged)", it.final, needle, "final");
