@@ -10,7 +10,8 @@ import os
 import sys
 
 # Module names under cai.cli, in the order ``cai --help`` lists them.
-COMMANDS = ["models", "generate", "serve", "constitution", "critique", "data", "label", "eval", "run"]
+COMMANDS = ["models", "generate", "serve", "constitution", "critique", "data", "label", "sft", "reward", "dpo",
+            "ppo", "rloo", "eval", "redteam", "compare", "report", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:

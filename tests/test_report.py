@@ -1,0 +1,211 @@
+"""``cai report``: discovery of a run folder, the page's safety (no data text becomes markup),
+and the page itself in headless Chromium: no console errors, sections drawn, filters work."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from html import unescape
+from pathlib import Path
+
+import pytest
+
+from cai.report import ReportConfig, build_report
+from cai.report.discover import discover
+from report_fixture import XSS, critique_records, make_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def report(run_dir) -> Path:
+    build_report(ReportConfig(inputs=(str(run_dir),)))
+    return run_dir / "report.html"
+
+
+def test_discover_finds_every_artefact_once(run_dir):
+    found = discover([run_dir])
+    assert sorted(p.name for p in found.train_runs) == ["ppo", "reward", "sft"]  # not the checkpoint copy
+    assert len(found.eval_results) == 10 and len(found.labeler_results) == 1
+    assert [p.name for p in found.critique_files] == ["sl.jsonl"]
+    assert [p.name for p in found.preference_files] == ["prefs.jsonl"]
+
+
+def test_report_is_self_contained_and_escapes_data(report, tmp_path):
+    html = report.read_text(encoding="utf-8")
+    # Only our two script elements: the JSON blob and the page script. The fixture's
+    # "</script><script>..." text must not have opened a third.
+    assert len(re.findall(r"<script\b", html)) == 2
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing loaded from the network
+    assert "default-src 'none'" in unescape(html)
+    blob = html.split('id="cai-data">', 1)[1].split("</script>", 1)[0]
+    data = json.loads(blob)
+    assert any(XSS in it["prompt"] for it in data["examples"])  # the text survives, as data
+
+    # Data text that the page lays out in markup (a principle id, a model name) is escaped too.
+    rec = critique_records(1, __import__("random").Random(0))[0]
+    rec["steps"][0]["principle_id"] = XSS
+    rec["provenance"]["models"]["policy"] = XSS
+    (tmp_path / "x.jsonl").write_text(json.dumps(rec) + "\n")
+    build_report(ReportConfig(inputs=(str(tmp_path / "x.jsonl"),), output=str(tmp_path / "x.html")))
+    markup = (tmp_path / "x.html").read_text().split('<script type="application/json"')[0]
+    assert "<img src=x" not in markup and "<b>bold</b>" not in markup
+    assert "&lt;img src=x onerror=&#34;window.__pwned=2&#34;&gt;" in markup
+
+
+def test_report_content(run_dir):
+    from cai.report.collect import collect
+
+    model = collect(discover([run_dir]))
+    assert [s["name"] for s in model["stages"]] == ["critique", "sft", "label", "reward", "ppo", "eval", "eval",
+                                                    "eval", "redteam"]
+    assert [t["stage"] for t in model["training"]] == ["sft", "reward", "ppo"]
+    ppo = model["training"][2]
+    assert len(ppo["charts"]) == 4 and len(ppo["more_charts"]) == 1  # loss, reward, kl, length; entropy
+    points = {p["model"]: p for p in model["tradeoff"]["points"]}
+    assert points["hf:runs/x/ppo"]["y"] == pytest.approx(0.78) and points["hf:runs/x/ppo"]["x"] == pytest.approx(0.44)
+    kinds = [it["kind"] for it in model["examples"]]
+    assert kinds.count("redteam") == 12  # only the successful attacks of 24
+    assert kinds.count("revision") == 40 and kinds.count("pair") == 30
+    crit = model["critique"][0]
+    assert {r["principle"] for r in crit["principles"]} == {"harmful-general", "illegal-activity", "honesty"}
+
+
+def test_cli_explicit_files_and_errors(run_dir, tmp_path, capsys):
+    from cai.cli import main
+
+    out = tmp_path / "r.html"
+    rc = main(["report", str(run_dir / "critique" / "sl.jsonl"), str(run_dir / "eval" / "ppo-harmlessness.json"),
+               "-o", str(out)])
+    assert rc == 0 and out.exists()
+    assert "1 eval results" in capsys.readouterr().err
+    bad = tmp_path / "other.json"
+    bad.write_text("{}")
+    assert main(["report", str(bad), "-o", str(out)]) == 2
+    assert "not a cai file" in capsys.readouterr().err
+    assert main(["report", str(run_dir), "-o", str(tmp_path / "missing" / "r.html")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_svg_escapes_labels():
+    from cai.report.svg import bars_ci, line_chart, nice_ticks
+
+    assert nice_ticks(0, 1) == [0, 0.25, 0.5, 0.75, 1.0]
+    chart = line_chart([("<x>", [1, 2], [3, 4])], title="<script>")
+    assert "<script>" not in chart and "&lt;script&gt;" in chart
+    assert "<b>" not in bars_ci([{"label": "<b>", "value": 0.5, "ci": [0.4, 0.6], "n": 10}], title="t")
+
+
+# -- in the browser --------------------------------------------------------------------------------
+
+def _browser():
+    from cai.report.browser import find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("Chromium is missing in CI; .ci/run installs it (apt-get install chromium)")
+        pytest.skip("no Chromium here (apt-get install chromium); CI runs this test")
+    return binary
+
+
+def _count(page) -> int:
+    return int(page.eval("document.getElementById('ex-count').getAttribute('data-matched')"))
+
+
+def test_report_in_chromium(report, run_dir, tmp_path):
+    from cai.report.browser import Page
+
+    binary = _browser()
+    with Page(binary) as page:
+        page.open(report.as_uri())
+        assert page.errors == []
+        assert page.eval("String(window.__pwned)") == "undefined"  # the fixture's script never ran
+        # Key sections, as drawn after the script ran.
+        for sid in ("overview", "training", "evals", "revisions", "preferences", "redteam", "examples"):
+            assert page.eval(f"!!document.getElementById('{sid}')"), sid
+        assert page.eval("document.querySelectorAll('#training svg.chart polyline').length") >= 6
+        assert page.eval("document.querySelectorAll('#evals svg.chart circle').length") == 3  # trade-off points
+        assert page.eval("document.querySelectorAll('ol.stages li').length") == 9
+        assert page.eval("document.querySelectorAll('#ex-list details.ex').length") == 50  # one page of 118
+        assert _count(page) == 118
+        # The XSS prompt shows as literal text in its card.
+        assert page.eval("Array.from(document.querySelectorAll('#ex-list .snip')).some("
+                         "e => e.textContent.includes('<script>window.__pwned=1'))")
+        page.screenshot(tmp_path / "report.png")
+
+        # Filters from the URL hash, as the section links set them.
+        page.eval("location.hash = '#examples?kind=pair&tag=honesty'")
+        page.eval("new Promise(r => setTimeout(r, 50))")
+        assert _count(page) == 10
+        assert page.eval("Array.from(document.querySelectorAll('#ex-list .badge')).every(b => b.textContent === 'pair')")
+        page.eval("location.hash = '#examples?kind=redteam'")
+        page.eval("new Promise(r => setTimeout(r, 50))")
+        assert _count(page) == 12
+
+        # Typing in the search box (debounced), then opening a card builds its body.
+        page.eval("location.hash = '#examples?kind=revision'")
+        page.eval("new Promise(r => setTimeout(r, 50))")
+        page.eval("""(() => { const q = document.getElementById('ex-q'); q.value = 'DOG SICK';
+            q.dispatchEvent(new Event('input')); })()""")
+        page.eval("new Promise(r => setTimeout(r, 400))")
+        n = _count(page)
+        assert n == sum(1 for r in critique_records(40, __import__("random").Random(0))
+                        if "dog sick" in r["prompt"][0]["content"].lower())
+        assert page.eval("document.querySelectorAll('#ex-list mark').length") >= n
+        page.eval("document.querySelector('#ex-list details.ex').open = true")
+        page.eval("new Promise(r => setTimeout(r, 50))")
+        body = page.eval("document.querySelector('#ex-list details.ex .body').textContent")
+        assert "first answer" in body and "critique" in body and "revision" in body
+        assert page.errors == []
+    assert (tmp_path / "report.png").stat().st_size > 20_000
+
+
+def test_thousands_of_examples_page_in_chromium(tmp_path):
+    import random
+
+    from cai.report.browser import Page
+
+    binary = _browser()
+    recs = critique_records(3000, random.Random(1))
+    (tmp_path / "big.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = tmp_path / "big.html"
+    build_report(ReportConfig(inputs=(str(tmp_path / "big.jsonl"),), output=str(out)))
+    with Page(binary) as page:
+        page.open(out.as_uri() + "#examples?page=3")
+        assert page.errors == []
+        assert _count(page) == 3000
+        assert page.eval("document.querySelectorAll('#ex-list details.ex').length") == 50
+        assert page.eval("document.getElementById('ex-page').textContent") == "page 3 of 60"
+        page.eval("document.getElementById('ex-next').click()")
+        assert page.eval("document.getElementById('ex-page').textContent") == "page 4 of 60"
+        assert page.errors == []
+
+
+@pytest.mark.skipif(not shutil.which("true"), reason="posix only")
+def test_screenshot_flag(report, run_dir, tmp_path):
+    _browser()
+    from cai.report import ReportConfig, build_report
+
+    summary = build_report(ReportConfig(inputs=(str(run_dir),), output=str(tmp_path / "r.html"),
+                                        screenshot=str(tmp_path / "r.png")))
+    assert Path(summary["screenshot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_manifest_lists_the_stages(tmp_path):
+    from cai.report.collect import collect
+
+    (tmp_path / "critique").mkdir()
+    rec = critique_records(2, __import__("random").Random(0))
+    (tmp_path / "critique" / "sl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rec))
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "cai-run-manifest", "stages": [
+        {"name": "critique", "status": "done", "seconds": 61.0, "outputs": ["critique/sl.jsonl"], "peak_rss_mb": 900},
+        {"name": "sft", "status": "running", "outputs": {"model": "sft"}}]}))
+    stages = collect(discover([tmp_path]))["stages"]
+    assert [(s["name"], s["status"], s["seconds"]) for s in stages] == [("critique", "done", 61.0), ("sft", "running", None)]
+    assert stages[0]["what"] == "critique/sl.jsonl" and "900 MB" in stages[0]["detail"]
