@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     evals = p.add_subparsers(dest="eval_command", metavar="EVAL")
     _register_labeler(evals)
     _register_graded(evals)
+    _register_loglik_tasks(evals)
+    _register_judged_tasks(evals)
 
 
 def _register_labeler(evals: argparse._SubParsersAction) -> None:
@@ -158,3 +160,110 @@ def _task(args: argparse.Namespace) -> int:
     result = run(config, show_progress=args.progress)
     _print_result(result, write_result(result, config.output))
     return 0
+# -- evals-b: hhh, truthfulqa (log-likelihood), helpfulness, pairwise (judged) ---------------------------
+
+LOGLIK_EPILOG = """examples:
+  cai eval hhh -m smollm2-135m -o results/hhh.json
+  cai eval truthfulqa -m hf:runs/sft -o results/truthfulqa.json --limit 200
+No judge: the model's own log-likelihood of each answer decides. Running the same command again
+resumes from OUT.examples.jsonl."""
+
+JUDGED_EPILOG = """examples:
+  cai eval helpfulness -m hf:runs/rl --baseline smollm2-135m --judge smollm2-135m -o results/help.json
+  cai eval helpfulness -m hf:runs/rl --baseline hf:runs/sft --turns 2 --limit 40
+  cai eval pairwise -m smollm2-135m -m hf:runs/sft -m hf:runs/rl --judge smollm2-135m -o results/elo.json
+The judge labels each pair as `cai label` does (-c, --principles, --few-shot, --cot, --no-swap mean the
+same), in both orders unless --no-swap. Running the same command again resumes."""
+
+
+def _register_loglik_tasks(evals: argparse._SubParsersAction) -> None:
+    from cai.config import add_stage_arguments
+    from cai.evals.tasks.hhh import HHHConfig
+    from cai.evals.tasks.truthfulqa import TruthfulQAConfig
+
+    p = evals.add_parser(
+        "hhh", help="BIG-bench HHH: does the model's log-likelihood prefer the better reply (per category)",
+        description="Scores both replies of every BIG-bench HHH comparison as the assistant's turn with the model's "
+        "own log-likelihood (summed, and per byte) and reports how often the preferred reply wins, per category, "
+        "with 95% bootstrap intervals.", epilog=LOGLIK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_stage_arguments(p, HHHConfig)
+    p.set_defaults(func=_hhh)
+    p = evals.add_parser(
+        "truthfulqa", help="TruthfulQA MC1 and MC2 by the model's log-likelihood",
+        description="Scores every TruthfulQA answer as the assistant's reply to the question and reports MC1 (the "
+        "best answer beats all incorrect ones) and MC2 (probability mass on correct answers), with 95% bootstrap "
+        "intervals.", epilog=LOGLIK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_stage_arguments(p, TruthfulQAConfig)
+    p.set_defaults(func=_truthfulqa)
+
+
+def _register_judged_tasks(evals: argparse._SubParsersAction) -> None:
+    from cai.config import add_stage_arguments
+    from cai.evals.tasks.helpfulness import HelpfulnessConfig
+    from cai.evals.tasks.pairwise import PairwiseConfig
+
+    p = evals.add_parser(
+        "helpfulness", help="MT-Bench: win rate against a baseline model, judged pairwise in both orders",
+        description="Both models answer the MT-Bench questions (first turn, or both with --turns 2); a judge model "
+        "compares each pair of answers in both orders by scoring (A)/(B), as `cai label` does, and the win rate "
+        "(ties count half) is reported with a 95% bootstrap interval, per category.",
+        epilog=JUDGED_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_stage_arguments(p, HelpfulnessConfig)
+    p.set_defaults(func=_helpfulness)
+    p = evals.add_parser(
+        "pairwise", help="Elo scores of any number of models from judged pairwise comparisons",
+        description="Every model answers the same prompts; a judge compares every pair of models on every prompt "
+        "(both orders); a Bradley-Terry fit turns the comparisons into Elo scores, with 95% intervals from a "
+        "bootstrap over prompts. How the CAI paper compares snapshots.",
+        epilog=JUDGED_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--model", dest="models", action="append", default=argparse.SUPPRESS, metavar="MODEL",
+                   help="a model to compare; repeat for each (at least two)")
+    add_stage_arguments(p, PairwiseConfig, skip=("models", "model"))
+    p.set_defaults(func=_pairwise)
+
+
+def _finish(result, output: str, task: str) -> int:
+    import sys
+
+    from rich.console import Console
+
+    from cai.evals.compare import metrics_table
+    from cai.evals.results import write_result
+    from cai.evals.tasks.itemrun import result_path
+
+    out = write_result(result, result_path(output, task))
+    Console(width=None if sys.stdout.isatty() else 140).print(metrics_table([result]))
+    print(f"wrote {out} (per-item records: {out.parent / result.examples})", file=sys.stderr)
+    return 0
+
+
+def _hhh(args: argparse.Namespace) -> int:
+    from cai.config import stage_config
+    from cai.evals.tasks.hhh import HHHConfig, evaluate_hhh
+
+    config = stage_config(HHHConfig, args)
+    return _finish(evaluate_hhh(config, show_progress=args.progress), config.output, "hhh")
+
+
+def _truthfulqa(args: argparse.Namespace) -> int:
+    from cai.config import stage_config
+    from cai.evals.tasks.truthfulqa import TruthfulQAConfig, evaluate_truthfulqa
+
+    config = stage_config(TruthfulQAConfig, args)
+    return _finish(evaluate_truthfulqa(config, show_progress=args.progress), config.output, "truthfulqa")
+
+
+def _helpfulness(args: argparse.Namespace) -> int:
+    from cai.config import stage_config
+    from cai.evals.tasks.helpfulness import HelpfulnessConfig, evaluate_helpfulness
+
+    config = stage_config(HelpfulnessConfig, args)
+    return _finish(evaluate_helpfulness(config, show_progress=args.progress), config.output, "helpfulness")
+
+
+def _pairwise(args: argparse.Namespace) -> int:
+    from cai.config import stage_config
+    from cai.evals.tasks.pairwise import PairwiseConfig, evaluate_pairwise
+
+    config = stage_config(PairwiseConfig, args)
+    return _finish(evaluate_pairwise(config, show_progress=args.progress), config.output, "pairwise")

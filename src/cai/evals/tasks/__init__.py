@@ -1,1 +1,2 @@
-"""Evaluation tasks: each answers a prompt set with the model under test and scores the answers."""
+"""``cai eval TASK``: one module per evaluation task, each writing the shared result shape
+(:mod:`cai.evals.results`) plus per-item records beside it."""

@@ -1,0 +1,119 @@
+"""What every per-item evaluation task shares: the options every task has (model, output, limit,
+seed, batch size, bootstrap), where its per-item records go, and a resumable loop over items.
+
+Records go to ``OUT.examples.jsonl`` beside ``OUT.json`` through :class:`cai.store.RecordStore`,
+one batch at a time, so a killed eval resumes where it stopped. Every record carries the run's
+``fingerprint`` (task, model and whatever changes the numbers); resuming a file made with another
+fingerprint is refused rather than mixing two runs into one result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from cai.config import option
+from cai.errors import CAIError
+from cai.store import RecordStore
+
+
+@dataclass
+class TaskCommon:
+    """Options shared by the per-item eval tasks (hhh, truthfulqa, helpfulness, pairwise)."""
+
+    model: str = option("smollm2-135m", help="the model evaluated", flags=("-m", "--model"))
+    output: str = option("", help="where to write the JSON result (default: eval_TASK.json); per-item records go "
+                         "beside it as OUT.examples.jsonl, and running the same command again resumes from them",
+                         flags=("-o", "--output"))
+    limit: int | None = option(None, help="evaluate a seeded random subset of N items")
+    seed: int = option(0, help="seed for the subset, sampling and bootstrap")
+    batch_size: int = option(64, help="items per backend call (and per write of the records file)")
+    bootstrap: int = option(2000, help="bootstrap resamples for the 95 percent intervals")
+
+    def check_common(self) -> None:
+        if self.batch_size < 1:
+            raise CAIError("--batch-size must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise CAIError(f"--limit must be a positive number, got {self.limit}")
+        if self.bootstrap < 1:
+            raise CAIError("--bootstrap must be at least 1")
+
+
+def result_path(output: str, task: str) -> Path:
+    """The result file; refused before any model work if it cannot be written there."""
+    p = Path(output or f"eval_{task}.json")
+    if p.is_dir():
+        raise CAIError(f"-o {p}: is a folder; pass a file name such as {p / ('eval_' + task + '.json')}")
+    if p.suffix != ".json":
+        raise CAIError(f"-o {p}: the result is a JSON file; use a name ending in .json")
+    parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise CAIError(f"-o {p}: {parent} is not a folder")
+    return p
+
+
+def examples_path(result: str | Path) -> Path:
+    """``results.json`` -> ``results.examples.jsonl``."""
+    p = Path(result)
+    return p.with_name(p.name[: -len(".json")] + ".examples.jsonl" if p.name.endswith(".json") else p.name + ".examples.jsonl")
+
+
+def open_store(result: str | Path, fingerprint: dict[str, Any]) -> RecordStore:
+    store = RecordStore(examples_path(result))
+    first = next(iter(store), None)
+    if first is not None and first.get("fingerprint") != fingerprint:
+        old = first.get("fingerprint") or {}
+        diffs = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+        raise CAIError(f"{store.path} holds a run with a different {', '.join(diffs) or 'setup'}; resume with the "
+                       "same settings, or write to a new -o file (or delete that file to start over)")
+    return store
+
+
+def run_items(store: RecordStore, items: Sequence[Any], key: Callable[[Any], str],
+              work: Callable[[list[Any]], list[dict[str, Any]]], *, batch_size: int, fingerprint: dict[str, Any],
+              desc: str, show_progress: bool | None = None) -> list[dict[str, Any]]:
+    """Run ``work`` on the items not yet in ``store``, a batch at a time, appending its records
+    (each with an ``id``) as soon as a batch is done; return the stored records of ``items``,
+    in their order."""
+    from cai.progress import batched, progress
+
+    todo = store.todo(items, key=key)
+    with progress(len(items), desc, unit="item", initial=len(items) - len(todo), enabled=show_progress) as bar:
+        for batch in batched(todo, batch_size):
+            records = work(batch)
+            for r in records:
+                r["fingerprint"] = fingerprint
+            store.append(records)
+            bar.update(len(batch))
+    wanted = {str(key(it)) for it in items}
+    by_id = {str(r["id"]): r for r in store if str(r["id"]) in wanted}
+    return [by_id[str(key(it))] for it in items if str(key(it)) in by_id]
+
+
+def seeded_subset(items: list[Any], limit: int | None, seed: int) -> list[Any]:
+    """A seeded random subset of ``limit`` items, kept in their original order."""
+    import random
+
+    if limit is None or limit >= len(items):
+        return items
+    keep = set(random.Random(seed).sample(range(len(items)), limit))
+    return [it for k, it in enumerate(items) if k in keep]
+
+
+def credit(better: float, worse: float) -> float:
+    """1 when the right option scores higher, 0 when lower, 0.5 for an exact tie."""
+    return 1.0 if better > worse else 0.0 if better < worse else 0.5
+
+
+def mean_ci(values: Sequence[float], *, help: str = "", seed: int = 0, n_resamples: int = 2000,
+            higher_is_better: bool | None = True) -> Any:
+    """:func:`cai.evals.results.mean_metric` with the run's number of bootstrap resamples."""
+    from cai.evals.metrics import bootstrap_ci
+    from cai.evals.results import Metric
+
+    vals = [float(v) for v in values]
+    if not vals:
+        return Metric(float("nan"), None, 0, higher_is_better, help)
+    return Metric(sum(vals) / len(vals), bootstrap_ci(vals, n_resamples=n_resamples, seed=seed), len(vals),
+                  higher_is_better, help)
