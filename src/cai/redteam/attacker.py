@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from cai.redteam.behaviors import Behavior
 from cai.types import Conversation, SamplingParams
 
-_NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•]|request\s*:)\s*", re.IGNORECASE)
+_NUMBERING = re.compile(r"^\s*(?:(?:\d+[.)]|[-*•]|request\s*:)\s*)+", re.IGNORECASE)
 
 
 def _seed(*parts: Any) -> int:
