@@ -39,6 +39,8 @@ def _run(args: argparse.Namespace) -> int:
     config = stage_config(DPORunConfig, args)
     summary = run_dpo(config, show_progress=args.progress)
     print_summary(summary)
-    if not summary.get("already_done"):
+    from cai.train.rundir import is_main_process
+
+    if not summary.get("already_done") and is_main_process():
         print(f"mean label noise eps over the pairs: {summary['mean_epsilon']:.3f}", file=sys.stderr)
     return 0

@@ -127,10 +127,9 @@ def _trainer_class():
 
 def build_dpo_trainer(config: DPORunConfig, examples: list[dict[str, Any]], run_dir: Any, base_path: str,
                       *, show_progress: bool | None = None):
-    from datasets import Dataset
     from trl import DPOConfig
 
-    from cai.train.model_io import load_model, load_tokenizer, lora_config, trainer_args
+    from cai.train.model_io import load_model, load_tokenizer, lora_config, shared_dataset, trainer_args
 
     args = DPOConfig(
         **trainer_args(config, run_dir, show_progress=show_progress),
@@ -145,7 +144,7 @@ def build_dpo_trainer(config: DPORunConfig, examples: list[dict[str, Any]], run_
     return cls(
         model=load_model(base_path),
         args=args,
-        train_dataset=Dataset.from_list(examples),
+        train_dataset=shared_dataset(examples, args, run_dir),
         processing_class=load_tokenizer(base_path),
         peft_config=lora_config(config),
         callbacks=[run_dir.callback()],

@@ -102,6 +102,8 @@ def trainer_args(config: Any, run_dir: Any, *, show_progress: bool | None) -> di
         disable_tqdm=not show_progress,
         dataloader_num_workers=0,
         gradient_checkpointing=False,
+        # Every parameter gets a gradient in a causal LM; the search for unused ones costs a graph walk per step.
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -127,3 +129,16 @@ def final_metrics(train_output: Any, trainer: Any) -> dict[str, Any]:
     m = {k: v for k, v in (train_output.metrics or {}).items() if isinstance(v, (int, float))}
     m["global_step"] = trainer.state.global_step
     return m
+
+
+def shared_dataset(examples: list[dict[str, Any]], args: Any, run_dir: Any):
+    """The examples as an on-disk dataset under DIR/checkpoints/, so every process of a multi-process
+    run shares one set of cache files (TRL's tokenising and reference log-prob caches are written by
+    the main process and read by the others; an in-memory dataset gives each process its own)."""
+    from datasets import Dataset, load_from_disk
+
+    path = run_dir.checkpoints / "dataset"
+    with args.main_process_first(desc="writing the training set"):
+        if args.process_index == 0:
+            Dataset.from_list(examples).save_to_disk(str(path))
+        return load_from_disk(str(path))

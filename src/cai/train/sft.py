@@ -41,10 +41,9 @@ class SFTRunConfig(TrainCommon):
 def build_sft_trainer(config: SFTRunConfig, examples: list[dict[str, Any]], run_dir: Any, base_path: str,
                       *, show_progress: bool | None = None):
     """TRL's SFTTrainer set up the cai way (used by the command, the tests and the bench)."""
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from cai.train.model_io import load_model, load_tokenizer, lora_config, trainer_args
+    from cai.train.model_io import load_model, load_tokenizer, lora_config, shared_dataset, trainer_args
 
     args = SFTConfig(
         **trainer_args(config, run_dir, show_progress=show_progress),
@@ -55,7 +54,7 @@ def build_sft_trainer(config: SFTRunConfig, examples: list[dict[str, Any]], run_
     return SFTTrainer(
         model=load_model(base_path),
         args=args,
-        train_dataset=Dataset.from_list(examples),
+        train_dataset=shared_dataset(examples, args, run_dir),
         processing_class=load_tokenizer(base_path),
         peft_config=lora_config(config),
         callbacks=[run_dir.callback()],
