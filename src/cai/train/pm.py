@@ -1,0 +1,144 @@
+"""A trained preference model (PM): load a ``cai reward`` folder and score answers with it.
+
+This is the stable API that the RL trainers (through :func:`cai.train.rewards.load_reward`) and the
+``pm`` grader of the evals use::
+
+    from cai.train.pm import PreferenceModel, is_pm_folder
+
+    pm = PreferenceModel.load("runs/pm")                 # a `cai reward` output folder
+    pm.score([[{"role": "user", "content": "Hi"}]], ["Hello! How can I help?"])   # -> [0.83]
+
+A score is the scalar the PM puts on (conversation, answer); only differences between scores of
+answers to the same prompt mean anything (Bradley-Terry: P(a better than b) = sigmoid(s_a - s_b)).
+
+Formatting is shared with training through :func:`encode`: the prompt conversation plus the
+answer as one assistant turn, rendered with the model's chat template, left-truncated to
+``max_length`` tokens so that the end of the answer, where the score is read, always survives.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from cai.errors import CAIError
+from cai.types import Conversation
+
+RUN_FILE = "cai_run.json"
+
+
+def encode(tokenizer: Any, prompt: Conversation, completion: str, max_length: int | None = None) -> list[int]:
+    """Token ids of ``prompt`` + ``completion`` (one assistant turn) through the chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise CAIError(f"{getattr(tokenizer, 'name_or_path', 'the model')}: its tokenizer has no chat template; "
+                       "a preference model needs one (use an instruct model or add a template)")
+    messages = list(prompt) + [{"role": "assistant", "content": completion}]
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    ids = list(ids)
+    if max_length is not None and len(ids) > max_length:
+        ids = ids[-max_length:]
+    return ids
+
+
+def _config(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_pm_folder(path: str | Path) -> bool:
+    """True when ``path`` is a folder holding a one-score sequence-classification model (a PM),
+    merged or as a LoRA adapter written by ``cai reward --lora --keep-adapter``."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    run = _run_record(p)
+    if run is not None and run.get("stage") == "reward":
+        return True
+    cfg = _config(p)
+    if cfg is None:
+        return False
+    archs = cfg.get("architectures") or []
+    one_label = len(cfg.get("id2label") or {"0": 0}) == 1 or cfg.get("num_labels") == 1
+    return any(a.endswith("ForSequenceClassification") for a in archs) and one_label
+
+
+def _run_record(p: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((p / RUN_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+class PreferenceModel:
+    """A PM ready to score. Build it with :meth:`load`; call :meth:`score` (or the object itself,
+    which makes it a reward callable ``reward(prompts, completions) -> list[float]``)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 1024, batch_size: int = 8,
+                 path: str | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.path = path
+        self.__name__ = f"pm:{Path(path).name}" if path else "pm"  # TRL logs reward callables by name
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None, dtype: str | None = None,
+             batch_size: int = 8, max_length: int | None = None) -> "PreferenceModel":
+        """Load a ``cai reward`` folder. ``max_length`` defaults to the one it was trained with."""
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        p = Path(str(path).removeprefix("hf:")).expanduser()
+        if not is_pm_folder(p):
+            raise CAIError(f"{p}: not a preference model folder (no one-score sequence-classification model "
+                           "in it); train one with `cai reward -m MODEL --data prefs.jsonl -o DIR`")
+        run = _run_record(p) or {}
+        trained_len = (run.get("config") or {}).get("max_length")
+        torch_dtype = getattr(torch, dtype) if dtype else torch.float32
+        if (p / "adapter_config.json").is_file():
+            from peft import AutoPeftModelForSequenceClassification
+
+            model = AutoPeftModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=torch_dtype)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(p))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model.to(device).eval()
+        return cls(model, tokenizer, max_length=max_length or trained_len or 1024, batch_size=batch_size, path=str(p))
+
+    def score(self, prompts: Sequence[Conversation], completions: Sequence[str]) -> list[float]:
+        """One score per (prompt conversation, answer), in order; batched by ``batch_size``."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(completions)} completions")
+        ids = [encode(self.tokenizer, p, c, self.max_length) for p, c in zip(prompts, completions)]
+        # Sorting by length keeps padding (wasted compute) low within each batch.
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = [0.0] * len(ids)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            for i, s in zip(chunk, self.score_ids([ids[i] for i in chunk])):
+                out[i] = s
+        return out
+
+    def __call__(self, prompts: Sequence[Conversation], completions: Sequence[str], **_: Any) -> list[float]:
+        return self.score(prompts, completions)
+
+    def score_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        """Scores of already encoded sequences (one forward pass, right-padded)."""
+        import torch
+
+        width = max(len(x) for x in batch)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([list(x) + [pad] * (width - len(x)) for x in batch])
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in batch])
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+        return [float(v) for v in logits[:, 0].float().cpu()]

@@ -1,0 +1,134 @@
+"""``cai reward score``: score a file's answers with a trained PM.
+
+* On a ``cai critique`` file it scores the first answer and the answer after every revision round
+  (an empty or skipped revision keeps the previous answer, as the critique engine does) and
+  reports the mean PM score per round with a bootstrap 95% CI, plus the paired change from the
+  first answer: whether each round makes answers more preferred (CAI paper, Figure 5).
+* On a preference file it scores both sides and reports how often the PM agrees with the label.
+* On a ``messages`` or ``prompt``/``completion`` file it scores the final answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from cai.config import option
+from cai.errors import CAIError
+
+
+@dataclass
+class RewardScoreConfig:
+    model: str | None = option(None, help="the PM folder (`cai reward` output)", flags=("-m", "--model"))
+    data: str | None = option(None, help="file to score: `cai critique` output, a preference file, or "
+                              "messages / prompt+completion JSONL")
+    output: str | None = option(None, help="also write one JSONL record of scores per input record",
+                                flags=("-o", "--output"))
+    limit: int | None = option(None, help="score at most the first N records")
+    batch_size: int = option(8, help="sequences per forward pass")
+    seed: int = option(0, help="seed of the bootstrap CIs")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+
+
+def round_answers(record: dict[str, Any]) -> list[str]:
+    """The answer before any round, then after each round of a critique record."""
+    answers = [record.get("initial") or ""]
+    for step in record.get("steps") or []:
+        rev = step.get("revision")
+        answers.append(rev if rev and not step.get("stopped") else answers[-1])
+    return answers
+
+
+def _mean_ci(values: Sequence[float], seed: int) -> dict[str, Any]:
+    from cai.evals.metrics import bootstrap_ci
+
+    lo, hi = bootstrap_ci(values, seed=seed)
+    return {"mean": sum(values) / len(values), "ci95": [lo, hi], "n": len(values)}
+
+
+def score_critique(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) -> tuple[dict[str, Any], list[dict]]:
+    per = [round_answers(r) for r in records]
+    rounds = max(len(a) for a in per)
+    per = [a + [a[-1]] * (rounds - len(a)) for a in per]  # an early-stopped record keeps its last answer
+    prompts = [r["prompt"] for r in records for _ in range(rounds)]
+    flat = pm.score(prompts, [x for a in per for x in a])
+    scores = [flat[i * rounds:(i + 1) * rounds] for i in range(len(records))]
+    table = []
+    for k in range(rounds):
+        row = {"round": k, **_mean_ci([s[k] for s in scores], seed)}
+        if k:
+            row["change"] = _mean_ci([s[k] - s[0] for s in scores], seed)
+        table.append(row)
+    rows = [{"id": r.get("id"), "scores": s} for r, s in zip(records, scores)]
+    return {"kind": "critique", "rounds": table}, rows
+
+
+def score_pairs(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) -> tuple[dict[str, Any], list[dict]]:
+    from cai.train.prefdata import record_pair
+
+    pairs = [record_pair(r, f"record {n}") for n, r in enumerate(records, 1)]
+    chosen = pm.score([p.prompt for p in pairs], [p.chosen for p in pairs])
+    rejected = pm.score([p.prompt for p in pairs], [p.rejected for p in pairs])
+    agree = [1.0 if (c > r) == (p.p_chosen >= 0.5) else 0.0 for p, c, r in zip(pairs, chosen, rejected)]
+    summary = {"kind": "preference", "chosen": _mean_ci(chosen, seed), "rejected": _mean_ci(rejected, seed),
+               "agreement": _mean_ci(agree, seed)}
+    rows = [{"id": rec.get("id"), "chosen": c, "rejected": r} for rec, c, r in zip(records, chosen, rejected)]
+    return summary, rows
+
+
+def score_answers(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) -> tuple[dict[str, Any], list[dict]]:
+    prompts, answers = [], []
+    for n, r in enumerate(records, 1):
+        msgs = r.get("messages")
+        if isinstance(msgs, list) and msgs and msgs[-1].get("role") == "assistant":
+            prompts.append(msgs[:-1])
+            answers.append(msgs[-1]["content"])
+        elif "prompt" in r and "completion" in r:
+            p, c = r["prompt"], r["completion"]
+            prompts.append(p if isinstance(p, list) else [{"role": "user", "content": str(p)}])
+            answers.append(c[-1]["content"] if isinstance(c, list) else str(c))
+        else:
+            raise CAIError(f"record {n}: nothing to score; expected a critique record (initial/steps), a preference "
+                           "pair, messages ending with an assistant turn, or prompt/completion")
+    scores = pm.score(prompts, answers)
+    return ({"kind": "answers", "score": _mean_ci(scores, seed)},
+            [{"id": r.get("id"), "score": s} for r, s in zip(records, scores)])
+
+
+def score_file(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) -> tuple[dict[str, Any], list[dict]]:
+    first = records[0]
+    if "initial" in first and "steps" in first and "prompt" in first:
+        return score_critique(pm, records, seed)
+    if "chosen" in first and "rejected" in first:
+        return score_pairs(pm, records, seed)
+    return score_answers(pm, records, seed)
+
+
+def run_score(config: RewardScoreConfig) -> dict[str, Any]:
+    from pathlib import Path
+
+    from cai.store import read_records
+    from cai.train.pm import PreferenceModel
+
+    if not config.model or not config.data:
+        raise CAIError("cai reward score needs -m PM_FOLDER and --data FILE")
+    if not Path(config.data).is_file():
+        raise CAIError(f"--data {config.data}: file not found")
+    records = read_records(config.data)[: config.limit]
+    if not records:
+        raise CAIError(f"--data {config.data}: no records in it")
+    pm = PreferenceModel.load(config.model, batch_size=config.batch_size)
+    summary, rows = score_file(pm, records, config.seed)
+    summary.update(model=config.model, data=config.data, records=len(records))
+    if config.output:
+        import json
+
+        with open(config.output, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    return summary
