@@ -136,3 +136,21 @@ def test_killed_run_resumes_and_finishes(tmp_path):
     ids = [json.loads(line)["id"] for line in lines]
     assert len(ids) == len(set(ids)) == 6
     assert {s["status"] for s in _manifest(run_dir)["steps"].values()} == {"done"}
+
+
+def test_eval_and_report_steps_write_their_files(tmp_path):
+    spec = yaml.safe_load(_spec(tmp_path).read_text())
+    spec["stages"] = ["critique", "eval", "report"]
+    spec["eval"] = {"tasks": ["harmlessness", "over-refusal"], "limit": 4, "batch_size": 4}
+    spec["report"] = {}
+    path = tmp_path / "run2.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "-o", str(run_dir)]) == 0
+    m = _manifest(run_dir)
+    assert list(m["steps"]) == ["critique", "eval-harmlessness", "eval-over-refusal", "report"]
+    harm = json.loads(Path(m["steps"]["eval-harmlessness"]["outputs"]["output"]).read_text())
+    assert harm["kind"] == "cai-eval-result" and harm["model"] == "mock:" and harm["metrics"]
+    assert m["steps"]["eval-harmlessness"]["summary"]["task"] == "harmlessness"
+    report = Path(m["steps"]["report"]["outputs"]["output"])
+    assert report.stat().st_size > 10_000 and "harmlessness" in report.read_text()

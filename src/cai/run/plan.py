@@ -122,6 +122,17 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
     sl_data, sl_step = None, None
 
     def add(step: Step) -> Step:
+        # A section may name an earlier step's output itself ("@critique/critique.jsonl"): it reads it.
+        names = {s.name for s in steps}
+        for value in step.config.values():
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(v, str) and v.startswith("@"):
+                    ref = v[1:].partition("/")[0]
+                    if ref not in names:
+                        raise CAIError(f"{where}: {step.stage} refers to {v}, but no earlier step is called {ref!r}; "
+                                       f"earlier steps: {', '.join(names) or 'none'}")
+                    if ref not in step.reads:
+                        step.reads.append(ref)
         steps.append(step)
         return step
 
@@ -144,6 +155,8 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
         label = None
         if "label" in wanted:
             cfg = {**common, "policy": policy, **_section(spec, "label"), "output": "prefs.jsonl"}
+            if cfg.get("pairs") == "revision" and not cfg.get("prompts") and sl_step:
+                cfg["prompts"] = f"@{sl_step}/{sl_data}"  # revision pairs come from this run's critique file
             label = add(Step(f"label-{r}", "label", cfg, reads, "prefs.jsonl"))
         reward = None
         if "reward" in wanted and rl != "dpo":

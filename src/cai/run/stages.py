@@ -20,10 +20,21 @@ from cai.errors import CAIError
 # summary dict (JSON-friendly), and resumes when its output already holds part of the work.
 STAGES: dict[str, tuple[str, str]] = {
     "critique": ("cai.critique.engine:CritiqueConfig", "cai.critique.engine:run_critique"),
+    "sft": ("cai.train.sft:SFTRunConfig", "cai.train.sft:run_sft"),
     "label": ("cai.label.engine:LabelConfig", "cai.label.engine:run_label"),
+    "reward": ("cai.train.reward:RewardTrainConfig", "cai.train.reward:run_reward"),
+    "dpo": ("cai.train.dpo:DPORunConfig", "cai.train.dpo:run_dpo"),
+    "report": ("cai.report:ReportConfig", "cai.report:build_report"),
 }
-# eval task -> ("module:ConfigClass", "module:function"), filled as the eval tasks register.
-EVAL_TASKS: dict[str, tuple[str, str]] = {}
+# eval task -> ("module:ConfigClass", "module:function"); the function returns an EvalResult,
+# which the step writes to the config's output, as `cai eval TASK -o` does.
+EVAL_TASKS: dict[str, tuple[str, str]] = {
+    "harmlessness": ("cai.evals.tasks.harmlessness:HarmlessnessConfig", "cai.evals.tasks.harmlessness:evaluate_harmlessness"),
+    "over-refusal": ("cai.evals.tasks.over_refusal:OverRefusalConfig", "cai.evals.tasks.over_refusal:evaluate_over_refusal"),
+    "hhh": ("cai.evals.tasks.hhh:HHHConfig", "cai.evals.tasks.hhh:evaluate_hhh"),
+    "truthfulqa": ("cai.evals.tasks.truthfulqa:TruthfulQAConfig", "cai.evals.tasks.truthfulqa:evaluate_truthfulqa"),
+    "helpfulness": ("cai.evals.tasks.helpfulness:HelpfulnessConfig", "cai.evals.tasks.helpfulness:evaluate_helpfulness"),
+}
 
 
 def _load(ref: str) -> Any:
@@ -57,6 +68,11 @@ def build_stage_config(stage: str, config: dict[str, Any], *, where: str) -> tup
 def run_step(stage: str, config: dict[str, Any], *, where: str) -> dict[str, Any]:
     cfg, fn = build_stage_config(stage, config, where=where)
     summary = fn(cfg)
+    if hasattr(summary, "metrics") and hasattr(summary, "to_json"):  # an EvalResult
+        from cai.evals.results import write_result
+
+        write_result(summary, cfg.output)
+        return {"task": summary.task, "metrics": {k: m.to_json() for k, m in summary.metrics.items()}}
     return summary if isinstance(summary, dict) else {}
 
 
