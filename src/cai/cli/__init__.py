@@ -9,7 +9,8 @@ import os
 import sys
 
 # Module names under cai.cli, in the order ``cai --help`` lists them.
-COMMANDS = ["models", "generate", "serve", "constitution", "critique", "data", "label", "eval", "reward", "rloo"]
+COMMANDS = ["models", "generate", "serve", "constitution", "critique", "data", "label", "sft", "reward", "dpo", "rloo",
+            "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,144 @@
+"""What SFT and DPO share around TRL's trainers: the base model and its precision, the LoRA config,
+the Trainer arguments every cai trainer sets the same way, and the final Hugging Face folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cai.errors import CAIError
+
+
+def model_path(spec: str) -> str:
+    """A local folder (or hub id) for a model argument: an alias, ``hf:PATH``, ``vllm:PATH`` or a folder."""
+    from cai.models import resolve
+
+    for prefix in ("hf:", "vllm:"):
+        if spec.startswith(prefix):
+            spec = spec[len(prefix):]
+    if spec.startswith(("openai:", "mock:")):
+        raise CAIError(f"-m {spec}: training needs local weights; pass an alias, hf:PATH or a model folder")
+    return resolve(spec)
+
+
+def use_bf16(flag: bool | None) -> bool:
+    """``--bf16/--no-bf16``, or by default: bf16 where the GPU supports it or the CPU has AMX / AVX512-BF16
+    (the same test the hf backend uses); elsewhere bf16 is emulated and slower than fp32."""
+    if flag is not None:
+        return flag
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    from cai.backends.hf import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
+def stored_dtype(path: str) -> str | None:
+    """The dtype the base checkpoint was saved in, so the trained folder is saved the same way."""
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return cfg.get("dtype") or cfg.get("torch_dtype")
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if not getattr(tok, "chat_template", None):
+        raise CAIError(f"{path}: the tokenizer has no chat template; cai trains chat models (pass an instruct model)")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str):
+    """Full-precision master weights; bf16 training runs under autocast."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+def lora_config(config: Any):
+    if not config.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+
+
+def trainer_args(config: Any, run_dir: Any, *, show_progress: bool | None) -> dict[str, Any]:
+    """TrainingArguments fields every cai trainer sets from :class:`cai.train.common.TrainCommon`."""
+    import torch
+
+    if show_progress is None:
+        show_progress = sys.stderr.isatty()
+    return dict(
+        use_cpu=not torch.cuda.is_available(),
+        output_dir=str(run_dir.checkpoints),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.lr,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        max_length=config.max_length,
+        bf16=use_bf16(config.bf16),
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        # One complete checkpoint is enough to resume; transformers deletes the older one only after the
+        # newer one is fully written.
+        save_total_limit=1,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        disable_tqdm=not show_progress,
+        dataloader_num_workers=0,
+        gradient_checkpointing=False,
+        # Every parameter gets a gradient in a causal LM; the search for unused ones costs a graph walk per step.
+        ddp_find_unused_parameters=False,
+    )
+
+
+def save_final(trainer: Any, config: Any, out: Path, base_path: str) -> None:
+    """The trained weights as a Hugging Face folder in ``out``: LoRA merged unless --keep-adapter,
+    in the dtype the base checkpoint was stored in, with the tokenizer and its chat template."""
+    import torch
+
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if config.lora and not config.keep_adapter:
+            model = model.merge_and_unload()
+        dtype = stored_dtype(base_path)
+        if dtype in ("bfloat16", "float16"):
+            model = model.to(getattr(torch, dtype))
+        model.save_pretrained(out, safe_serialization=True)
+        trainer.processing_class.save_pretrained(out)
+    trainer.accelerator.wait_for_everyone()
+
+
+def final_metrics(train_output: Any, trainer: Any) -> dict[str, Any]:
+    m = {k: v for k, v in (train_output.metrics or {}).items() if isinstance(v, (int, float))}
+    m["global_step"] = trainer.state.global_step
+    return m
+
+
+def shared_dataset(examples: list[dict[str, Any]], args: Any, run_dir: Any):
+    """The examples as an on-disk dataset under DIR/checkpoints/, so every process of a multi-process
+    run shares one set of cache files (TRL's tokenising and reference log-prob caches are written by
+    the main process and read by the others; an in-memory dataset gives each process its own)."""
+    from datasets import Dataset, load_from_disk
+
+    path = run_dir.checkpoints / "dataset"
+    with args.main_process_first(desc="writing the training set"):
+        if args.process_index == 0:
+            Dataset.from_list(examples).save_to_disk(str(path))
+        return load_from_disk(str(path))

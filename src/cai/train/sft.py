@@ -1,0 +1,86 @@
+"""``cai sft``: supervised fine-tuning on SL-CAI revisions (and any chat data mixed in), with TRL's
+SFTTrainer.
+
+Every example is a conversational prompt/completion pair (see :mod:`cai.train.data`), and TRL's
+``completion_only_loss`` masks the prompt tokens out of the labels, so the loss is the paper's
+L_SL = −Σ log p(y_revised | x): only the assistant's final answer is trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cai.config import option, to_dict
+from cai.errors import CAIError
+from cai.train.common import TrainCommon
+
+
+@dataclass
+class SFTRunConfig(TrainCommon):
+    model: str = option("smollm2-135m", help="base model to fine-tune: an alias, hf:PATH or a model folder",
+                        flags=("-m", "--model"))
+    data: list[str] = option([], help="training file FILE or FILE:WEIGHT (repeatable): cai critique output, "
+                             "cai generate output, messages or prompt/completion JSONL; WEIGHT 0.5 uses a random "
+                             "half of the file, 2 uses it twice")
+    packing: bool = option(False, help="pack several examples into each max-length sequence (fewer pad tokens, "
+                           "faster on short examples)")
+
+    def __post_init__(self) -> None:
+        self.check_common()
+        self.data = list(self.data or [])
+
+    def check(self) -> None:
+        if not self.output:
+            raise CAIError("no output folder; pass -o DIR (running the same command again resumes it)")
+        if not self.data:
+            raise CAIError("no training data; pass --data FILE.jsonl (repeat it to mix files, FILE:0.5 to weight one)")
+
+
+def build_sft_trainer(config: SFTRunConfig, examples: list[dict[str, Any]], run_dir: Any, base_path: str,
+                      *, show_progress: bool | None = None):
+    """TRL's SFTTrainer set up the cai way (used by the command, the tests and the bench)."""
+    from trl import SFTConfig, SFTTrainer
+
+    from cai.train.model_io import load_model, load_tokenizer, lora_config, shared_dataset, trainer_args
+
+    args = SFTConfig(
+        **trainer_args(config, run_dir, show_progress=show_progress),
+        completion_only_loss=True,  # labels are -100 on the prompt: the loss is on the answer only
+        packing=config.packing,
+        dataset_num_proc=None,
+    )
+    return SFTTrainer(
+        model=load_model(base_path),
+        args=args,
+        train_dataset=shared_dataset(examples, args, run_dir),
+        processing_class=load_tokenizer(base_path),
+        peft_config=lora_config(config),
+        callbacks=[run_dir.callback()],
+    )
+
+
+def run_sft(config: SFTRunConfig, *, show_progress: bool | None = None) -> dict[str, Any]:
+    """Train, write the model folder and the run record; returns a summary. Resumes a killed run."""
+    from cai.train.data import load_mix
+    from cai.train.model_io import final_metrics, model_path, save_final
+    from cai.train.rundir import RunDir
+
+    config.check()
+    examples, files = load_mix(config.data, "sft", seed=config.seed)
+    base = model_path(config.model)
+    out = Path(config.output)
+    run = RunDir(out, command="sft", config=to_dict(config), data=[f.to_dict() for f in files], base_model=base)
+    state = run.check()
+    summary: dict[str, Any] = {"output": str(out), "examples": len(examples), "files": [f.to_dict() for f in files]}
+    if state == "done":
+        return {**summary, "already_done": True, "final_metrics": run.existing().get("final_metrics")}
+    resume = run.last_checkpoint() if state == "resume" else None
+    run.start(resume)
+    trainer = build_sft_trainer(config, examples, run, base, show_progress=show_progress)
+    result = trainer.train(resume_from_checkpoint=resume)
+    save_final(trainer, config, out, base)
+    metrics = final_metrics(result, trainer)
+    run.finish(metrics)
+    return {**summary, "resumed_from": resume, "final_metrics": metrics}

@@ -1,0 +1,146 @@
+"""cai sft on a tiny random Llama: the loss covers the answer only, the run folder, resume after
+kill -9, refusals, and two processes under accelerate launch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cai.errors import CAIError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_sl(path: Path, n: int = 24) -> str:
+    with open(path, "w") as f:
+        for i in range(n):
+            prompt = [{"role": "user", "content": f"Question {i}: how do I do thing {i}?"}]
+            final = [{"role": "assistant", "content": f"I can't help with thing {i}; here is a safe alternative."}]
+            f.write(json.dumps({"id": str(i), "prompt": prompt, "completion": final, "messages": prompt + final,
+                                "chosen": final, "rejected": [{"role": "assistant", "content": "Sure."}]}) + "\n")
+    return str(path)
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cai", *args], env=cli_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_labels_mask_the_prompt(tmp_path, tiny_llama_dir):
+    """Only the final answer is trained on: every prompt token (chat template included) has label -100."""
+    from transformers import AutoTokenizer
+
+    from cai.train.data import load_mix
+    from cai.train.rundir import RunDir
+    from cai.train.sft import SFTRunConfig, build_sft_trainer
+
+    data = write_sl(tmp_path / "sl.jsonl", 4)
+    config = SFTRunConfig(model=tiny_llama_dir, data=[data], output=str(tmp_path / "out"), batch_size=4)
+    examples, _ = load_mix(config.data, "sft", seed=0)
+    run = RunDir(tmp_path / "out", command="sft", config={}, data=[], base_model=tiny_llama_dir)
+    trainer = build_sft_trainer(config, examples, run, tiny_llama_dir, show_progress=False)
+    batch = next(iter(trainer.get_train_dataloader()))
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        ids, labels = ids[mask.bool()].tolist(), labels[mask.bool()].tolist()
+        text = tok.decode(ids)
+        prompt = next(ex["prompt"] for ex in examples if ex["prompt"][0]["content"] in text)
+        n_prompt = len(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)["input_ids"])
+        assert all(label == -100 for label in labels[:n_prompt]), "a prompt token is trained on"
+        assert labels[n_prompt:] == ids[n_prompt:], "an answer token is not trained on"
+        assert "I can't help" in tok.decode(ids[n_prompt:])
+
+
+def test_kill_9_then_rerun_resumes_and_ends_at_the_same_step(tmp_path, tiny_llama_dir):
+    data = write_sl(tmp_path / "sl.jsonl")
+    out = tmp_path / "run"
+    args = ["sft", "-m", tiny_llama_dir, "--data", data, "-o", str(out), "--max-steps", "6", "--save-steps", "2",
+            "--batch-size", "8", "--max-length", "256", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "cai", *args], env=cli_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    deadline = time.time() + 240
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), "the run never reached its first checkpoint"
+    record = json.loads((out / "cai_run.json").read_text())
+    if record["status"] == "done":
+        pytest.skip("the run finished before it could be killed")
+    assert record["status"] == "running"
+
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((out / "cai_run.json").read_text())
+    assert record["status"] == "done"
+    assert record["resumed_from"] and "checkpoint-" in record["resumed_from"][0]
+    assert record["final_metrics"]["global_step"] == 6
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # rows logged after the resumed checkpoint were cut, not duplicated
+    assert (out / "curves" / "loss.png").is_file()
+    assert record["data"][0]["sha256"] and record["kind"] == "cai-train-run"
+
+    # The folder is a model every backend loads.
+    from cai.backends import load_backend
+    from cai.types import SamplingParams
+
+    backend = load_backend(f"hf:{out}")
+    [c] = backend.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_tokens=4, temperature=0))
+    assert isinstance(c.text, str)
+
+    again = run_cli(*args)
+    assert again.returncode == 0 and "already holds this finished run" in again.stderr
+    other = run_cli(*[a if a != "6" else "7" for a in args])
+    assert other.returncode == 2
+    assert "holds another run" in other.stderr and "--max-steps" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
+
+
+def test_refusals_before_any_model_work(tmp_path, tiny_llama_dir):
+    from cai.train.sft import SFTRunConfig, run_sft
+
+    data = write_sl(tmp_path / "sl.jsonl", 2)
+    stranger = tmp_path / "notes"
+    stranger.mkdir()
+    (stranger / "todo.txt").write_text("mine")
+    with pytest.raises(CAIError, match="holds no cai run"):
+        run_sft(SFTRunConfig(model=tiny_llama_dir, data=[data], output=str(stranger)))
+    with pytest.raises(CAIError, match="no output folder"):
+        run_sft(SFTRunConfig(model=tiny_llama_dir, data=[data]))
+    with pytest.raises(ValueError, match="--keep-adapter needs --lora"):
+        SFTRunConfig(keep_adapter=True)
+    result = run_cli("sft", "-m", tiny_llama_dir, "--data", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x"))
+    assert result.returncode == 2 and "missing.jsonl: file not found" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_two_processes_under_accelerate_launch(tmp_path, tiny_llama_dir):
+    """The same command goes to DDP over gloo on a CPU, as it would to several GPUs."""
+    data = write_sl(tmp_path / "sl.jsonl", 8)
+    out = tmp_path / "ddp"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "examples/accelerate/cpu-2proc.yaml"),
+           "--main_process_port", str(29500 + os.getpid() % 1000), "-m", "cai", "sft", "-m", tiny_llama_dir,
+           "--data", data, "-o", str(out), "--max-steps", "2", "--batch-size", "2", "--max-length", "128",
+           "--no-progress"]
+    result = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((out / "cai_run.json").read_text())
+    assert record["status"] == "done" and record["final_metrics"]["global_step"] == 2
+    # Two ranks of batch 2 cover 4 of the 8 examples per step: half an epoch after one step.
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["epoch"] == pytest.approx(0.5)
+    assert (out / "model.safetensors").is_file()
