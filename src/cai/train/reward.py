@@ -168,7 +168,7 @@ def _train(config, out, base, train, heldout, run, checkpoint, show_progress) ->
     trainer = SoftRewardTrainer(
         model=base, args=args, train_dataset=_dataset(train, tokenizer, config.max_length),
         processing_class=tokenizer, data_collator=SoftPreferenceCollator(pad_token_id=tokenizer.pad_token_id),
-        peft_config=_peft_config(config), callbacks=[metrics_callback(out)])
+        peft_config=_peft_config(config), callbacks=[metrics_callback(out, checkpoint)])
     result = trainer.train(resume_from_checkpoint=checkpoint)
     model = trainer.model
     if config.lora and not config.keep_adapter:

@@ -87,13 +87,27 @@ def open_run(out: str | Path, *, stage: str, config: dict[str, Any], data: list[
         raise CAIError(f"{out} holds another run ({diff}); pick a new -o folder, or delete {out} to start over")
     if old.get("status") == "done":
         return old, None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt_dir = out / "checkpoints"
-    ckpt = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    ckpt = last_checkpoint(out / "checkpoints")
     old["config"] = config
     write_run(out, old)
     return old, ckpt
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` under ``folder``. The Trainer writes trainer_state.json
+    last, so a checkpoint without it was cut off by a kill; it is removed (the Trainer would
+    otherwise count it when rotating old checkpoints)."""
+    import shutil
+
+    if not folder.is_dir():
+        return None
+    found = sorted((int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[-1].isdigit())
+    for _, p in reversed(found):
+        if (p / "trainer_state.json").is_file():
+            return str(p)
+        shutil.rmtree(p, ignore_errors=True)
+    return None
 
 
 def _what_differs(old: dict[str, Any], stage: str, config: dict[str, Any], data: list[dict[str, Any]]) -> str:
@@ -112,20 +126,25 @@ def finish_run(out: str | Path, run: dict[str, Any], metrics: dict[str, Any], **
     return run
 
 
-def metrics_callback(out: str | Path, rename: dict[str, str | None] | None = None):
-    """A TrainerCallback that appends each log to ``metrics.jsonl``. On resume it first drops lines
-    past the checkpoint's step, so the file reads as one uninterrupted run."""
+def metrics_callback(out: str | Path, resume_from: str | None = None,
+                     rename: dict[str, str | None] | None = None):
+    """A TrainerCallback that appends each log to ``metrics.jsonl``. When training starts it drops
+    lines past the step it resumes from (0 for a fresh start), so the file reads as one run."""
     from transformers import TrainerCallback
 
     names = {**RENAME, **(rename or {})}
     path = Path(out) / METRICS_FILE
+    start = 0
+    if resume_from:
+        start = json.loads((Path(resume_from) / "trainer_state.json").read_text()).get("global_step", 0)
 
     class MetricsLog(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
-            if not path.exists():
+            # The Trainer calls this before it loads the checkpoint's state, so the step comes from above.
+            if not state.is_world_process_zero or not path.exists():
                 return
             keep = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= state.global_step]
+                    if line.strip() and json.loads(line).get("step", 0) <= start]
             path.write_text("".join(line + "\n" for line in keep))
 
         def on_log(self, args, state, control, logs=None, **kw):

@@ -1,0 +1,164 @@
+"""``cai rloo``: RL-CAI without a critic, by TRL's RLOOTrainer (REINFORCE Leave-One-Out).
+
+For each prompt the policy samples k answers; each answer's advantage is its reward minus the mean
+reward of the other k - 1 answers (Kool et al. 2019, "Buy 4 REINFORCE samples, get a baseline for
+free!"; Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for Learning
+from Human Feedback in LLMs"), with a KL penalty (``--beta``) to the starting policy. No value head,
+so it is the cheap alternative to ``cai ppo``.
+
+The reward is any callable ``reward(prompts: list[Conversation], completions: list[str]) ->
+list[float]``: in Python pass it to :func:`run_rloo`; on the command line ``--reward SPEC`` is
+loaded by :func:`cai.train.rewards.load_reward` (a ``cai reward`` PM folder, ``module:function``
+or ``judge:MODEL``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from cai.config import option, to_dict
+from cai.errors import CAIError
+from cai.train.common import TrainCommon
+
+STAGE = "rloo"
+# TRL's log names -> the shared metrics.jsonl names.
+RENAME = {"completions/mean_length": "length", "clip_ratio/region_mean": "clip_frac"}
+
+
+@dataclass
+class RlooConfig(TrainCommon):
+    policy: str = option("smollm2-135m", help="starting policy (alias, folder or hf:PATH); the KL reference is "
+                         "this same model", flags=("--policy", "-m", "--model"))
+    reward: str | None = option(None, help="reward: a `cai reward` PM folder, module:function, or judge:MODEL "
+                                "(loaded by cai.train.rewards.load_reward)")
+    prompts: str | None = option(None, help="prompt source: file (.jsonl/.json/.csv/.txt/.parquet), built-in set "
+                                 "(redteam, helpful), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
+    field: str | None = option(None, help="column holding the prompt in a JSONL/CSV/Parquet source")
+    limit: int | None = option(None, help="use at most N prompts")
+    samples_per_prompt: int = option(4, help="answers sampled per prompt (k >= 2); each is baselined by the mean "
+                                     "reward of the other k - 1", flags=("-k", "--samples-per-prompt"))
+    max_tokens: int = option(128, help="token limit of each sampled answer")
+    temperature: float = option(1.0, help="sampling temperature of the rollouts")
+    beta: float = option(0.05, help="KL penalty coefficient against the starting policy (0 skips the reference)")
+
+    def __post_init__(self) -> None:
+        self.check_common()
+        if self.samples_per_prompt < 2:
+            raise ValueError(f"--samples-per-prompt must be >= 2 (the leave-one-out baseline needs another "
+                             f"sample), got {self.samples_per_prompt}")
+        if (self.batch_size * self.grad_accum) % self.samples_per_prompt:
+            raise ValueError(f"--batch-size x --grad-accum ({self.batch_size * self.grad_accum}) must be a multiple of "
+                             f"--samples-per-prompt ({self.samples_per_prompt}): a batch holds whole groups")
+        if self.max_tokens < 1 or self.temperature <= 0 or self.beta < 0:
+            raise ValueError("--max-tokens must be >= 1, --temperature > 0 and --beta >= 0")
+
+
+def trl_reward(reward: Callable[..., Sequence[float]]) -> Callable[..., list[float]]:
+    """Adapt a cai reward (Conversation prompts, string answers) to TRL's reward-function call."""
+
+    def cai_reward(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+        convs = [p if isinstance(p, list) else [{"role": "user", "content": str(p)}] for p in prompts]
+        texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+        return [float(x) for x in reward(convs, texts)]
+
+    cai_reward.__name__ = getattr(reward, "__name__", type(reward).__name__)
+    return cai_reward
+
+
+def _prompts(config: RlooConfig, prompts: Sequence[Any] | None) -> list[list[dict[str, str]]]:
+    from cai.critique.plan import prompt_items
+
+    if prompts is None:
+        if not config.prompts:
+            raise CAIError("--prompts is required: the prompts the policy answers during RL")
+        from cai.sources import load_prompts
+
+        prompts = load_prompts(config.prompts, field=config.field, limit=config.limit)
+    return [item.messages for item in prompt_items(prompts)]
+
+
+def _trainer_args(config: RlooConfig, out: Path):
+    import torch
+    from trl import RLOOConfig
+
+    from cai.train.runfolder import use_bf16
+
+    return RLOOConfig(
+        output_dir=str(out / "checkpoints"), num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1, learning_rate=config.lr,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+        num_generations=config.samples_per_prompt, max_completion_length=config.max_tokens,
+        temperature=config.temperature, beta=config.beta, seed=config.seed, data_seed=config.seed,
+        bf16=use_bf16(config.bf16), use_cpu=not torch.cuda.is_available(), logging_steps=config.logging_steps,
+        save_strategy="steps", save_steps=config.save_steps, save_total_limit=1, report_to="none",
+        gradient_checkpointing=False, disable_tqdm=True, dataloader_num_workers=0, log_completions=False,
+    )
+
+
+def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | None = None,
+             prompts: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Train (or resume) the policy into ``config.output``; returns the run record.
+
+    ``reward`` is any ``reward(prompts, completions) -> list[float]``; without it ``config.reward``
+    is loaded with :func:`cai.train.rewards.load_reward`. ``prompts`` overrides ``config.prompts``.
+    """
+    from cai.train.runfolder import model_path, open_run
+
+    if not config.output:
+        raise CAIError("-o/--output is required: the folder the trained policy is written to")
+    if reward is None and not config.reward:
+        raise CAIError("--reward is required: a `cai reward` PM folder, module:function or judge:MODEL")
+    out = Path(config.output)
+    conversations = _prompts(config, prompts)
+    digest = hashlib.sha256(json.dumps(conversations, sort_keys=True).encode()).hexdigest()
+    data = [{"path": config.prompts or "(python)", "sha256": digest, "prompts": len(conversations)}]
+    base = model_path(config.policy)
+    run, checkpoint = open_run(out, stage=STAGE, config=to_dict(config), data=data, base_model=config.policy)
+    if run.get("status") == "done":
+        print(f"{out}: this run is already done; delete the folder to train again", file=sys.stderr)
+        return run
+    if reward is None:
+        from cai.train.rewards import load_reward
+
+        reward = load_reward(config.reward)
+    return _train(config, out, base, conversations, reward, run, checkpoint)
+
+
+def _train(config, out, base, conversations, reward, run, checkpoint) -> dict[str, Any]:
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import RLOOTrainer
+
+    from cai.train.runfolder import draw_curves, finish_run, metrics_callback, read_metrics
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
+                                 lora_dropout=0.0, target_modules="all-linear")
+    trainer = RLOOTrainer(
+        model=base, reward_funcs=trl_reward(reward), args=_trainer_args(config, out),
+        train_dataset=Dataset.from_list([{"prompt": c} for c in conversations]), processing_class=tokenizer,
+        peft_config=peft_config, callbacks=[metrics_callback(out, checkpoint, rename=RENAME)])
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    model = trainer.model
+    if config.lora and not config.keep_adapter:
+        model = model.merge_and_unload()
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    draw_curves(out)
+    rows = [r for r in read_metrics(out) if "reward" in r]
+    metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step, "prompts": len(conversations)}
+    if rows:
+        metrics.update(reward_first=rows[0]["reward"], reward_last=rows[-1]["reward"], kl_last=rows[-1].get("kl"))
+    return finish_run(out, run, metrics, reward=config.reward or getattr(reward, "__name__", "callable"),
+                      resumed_from=checkpoint)

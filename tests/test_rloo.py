@@ -1,0 +1,58 @@
+"""`cai rloo`: a short run on a tiny model with a plain Python reward completes and logs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cai.train.rloo import RlooConfig, run_rloo, trl_reward
+
+PROMPTS = ["Say hello", "Name a colour", "Count to three", "What is tea?"]
+
+
+def test_trl_reward_adapter_passes_conversations_and_strings():
+    seen = {}
+
+    def reward(prompts, completions):
+        seen["args"] = (prompts, completions)
+        return [1, 2]
+
+    wrapped = trl_reward(reward)
+    out = wrapped(prompts=[[{"role": "user", "content": "q"}], "plain"],
+                  completions=[[{"role": "assistant", "content": "a"}], "b"], completion_ids=None, trainer_state=None)
+    assert out == [1.0, 2.0] and wrapped.__name__ == "reward"
+    assert seen["args"] == ([[{"role": "user", "content": "q"}], [{"role": "user", "content": "plain"}]], ["a", "b"])
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="samples-per-prompt must be >= 2"):
+        RlooConfig(samples_per_prompt=1)
+    with pytest.raises(ValueError, match="multiple of --samples-per-prompt"):
+        RlooConfig(batch_size=6, samples_per_prompt=4)
+
+
+def test_short_rloo_run_with_a_python_reward(tiny_llama_dir, tmp_path):
+    calls = []
+
+    def e_fraction(prompts, completions):
+        calls.append(len(completions))
+        assert all(isinstance(p, list) and p[-1]["role"] == "user" for p in prompts)
+        return [c.count("e") / max(1, len(c)) for c in completions]
+
+    out = tmp_path / "rloo"
+    config = RlooConfig(policy=tiny_llama_dir, output=str(out), max_steps=2, batch_size=4, samples_per_prompt=2,
+                        max_tokens=6, lr=1e-4, bf16=False, logging_steps=1, save_steps=100, seed=0)
+    run = run_rloo(config, reward=e_fraction, prompts=PROMPTS)
+    assert run["status"] == "done" and run["metrics"]["steps"] == 2 and run["reward"] == "e_fraction"
+    assert calls and all(n % 2 == 0 for n in calls)  # whole groups of k answers are scored together
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all({"reward", "kl", "entropy", "length", "clip_frac", "loss"} <= set(r) for r in rows)
+    assert (out / "curves" / "reward.png").is_file() and (out / "config.json").is_file()
+
+    from cai.backends import load_backend
+    from cai.types import SamplingParams
+
+    backend = load_backend(f"hf:{out}")
+    assert len(backend.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_tokens=3))) == 1
