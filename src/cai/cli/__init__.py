@@ -9,7 +9,7 @@ import os
 import sys
 
 # Module names under cai.cli, in the order ``cai --help`` lists them.
-COMMANDS = ["models", "generate", "serve", "constitution", "critique", "data", "label", "eval"]
+COMMANDS = ["models", "generate", "serve", "constitution", "critique", "data", "label", "eval", "ppo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
