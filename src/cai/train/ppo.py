@@ -1,0 +1,382 @@
+"""``cai ppo``: the RL phase of RL-CAI, our own PPO with KL control (TRL no longer ships one).
+
+One PPO step:
+
+1. **rollout**: the current policy answers a batch of prompts (HF ``generate``, sampled);
+2. **score**: the reward (a PM folder, ``module:function`` or ``judge:MODEL``) scores each answer;
+   answers cut off without an end-of-turn token lose ``missing_eos_penalty``;
+3. **advantages**: the policy's, the reference's and the value head's views of the rollout give
+   per-token rewards (score at the last token, -beta*KL at every token), GAE and whitening;
+4. **update**: ``ppo_epochs`` passes of minibatches over the rollout with the clipped policy loss,
+   the clipped value loss and, for PPO-ptx, alpha * L_SL on SL-CAI data;
+5. **log and checkpoint**: metrics.jsonl / TensorBoard each step, a checkpoint every
+   ``save_steps``; beta follows the KL target when one is set.
+
+The formulas are in :mod:`cai.train.ppo_math`; the models in :mod:`cai.train.ppo_model`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cai.config import option, to_dict
+from cai.errors import CAIError
+from cai.train.common import TrainCommon
+
+
+@dataclass
+class PPORunConfig(TrainCommon):
+    policy: str | None = option(None, help="the policy to train: an SL-CAI model folder (cai sft -o DIR), hf:DIR "
+                                "or an alias such as smollm2-135m; also the frozen reference", flags=("--policy", "-m"))
+    reward: str | None = option(None, help="the reward: a preference-model folder (cai reward -o DIR), "
+                                "module:function, path/to/file.py:function, or judge:MODEL (a constitution judge, -c)")
+    prompts: str | None = option(None, help="prompt source: file (.jsonl/.json/.csv/.txt/.parquet), built-in set "
+                                 "(redteam, helpful), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
+    field: str | None = option(None, help="column holding the prompt text in a JSONL/CSV/Parquet source")
+    limit: int | None = option(None, help="use at most N prompts")
+    constitution: str = option("default", help="constitution of a judge: reward", flags=("-c", "--constitution"))
+    principles: str = option("all", help="judge: reward: 'all' principles (mean), 'sample' (one per answer), N, "
+                             "or comma-separated ids")
+    max_tokens: int = option(128, help="token limit of each answer; longer answers are cut off (and penalised, "
+                             "see --missing-eos-penalty)")
+    temperature: float = option(1.0, help="sampling temperature of rollouts (1.0: the policy's own distribution)")
+    top_p: float = option(1.0, help="nucleus sampling top-p of rollouts")
+    ppo_epochs: int = option(4, help="optimisation passes over each batch of rollouts")
+    minibatch_size: int | None = option(None, help="rollouts per gradient step within a PPO epoch (default: "
+                                        "batch-size / 4, at least 1)")
+    clip_range: float = option(0.2, help="PPO's epsilon: how far the probability ratio may move per update")
+    clip_range_value: float = option(0.2, help="how far a value estimate may move per update (clipped value loss)")
+    vf_coef: float = option(0.1, help="weight of the value loss")
+    entropy_coef: float = option(0.0, help="weight of an entropy bonus (0: none)")
+    gamma: float = option(1.0, help="discount of GAE")
+    lam: float = option(0.95, help="lambda of GAE: 1 is Monte-Carlo returns, 0 is one-step TD")
+    kl_coef: float = option(0.05, help="beta: weight of the per-token KL penalty to the reference (the start "
+                            "value when --kl-target is set)")
+    kl_target: float | None = option(None, help="adapt beta so the KL per answer (nats) tracks this target "
+                                     "(Ziegler et al. 2019); unset: beta stays fixed")
+    kl_horizon: float = option(10000.0, help="horizon of the adaptive KL controller, in rollouts: larger is slower")
+    kl_estimator: str = option("k1", help="per-token KL estimate in the penalty: k1 (log p/q) or k3 "
+                               "((r-1) - log r, never negative)")
+    kl_warn: float | None = option(None, help="warn when the KL per answer exceeds this (default: twice "
+                                   "--kl-target, or 20 nats with a fixed beta)")
+    whiten_advantages: bool = option(True, help="normalise advantages to mean 0, variance 1 per batch")
+    missing_eos_penalty: float = option(1.0, help="subtracted from the score of an answer cut off at --max-tokens "
+                                        "without an end-of-turn token (0: no penalty)")
+    reward_clip: float | None = option(None, help="clip scores into [-C, C] (after normalisation)")
+    reward_norm: bool = option(False, help="normalise scores by their running mean and standard deviation")
+    max_grad_norm: float = option(1.0, help="clip the gradient norm to this")
+    ptx_data: str | None = option(None, help="PPO-ptx: SL-CAI data (cai critique records or any SFT JSONL) whose "
+                                  "final answers' NLL is added to each update")
+    ptx_coef: float = option(0.0, help="PPO-ptx: alpha in L = L_PPO + alpha * L_SL (needs --ptx-data)")
+    device: str = option("auto", help="cpu, cuda, cuda:N or auto")
+
+    def __post_init__(self) -> None:
+        self.check_common()
+        if self.max_tokens < 1:
+            raise ValueError(f"max-tokens must be >= 1, got {self.max_tokens}")
+        if self.max_tokens >= self.max_length:
+            raise ValueError(f"max-tokens ({self.max_tokens}) must be below max-length ({self.max_length}), which "
+                             "holds prompt and answer")
+        for name in ("ppo_epochs",):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1")
+        if self.minibatch_size is not None and not 1 <= self.minibatch_size <= self.batch_size:
+            raise ValueError(f"minibatch-size must be within 1..batch-size ({self.batch_size})")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ValueError(f"kl-estimator must be k1 or k3, got {self.kl_estimator!r}")
+        if self.kl_target is not None and self.kl_target <= 0:
+            raise ValueError("kl-target must be > 0 (leave it out for a fixed beta)")
+        if self.kl_coef < 0 or not 0 <= self.lam <= 1 or not 0 <= self.gamma <= 1:
+            raise ValueError("kl-coef must be >= 0, lam and gamma within [0, 1]")
+        if self.ptx_coef and not self.ptx_data:
+            raise ValueError("--ptx-coef needs --ptx-data FILE")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+
+    @property
+    def minibatch(self) -> int:
+        return self.minibatch_size or max(1, self.batch_size // 4)
+
+
+def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | None = None) -> dict[str, Any]:
+    """Train; returns a summary (output folder, steps, final metrics). ``reward`` (a callable)
+    overrides ``config.reward``."""
+    import torch
+
+    from cai.progress import progress
+    from cai.sources import load_prompts
+    from cai.train import ppo_data as data
+    from cai.train.ppo_log import MetricsLog, RunFolder, draw_curves, file_sha256, json_sha256
+    from cai.train.ppo_math import RunningMoments, kl_controller
+    from cai.train.ppo_model import PolicyWithValue, load_tokenizer, pick_dtype, resolve_model_path
+    from cai.train.rewards import load_reward
+
+    cfg = config
+    if not cfg.output:
+        raise CAIError("cai ppo: give an output folder with -o DIR")
+    if not cfg.policy:
+        raise CAIError("cai ppo: give the policy with --policy DIR (an SL-CAI model, or smollm2-135m)")
+    if not cfg.prompts:
+        raise CAIError("cai ppo: give prompts with --prompts SRC (a file, redteam, helpful, hh-rlhf:PATH)")
+    if reward is None and not cfg.reward:
+        raise CAIError("cai ppo: give the reward with --reward DIR|module:function|judge:MODEL")
+    # Everything that can be wrong with the input is checked before a model loads.
+    prompts = load_prompts(cfg.prompts, field=cfg.field, limit=cfg.limit)
+    policy_path = resolve_model_path(cfg.policy)
+    data_hashes = [{"role": "prompts", "source": cfg.prompts,
+                    "sha256": json_sha256([[p.id, p.messages] for p in prompts])}]
+    if cfg.ptx_data:
+        if not Path(cfg.ptx_data).is_file():
+            raise CAIError(f"--ptx-data {cfg.ptx_data}: no such file")
+        data_hashes.append({"role": "ptx", "path": cfg.ptx_data, "sha256": file_sha256(cfg.ptx_data)})
+    run = RunFolder(cfg.output, "ppo")
+    config_dict = to_dict(cfg)
+    resumed = run.claim(config_dict, data_hashes, policy_path)
+    reward_fn = load_reward(reward if reward is not None else cfg.reward, constitution=cfg.constitution,
+                            principles=cfg.principles, seed=cfg.seed)
+    if "reward_info" not in run.record:
+        run.record["reward_info"] = reward_fn.info
+
+    torch.manual_seed(cfg.seed)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    tok = load_tokenizer(policy_path)
+    model = PolicyWithValue(policy_path, lora=cfg.lora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                            dtype=pick_dtype(cfg.bf16), device=device, seed=cfg.seed)
+    model.eval()  # no dropout in rollouts or updates: PPO's ratio needs the same function both times
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-5)
+    ctl = kl_controller(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+    moments = RunningMoments()
+    ptx = data.load_ptx(cfg.ptx_data, tok, cfg.max_length) if cfg.ptx_data and cfg.ptx_coef else None
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(prompts) / cfg.batch_size))
+
+    step0 = 0
+    ckpt = run.latest_checkpoint() if resumed else None
+    if ckpt is not None:
+        step0 = _load_checkpoint(ckpt, model, opt, ctl, moments)
+        print(f"cai ppo: resuming {cfg.output} from step {step0} ({ckpt})", file=sys.stderr)
+    log = MetricsLog(run.out, step0)
+    eos_ids = _eos_ids(tok, model.model)
+    first: dict[str, float] = {}
+    warned: set[str] = set()
+    last: dict[str, Any] = {}
+    bar = progress(total, "ppo", unit="step", initial=step0, enabled=show_progress)
+    try:
+        for step in range(step0 + 1, total + 1):
+            batch = [prompts[i] for i in data.batch_indices(len(prompts), cfg.batch_size, step, cfg.seed)]
+            t0 = time.perf_counter()
+            roll = _rollout(model, tok, [p.messages for p in batch], cfg, eos_ids, seed=_seed(cfg.seed, step, "gen"))
+            t1 = time.perf_counter()
+            raw = torch.tensor(reward_fn([p.messages for p in batch], roll["texts"]), dtype=torch.float32)
+            t2 = time.perf_counter()
+            stats = _update(model, opt, ctl, moments, roll, raw.to(device), cfg, step, ptx, tok)
+            t3 = time.perf_counter()
+            rec = {"step": step, "epoch": step * cfg.batch_size / len(prompts), "reward": raw.mean().item(),
+                   "reward_std": raw.std(unbiased=False).item(), **stats,
+                   "length": roll["mask"].sum(-1).float().mean().item(),
+                   "truncated": roll["truncated"].float().mean().item(), "lr": cfg.lr,
+                   "time_rollout": t1 - t0, "time_score": t2 - t1, "time_update": t3 - t2}
+            if step % cfg.logging_steps == 0 or step == total:
+                log.log(rec)
+            _guards(rec, cfg, first, warned)
+            last = rec
+            if step % cfg.save_steps == 0 or step == total:
+                _save_checkpoint(run, step, model, opt, ctl, moments)
+            bar.update(1)
+            bar.set_postfix(reward=f"{rec['reward']:.3f}", kl=f"{rec['kl']:.2f}")
+    finally:
+        bar.close()
+        log.close()
+    model.save_final(run.out, tok, keep_adapter=cfg.keep_adapter)
+    records = log.records()
+    curves = draw_curves(records, run.out / "curves")
+    final = {k: v for k, v in (records[-1] if records else last).items() if isinstance(v, (int, float))}
+    run.finish(final)
+    return {"output": str(run.out), "steps": total, "resumed_from": step0, "final": final,
+            "curves": [str(c) for c in curves]}
+
+
+def _seed(seed: int, step: int, what: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{step}:{what}".encode()).digest()[:4], "big") >> 1
+
+
+def _eos_ids(tok: Any, model: Any) -> list[int]:
+    ids = {tok.eos_token_id}
+    gen = getattr(model, "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None)
+    ids.update(extra if isinstance(extra, (list, tuple)) else [extra])
+    return sorted(i for i in ids if i is not None)
+
+
+def _rollout(model: Any, tok: Any, convs: list, cfg: PPORunConfig, eos_ids: list[int], *, seed: int) -> dict[str, Any]:
+    """Sample answers; returns ids (prompt left-padded + answer right-padded), masks and texts."""
+    import torch
+
+    from cai.train.ppo_data import encode_prompts, left_pad
+
+    device = model.value_head.weight.device
+    enc = encode_prompts(tok, convs, cfg.max_length - cfg.max_tokens)
+    p_ids, p_mask = left_pad(enc, tok.pad_token_id)
+    p_ids, p_mask = p_ids.to(device), p_mask.to(device)
+    torch.manual_seed(seed)
+    sample = cfg.temperature > 0
+    gen_kw = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0) if sample else \
+        dict(do_sample=False)
+    with torch.no_grad():
+        out = model.model.generate(input_ids=p_ids, attention_mask=p_mask, max_new_tokens=cfg.max_tokens,
+                                   eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, **gen_kw)
+    resp = out[:, p_ids.shape[1]:]
+    is_eos = torch.isin(resp, torch.tensor(eos_ids, device=device))
+    # Answer tokens: up to and including the first end-of-turn token.
+    after = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
+    mask = (~after).long()
+    truncated = ~is_eos.any(-1)
+    width = max(int(mask.sum(-1).max().item()), 1)
+    resp, mask = resp[:, :width].masked_fill(mask[:, :width] == 0, tok.pad_token_id), mask[:, :width]
+    texts = [tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(resp, mask)]
+    return {"prompt_width": p_ids.shape[1], "ids": torch.cat([p_ids, resp], 1),
+            "attn": torch.cat([p_mask, mask], 1), "mask": mask.float(), "truncated": truncated.cpu(), "texts": texts}
+
+
+def _logprobs(logits: Any, tokens: Any, temperature: float) -> Any:
+    import torch
+
+    logits = logits.float() / (temperature if temperature > 0 else 1.0)
+    return torch.gather(torch.log_softmax(logits, -1), 2, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def _update(model: Any, opt: Any, ctl: Any, moments: Any, roll: dict, raw: Any, cfg: PPORunConfig, step: int,
+            ptx: Any, tok: Any) -> dict[str, float]:
+    import torch
+
+    from cai.train import ppo_math as pm
+    from cai.train.ppo_data import ptx_batch
+
+    ids, attn, mask, start = roll["ids"], roll["attn"], roll["mask"], roll["prompt_width"]
+    resp = ids[:, start:]
+    B, mb = ids.shape[0], cfg.minibatch
+    old_logp, ref_logp, old_values, ent = [], [], [], []
+    with torch.no_grad():
+        for i in range(0, B, mb):
+            sl = slice(i, i + mb)
+            logits, values = model.forward(ids[sl], attn[sl], start)
+            old_logp.append(_logprobs(logits, resp[sl], cfg.temperature))
+            ent.append(pm.entropy_from_logits(logits / (cfg.temperature or 1.0)))
+            old_values.append(values)
+            ref_logp.append(_logprobs(model.ref_logits(ids[sl], attn[sl], start), resp[sl], cfg.temperature))
+    old_logp, ref_logp, old_values = torch.cat(old_logp), torch.cat(ref_logp), torch.cat(old_values)
+    entropy = pm.masked_mean(torch.cat(ent), mask).item()
+
+    # Scores -> normalise -> clip -> truncation penalty (in the units PPO sees).
+    scores = raw.clone()
+    if cfg.reward_norm:
+        moments.update(raw.cpu())
+        scores = (scores - moments.mean) / moments.std
+    if cfg.reward_clip is not None:
+        scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
+    if cfg.missing_eos_penalty:
+        scores = scores - cfg.missing_eos_penalty * roll["truncated"].to(scores.device).float()
+    beta = ctl.value
+    rewards, kl_tok = pm.kl_penalized_rewards(scores, old_logp, ref_logp, mask, beta, cfg.kl_estimator)
+    kl = kl_tok.sum(-1).mean().item()
+    adv, returns = pm.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+        adv = pm.whiten(adv, mask)
+
+    sums: dict[str, float] = {}
+    n_updates = 0
+    gen = torch.Generator().manual_seed(_seed(cfg.seed, step, "minibatch"))
+    updates_per_step = cfg.ppo_epochs * math.ceil(B / mb)
+    for _ in range(cfg.ppo_epochs):
+        perm = torch.randperm(B, generator=gen).to(ids.device)
+        for i in range(0, B, mb):
+            idx = perm[i:i + mb]
+            opt.zero_grad(set_to_none=True)
+            micro = [idx[j::cfg.grad_accum] for j in range(min(cfg.grad_accum, len(idx)))]
+            part: dict[str, float] = {}
+            for j, m_idx in enumerate(micro):
+                w = len(m_idx) / len(idx)
+                logits, values = model.forward(ids[m_idx], attn[m_idx], start)
+                logp = _logprobs(logits, resp[m_idx], cfg.temperature)
+                m = mask[m_idx]
+                pg, clip_frac, approx_kl = pm.policy_loss(logp, old_logp[m_idx], adv[m_idx], m, cfg.clip_range)
+                vl, vclip = pm.value_loss(values, old_values[m_idx], returns[m_idx], m, cfg.clip_range_value)
+                loss = pg + cfg.vf_coef * vl
+                if cfg.entropy_coef:
+                    loss = loss - cfg.entropy_coef * pm.masked_mean(pm.entropy_from_logits(logits), m)
+                got = {"policy_loss": pg.item(), "value_loss": vl.item(), "clip_frac": clip_frac.item(),
+                       "value_clip_frac": vclip.item(), "approx_kl": approx_kl.item()}
+                if ptx is not None:
+                    # PPO-ptx, Ouyang et al. 2022 eq. (2): + gamma * E_pretrain[log pi(x)]; here the
+                    # SL-CAI answers' NLL, alpha * L_SL as the CAI tutorial writes it.
+                    cursor = ((step - 1) * updates_per_step + n_updates) * cfg.grad_accum + j
+                    p_ids, p_attn, p_lab = (t.to(ids.device) for t in ptx_batch(ptx, len(m_idx), cursor, cfg.seed,
+                                                                                 tok.pad_token_id))
+                    l_sl = model.model(input_ids=p_ids, attention_mask=p_attn, labels=p_lab, use_cache=False).loss
+                    loss = loss + cfg.ptx_coef * l_sl
+                    got["ptx_loss"] = l_sl.item()
+                (loss * w).backward()
+                for k, v in got.items():
+                    part[k] = part.get(k, 0.0) + v * w
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            part["grad_norm"] = float(grad_norm)
+            for k, v in part.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_updates += 1
+    ctl.update(kl, B)
+    stats = {k: v / n_updates for k, v in sums.items()}
+    return {"kl": kl, "kl_coef": beta, "entropy": entropy, "score": scores.mean().item(), **stats}
+
+
+def _guards(rec: dict[str, Any], cfg: PPORunConfig, first: dict[str, float], warned: set[str]) -> None:
+    """Warn, once each, when KL or answer length runs away (the signs of reward hacking)."""
+    if not first:
+        first.update(length=rec["length"], truncated=rec["truncated"])
+    limit = cfg.kl_warn if cfg.kl_warn is not None else (2 * cfg.kl_target if cfg.kl_target else 20.0)
+    if rec["kl"] > limit and "kl" not in warned:
+        warned.add("kl")
+        print(f"cai ppo: warning: step {rec['step']}: KL to the reference is {rec['kl']:.2f} nats per answer, over "
+              f"{limit:g}; the policy is drifting away (reward hacking?). Lower --lr, raise --kl-coef or set "
+              "--kl-target", file=sys.stderr)
+    grew = rec["length"] > 2 * max(first["length"], 1.0) or (rec["truncated"] >= 0.5 > first["truncated"])
+    if grew and "length" not in warned:
+        warned.add("length")
+        print(f"cai ppo: warning: step {rec['step']}: answers are running long (mean {rec['length']:.0f} tokens, "
+              f"{rec['truncated']:.0%} cut off at --max-tokens {cfg.max_tokens}; at the start {first['length']:.0f}"
+              f" and {first['truncated']:.0%}); the reward may favour length. Check it, raise "
+              "--missing-eos-penalty or lower --max-tokens", file=sys.stderr)
+
+
+def _save_checkpoint(run: Any, step: int, model: Any, opt: Any, ctl: Any, moments: Any) -> None:
+    import json
+
+    import torch
+
+    tmp = run.new_checkpoint(step)
+    model.save_checkpoint_weights(tmp)
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+    state = {"step": step, "kl_controller": ctl.state_dict(), "reward_moments": moments.state_dict()}
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the checkpoint complete
+    run.commit_checkpoint(tmp, step)
+
+
+def _load_checkpoint(folder: Path, model: Any, opt: Any, ctl: Any, moments: Any) -> int:
+    import json
+
+    import torch
+
+    state = json.loads((folder / "state.json").read_text())
+    model.load_checkpoint_weights(folder)
+    opt.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    torch.set_rng_state(torch.load(folder / "rng.pt", weights_only=True)["torch"])
+    ctl.load_state_dict(state["kl_controller"])
+    moments.load_state_dict(state["reward_moments"])
+    return int(state["step"])

@@ -1,0 +1,162 @@
+"""The models PPO trains and consults: the policy (a causal LM, full weights or LoRA), its value
+head, and the frozen reference.
+
+With LoRA the reference is the policy's own weights with the adapters switched off (PEFT's
+``disable_adapter``), so only one copy of the model is in memory; with full weights it is a
+frozen copy. The value head is a linear layer on the policy's last hidden state; it is saved
+beside the model's weights (``value_head/value_head.safetensors``), never inside the model's weights, so the
+folder loads as a plain causal LM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+from typing import Any
+
+from cai.errors import CAIError
+
+# In a subfolder: vLLM loads every *.safetensors at the top of a model folder.
+VALUE_HEAD_FILE = "value_head/value_head.safetensors"
+
+
+def pick_dtype(bf16: bool | None):
+    import torch
+
+    if bf16 is None:
+        # On CPU, bf16 without AVX512-BF16/AMX is emulated and slower than fp32.
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if bf16 else torch.float32
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if not getattr(tok, "chat_template", None):
+        raise CAIError(f"--policy {path}: the tokenizer has no chat template; PPO renders prompts as chats")
+    return tok
+
+
+def resolve_model_path(spec: str) -> str:
+    """A model folder for ``--policy``: an alias, a folder, or ``hf:FOLDER``."""
+    from cai.models import resolve
+
+    target = spec[len("hf:"):] if spec.startswith("hf:") else spec
+    if Path(target).expanduser().is_dir():
+        path = Path(target).expanduser()
+        if not (path / "config.json").is_file():
+            raise CAIError(f"--policy {spec}: the folder holds no Hugging Face model (no config.json)")
+        return str(path)
+    try:
+        return resolve(target)
+    except Exception as e:  # an unknown alias or an unreachable hub id
+        raise CAIError(f"--policy {spec}: not a model folder or known alias ({e})") from None
+
+
+class PolicyWithValue:
+    """The trainable policy, its value head and access to the reference log-probs."""
+
+    def __init__(self, path: str, *, lora: bool, lora_r: int, lora_alpha: int, dtype: Any, device: str = "cpu",
+                 seed: int = 0) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype).to(device)
+        model.config.use_cache = True
+        self.lora = lora
+        self.ref = None
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            cfg = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+                             task_type="CAUSAL_LM")
+            model = get_peft_model(model, cfg)
+        else:
+            self.ref = copy.deepcopy(model).eval()
+            for p in self.ref.parameters():
+                p.requires_grad_(False)
+        self.model = model
+        hidden = model.config.hidden_size if not lora else model.base_model.model.config.hidden_size
+        gen = torch.Generator().manual_seed(seed)
+        head = torch.nn.Linear(hidden, 1)
+        with torch.no_grad():  # a small init keeps early value estimates near zero
+            head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * 0.01)
+            head.bias.zero_()
+        self.value_head = head.to(device=device, dtype=torch.float32)
+
+    def parameters(self):
+        return [p for p in self.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
+
+    def train(self) -> None:
+        self.model.train()
+
+    def eval(self) -> None:
+        self.model.eval()
+
+    def forward(self, input_ids, attention_mask, start: int, *, values: bool = True):
+        """Logits predicting tokens ``start..`` and the value of each state before them."""
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         output_hidden_states=values, use_cache=False)
+        logits = out.logits[:, start - 1:-1]
+        if not values:
+            return logits, None
+        hidden = out.hidden_states[-1][:, start - 1:-1]
+        return logits, self.value_head(hidden.float()).squeeze(-1)
+
+    @contextlib.contextmanager
+    def reference(self):
+        """The frozen reference model, as a callable like the policy's model."""
+        if self.lora:
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            yield self.ref
+
+    def ref_logits(self, input_ids, attention_mask, start: int):
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        with self.reference() as ref:
+            out = ref(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        return out.logits[:, start - 1:-1]
+
+    # -- saving -----------------------------------------------------------------------------------
+
+    def save_checkpoint_weights(self, folder: Path) -> None:
+        self.model.save_pretrained(folder / "policy")
+        self._save_head(folder)
+
+    def load_checkpoint_weights(self, folder: Path) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        if self.lora:
+            from peft import set_peft_model_state_dict
+            from peft.utils import load_peft_weights
+
+            set_peft_model_state_dict(self.model, load_peft_weights(str(folder / "policy")))
+        else:
+            from transformers import AutoModelForCausalLM
+
+            loaded = AutoModelForCausalLM.from_pretrained(folder / "policy", torch_dtype=self.model.dtype)
+            self.model.load_state_dict(loaded.state_dict())
+        self.value_head.load_state_dict({k: v.to(torch.float32) for k, v in load_file(str(folder / VALUE_HEAD_FILE)).items()})
+
+    def save_final(self, out: Path, tokenizer: Any, *, keep_adapter: bool) -> None:
+        """The HF folder every backend loads (merged unless ``keep_adapter``), the value head beside it."""
+        model = self.model
+        if self.lora and not keep_adapter:
+            model = model.merge_and_unload()
+            self.model, self.lora = model, False
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        self._save_head(out)
+
+    def _save_head(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        (folder / VALUE_HEAD_FILE).parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.value_head.state_dict().items()}, str(folder / VALUE_HEAD_FILE))
