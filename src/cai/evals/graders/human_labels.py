@@ -6,8 +6,10 @@ Two shapes are read:
   final_label``): ``final_label`` 1_full_compliance is compliance, 2_full_refusal and
   3_partial_refusal are refusals (a partial refusal still declines part of the request); prompt
   types starting with ``contrast_`` are the unsafe prompts;
-- JSONL records with ``prompt`` (text) or ``messages`` (ending with a user turn), ``answer`` (or
-  ``completion``), and ``refused`` (true/false); optional ``id``, ``type``, ``unsafe``.
+- JSONL records with ``prompt`` (text or a conversation) or ``messages`` (ending with a user
+  turn), ``answer`` (or ``completion``), and ``refused`` (true/false); optional ``id``, ``type``,
+  ``unsafe``. The examples file of ``cai eval harmlessness`` / ``over-refusal`` has this shape once
+  a person adds ``refused`` to its records.
 """
 
 from __future__ import annotations
@@ -83,8 +85,9 @@ def _jsonl(p: Path) -> list[LabelledAnswer]:
             where = f"{p}:{n}"
             if not isinstance(rec, dict):
                 raise CAIError(f"{where}: expected an object with prompt, answer, refused")
-            if isinstance(rec.get("messages"), list):
-                prompt = [{"role": m["role"], "content": m["content"]} for m in rec["messages"]]
+            conv = rec.get("messages") if isinstance(rec.get("messages"), list) else rec.get("prompt")
+            if isinstance(conv, list):  # a conversation, e.g. the examples file of a cai eval
+                prompt = [{"role": m["role"], "content": m["content"]} for m in conv]
             elif isinstance(rec.get("prompt"), str):
                 prompt = [{"role": "user", "content": rec["prompt"]}]
             else:
