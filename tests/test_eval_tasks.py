@@ -213,3 +213,12 @@ def test_helpfulness_and_pairwise_cli_on_tiny_llama(tmp_path, tiny_llama_dir):
     assert main(["eval", "pairwise", "-m", spec, "-m", "mock:", "-o", str(tmp_path / "p.json"), *common]) == 0
     p = read_result(tmp_path / "p.json")
     assert set(p.breakdown["by_model"]) == {spec, "mock:"}
+
+
+def test_subsets_are_nested_so_a_larger_limit_resumes():
+    from cai.evals.tasks.itemrun import seeded_subset
+
+    items = list(range(100))
+    small, large = seeded_subset(items, 10, 3), seeded_subset(items, 30, 3)
+    assert set(small) <= set(large) and large == sorted(large) and len(large) == 30
+    assert seeded_subset(items, 10, 4) != small
