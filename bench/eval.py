@@ -135,8 +135,11 @@ def main(argv=None) -> int:
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
     t = time.perf_counter()
     backend = load_backend(args.model)
-    backend.generate(convs[:2], SamplingParams(temperature=0.0, max_tokens=4))  # engine start, warm-up
-    backend.score_options([grading_conversation(convs[0], "Sure.")], ["A", "B"])
+    # Engine start and warm-up at both batch shapes the runs use (one request, several), so that
+    # neither run pays for a first-time compile.
+    for batch in (convs[:1], convs[:2]):
+        backend.generate(batch, SamplingParams(temperature=0.0, max_tokens=4))
+        backend.score_options([grading_conversation(c, "Sure.") for c in batch], ["A", "B"])
     start_s = time.perf_counter() - t
     try:
         step = max(1, len(convs) // args.loop)
