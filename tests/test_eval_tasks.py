@@ -199,3 +199,26 @@ def test_cli_bad_output_and_data(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["eval", "hhh", "-m", "mock:", "--limit", "5", "-o", str(tmp_path / "h.json")]) == 0
     assert read_result(tmp_path / "h.json").metrics["accuracy"].n == 5
+
+
+def test_helpfulness_and_pairwise_cli_on_tiny_llama(tmp_path, tiny_llama_dir):
+    from cai.cli import main
+
+    spec = f"hf:{tiny_llama_dir}"
+    common = ["--limit", "2", "--max-tokens", "4", "--bootstrap", "50", "--judge", spec]
+    assert main(["eval", "helpfulness", "-m", spec, "--baseline", "mock:", "--turns", "2",
+                 "-o", str(tmp_path / "h.json"), *common]) == 0
+    h = read_result(tmp_path / "h.json")
+    assert h.metrics["win_rate"].n == 2 and h.grader["spec"] == spec
+    assert main(["eval", "pairwise", "-m", spec, "-m", "mock:", "-o", str(tmp_path / "p.json"), *common]) == 0
+    p = read_result(tmp_path / "p.json")
+    assert set(p.breakdown["by_model"]) == {spec, "mock:"}
+
+
+def test_subsets_are_nested_so_a_larger_limit_resumes():
+    from cai.evals.tasks.itemrun import seeded_subset
+
+    items = list(range(100))
+    small, large = seeded_subset(items, 10, 3), seeded_subset(items, 30, 3)
+    assert set(small) <= set(large) and large == sorted(large) and len(large) == 30
+    assert seeded_subset(items, 10, 4) != small

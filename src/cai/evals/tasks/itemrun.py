@@ -92,12 +92,16 @@ def run_items(store: RecordStore, items: Sequence[Any], key: Callable[[Any], str
 
 
 def seeded_subset(items: list[Any], limit: int | None, seed: int) -> list[Any]:
-    """A seeded random subset of ``limit`` items, kept in their original order."""
+    """A seeded random subset of ``limit`` items, kept in their original order. Subsets are nested
+    (a larger ``limit`` keeps every item of a smaller one), so raising --limit on a finished run
+    resumes it instead of starting over."""
     import random
 
     if limit is None or limit >= len(items):
         return items
-    keep = set(random.Random(seed).sample(range(len(items)), limit))
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    keep = set(order[:limit])
     return [it for k, it in enumerate(items) if k in keep]
 
 
