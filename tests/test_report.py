@@ -209,3 +209,14 @@ def test_run_manifest_lists_the_stages(tmp_path):
     stages = collect(discover([tmp_path]))["stages"]
     assert [(s["name"], s["status"], s["seconds"]) for s in stages] == [("critique", "done", 61.0), ("sft", "running", None)]
     assert stages[0]["what"] == "critique/sl.jsonl" and "900 MB" in stages[0]["detail"]
+
+
+def test_non_finite_numbers_do_not_break_the_page(tmp_path):
+    from report_fixture import preference_records
+
+    recs = preference_records(3, __import__("random").Random(0))
+    recs[1]["p_chosen"] = float("nan")
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    build_report(ReportConfig(inputs=(str(tmp_path / "p.jsonl"),), output=str(tmp_path / "p.html")))
+    blob = (tmp_path / "p.html").read_text().split('id="cai-data">', 1)[1].split("</script>", 1)[0]
+    assert [it["p_chosen"] is None for it in json.loads(blob)["examples"]] == [False, True, False]

@@ -17,6 +17,13 @@ def clip(text: Any) -> str:
     return s if len(s) <= MAX_TEXT else s[:MAX_TEXT] + f"… [{len(s) - MAX_TEXT} more characters]"
 
 
+def finite(v: Any) -> float | None:
+    """A number the page's JSON can hold (no NaN or infinity), else None."""
+    import math
+
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
 def message_text(x: Any) -> str:
     """A field that is a string, one message, or a list of messages: its last message's text."""
     if isinstance(x, str):
@@ -49,7 +56,7 @@ def critique_item(rec: dict[str, Any], src: str) -> dict[str, Any]:
     for s in rec.get("steps") or []:
         steps.append({"principle": str(s.get("principle_id", "?")), "critique": clip(s.get("critique")),
                       "revision": clip(s.get("revision")), "stopped": bool(s.get("stopped")),
-                      "p_comply": s.get("p_comply")})
+                      "p_comply": finite(s.get("p_comply"))})
     initial, final = clip(rec.get("initial")), clip(rec.get("final"))
     tags = sorted({s["principle"] for s in steps})
     revised = final != initial
@@ -62,7 +69,6 @@ def pair_item(rec: dict[str, Any], src: str) -> dict[str, Any]:
     from cai.data_stats import _principle_ids
 
     prompt, context = split_prompt(rec.get("prompt"))
-    p = rec.get("p_chosen")
     tags = _principle_ids(rec)
     if rec.get("tie"):
         tags.append("tie")
@@ -71,7 +77,7 @@ def pair_item(rec: dict[str, Any], src: str) -> dict[str, Any]:
         tags.append("orders disagree")
     return {"kind": "pair", "id": str(rec.get("id", "")), "src": src, "prompt": prompt, "context": context,
             "chosen": clip(message_text(rec.get("chosen"))), "rejected": clip(message_text(rec.get("rejected"))),
-            "p_chosen": float(p) if isinstance(p, (int, float)) else None,
+            "p_chosen": finite(rec.get("p_chosen")),
             "agree": agree if isinstance(agree, bool) else None, "tags": tags}
 
 
@@ -123,6 +129,6 @@ def eval_item(rec: dict[str, Any], src: str, task: str, model: str) -> dict[str,
     if rec.get("behavior") and rec.get("behavior") != raw_prompt:
         item["behavior"] = clip(message_text(rec["behavior"]))
     score = _first(rec, ("score", "p_harmful", "p_refusal", "reward"))
-    if isinstance(score, (int, float)):
-        item["score"] = float(score)
+    if finite(score) is not None:
+        item["score"] = finite(score)
     return item
