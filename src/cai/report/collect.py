@@ -16,6 +16,7 @@ from cai.report.discover import Found
 
 STAGE_ORDER = ("critique", "sft", "label", "reward", "ppo", "rloo", "dpo", "eval", "redteam", "report")
 CURVES = ("loss", "policy_loss", "reward", "kl", "length")  # drawn first; the rest fold away
+NO_GRADER = {"grader", "hhh", "truthfulqa"}  # tasks scored without a grader, or measuring one
 NOT_CURVES = {"step", "epoch", "time", "timestamp", "wall", "global_step"}
 
 
@@ -119,7 +120,7 @@ def eval_result(path: Path, roots: list[Path], max_examples: int) -> tuple[dict[
                     items.append(item)
     grader = r.grader or {}
     out = {"path": src, "task": r.task, "model": r.model or "", "grader": grader.get("name") or "",
-           "grader_note": agreement_text(grader.get("agreement")) if grader and r.task != "grader" else "",
+           "grader_note": agreement_text(grader.get("agreement")) if grader and r.task not in NO_GRADER else "",
            "metrics": {k: _metric(m) for k, m in r.metrics.items()},
            "breakdown": {name: {g: {k: _metric(m) for k, m in ms.items()} for g, ms in groups.items()}
                          for name, groups in r.breakdown.items()},
