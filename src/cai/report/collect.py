@@ -31,7 +31,8 @@ def _rel(path: Path, roots: list[Path]) -> str:
     for r in roots:
         base = r if r.is_dir() else r.parent
         try:
-            return str(path.resolve().relative_to(base.resolve())) or path.name
+            rel = str(path.resolve().relative_to(base.resolve()))
+            return path.resolve().name if rel == "." else rel
         except ValueError:
             continue
     return str(path)
@@ -89,7 +90,17 @@ def training_run(folder: Path, roots: list[Path]) -> dict[str, Any]:
             "final": {k: v for k, v in final.items() if _num(v) is not None} if isinstance(final, dict) else {},
             "steps": len(rows), "charts": charts, "more_charts": more,
             "config": info.get("config") if isinstance(info.get("config"), dict) else {},
-            "data": info.get("data") or info.get("data_files") or []}
+            "data": [_data_line(d) for d in (info.get("data") or info.get("data_files") or [])]}
+
+
+def _data_line(d: Any) -> str:
+    """One training input as "role: path (sha256 prefix)"."""
+    if not isinstance(d, dict):
+        return str(d)
+    path = _pick(d, "source", "path", "file") or "?"
+    role = f"{d['role']}: " if d.get("role") else ""
+    sha = f" (sha256 {str(d['sha256'])[:12]})" if d.get("sha256") else ""
+    return f"{role}{path}{sha}"
 
 
 # -- evals -----------------------------------------------------------------------------------------
