@@ -84,6 +84,8 @@ def test_cli_explicit_files_and_errors(run_dir, tmp_path, capsys):
                "-o", str(out)])
     assert rc == 0 and out.exists()
     assert "1 eval results" in capsys.readouterr().err
+    assert main(["report", str(run_dir / "sft"), "-o", str(out)]) == 0  # a training run folder on its own
+    assert "<code>sft</code>" in out.read_text()
     bad = tmp_path / "other.json"
     bad.write_text("{}")
     assert main(["report", str(bad), "-o", str(out)]) == 2
