@@ -239,3 +239,24 @@ def test_eval_items_read_by_meaning():
     assert (item["prompt"], item["context"], item["answer"]) == ("Q2", [["user", "Q1"], ["assistant", "A1"]], "A2")
     # log-likelihood tasks have no answer text to show
     assert eval_item({"id": "hhh/1", "category": "harmless", "correct": 1.0}, "hhh.json", "hhh", "m") is None
+
+
+def test_reads_what_critique_and_label_write(tmp_path):
+    """The report reads the files the real stages write (mock backend), not only the fixture's."""
+    from cai.critique import CritiqueConfig, run_critique
+    from cai.label import LabelConfig, run_label
+    from cai.report.collect import collect
+
+    run_critique(CritiqueConfig(model="mock:", prompts="redteam", limit=4, rounds=2, early_stop=True,
+                                output=str(tmp_path / "critique" / "sl.jsonl")), show_progress=False)
+    run_label(LabelConfig(policy="mock:", prompts="helpful", limit=3, samples_per_prompt=3,
+                          output=str(tmp_path / "label" / "prefs.jsonl")), show_progress=False)
+    model = collect(discover([tmp_path]))
+    assert [s["name"] for s in model["stages"]] == ["critique", "label"]
+    kinds = [it["kind"] for it in model["examples"]]
+    assert kinds.count("revision") == 4 and kinds.count("pair") >= 3
+    chain = next(it for it in model["examples"] if it["kind"] == "revision")
+    assert chain["prompt"] and chain["initial"] and len(chain["steps"]) == 2
+    pair = next(it for it in model["examples"] if it["kind"] == "pair")
+    assert 0.0 <= pair["p_chosen"] <= 1.0 and pair["chosen"] != pair["rejected"]
+    assert model["critique"][0]["principles"] and model["preferences"][0]["hist"].startswith("<svg")
