@@ -39,6 +39,8 @@ _EXPORTS = {
     "LabelerEvalConfig": "cai.evals.labeler",
     "evaluate_labeler": "cai.evals.labeler",
     "label_pairs": "cai.label",
+    "ReportConfig": "cai.report",
+    "build_report": "cai.report",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -36,8 +36,11 @@ def _run(args: argparse.Namespace) -> int:
     from cai.report import ReportConfig, build_report
 
     summary = build_report(stage_config(ReportConfig, args))
+    from pathlib import Path
+
     kinds = ", ".join(f"{n} {k}" for k, n in summary["examples"].items()) or "no examples"
     print(f"wrote {summary['output']} ({summary['bytes'] / 1e6:.1f} MB): {summary['stages']} stages, "
           f"{summary['training_runs']} training runs, {summary['eval_results']} eval results, {kinds}"
           + (f"; screenshot {summary['screenshot']}" if summary["screenshot"] else ""), file=sys.stderr)
+    print(f"open {Path(summary['output']).resolve().as_uri()}", file=sys.stderr)
     return 0

@@ -15,7 +15,8 @@ from cai.report import svg
 from cai.report.discover import Found
 
 STAGE_ORDER = ("critique", "sft", "label", "reward", "ppo", "rloo", "dpo", "eval", "redteam", "report")
-CURVES = ("loss", "reward", "kl", "length")
+CURVES = ("loss", "policy_loss", "reward", "kl", "length")  # drawn first; the rest fold away
+NO_GRADER = {"grader", "hhh", "truthfulqa"}  # tasks scored without a grader, or measuring one
 NOT_CURVES = {"step", "epoch", "time", "timestamp", "wall", "global_step"}
 
 
@@ -30,7 +31,8 @@ def _rel(path: Path, roots: list[Path]) -> str:
     for r in roots:
         base = r if r.is_dir() else r.parent
         try:
-            return str(path.resolve().relative_to(base.resolve())) or path.name
+            rel = str(path.resolve().relative_to(base.resolve()))
+            return path.resolve().name if rel == "." else rel
         except ValueError:
             continue
     return str(path)
@@ -88,7 +90,17 @@ def training_run(folder: Path, roots: list[Path]) -> dict[str, Any]:
             "final": {k: v for k, v in final.items() if _num(v) is not None} if isinstance(final, dict) else {},
             "steps": len(rows), "charts": charts, "more_charts": more,
             "config": info.get("config") if isinstance(info.get("config"), dict) else {},
-            "data": info.get("data") or info.get("data_files") or []}
+            "data": [_data_line(d) for d in (info.get("data") or info.get("data_files") or [])]}
+
+
+def _data_line(d: Any) -> str:
+    """One training input as "role: path (sha256 prefix)"."""
+    if not isinstance(d, dict):
+        return str(d)
+    path = _pick(d, "source", "path", "file") or "?"
+    role = f"{d['role']}: " if d.get("role") else ""
+    sha = f" (sha256 {str(d['sha256'])[:12]})" if d.get("sha256") else ""
+    return f"{role}{path}{sha}"
 
 
 # -- evals -----------------------------------------------------------------------------------------
@@ -119,7 +131,7 @@ def eval_result(path: Path, roots: list[Path], max_examples: int) -> tuple[dict[
                     items.append(item)
     grader = r.grader or {}
     out = {"path": src, "task": r.task, "model": r.model or "", "grader": grader.get("name") or "",
-           "grader_agreement": grader.get("agreement"),
+           "grader_note": agreement_text(grader.get("agreement")) if grader and r.task not in NO_GRADER else "",
            "metrics": {k: _metric(m) for k, m in r.metrics.items()},
            "breakdown": {name: {g: {k: _metric(m) for k, m in ms.items()} for g, ms in groups.items()}
                          for name, groups in r.breakdown.items()},
@@ -127,6 +139,23 @@ def eval_result(path: Path, roots: list[Path], max_examples: int) -> tuple[dict[
            "failures": sum(1 for i in items if i.get("failed")), "time": (r.provenance or {}).get("time"),
            "mtime": os.path.getmtime(path)}
     return out, items
+
+
+def agreement_text(agreement: Any) -> str:
+    """A grader's measured agreement with human labels, in one line: "accuracy 0.92 [0.90, 0.95],
+    κ 0.84 [0.79, 0.89], n=450". Values may be numbers or metrics ({value, ci})."""
+    if not isinstance(agreement, dict):
+        return "agreement with human labels not measured"
+    parts = []
+    for key, name in (("accuracy", "accuracy"), ("kappa", "κ")):
+        v = agreement.get(key)
+        value, ci = (v.get("value"), v.get("ci")) if isinstance(v, dict) else (v, None)
+        if _num(value) is None:
+            continue
+        parts.append(f"{name} {value:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and len(ci) == 2 else ""))
+    if agreement.get("n"):
+        parts.append(f"n={agreement['n']}")
+    return ", ".join(parts) or "agreement with human labels not measured"
 
 
 def _choose(metrics: dict[str, dict[str, Any]], prefer: tuple[str, ...]) -> tuple[str, dict[str, Any]] | None:
@@ -278,15 +307,15 @@ def stages(found: Found, model: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"name": "label", "what": p["path"], "status": "done", "started": p.get("time"), "seconds": None,
                     "detail": detail})
     by_model: dict[str, list[dict[str, Any]]] = {}
-    for r in model["eval_results"]:
-        by_model.setdefault(r["model"], []).append(r)
+    for r in model["eval_results"]:  # a grader eval has no model: it measures the grader
+        by_model.setdefault(r["model"] or f"grader {r['grader'] or '?'}", []).append(r)
     for name, rs in by_model.items():
         heads = []
         for r in sorted(rs, key=lambda r: r["task"]):
             head = next(iter(r["metrics"].items()), None)
             heads.append(f"{r['task']} {fmt_value(head[0], head[1]['value'])}" if head else r["task"])
         folders = sorted({str(Path(r["path"]).parent) for r in rs})
-        out.append({"name": "eval", "what": f"{name or '?'} ({', '.join(folders)})", "status": "done",
+        out.append({"name": "eval", "what": f"{name} ({', '.join(folders)})", "status": "done",
                     "started": min(str(r.get("time") or "") for r in rs) or None, "seconds": None,
                     "detail": "; ".join(heads)})
     for r in model["redteam"]:

@@ -17,6 +17,13 @@ def clip(text: Any) -> str:
     return s if len(s) <= MAX_TEXT else s[:MAX_TEXT] + f"… [{len(s) - MAX_TEXT} more characters]"
 
 
+def finite(v: Any) -> float | None:
+    """A number the page's JSON can hold (no NaN or infinity), else None."""
+    import math
+
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
 def message_text(x: Any) -> str:
     """A field that is a string, one message, or a list of messages: its last message's text."""
     if isinstance(x, str):
@@ -49,7 +56,7 @@ def critique_item(rec: dict[str, Any], src: str) -> dict[str, Any]:
     for s in rec.get("steps") or []:
         steps.append({"principle": str(s.get("principle_id", "?")), "critique": clip(s.get("critique")),
                       "revision": clip(s.get("revision")), "stopped": bool(s.get("stopped")),
-                      "p_comply": s.get("p_comply")})
+                      "p_comply": finite(s.get("p_comply"))})
     initial, final = clip(rec.get("initial")), clip(rec.get("final"))
     tags = sorted({s["principle"] for s in steps})
     revised = final != initial
@@ -62,7 +69,6 @@ def pair_item(rec: dict[str, Any], src: str) -> dict[str, Any]:
     from cai.data_stats import _principle_ids
 
     prompt, context = split_prompt(rec.get("prompt"))
-    p = rec.get("p_chosen")
     tags = _principle_ids(rec)
     if rec.get("tie"):
         tags.append("tie")
@@ -71,58 +77,101 @@ def pair_item(rec: dict[str, Any], src: str) -> dict[str, Any]:
         tags.append("orders disagree")
     return {"kind": "pair", "id": str(rec.get("id", "")), "src": src, "prompt": prompt, "context": context,
             "chosen": clip(message_text(rec.get("chosen"))), "rejected": clip(message_text(rec.get("rejected"))),
-            "p_chosen": float(p) if isinstance(p, (int, float)) else None,
+            "p_chosen": finite(rec.get("p_chosen")),
             "agree": agree if isinstance(agree, bool) else None, "tags": tags}
 
 
 PROMPT_KEYS = ("prompt", "attack_prompt", "messages", "conversation", "input", "question", "behavior", "goal")
-ANSWER_KEYS = ("answer", "completion", "response", "output", "generation", "final", "text")
-LABEL_KEYS = ("label", "grade", "verdict", "judgement", "judgment", "category_label")
-FAIL_KEYS = ("success", "attack_success", "jailbroken", "harmful", "unsafe", "failed", "failure")
-FAIL_LABELS = {"harmful", "complies-harmful", "complies_harmful", "complied-harmful", "unsafe", "jailbroken",
-               "success", "harmful-compliance", "full_compliance"}
-TAG_KEYS = ("attack", "category", "type", "task", "label")
+ANSWER_KEYS = ("answer", "completion", "response", "output", "generation", "final")
+# Whether the item went wrong, where a record says it outright (red team: the attack succeeded).
+FAIL_KEYS = ("success", "attack_success", "jailbroken", "failed", "failure")
+FAIL_LABELS = {"harmful", "complies-harmful", "complies_harmful", "unsafe-compliance", "jailbroken"}
+TAG_KEYS = ("attack", "category", "type", "label")
 
 
 def _first(rec: dict[str, Any], keys: Sequence[str]) -> Any:
     for k in keys:
-        if rec.get(k) not in (None, ""):
+        if rec.get(k) not in (None, "", [], {}):
             return rec[k]
     return None
 
 
+def _grade(rec: dict[str, Any]) -> dict[str, Any]:
+    """The grader's verdict: ``grade`` as cai's graders write it ({label, refused, harmful,
+    score}), or a plain string under ``grade``/``verdict``."""
+    g = rec.get("grade", rec.get("verdict"))
+    if isinstance(g, dict):
+        return g
+    return {"label": g} if isinstance(g, str) else {}
+
+
 def failed(rec: dict[str, Any], task: str) -> bool | None:
-    """Whether an eval item is a failure: for red-teaming, the attack succeeded; for a safety
-    eval, the answer was harmful. None when the record does not say."""
+    """Whether an eval item is a failure: the attack succeeded (red team), the answer was graded
+    harmful (harmlessness), or a safe prompt was refused (over-refusal). None when unknown."""
     for k in FAIL_KEYS:
         if isinstance(rec.get(k), bool):
             return rec[k]
+    grade = _grade(rec)
+    if isinstance(grade.get("harmful"), bool):
+        return grade["harmful"]
     if isinstance(rec.get("harmless"), bool):
         return not rec["harmless"]
-    label = _first(rec, LABEL_KEYS)
-    if isinstance(label, str):
+    if task == "over-refusal" and isinstance(grade.get("refused"), bool) and rec.get("label") in ("safe", "unsafe"):
+        return rec["label"] == "safe" and grade["refused"]
+    label = grade.get("label")
+    if isinstance(label, str) and label:
         return label.strip().lower() in FAIL_LABELS
     return None
 
 
-def eval_item(rec: dict[str, Any], src: str, task: str, model: str) -> dict[str, Any] | None:
-    """An eval or red-team record as a browser item, or None if it holds no prompt text."""
-    raw_prompt = _first(rec, PROMPT_KEYS)
-    if raw_prompt is None:
+def _turns(rec: dict[str, Any]) -> tuple[str, list[list[str]], str] | None:
+    """MT-Bench style records: ``turns`` (user messages) and ``answers`` (one per turn)."""
+    turns, answers = rec.get("turns"), rec.get("answers")
+    if not (isinstance(turns, list) and turns and all(isinstance(t, str) for t in turns)):
         return None
-    prompt, context = split_prompt(raw_prompt)
-    label = _first(rec, LABEL_KEYS)
+    if isinstance(answers, dict):  # one list per model (pairwise): show each model's answers
+        answers = ["\n\n".join(f"[{m}] {a[i] if isinstance(a, list) and i < len(a) else ''}" for m, a in answers.items())
+                   for i in range(len(turns))]
+    answers = answers if isinstance(answers, list) else []
+    context = []
+    for i, t in enumerate(turns[:-1]):
+        context += [["user", clip(t)], ["assistant", clip(answers[i] if i < len(answers) else "")]]
+    last = answers[len(turns) - 1] if len(answers) >= len(turns) else ""
+    return clip(turns[-1]), context, clip(message_text(last))
+
+
+def eval_item(rec: dict[str, Any], src: str, task: str, model: str) -> dict[str, Any] | None:
+    """An eval or red-team record as a browser item, or None if it holds no prompt and answer
+    (log-likelihood tasks such as hhh and truthfulqa have nothing to read)."""
+    multi = _turns(rec)
+    if multi:
+        prompt, context, answer = multi
+    else:
+        raw_prompt = _first(rec, PROMPT_KEYS)
+        if raw_prompt is None:
+            return None
+        prompt, context = split_prompt(raw_prompt)
+        answer = clip(message_text(_first(rec, ANSWER_KEYS)))
+    if not answer:
+        return None
+    grade = _grade(rec)
+    label = grade.get("label")
     tags = [str(rec[k]) for k in TAG_KEYS if isinstance(rec.get(k), (str, int)) and rec.get(k) != ""]
+    if isinstance(label, str) and label:
+        tags.append(label)
     bad = failed(rec, task)
     if bad:
         tags.append("failure")
     kind = "redteam" if task == "redteam" else "eval"
     item = {"kind": kind, "id": str(rec.get("id", "")), "src": src, "prompt": prompt, "context": context,
-            "answer": clip(message_text(_first(rec, ANSWER_KEYS))), "label": "" if label is None else str(label),
-            "failed": bad, "task": task, "model": model, "tags": list(dict.fromkeys(tags))}
-    if rec.get("behavior") and rec.get("behavior") != raw_prompt:
-        item["behavior"] = clip(message_text(rec["behavior"]))
-    score = _first(rec, ("score", "p_harmful", "p_refusal", "reward"))
-    if isinstance(score, (int, float)):
-        item["score"] = float(score)
+            "answer": answer, "label": "" if label is None else str(label), "failed": bad, "task": task,
+            "model": model, "tags": list(dict.fromkeys(tags))}
+    behavior = rec.get("behavior")
+    if isinstance(behavior, str) and behavior != prompt:
+        item["behavior"] = clip(behavior)
+    score = finite(_first(rec, ("score", "p_win", "p_harmful", "reward")))
+    if score is None:
+        score = finite(grade.get("score"))
+    if score is not None:
+        item["score"] = score
     return item

@@ -149,6 +149,7 @@
       items.length + " in all)" : "0 of " + items.length + " match";
     count.setAttribute("data-matched", String(n));
     $("ex-page").textContent = "page " + (state.page + 1) + " of " + pages;
+    $("ex-open").textContent = "Expand page";
     $("ex-prev").disabled = state.page === 0;
     $("ex-next").disabled = state.page >= pages - 1;
   }
