@@ -129,7 +129,10 @@ def _scan(path: Path, *, stage: str | None, key: str) -> tuple[int, bool]:
                               "or delete the file to start fresh")
         if stage is not None and seen == 0:
             found = _stage_of(rec)
-            if found is not None and found != stage:
+            if found is None:  # a prompt file, a dataset from elsewhere: data cai must not append to
+                raise OutputError(f"{path} is not a `cai {stage}` output (its records carry no cai provenance; "
+                                  "a prompt file?); pass a new -o/--output")
+            if found != stage:
                 raise OutputError(f"{path} holds `cai {found}` records, not `cai {stage}` ones; pass a new "
                                   "-o/--output (appending would mix two kinds of record in one dataset)")
         seen += 1
