@@ -57,6 +57,13 @@ def path_inside(root: str | Path, *parts: Any) -> Path:
     return p
 
 
+def sidecar(path: str | Path, tag: str) -> Path:
+    """``out.jsonl`` -> ``out.TAG.jsonl``: a companion record file (skipped items, examples)."""
+    p = Path(path)
+    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(f"{stem}.{tag}.jsonl")
+
+
 def _stage_of(rec: dict[str, Any]) -> str | None:
     prov = rec.get("provenance")
     return prov.get("stage") if isinstance(prov, dict) else None
