@@ -368,3 +368,19 @@ def test_serve_config_bounds_are_checked():
     with pytest.raises(ValueError, match="max_n"):
         ServeConfig(max_n=0)
     assert ServeConfig().host == "127.0.0.1"
+
+
+def test_vllm_server_gets_chatml_for_a_model_without_a_chat_template(tmp_path, monkeypatch):
+    """hf and cai's app fall back to ChatML for a base model; vLLM's server must too."""
+    from cai.chat import CHATML_TEMPLATE
+
+    monkeypatch.setenv("CAI_HOME", str(tmp_path / "home"))
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    (base / "tokenizer_config.json").write_text('{"model_max_length": 2048}')
+    argv, _ = vllm_command(ServeConfig(model=f"vllm:{base}"), cuda=False)
+    i = argv.index("--chat-template")
+    assert open(argv[i + 1]).read() == CHATML_TEMPLATE
+    (base / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    assert "--chat-template" not in vllm_command(ServeConfig(model=f"vllm:{base}"), cuda=False)[0]

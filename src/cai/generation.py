@@ -19,6 +19,7 @@ from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.types import Completion, Conversation, SamplingParams
 
+OVERLONG = ("error", "truncate", "skip")
 # Provenance keys that must match for a run to continue an existing output file.
 _RESUME_KEYS = ("models", "sampling", "seed", "system")
 
@@ -44,12 +45,17 @@ class GenerateConfig:
     # vLLM runs up to 256 sequences at once: on the 2-core dev VM one call of 256 prompts generated
     # 678 tokens/s against 535 for calls of 32; a kill loses one call's answers.
     batch_size: int = option(256, help="prompts per backend call; also the unit of saving")
+    overlong: str = option("error", help="a prompt longer than the model's context: error (stop and name it), "
+                           "truncate (keep its last tokens, with a warning; hf backend) or skip (list it in "
+                           "OUT.skipped.jsonl and go on)")
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}; leave it out to answer every prompt")
+        if self.overlong not in OVERLONG:
+            raise ValueError(f"overlong must be one of {', '.join(OVERLONG)}, got {self.overlong!r}")
         self.sampling(0)  # validates temperature, top_p, max_tokens and n now, not after the model loads
 
     def sampling(self, batch: int) -> SamplingParams:
@@ -83,37 +89,39 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
 
     ``backend`` (a loaded backend or a spec) overrides ``config.model``.
     """
-    from cai.backends import load_backend
     from cai.progress import progress
     from cai.sources import load_prompts
-    from cai.store import RecordStore
+    from cai.store import RecordStore, sidecar
 
     if not config.input:
         raise CAIError("no input given; pass --input PROMPTS.jsonl (or a built-in set such as helpful)")
     if not config.output:
         raise CAIError("no output given; pass --output OUT.jsonl (running the same command again resumes it)")
     store = RecordStore(config.output, stage="generate")  # a bad output path fails before any work
+    skipped = RecordStore(sidecar(config.output, "skipped"), stage="generate")
     prompts = load_prompts(config.input, field=config.field, limit=config.limit)
     if not prompts:
         raise CAIError(f"{config.input} holds no prompts")
     ids_of = (lambda p: [p.id]) if config.n == 1 else (lambda p: [f"{p.id}-s{j}" for j in range(config.n)])
-    todo_count = sum(1 for p in prompts for i in ids_of(p) if i not in store)
+    done = lambda rid: rid in store or rid in skipped  # noqa: E731
+    todo_count = sum(1 for p in prompts for i in ids_of(p) if not done(i))
     summary = {"output": str(Path(config.output)), "prompts": len(prompts), "written": 0,
                "skipped": len(prompts) * config.n - todo_count}
     if todo_count == 0:
         return {**summary, "total": len(store)}
-    backend = load_backend(backend if backend is not None else config.model)
+    backend = _load_for(config, backend)
     _check_resume(store, _provenance(backend, config, 0))
 
     with progress(len(prompts) * config.n, "generate", unit="answer", initial=summary["skipped"],
                   enabled=show_progress) as bar:
         for k, start in enumerate(range(0, len(prompts), config.batch_size)):
             # Fixed batch boundaries: batch k always holds the same prompts and uses seed + k.
-            batch = [p for p in prompts[start:start + config.batch_size] if any(i not in store for i in ids_of(p))]
+            batch = [p for p in prompts[start:start + config.batch_size] if any(not done(i) for i in ids_of(p))]
+            convs = [with_system(p.messages, config.system) for p in batch]
+            batch, convs = _overlong(config, backend, batch, convs, skipped, ids_of, bar)
             if not batch:
                 continue
             params = config.sampling(k)
-            convs = [with_system(p.messages, config.system) for p in batch]
             completions = backend.generate(convs, params)
             prov = _provenance(backend, config, k)
             records = []
@@ -123,6 +131,62 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
             summary["written"] += store.append(records)
             bar.update(len(records))
     return {**summary, "total": len(store)}
+
+
+def _load_for(config: GenerateConfig, backend: Any) -> Any:
+    from cai.backends import load_backend, split_spec
+
+    if config.overlong != "truncate":
+        return load_backend(backend if backend is not None else config.model)
+    if backend is None:
+        if split_spec(config.model)[0] != "hf":
+            raise CAIError(f"--overlong truncate needs the hf backend (-m hf:...), not {config.model!r}; "
+                           "use --overlong skip instead")
+        return load_backend(config.model, truncate="left")
+    backend = load_backend(backend)
+    if not hasattr(backend, "truncate"):
+        raise CAIError(f"--overlong truncate needs the hf backend, not {backend.name}; use --overlong skip instead")
+    backend.truncate = "left"
+    return backend
+
+
+def prompt_tokens(backend: Any, conv: Conversation) -> tuple[int, int] | None:
+    """(tokens of the rendered prompt, the model's context) for a backend that tokenizes locally."""
+    from cai.chat import render_prompt
+
+    tok = getattr(backend, "tokenizer", None)
+    ctx = getattr(backend, "context_length", None) or getattr(backend, "max_model_len", None)
+    if tok is None or not ctx:
+        return None
+    return len(tok(render_prompt(tok, conv), add_special_tokens=False)["input_ids"]), int(ctx)
+
+
+def _overlong(config: GenerateConfig, backend: Any, batch: list, convs: list, skipped: Any, ids_of: Any,
+              bar: Any) -> tuple[list, list]:
+    """Apply ``--overlong`` to one batch: the prompts to answer, and those skipped (written)."""
+    import sys
+
+    if config.overlong == "error" or not batch:
+        return batch, convs
+    sizes = [prompt_tokens(backend, c) for c in convs]
+    if config.overlong == "skip" and any(s is None for s in sizes):
+        raise CAIError(f"--overlong skip needs a backend that tokenizes locally (hf, vllm), not {backend.name}")
+    long = [i for i, s in enumerate(sizes) if s is not None and s[0] + 1 > s[1]]
+    if not long:
+        return batch, convs
+    if config.overlong == "truncate":
+        print(f"cai: warning: {len(long)} prompt(s) longer than the context ({sizes[long[0]][1]} tokens) keep only "
+              f"their last tokens: {', '.join(batch[i].id for i in long[:5])}", file=sys.stderr)
+        return batch, convs
+    recs = [{"id": rid, "prompt_id": batch[i].id, "reason": "overlong", "prompt_tokens": sizes[i][0],
+             "context": sizes[i][1], "provenance": {"stage": "generate", "models": {"policy": backend.name}}}
+            for i in long for rid in ids_of(batch[i])]
+    skipped.append(recs)
+    bar.update(len(recs))
+    print(f"cai: warning: skipped {len(long)} prompt(s) longer than the context ({sizes[long[0]][1]} tokens); "
+          f"listed in {skipped.path}", file=sys.stderr)
+    keep = [i for i in range(len(batch)) if i not in set(long)]
+    return [batch[i] for i in keep], [convs[i] for i in keep]
 
 
 def _record(rid: str, prompt: Any, conv: Conversation, c: Completion, prov: dict[str, Any],

@@ -57,6 +57,13 @@ def path_inside(root: str | Path, *parts: Any) -> Path:
     return p
 
 
+def sidecar(path: str | Path, tag: str) -> Path:
+    """``out.jsonl`` -> ``out.TAG.jsonl``: a companion record file (skipped items, examples)."""
+    p = Path(path)
+    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(f"{stem}.{tag}.jsonl")
+
+
 def _stage_of(rec: dict[str, Any]) -> str | None:
     prov = rec.get("provenance")
     return prov.get("stage") if isinstance(prov, dict) else None
@@ -129,7 +136,10 @@ def _scan(path: Path, *, stage: str | None, key: str) -> tuple[int, bool]:
                               "or delete the file to start fresh")
         if stage is not None and seen == 0:
             found = _stage_of(rec)
-            if found is not None and found != stage:
+            if found is None:  # a prompt file, a dataset from elsewhere: data cai must not append to
+                raise OutputError(f"{path} is not a `cai {stage}` output (its records carry no cai provenance; "
+                                  "a prompt file?); pass a new -o/--output")
+            if found != stage:
                 raise OutputError(f"{path} holds `cai {found}` records, not `cai {stage}` ones; pass a new "
                                   "-o/--output (appending would mix two kinds of record in one dataset)")
         seen += 1

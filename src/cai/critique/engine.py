@@ -55,7 +55,7 @@ class CritiqueConfig:
     critique_max_tokens: int = option(192, help="token limit of each critique")
     revision_max_tokens: int = option(256, help="token limit of each revision")
     few_shot: int | None = option(None, help="how many of the constitution's worked examples to show the critic "
-                                  "(default: all; 0 for none)")
+                                  "(default and -1: all, as in cai label; 0 for none)")
     early_stop: bool = option(False, help="before each critique, ask the critic (scored yes/no, no generation) whether "
                               "the answer already meets the principle, and stop revising it if so")
     early_stop_threshold: float = option(0.5, help="P(yes) at or above which a prompt stops revising")
@@ -87,8 +87,8 @@ class CritiqueConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.early_stop_threshold <= 1.0:
             raise ValueError(f"early_stop_threshold must be within [0, 1], got {self.early_stop_threshold}")
-        if self.few_shot is not None and self.few_shot < 0:
-            raise ValueError(f"few_shot must be >= 0, got {self.few_shot}")
+        if self.few_shot is not None and self.few_shot < -1:
+            raise ValueError(f"few_shot must be -1 (all), 0 (none) or a count, got {self.few_shot}")
         if self.revision_mode not in ("critique", "distill"):
             raise ValueError(f"revision_mode {self.revision_mode!r} is unknown; use critique or distill")
         if self.samples < 1:
@@ -134,7 +134,7 @@ class _Engine:
         self.template = cp.CritiqueTemplate.load(config.template)
         self.pool = principle_pool(constitution, config)
         examples = tuple(constitution.examples)
-        if config.few_shot is not None:
+        if config.few_shot is not None and config.few_shot >= 0:  # -1, like None, means all
             examples = examples[: config.few_shot]
         self.shots = cp.few_shot_turns(examples, self.template)
         # One system message for the whole chain (first answer and critic turns); "" turns it off.

@@ -118,6 +118,8 @@ class PrinciplePlan:
 
 
 def few_shot_examples(constitution: Any, k: int) -> tuple[Any, ...]:
+    if k < -1:
+        raise CAIError(f"--few-shot must be -1 (all), 0 (none) or a count, got {k}")
     if k == 0:
         return ()
     available = tuple(constitution.preference_examples)

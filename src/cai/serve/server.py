@@ -112,8 +112,40 @@ def vllm_command(config: ServeConfig, *, cuda: bool) -> tuple[list[str], dict[st
     key = api_key(config)
     if key:
         argv += ["--api-key", key]
-    argv += shlex.split(config.vllm_args)
+    extra = shlex.split(config.vllm_args)
+    if "--chat-template" not in extra and not has_chat_template(path):
+        # vLLM refuses to chat with a base model; the hf backend and cai's app fall back to ChatML,
+        # so the vllm server is given the same template, and a model answers the same either way.
+        argv += ["--chat-template", str(chatml_file())]
+    argv += extra
     return argv, env
+
+
+def has_chat_template(path: str) -> bool:
+    """Whether a local model folder ships a chat template (hub ids are assumed to)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return True
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError):
+        return False
+
+
+def chatml_file() -> Any:
+    from cai.chat import CHATML_TEMPLATE
+    from cai.home import cai_home
+
+    p = cai_home() / "chatml.jinja"
+    if not p.is_file() or p.read_text() != CHATML_TEMPLATE:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(CHATML_TEMPLATE)
+    return p
 
 
 def api_key(config: ServeConfig) -> str | None:
