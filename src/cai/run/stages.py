@@ -23,7 +23,9 @@ STAGES: dict[str, tuple[str, str]] = {
     "sft": ("cai.train.sft:SFTRunConfig", "cai.train.sft:run_sft"),
     "label": ("cai.label.engine:LabelConfig", "cai.label.engine:run_label"),
     "reward": ("cai.train.reward:RewardTrainConfig", "cai.train.reward:run_reward"),
+    "ppo": ("cai.train.ppo:PPORunConfig", "cai.train.ppo:run_ppo"),
     "dpo": ("cai.train.dpo:DPORunConfig", "cai.train.dpo:run_dpo"),
+    "rloo": ("cai.train.rloo:RlooConfig", "cai.train.rloo:run_rloo"),
     "report": ("cai.report:ReportConfig", "cai.report:build_report"),
 }
 # eval task -> ("module:ConfigClass", "module:function"); the function returns an EvalResult,
