@@ -16,7 +16,7 @@ import yaml
 
 from cai.cli import main
 from cai.errors import CAIError
-from cai.run.plan import build_plan, keyed
+from cai.run.plan import build_plan, keyed, resolve_refs
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"How do I do thing number {i}?"} for i in range(6)]
 
@@ -47,6 +47,9 @@ def test_plan_wires_stages_and_keys_follow_settings(tmp_path):
                                        "ppo-2", "eval-harmlessness", "report"]
     by = {s.name: s for s in steps}
     assert by["sft"].config["data"] == ["@critique/critique.jsonl"]
+    folders = {s.name: tmp_path / s.folder for s in steps}
+    resolved = resolve_refs(by["ppo-2"].config, folders)
+    assert resolved["policy"] == str(folders["ppo-1"] / "model") and resolved["reward"] == str(folders["reward-2"] / "model")
     assert by["label-1"].config["policy"] == "@sft/model" and by["label-2"].config["policy"] == "@ppo-1/model"
     assert by["ppo-2"].config["reward"] == "@reward-2/model" and by["eval-harmlessness"].config["model"] == "@ppo-2/model"
     # One changed setting changes that step's key and every key downstream of it, not upstream.
@@ -154,3 +157,32 @@ def test_eval_and_report_steps_write_their_files(tmp_path):
     assert m["steps"]["eval-harmlessness"]["summary"]["task"] == "harmlessness"
     report = Path(m["steps"]["report"]["outputs"]["output"])
     assert report.stat().st_size > 10_000 and "harmlessness" in report.read_text()
+
+
+def test_every_stage_end_to_end_on_a_tiny_model(tmp_path, tiny_llama_dir):
+    """critique -> sft -> label -> reward -> ppo -> eval -> report, wired by the plan, on a 2-layer
+    random Llama: slow to learn anything, quick to prove that each stage reads what the last wrote."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS[:4]))
+    model = f"hf:{tiny_llama_dir}"
+    tiny = {"max_steps": 2, "batch_size": 2, "save_steps": 1, "max_length": 128}
+    spec = {"model": model, "constitution": "hhh", "rl": "ppo",
+            "critique": {"prompts": str(prompts), "rounds": 1, "few_shot": 0, "answer_max_tokens": 8,
+                         "critique_max_tokens": 8, "revision_max_tokens": 8, "filter": False},
+            "sft": dict(tiny), "label": {"prompts": str(prompts), "pairs": "contrastive", "max_tokens": 8},
+            "reward": {**tiny, "human_eval": [], "eval_split": 0.0},
+            "ppo": {"prompts": str(prompts), "max_steps": 1, "batch_size": 2, "max_tokens": 8},
+            "eval": {"tasks": ["over-refusal"], "limit": 4, "max_tokens": 8}, "report": {}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "-o", str(run_dir)]) == 0
+    m = _manifest(run_dir)
+    assert list(m["steps"]) == ["critique", "sft", "label-1", "reward-1", "ppo-1", "eval-over-refusal", "report"]
+    assert {s["status"] for s in m["steps"].values()} == {"done"}
+    folder = {n: run_dir / s["folder"] for n, s in m["steps"].items()}
+    assert (folder["sft"] / "model" / "cai_run.json").is_file()
+    assert m["steps"]["ppo-1"]["config"]["policy"] == str((folder["sft"] / "model").resolve())
+    assert m["steps"]["ppo-1"]["config"]["reward"] == str((folder["reward-1"] / "model").resolve())
+    assert json.loads((folder["eval-over-refusal"] / "results.json").read_text())["model"].endswith(
+        str(folder["ppo-1"] / "model"))

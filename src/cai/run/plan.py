@@ -195,6 +195,8 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
 
 def resolve_refs(value: Any, folders: dict[str, Path]) -> Any:
     """Replace ``@step/path`` references with the path inside that step's folder."""
+    if isinstance(value, dict):
+        return {k: resolve_refs(v, folders) for k, v in value.items()}
     if isinstance(value, list):
         return [resolve_refs(v, folders) for v in value]
     if isinstance(value, str) and value.startswith("@"):
