@@ -81,12 +81,12 @@ def test_run_skips_done_steps_and_reruns_what_a_change_touches(tmp_path, capsys)
     run_dir = tmp_path / "run"
     assert main(["run", str(_spec(tmp_path)), "-o", str(run_dir)]) == 0
     m = _manifest(run_dir)
-    assert {n: s["status"] for n, s in m["steps"].items()} == {"critique": "done", "label-1": "done"}
-    assert all(s["peak_rss_mb"] > 10 and s["seconds"] > 0 for s in m["steps"].values())
-    critique_out = Path(m["steps"]["critique"]["outputs"]["output"])
+    assert {n: s["status"] for n, s in m["stages"].items()} == {"critique": "done", "label-1": "done"}
+    assert all(s["peak_rss_mb"] > 10 and s["seconds"] > 0 for s in m["stages"].values())
+    critique_out = Path(m["stages"]["critique"]["outputs"]["output"])
     dropped = critique_out.with_name("critique.dropped.jsonl")  # the revision filter is on in a run
     assert sum(len(f.read_text().splitlines()) for f in (critique_out, dropped) if f.exists()) == 6
-    first_keys = {n: s["key"] for n, s in m["steps"].items()}
+    first_keys = {n: s["key"] for n, s in m["stages"].items()}
     capsys.readouterr()
 
     assert main(["run", str(_spec(tmp_path)), "-o", str(run_dir)]) == 0  # a rerun does no work
@@ -98,7 +98,7 @@ def test_run_skips_done_steps_and_reruns_what_a_change_touches(tmp_path, capsys)
     assert main(["run", str(_spec(tmp_path, label__limit=3)), "-o", str(run_dir)]) == 0
     assert "1 step(s) run, 1 already done" in capsys.readouterr().err
     m = _manifest(run_dir)
-    assert m["steps"]["critique"]["key"] == first_keys["critique"] and m["steps"]["label-1"]["key"] != first_keys["label-1"]
+    assert m["stages"]["critique"]["key"] == first_keys["critique"] and m["stages"]["label-1"]["key"] != first_keys["label-1"]
     assert len(list(run_dir.glob("label-1-*"))) == 2  # the old labels stay beside the new ones
 
     assert main(["run", str(_spec(tmp_path, label__limit=3)), "-o", str(run_dir), "--from", "label",
@@ -112,7 +112,7 @@ def test_a_failing_step_stops_the_run_with_its_reason(tmp_path, capfd):
     assert main(["run", str(_spec(tmp_path, critique__prompts="no/such.jsonl")), "-o", str(run_dir)]) == 2
     err = capfd.readouterr().err  # the step's own message comes from its process
     assert "no/such.jsonl" in err and "step critique failed" in err and "run the same command again" in err
-    assert _manifest(run_dir)["steps"]["critique"]["status"] == "failed"
+    assert _manifest(run_dir)["stages"]["critique"]["status"] == "failed"
 
 
 def test_killed_run_resumes_and_finishes(tmp_path):
@@ -132,13 +132,13 @@ def test_killed_run_resumes_and_finishes(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # the runner and its step process, as a kill -9 of the session would
     proc.wait()
     assert out is not None, "the critique step never wrote its first records"
-    assert _manifest(run_dir)["steps"]["critique"]["status"] == "running"
+    assert _manifest(run_dir)["stages"]["critique"]["status"] == "running"
     assert main(["run", str(spec), "-o", str(run_dir)]) == 0
     lines = [line for f in (out, out.with_name("critique.dropped.jsonl")) if f.exists()
              for line in f.read_text().splitlines()]
     ids = [json.loads(line)["id"] for line in lines]
     assert len(ids) == len(set(ids)) == 6
-    assert {s["status"] for s in _manifest(run_dir)["steps"].values()} == {"done"}
+    assert {s["status"] for s in _manifest(run_dir)["stages"].values()} == {"done"}
 
 
 def test_eval_and_report_steps_write_their_files(tmp_path):
@@ -151,11 +151,11 @@ def test_eval_and_report_steps_write_their_files(tmp_path):
     run_dir = tmp_path / "run"
     assert main(["run", str(path), "-o", str(run_dir)]) == 0
     m = _manifest(run_dir)
-    assert list(m["steps"]) == ["critique", "eval-harmlessness", "eval-over-refusal", "report"]
-    harm = json.loads(Path(m["steps"]["eval-harmlessness"]["outputs"]["output"]).read_text())
+    assert list(m["stages"]) == ["critique", "eval-harmlessness", "eval-over-refusal", "report"]
+    harm = json.loads(Path(m["stages"]["eval-harmlessness"]["outputs"]["output"]).read_text())
     assert harm["kind"] == "cai-eval-result" and harm["model"] == "mock:" and harm["metrics"]
-    assert m["steps"]["eval-harmlessness"]["summary"]["task"] == "harmlessness"
-    report = Path(m["steps"]["report"]["outputs"]["output"])
+    assert m["stages"]["eval-harmlessness"]["summary"]["task"] == "harmlessness"
+    report = Path(m["stages"]["report"]["outputs"]["output"])
     assert report.stat().st_size > 10_000 and "harmlessness" in report.read_text()
 
 
@@ -178,11 +178,11 @@ def test_every_stage_end_to_end_on_a_tiny_model(tmp_path, tiny_llama_dir):
     run_dir = tmp_path / "run"
     assert main(["run", str(path), "-o", str(run_dir)]) == 0
     m = _manifest(run_dir)
-    assert list(m["steps"]) == ["critique", "sft", "label-1", "reward-1", "ppo-1", "eval-over-refusal", "report"]
-    assert {s["status"] for s in m["steps"].values()} == {"done"}
-    folder = {n: run_dir / s["folder"] for n, s in m["steps"].items()}
+    assert list(m["stages"]) == ["critique", "sft", "label-1", "reward-1", "ppo-1", "eval-over-refusal", "report"]
+    assert {s["status"] for s in m["stages"].values()} == {"done"}
+    folder = {n: run_dir / s["folder"] for n, s in m["stages"].items()}
     assert (folder["sft"] / "model" / "cai_run.json").is_file()
-    assert m["steps"]["ppo-1"]["config"]["policy"] == str((folder["sft"] / "model").resolve())
-    assert m["steps"]["ppo-1"]["config"]["reward"] == str((folder["reward-1"] / "model").resolve())
+    assert m["stages"]["ppo-1"]["config"]["policy"] == str((folder["sft"] / "model").resolve())
+    assert m["stages"]["ppo-1"]["config"]["reward"] == str((folder["reward-1"] / "model").resolve())
     assert json.loads((folder["eval-over-refusal"] / "results.json").read_text())["model"].endswith(
         str(folder["ppo-1"] / "model"))

@@ -42,12 +42,12 @@ def _now() -> str:
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     path = run_dir / MANIFEST
     if not path.exists():
-        return {"kind": "cai-run", "version": 1, "steps": {}}
+        return {"kind": "cai-run-manifest", "version": 1, "stages": {}}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CAIError(f"{path}: not a readable run manifest ({e}); move the run folder aside to start fresh") from None
-    if data.get("kind") != "cai-run":
+    if data.get("kind") != "cai-run-manifest":
         raise CAIError(f"{path}: not a cai run manifest; pass another run folder")
     return data
 
@@ -82,7 +82,7 @@ def plan_run(spec: dict[str, Any], opts: RunOptions, *, where: str) -> tuple[lis
 
 
 def status_of(step: Step, manifest: dict[str, Any], run_dir: Path) -> str:
-    entry = manifest["steps"].get(step.name)
+    entry = manifest["stages"].get(step.name)
     if entry and entry.get("key") == step.key and entry.get("status") == "done" \
             and (run_dir / step.folder / step.output).exists():
         return "done"
@@ -100,7 +100,7 @@ def describe(steps: list[Step], manifest: dict[str, Any], opts: RunOptions) -> s
             state = "not selected"
         elif state == "done" and opts.from_stage and i >= first:
             state = "rerun (--from)"
-        took = manifest["steps"].get(s.name, {}).get("seconds")
+        took = manifest["stages"].get(s.name, {}).get("seconds")
         lines.append(f"  {i + 1:2d}. {s.name:<22} {state:<14} {s.folder}"
                      + (f"   (took {took:.0f} s last time)" if took and state == "done" else ""))
     return "\n".join(lines)
@@ -139,7 +139,7 @@ def validate(steps: list[Step], run_dir: Path, *, where: str) -> None:
         config = resolve_refs(step.config, folders)
         config["output"] = str(folders[step.name] / step.output)
         if step.stage == "report":
-            config["inputs"] = [str(folders[r]) for r in step.reads]
+            config["inputs"] = [str(run_dir / MANIFEST)] + [str(folders[r]) for r in step.reads]
         try:
             build_stage_config(step.stage, config, where=f"{where}, section {step.stage}")
         except (TypeError, ValueError) as e:
@@ -159,11 +159,11 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
     todo = [s for i, s in enumerate(steps) if first <= i <= last
             and (status_of(s, manifest, opts.run_dir) != "done" or (opts.from_stage and i >= first))]
     # An estimate from what each step took last time, where the manifest remembers it.
-    known = {s.name: manifest["steps"].get(s.name, {}).get("seconds") for s in todo}
+    known = {s.name: manifest["stages"].get(s.name, {}).get("seconds") for s in todo}
     started = time.monotonic()
     for n, step in enumerate(todo, 1):
         folder = folders[step.name]
-        entry = manifest["steps"].get(step.name, {})
+        entry = manifest["stages"].get(step.name, {})
         if entry.get("key") == step.key and entry.get("status") == "done" and folder.exists():
             # --from: run again from scratch, keeping the old outputs beside it
             folder.rename(folder.with_name(f"{folder.name}.old-{int(time.time())}"))
@@ -171,7 +171,7 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
         config = resolve_refs(step.config, folders)
         config["output"] = str(folder / step.output)
         if step.stage == "report":
-            config["inputs"] = [str(folders[r]) for r in step.reads]
+            config["inputs"] = [str(opts.run_dir / MANIFEST)] + [str(folders[r]) for r in step.reads]
         step_file = folder / "step.json"
         step_file.write_text(json.dumps({"name": step.name, "stage": step.stage, "section": step.stage,
                                          "key": step.key, "config": config}, indent=2))
@@ -179,13 +179,13 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
         eta = f", about {_fmt(sum(rest))} left" if all(rest) else ""
         print(f"cai run: [{n}/{len(todo)}] {step.name} (elapsed {_fmt(time.monotonic() - started)}{eta})",
               file=sys.stderr)
-        manifest["steps"][step.name] = {"stage": step.stage, "key": step.key, "folder": step.folder,
+        manifest["stages"][step.name] = {"stage": step.stage, "key": step.key, "folder": step.folder,
                                         "config": config, "inputs": step.inputs, "reads": step.reads,
                                         "status": "running", "started": _now()}
         write_manifest(opts.run_dir, manifest)
         t0 = time.monotonic()
         code, peak = _run_child(step_file)
-        record = manifest["steps"][step.name]
+        record = manifest["stages"][step.name]
         record.update(ended=_now(), seconds=round(time.monotonic() - t0, 1), peak_rss_mb=round(peak, 1))
         if code != 0:
             record["status"] = "failed" if code != 130 else "interrupted"
@@ -194,7 +194,7 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
                            f"fix the cause and run the same command again to resume from it")
         summary_file = folder / "summary.json"
         record.update(status="done", outputs={"output": config["output"]},
-                      summary=json.loads(summary_file.read_text()) if summary_file.exists() else {})
+                      summary=json.loads(summary_file.read_text())["summary"] if summary_file.exists() else {})
         write_manifest(opts.run_dir, manifest)
     manifest["plan"] = [s.name for s in steps]
     write_manifest(opts.run_dir, manifest)

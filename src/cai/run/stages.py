@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CAIError, ValueError, FileNotFoundError, KeyError) as e:
         print(f"cai: error in step {step['name']}: {e}", file=sys.stderr)
         return 2
-    path.with_name("summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    # Wrapped, so that a summary that is itself a run record is not mistaken for one by the report.
+    path.with_name("summary.json").write_text(json.dumps({"step": step["name"], "summary": summary}, indent=2,
+                                                         default=str))
     return 0
 
 
