@@ -247,7 +247,10 @@ def preference_file(path: Path, roots: list[Path], max_examples: int) -> tuple[d
         return {"path": src, "summary": None}, []
     summary = summarize(records, examples=0)
     probs = [float(r["p_chosen"]) for r in records if _num(r.get("p_chosen")) is not None]
-    hist = svg.histogram(probs, title="p_chosen", xlabel="P(chosen is better)") if probs else ""
+    # The labeller names the winner "chosen", so p_chosen is >= 0.5 unless ties or CoT clamps say
+    # otherwise: then the upper half, in finer bins, is what there is to see.
+    lo = 0.5 if probs and min(probs) >= 0.5 else 0.0
+    hist = svg.histogram(probs, title="p_chosen", xlabel="P(chosen is better)", lo=lo) if probs else ""
     prov = records[0].get("provenance") or {}
     return ({"path": src, "summary": summary, "hist": hist, "time": prov.get("time"),
              "models": prov.get("models") or {}, "constitution": (prov.get("constitution") or {}).get("name")},

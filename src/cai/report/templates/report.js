@@ -87,7 +87,13 @@
         block(d, head + " · critique" + judged, s.critique, needle, "crit");
         block(d, head + " · revision", s.revision, needle, "rev");
       });
-      block(d, it.revised ? "final answer" : "final answer (unchanged)", it.final, needle, "final");
+      var last = -1;
+      (it.steps || []).forEach(function (s, i) { if (!s.stopped && s.revision) last = i; });
+      if (it.revised && last >= 0 && it.steps[last].revision === it.final) {
+        d.appendChild(el("p", "muted", "Final answer: the round " + (last + 1) + " revision above."));
+      } else {
+        block(d, it.revised ? "final answer" : "final answer (unchanged)", it.final, needle, "final");
+      }
     } else if (it.kind === "pair") {
       var row = el("div", "pair");
       block(row, "chosen", it.chosen, needle, "chosen");
