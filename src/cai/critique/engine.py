@@ -21,6 +21,7 @@ from cai.critique import prompts as cp
 from cai.config import option, to_dict
 from cai.critique.plan import PromptItem, choose_principles, principle_pool, prompt_id, prompt_items  # noqa: F401
 from cai.errors import CAIError
+from cai.overlong import check_overlong, load_for_overlong
 from cai.types import SamplingParams
 
 SELECTIONS = ("random", "round-robin", "list")
@@ -62,6 +63,8 @@ class CritiqueConfig:
                                        "keep the source prompt without it, so training distils its effect")
     template: str = option("critique", help="wording of the critic's turns: built-in template name or YAML path")
     format: str = option("jsonl", help="output format: jsonl or parquet (JSONL is always kept for resuming)")
+    overlong: str = option("error", help="a conversation longer than the model's context: error (stop and name "
+                           "it) or truncate (keep its last tokens; hf backend)")
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -77,6 +80,7 @@ class CritiqueConfig:
             raise ValueError(f"early_stop_threshold must be within [0, 1], got {self.early_stop_threshold}")
         if self.few_shot is not None and self.few_shot < -1:
             raise ValueError(f"few_shot must be -1 (all), 0 (none) or a count, got {self.few_shot}")
+        check_overlong(self.overlong, ("error", "truncate"))
         if self.format not in ("jsonl", "parquet"):
             raise ValueError(f"format {self.format!r} is unknown; use jsonl or parquet")
         self.principles = tuple(self.principles)
@@ -227,14 +231,12 @@ def _check_count(out: Sequence[Any], states: Sequence[Any], what: str) -> None:
 
 # -- public API -----------------------------------------------------------------------------------
 
-def _load(policy: Any, critic: Any, constitution: Any):
-    from cai.backends import load_backend
-
-    policy_b = load_backend(policy)
+def _load(policy: Any, critic: Any, constitution: Any, overlong: str = "error"):
+    policy_b = load_for_overlong(policy, overlong)
     if critic is None or (isinstance(critic, str) and isinstance(policy, str) and critic == policy):
         critic_b = policy_b  # one model in memory when the policy critiques itself, as in the paper
     else:
-        critic_b = load_backend(critic)
+        critic_b = load_for_overlong(critic, overlong)
     if isinstance(constitution, (str, Path)):
         from cai.constitution import load_constitution
 
@@ -275,7 +277,8 @@ def critique_revise(prompts: Sequence[Any], *, policy: Any = None, critic: Any =
     config = replace(config or CritiqueConfig(), **overrides) if overrides else (config or CritiqueConfig())
     policy_b, critic_b, constitution = _load(policy if policy is not None else config.model,
                                              critic if critic is not None else config.critic,
-                                             constitution if constitution is not None else config.constitution)
+                                             constitution if constitution is not None else config.constitution,
+                                             config.overlong)
     engine = _Engine(policy_b, critic_b, constitution, config)
     prov = _provenance(engine)
     items = prompt_items(prompts)
@@ -335,7 +338,8 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
         check_output(parquet, records=False)
     policy_b, critic_b, constitution = _load(policy or config.model,
                                              critic if critic is not None else config.critic,
-                                             constitution if constitution is not None else config.constitution)
+                                             constitution if constitution is not None else config.constitution,
+                                             config.overlong)
     engine = _Engine(policy_b, critic_b, constitution, config)
     prompts = load_prompts(config.prompts, field=config.field, limit=config.limit, shuffle=config.shuffle,
                            seed=config.seed)

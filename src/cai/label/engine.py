@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from cai.config import option
 from cai.errors import CAIError
+from cai.overlong import check_overlong, load_for_overlong
 from cai.label.judge import (JudgeConfig, PairLabel, PrincipleScore, PrinciplePlan, few_shot_examples, label_pairs,
                              method_summary)
 from cai.label.preference import check_clamp, is_tie, margin
@@ -62,6 +63,8 @@ class LabelConfig(JudgeConfig):
     field: str | None = option(None, help="column holding the prompt in a JSONL/CSV/Parquet source")
     shuffle: bool = option(False, help="shuffle prompts (with --seed) before --limit")
     batch_size: int = option(16, help="prompts per step (one generate call with n=K, one scoring call)")
+    overlong: str = option("error", help="a conversation longer than the model's context: error (stop and name "
+                           "it) or truncate (keep its last tokens; hf backend)")
 
     def check(self) -> None:
         if not self.prompts:
@@ -76,6 +79,10 @@ class LabelConfig(JudgeConfig):
             raise CAIError("--max-pairs-per-prompt must be at least 1")
         if self.batch_size < 1:
             raise CAIError("--batch-size must be at least 1")
+        try:
+            check_overlong(self.overlong, ("error", "truncate"))
+        except ValueError as e:
+            raise CAIError(str(e)) from None
 
 
 def skipped_path(output: str | Path) -> Path:
@@ -139,8 +146,6 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
               constitution: Any = None, show_progress: bool | None = None) -> dict[str, Any]:
     """Run the labelling stage; returns counts and paths. Backends, prompts and the constitution
     may be passed in (objects) instead of being loaded from the config's names."""
-    from cai.backends import load_backend
-
     config.check()
     # A bad output path fails before any model loads or any answer is sampled.
     store, skipped = RecordStore(config.output, stage="label"), RecordStore(skipped_path(config.output), stage="label")
@@ -159,11 +164,12 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     check_clamp(config.cot_clamp)
     method_info = method_summary(config, constitution)
 
-    policy = load_backend(policy if policy is not None else config.policy)
+    policy = load_for_overlong(policy if policy is not None else config.policy, config.overlong)
     if feedback is None:
-        feedback = policy if config.feedback in (None, "", config.policy) else load_backend(config.feedback)
+        feedback = (policy if config.feedback in (None, "", config.policy)
+                    else load_for_overlong(config.feedback, config.overlong))
     else:
-        feedback = load_backend(feedback)
+        feedback = load_for_overlong(feedback, config.overlong)
 
     done = _done_prompts(store, skipped)
     todo = [p for p in prompts if p.id not in done]
