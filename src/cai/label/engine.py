@@ -163,6 +163,9 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     few_shot_examples(constitution, config.few_shot)
     check_clamp(config.cot_clamp)
     method_info = method_summary(config, constitution)
+    first = next(iter(store), None)
+    _resume_check(store.path, first, {"constitution": constitution.hash, "label": method_info,
+                                      "seed": config.seed, "sampling": _sampling_key(config)})
 
     policy = load_for_overlong(policy if policy is not None else config.policy, config.overlong)
     if feedback is None:
@@ -171,6 +174,7 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     else:
         feedback = load_for_overlong(feedback, config.overlong)
 
+    _resume_check(store.path, first, {"models": {"policy": policy.name, "feedback": feedback.name}})
     done = _done_prompts(store, skipped)
     todo = [p for p in prompts if p.id not in done]
     base = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
@@ -212,6 +216,26 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
         bar.close()
     counts.update(output=str(config.output), skipped_file=str(skipped_path(config.output)), total_records=len(store))
     return counts
+
+
+def _sampling_key(config: LabelConfig) -> dict[str, Any]:
+    return {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
+            "n": config.samples_per_prompt}
+
+
+def _resume_check(path: Path, first: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    """Refuse to add pairs made another way (constitution, method, models, sampling) to a file:
+    a preference dataset must come from one labelling setup."""
+    prov = (first or {}).get("provenance") or {}
+    if not prov:
+        return
+    old = {"constitution": (prov.get("constitution") or {}).get("hash"), "label": prov.get("label"),
+           "seed": prov.get("seed"), "models": prov.get("models"),
+           "sampling": {k: (prov.get("sampling") or {}).get(k) for k in ("temperature", "top_p", "max_tokens", "n")}}
+    diff = [k for k in now if k in old and old[k] is not None and old[k] != now[k]]
+    if diff:
+        raise CAIError(f"{path} was labelled with a different {', '.join(diff)}; rerun with those settings to resume, "
+                       "or pass a new -o/--output to start fresh")
 
 
 def batch_seed(seed: int, first_prompt_id: str) -> int:
