@@ -86,7 +86,8 @@ def assert_same_records(ref_dir: Path, got_dir: Path, outputs: tuple[str, ...]) 
             continue
         ref_recs, got_recs = normalised(ref, ref_dir), normalised(got, got_dir)
         got_ids = [r["id"] for r in got_recs]
-        assert len(got_ids) == len(set(got_ids)), f"{name}: duplicated ids {sorted({i for i in got_ids if got_ids.count(i) > 1})}"
+        doubled = sorted({i for i in got_ids if got_ids.count(i) > 1})
+        assert not doubled, f"{name}: duplicated ids {doubled}"
         assert set(got_ids) == {r["id"] for r in ref_recs}, f"{name}: ids differ (lost or extra records)"
         by_id = {r["id"]: r for r in ref_recs}
         for r in got_recs:

@@ -164,7 +164,7 @@ def test_overlong_prompt_names_conversation_and_context(tiny, chatty_dir):
 
 def test_unknown_model_offline_is_a_friendly_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CAIError, match="not a local folder and the hub is unreachable"):
+    with pytest.raises(CAIError, match="not an alias, a local folder, or in the hub cache"):
         load_backend("hf:no-such-org/no-such-model")
 
 

@@ -259,3 +259,16 @@ def test_enospc_is_one_clear_line(tmp_path, capsys, monkeypatch):
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["p0"]
     assert main(["generate", "-m", "mock:", "-i", str(tmp_path / "p.jsonl"), "-o", str(out), "--batch-size", "1"]) == 0
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["p0", "p1", "p2"]
+
+
+def test_label_resume_with_another_constitution_or_sampling_is_refused(tmp_path, capsys):
+    (tmp_path / "p.jsonl").write_text(PROMPTS)
+    base = ["label", "--policy", "mock:", "--prompts", str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "l.jsonl")]
+    assert main(base + ["--limit", "1", "-c", "default"]) == 0
+    before = (tmp_path / "l.jsonl").read_bytes()
+    capsys.readouterr()
+    for change, what in ((["-c", "hhh"], "constitution"), (["-c", "default", "--temperature", "0.5"], "sampling")):
+        rc, err = run_bad(base + change, capsys)
+        assert_one_line_error(rc, err, [f"different {what}", "new -o/--output"])
+    assert (tmp_path / "l.jsonl").read_bytes() == before
+    assert main(base + ["-c", "default"]) == 0  # the same settings resume

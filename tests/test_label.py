@@ -285,7 +285,7 @@ def test_config_errors_name_the_fix(tmp_path):
         LabelConfig(prompts="x").check()
     with pytest.raises(CAIError, match="at least 2"):
         LabelConfig(prompts="x", output="o", samples_per_prompt=1).check()
-    with pytest.raises(CAIError, match="'all' or 'adjacent'"):
+    with pytest.raises(CAIError, match="all, adjacent, revision or contrastive"):
         LabelConfig(prompts="x", output="o", pairs="random").check()
 
 

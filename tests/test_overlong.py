@@ -13,10 +13,16 @@ from cai.generation import GenerateConfig, generate_file
 
 
 @pytest.fixture(scope="module")
-def backend(tiny_llama_dir):
+def _loaded(tiny_llama_dir):
     from cai.backends import load_backend
 
     return load_backend(f"hf:{tiny_llama_dir}")
+
+
+@pytest.fixture
+def backend(_loaded):
+    _loaded.truncate = "error"  # --overlong truncate switches the shared backend; start each test clean
+    return _loaded
 
 
 @pytest.fixture
@@ -64,3 +70,19 @@ def test_truncate_needs_hf(prompts, tmp_path):
                                      overlong="truncate"))
     with pytest.raises(ValueError, match="overlong must be one of"):
         GenerateConfig(overlong="drop")
+
+
+def test_critique_and_label_truncate_too(tmp_path, tiny_llama_dir, prompts, backend):
+    from cai.critique import CritiqueConfig, run_critique
+    from cai.label import LabelConfig, run_label
+
+    run_critique(CritiqueConfig(model=f"hf:{tiny_llama_dir}", prompts=prompts, output=str(tmp_path / "c.jsonl"),
+                                answer_max_tokens=2, critique_max_tokens=2, revision_max_tokens=2, few_shot=0,
+                                overlong="truncate"), policy=backend)
+    assert len((tmp_path / "c.jsonl").read_text().splitlines()) == 3
+    run_label(LabelConfig(policy=f"hf:{tiny_llama_dir}", prompts=prompts, output=str(tmp_path / "l.jsonl"),
+                          max_tokens=2, overlong="truncate"), policy=backend)
+    written = [p.read_text() for p in (tmp_path / "l.jsonl", tmp_path / "l.skipped.jsonl") if p.exists()]
+    assert '"prompt_id": "huge"' in "".join(written)
+    with pytest.raises(CAIError, match="needs the hf backend"):
+        run_label(LabelConfig(policy="mock:", prompts=prompts, output=str(tmp_path / "m.jsonl"), overlong="truncate"))

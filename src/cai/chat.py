@@ -57,13 +57,15 @@ def encode_option_pairs(tokenizer: Any, prompt: str, options: Sequence[str]) -> 
 
 
 def encode_scoring_requests(
-    tokenizer: Any, conversations: Sequence[Conversation], options: Any, context_length: int, model_name: str
+    tokenizer: Any, conversations: Sequence[Conversation], options: Any, context_length: int, model_name: str,
+    *, truncate: bool = False,
 ) -> tuple[list[list[str]], list[tuple[list[int], list[list[int]]]]]:
     """Validate and tokenize a ``score_options`` call for a backend that tokenizes locally.
 
     Returns the options of each conversation and, per conversation, (prompt ids, ids of each option);
     both lists are empty for no conversations (the options are still checked). A conversation that
-    renders to no tokens, or cannot fit its longest option in ``context_length``, is an error naming it.
+    renders to no tokens, or cannot fit its longest option in ``context_length``, is an error naming it
+    (with ``truncate``, the prompt's first tokens are dropped to fit instead).
     """
     from cai.backends import options_per_conversation
     from cai.errors import CAIError
@@ -78,6 +80,8 @@ def encode_scoring_requests(
             raise CAIError(f"conversation {i} renders to no tokens, so nothing predicts its options; give it a "
                            "message, or the tokenizer a chat template")
         longest = max(len(o) for o in option_ids)
+        if truncate and len(prompt_ids) + longest > context_length and context_length > longest:
+            prompt_ids = prompt_ids[len(prompt_ids) + longest - context_length:]  # keep the end, as generate does
         if len(prompt_ids) + longest > context_length:
             raise CAIError(f"conversation {i} with its longest option is {len(prompt_ids) + longest} tokens, over "
                            f"{model_name}'s context of {context_length}; shorten the conversation")

@@ -17,9 +17,9 @@ from typing import Any
 
 from cai.config import option, to_dict
 from cai.errors import CAIError
+from cai.overlong import check_overlong, load_for_overlong, prompt_tokens
 from cai.types import Completion, Conversation, SamplingParams
 
-OVERLONG = ("error", "truncate", "skip")
 # Provenance keys that must match for a run to continue an existing output file.
 _RESUME_KEYS = ("models", "sampling", "seed", "system")
 
@@ -54,8 +54,7 @@ class GenerateConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}; leave it out to answer every prompt")
-        if self.overlong not in OVERLONG:
-            raise ValueError(f"overlong must be one of {', '.join(OVERLONG)}, got {self.overlong!r}")
+        check_overlong(self.overlong)
         self.sampling(0)  # validates temperature, top_p, max_tokens and n now, not after the model loads
 
     def sampling(self, batch: int) -> SamplingParams:
@@ -109,7 +108,7 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
                "skipped": len(prompts) * config.n - todo_count}
     if todo_count == 0:
         return {**summary, "total": len(store)}
-    backend = _load_for(config, backend)
+    backend = load_for_overlong(backend if backend is not None else config.model, config.overlong)
     _check_resume(store, _provenance(backend, config, 0))
 
     with progress(len(prompts) * config.n, "generate", unit="answer", initial=summary["skipped"],
@@ -131,34 +130,6 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
             summary["written"] += store.append(records)
             bar.update(len(records))
     return {**summary, "total": len(store)}
-
-
-def _load_for(config: GenerateConfig, backend: Any) -> Any:
-    from cai.backends import load_backend, split_spec
-
-    if config.overlong != "truncate":
-        return load_backend(backend if backend is not None else config.model)
-    if backend is None:
-        if split_spec(config.model)[0] != "hf":
-            raise CAIError(f"--overlong truncate needs the hf backend (-m hf:...), not {config.model!r}; "
-                           "use --overlong skip instead")
-        return load_backend(config.model, truncate="left")
-    backend = load_backend(backend)
-    if not hasattr(backend, "truncate"):
-        raise CAIError(f"--overlong truncate needs the hf backend, not {backend.name}; use --overlong skip instead")
-    backend.truncate = "left"
-    return backend
-
-
-def prompt_tokens(backend: Any, conv: Conversation) -> tuple[int, int] | None:
-    """(tokens of the rendered prompt, the model's context) for a backend that tokenizes locally."""
-    from cai.chat import render_prompt
-
-    tok = getattr(backend, "tokenizer", None)
-    ctx = getattr(backend, "context_length", None) or getattr(backend, "max_model_len", None)
-    if tok is None or not ctx:
-        return None
-    return len(tok(render_prompt(tok, conv), add_special_tokens=False)["input_ids"]), int(ctx)
 
 
 def _overlong(config: GenerateConfig, backend: Any, batch: list, convs: list, skipped: Any, ids_of: Any,

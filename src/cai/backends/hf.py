@@ -239,7 +239,8 @@ class HFBackend:
     def score_options(self, conversations: Sequence[Conversation], options) -> list[dict[str, float]]:
         import torch
 
-        per, encoded = encode_scoring_requests(self.tokenizer, conversations, options, self.context_length, self.name)
+        per, encoded = encode_scoring_requests(self.tokenizer, conversations, options, self.context_length, self.name,
+                                               truncate=self.truncate == "left")
         if not per:
             return []
         scores: list[dict[str, float]] = [{} for _ in per]

@@ -174,8 +174,8 @@ class OpenAIBackend:
                     err, retry_after = f"HTTP {r.status_code}: {_error_message(r)}", r.headers.get("retry-after")
             elapsed = time.monotonic() - start
             if attempt >= self.max_retries:
-                raise BackendUnavailable(f"{url} still failing after {attempt + 1} attempts in {elapsed:.0f} s ({err}); "
-                                         "check the server, or raise CAI_OPENAI_RETRIES")
+                raise BackendUnavailable(f"{url} still failing after {attempt + 1} attempts in {elapsed:.0f} s "
+                                         f"({err}); check the server, or raise CAI_OPENAI_RETRIES")
             delay = self._delay(attempt, retry_after)
             if elapsed + delay >= self.deadline - 0.05:
                 raise BackendUnavailable(f"{url} gave no answer within the {self.deadline:g} s deadline ({attempt + 1} "

@@ -23,6 +23,7 @@ from cai.critique.filter import example_texts, filter_record
 from cai.critique.records import dropped_path, provenance_of, resume_check
 from cai.critique.plan import PromptItem, choose_principles, principle_pool, prompt_id, prompt_items  # noqa: F401
 from cai.errors import CAIError
+from cai.overlong import check_overlong, load_for_overlong
 from cai.types import SamplingParams, group
 
 SELECTIONS = ("random", "round-robin", "list")
@@ -74,6 +75,8 @@ class CritiqueConfig:
                           "critique or an example, off topic) to OUT.dropped.jsonl, and keep the last good "
                           "revision as the final answer; `cai data stats` counts the reasons")
     format: str = option("jsonl", help="output format: jsonl or parquet (JSONL is always kept for resuming)")
+    overlong: str = option("error", help="a conversation longer than the model's context: error (stop and name "
+                           "it) or truncate (keep its last tokens; hf backend)")
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -93,6 +96,7 @@ class CritiqueConfig:
             raise ValueError(f"revision_mode {self.revision_mode!r} is unknown; use critique or distill")
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
+        check_overlong(self.overlong, ("error", "truncate"))
         if self.format not in ("jsonl", "parquet"):
             raise ValueError(f"format {self.format!r} is unknown; use jsonl or parquet")
         self.principles = tuple(self.principles)
@@ -260,14 +264,12 @@ def _check_count(out: Sequence[Any], states: Sequence[Any], what: str) -> None:
 
 # -- public API -----------------------------------------------------------------------------------
 
-def _load(policy: Any, critic: Any, constitution: Any):
-    from cai.backends import load_backend
-
-    policy_b = load_backend(policy)
+def _load(policy: Any, critic: Any, constitution: Any, overlong: str = "error"):
+    policy_b = load_for_overlong(policy, overlong)
     if critic is None or (isinstance(critic, str) and isinstance(policy, str) and critic == policy):
         critic_b = policy_b  # one model in memory when the policy critiques itself, as in the paper
     else:
-        critic_b = load_backend(critic)
+        critic_b = load_for_overlong(critic, overlong)
     if isinstance(constitution, (str, Path)):
         from cai.constitution import load_constitution
 
@@ -288,7 +290,8 @@ def critique_revise(prompts: Sequence[Any], *, policy: Any = None, critic: Any =
     config = replace(config or CritiqueConfig(), **overrides) if overrides else (config or CritiqueConfig())
     policy_b, critic_b, constitution = _load(policy if policy is not None else config.model,
                                              critic if critic is not None else config.critic,
-                                             constitution if constitution is not None else config.constitution)
+                                             constitution if constitution is not None else config.constitution,
+                                             config.overlong)
     engine = _Engine(policy_b, critic_b, constitution, config)
     prov = provenance_of(engine)
     items = prompt_items(prompts)
@@ -330,7 +333,8 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
         check_output(parquet, records=False)
     policy_b, critic_b, constitution = _load(policy or config.model,
                                              critic if critic is not None else config.critic,
-                                             constitution if constitution is not None else config.constitution)
+                                             constitution if constitution is not None else config.constitution,
+                                             config.overlong)
     engine = _Engine(policy_b, critic_b, constitution, config)
     prompts = load_prompts(config.prompts, field=config.field, limit=config.limit, shuffle=config.shuffle,
                            seed=config.seed)

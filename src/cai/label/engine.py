@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from cai.config import option
 from cai.errors import CAIError
+from cai.overlong import check_overlong, load_for_overlong
 from cai.label.judge import (JudgeConfig, PairLabel, PrincipleScore, PrinciplePlan, few_shot_examples, label_pairs,
                              method_summary)
 from cai.label.constructed import SOURCES, constructed_records, contrastive_pairs, revision_pairs
@@ -68,6 +69,8 @@ class LabelConfig(JudgeConfig):
     field: str | None = option(None, help="column holding the prompt in a JSONL/CSV/Parquet source")
     shuffle: bool = option(False, help="shuffle prompts (with --seed) before --limit")
     batch_size: int = option(16, help="prompts per step (one generate call with n=K, one scoring call)")
+    overlong: str = option("error", help="a conversation longer than the model's context: error (stop and name "
+                           "it) or truncate (keep its last tokens; hf backend)")
 
     def check(self) -> None:
         if not self.prompts:
@@ -84,6 +87,10 @@ class LabelConfig(JudgeConfig):
             raise CAIError("--max-pairs-per-prompt must be at least 1")
         if self.batch_size < 1:
             raise CAIError("--batch-size must be at least 1")
+        try:
+            check_overlong(self.overlong, ("error", "truncate"))
+        except ValueError as e:
+            raise CAIError(str(e)) from None
 
 
 def skipped_path(output: str | Path) -> Path:
@@ -147,8 +154,6 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
               constitution: Any = None, show_progress: bool | None = None) -> dict[str, Any]:
     """Run the labelling stage; returns counts and paths. Backends, prompts and the constitution
     may be passed in (objects) instead of being loaded from the config's names."""
-    from cai.backends import load_backend
-
     config.check()
     # A bad output path fails before any model loads or any answer is sampled.
     store, skipped = RecordStore(config.output, stage="label"), RecordStore(skipped_path(config.output), stage="label")
@@ -169,13 +174,18 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     few_shot_examples(constitution, config.few_shot)
     check_clamp(config.cot_clamp)
     method_info = method_summary(config, constitution)
+    first = next(iter(store), None)
+    _resume_check(store.path, first, {"constitution": constitution.hash, "label": method_info,
+                                      "seed": config.seed, "sampling": _sampling_key(config)})
 
-    policy = load_backend(policy if policy is not None else config.policy)
+    policy = load_for_overlong(policy if policy is not None else config.policy, config.overlong)
     if feedback is None:
-        feedback = policy if config.feedback in (None, "", config.policy) else load_backend(config.feedback)
+        feedback = (policy if config.feedback in (None, "", config.policy)
+                    else load_for_overlong(config.feedback, config.overlong))
     else:
-        feedback = load_backend(feedback)
+        feedback = load_for_overlong(feedback, config.overlong)
 
+    _resume_check(store.path, first, {"models": {"policy": policy.name, "feedback": feedback.name}})
     done = _done_prompts(store, skipped)
     todo = [p for p in prompts if p.id not in done]
     base = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
@@ -274,6 +284,24 @@ def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts
             bar.update(len(batch))
     counts.update(output=str(config.output), skipped_file=str(skipped_path(config.output)), total_records=len(store))
     return counts
+def _sampling_key(config: LabelConfig) -> dict[str, Any]:
+    return {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
+            "n": config.samples_per_prompt}
+
+
+def _resume_check(path: Path, first: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    """Refuse to add pairs made another way (constitution, method, models, sampling) to a file:
+    a preference dataset must come from one labelling setup."""
+    prov = (first or {}).get("provenance") or {}
+    if not prov:
+        return
+    old = {"constitution": (prov.get("constitution") or {}).get("hash"), "label": prov.get("label"),
+           "seed": prov.get("seed"), "models": prov.get("models"),
+           "sampling": {k: (prov.get("sampling") or {}).get(k) for k in ("temperature", "top_p", "max_tokens", "n")}}
+    diff = [k for k in now if k in old and old[k] is not None and old[k] != now[k]]
+    if diff:
+        raise CAIError(f"{path} was labelled with a different {', '.join(diff)}; rerun with those settings to resume, "
+                       "or pass a new -o/--output to start fresh")
 
 
 def batch_seed(seed: int, first_prompt_id: str) -> int:
