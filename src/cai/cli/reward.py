@@ -53,8 +53,8 @@ def _train(args: argparse.Namespace) -> int:
 
     config = stage_config(RewardTrainConfig, args)
     run = run_reward(config, show_progress=args.progress)
-    m = run.get("metrics") or {}
-    _table(f"preference model {config.output}: {m.get('steps')} steps on {m.get('train_pairs')} pairs, "
+    m = run.get("final_metrics") or {}
+    _table(f"preference model {config.output}: {m.get('global_step')} steps on {m.get('train_pairs')} pairs, "
            f"final train loss {m.get('train_loss', float('nan')):.4f}",
            ("set", "pairs", "accuracy", "95% CI"), accuracy_rows(run.get("evaluation") or {}))
     return 0
