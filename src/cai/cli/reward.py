@@ -53,7 +53,9 @@ def _train(args: argparse.Namespace) -> int:
 
     config = stage_config(RewardTrainConfig, args)
     run = run_reward(config, show_progress=args.progress)
-    m = run.get("final_metrics") or {}
+    if not run.get("final_metrics"):
+        return 0  # another rank of a multi-process run: rank 0 reports
+    m = run["final_metrics"]
     _table(f"preference model {config.output}: {m.get('global_step')} steps on {m.get('train_pairs')} pairs, "
            f"final train loss {m.get('train_loss', float('nan')):.4f}",
            ("set", "pairs", "accuracy", "95% CI"), accuracy_rows(run.get("evaluation") or {}))
