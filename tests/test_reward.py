@@ -220,3 +220,18 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert "missing.jsonl: file not found" in capsys.readouterr().err
     assert main(["reward", "score", "-m", str(tmp_path), "--data", bad]) == 2
     assert "not a preference model folder" in capsys.readouterr().err
+
+
+def test_lora_keep_adapter_folder_loads_as_a_pm(tiny_llama_dir, tmp_path):
+    from cai.train.pm import PreferenceModel, is_pm_folder
+    from cai.train.reward import RewardTrainConfig, run_reward
+
+    data = _write(tmp_path / "p.jsonl", _marker_pairs(8, seed=4, p=1.0))
+    out = tmp_path / "adapter"
+    run_reward(RewardTrainConfig(model=tiny_llama_dir, data=(data,), output=str(out), max_steps=2, batch_size=4,
+                                 max_length=64, lora=True, keep_adapter=True, lora_r=4, lora_alpha=8, lr=1e-3,
+                                 eval_split=0.0, human_eval=(), bf16=False))
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    assert is_pm_folder(out)
+    scores = PreferenceModel.load(out).score([[{"role": "user", "content": "hi"}]] * 2, ["a banana", "b"])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
