@@ -85,3 +85,20 @@ def test_trainer_loss_is_per_pair_cdpo(tmp_path, tiny_llama_dir):
         assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
         seen.append(round(eps, 6))
     assert sorted(seen) == [0.1, 0.3]
+
+
+def test_dpo_refusals_before_any_model_work(tmp_path):
+    from cai.errors import CAIError
+    from cai.train.dpo import DPORunConfig, run_dpo
+
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b", "p_chosen": 0.55}) + "\n")
+    with pytest.raises(CAIError, match="no training examples left.*below_min_margin"):
+        run_dpo(DPORunConfig(policy="/nonexistent", data=[str(prefs)], output=str(tmp_path / "o"), min_margin=0.2))
+    with pytest.raises(CAIError, match="no preference data"):
+        run_dpo(DPORunConfig(output=str(tmp_path / "o")))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CAIError, match="is a file"):
+        run_dpo(DPORunConfig(policy=str(tmp_path), data=[str(prefs)], output=str(tmp_path / "file")))
+    with pytest.raises(ValueError, match="min-margin"):
+        DPORunConfig(min_margin=0.5)

@@ -148,7 +148,8 @@ def resolve(name: str) -> str:
         return str(cached_path(name))
     p = Path(name).expanduser()
     if p.exists():
-        if p.is_dir() and not (p / "config.json").is_file():
+        # A LoRA folder (cai sft --keep-adapter) loads through transformers' PEFT integration.
+        if p.is_dir() and not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
             # cai checkpoints keep the model in a subfolder next to their run metadata.
             for sub in ("model", "final"):
                 if (p / sub / "config.json").is_file():

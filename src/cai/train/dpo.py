@@ -63,6 +63,8 @@ class DPORunConfig(TrainCommon):
     def check(self) -> None:
         if not self.output:
             raise CAIError("no output folder; pass -o DIR (running the same command again resumes it)")
+        if Path(self.output).is_file():
+            raise CAIError(f"-o {self.output} is a file; pass a folder for the trained model")
         if not self.data:
             raise CAIError("no preference data; pass --data prefs.jsonl (cai label or cai critique output)")
 

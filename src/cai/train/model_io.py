@@ -109,20 +109,39 @@ def trainer_args(config: Any, run_dir: Any, *, show_progress: bool | None) -> di
 
 def save_final(trainer: Any, config: Any, out: Path, base_path: str) -> None:
     """The trained weights as a Hugging Face folder in ``out``: LoRA merged unless --keep-adapter,
-    in the dtype the base checkpoint was stored in, with the tokenizer and its chat template."""
+    in the dtype the base checkpoint was stored in, with the tokenizer and its chat template.
+
+    Under FSDP or DeepSpeed the weights are sharded across processes, so ``Trainer.save_model``
+    gathers them (every process must call it); a LoRA adapter saved that way is then merged into a
+    fresh copy of the base on the main process."""
+    import shutil
+
     import torch
 
-    trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.is_main_process:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        if config.lora and not config.keep_adapter:
+    acc = trainer.accelerator
+    sharded = bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
+    merge = config.lora and not config.keep_adapter
+    dtype = stored_dtype(base_path)
+    cast = getattr(torch, dtype) if dtype in ("bfloat16", "float16") else None
+    acc.wait_for_everyone()
+    if sharded:
+        target = out / "adapter" if merge else out
+        trainer.save_model(str(target))
+        acc.wait_for_everyone()
+        if merge and acc.is_main_process:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(load_model(base_path), str(target)).merge_and_unload()
+            (model.to(cast) if cast else model).save_pretrained(out, safe_serialization=True)
+            shutil.rmtree(target, ignore_errors=True)
+    elif acc.is_main_process:
+        model = acc.unwrap_model(trainer.model)
+        if merge:
             model = model.merge_and_unload()
-        dtype = stored_dtype(base_path)
-        if dtype in ("bfloat16", "float16"):
-            model = model.to(getattr(torch, dtype))
-        model.save_pretrained(out, safe_serialization=True)
+        (model.to(cast) if cast else model).save_pretrained(out, safe_serialization=True)
+    if acc.is_main_process:
         trainer.processing_class.save_pretrained(out)
-    trainer.accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
 
 
 def final_metrics(train_output: Any, trainer: Any) -> dict[str, Any]:

@@ -79,6 +79,8 @@ class RunDir:
 
     def check(self) -> str:
         """Before any model work: "new", "resume" or "done"; refuses a folder that holds something else."""
+        if self.path.exists() and not self.path.is_dir():
+            raise CAIError(f"-o {self.path} is a file; pass a folder for the trained model")
         old = self.existing()
         if old is None:
             if self.path.exists() and any(self.path.iterdir()):

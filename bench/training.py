@@ -1,0 +1,249 @@
+"""Training throughput: SFT tokens/s on the embedded model in bf16 and fp32, the FLOP utilisation,
+peak memory, and (once ``cai ppo`` lands) PPO seconds per step.
+
+Each SFT variant runs TRL's SFTTrainer, built exactly as ``cai sft`` builds it
+(:func:`cai.train.sft.build_sft_trainer`), in its own process, for ``--warmup`` untimed steps and
+``--steps`` timed ones, on chat transcripts from the HH-RLHF harmless test set that ships with cai
+(the "chosen" side, the last assistant turn as the answer: realistic prompt and answer lengths).
+Tokens/s counts the real (non-pad) tokens TRL reports in ``num_tokens``, prompt tokens included
+(they are in the forward and backward pass too).
+
+FLOP utilisation = 6·N·tokens/s over the bf16 matmul peak measured in the same run (a 2048×2048
+bf16 matmul, best of several, before and after the variants), N = the model's parameter count.
+6·N per token is the usual forward + backward estimate; it leaves out attention's own FLOPs (small
+at these lengths), so it slightly understates the work done.
+
+Variants, each changing one thing from the one before:
+  trl-default   TRL's SFTConfig as it comes: bf16, gradient checkpointing on, padded batches of 8
+  no-gc         gradient checkpointing off (the activations of a 135M model fit easily)
+  packing       + packing (best-fit decreasing, padding-free: no pad tokens at all)
+  batch-16      + 16 sequences per step
+  fp32          the packing variant in float32 instead of bf16 (bf16 vs fp32 on the same setup)
+
+    python bench/training.py            # full run; writes its section of bench/RESULTS.md
+    python bench/training.py --quick    # smoke run: 2 variants, 2 steps; writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from report import finish, machine, versions  # bench/report.py, shared by the bench scripts
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+SECTION = "## Training throughput (bench/training.py)"
+TARGET_UTILISATION = 0.40
+
+VARIANTS = {
+    "trl-default": {"bf16": True, "gradient_checkpointing": True, "packing": False, "batch_size": 8},
+    "no-gc": {"bf16": True, "gradient_checkpointing": False, "packing": False, "batch_size": 8},
+    "packing": {"bf16": True, "gradient_checkpointing": False, "packing": True, "batch_size": 8},
+    "batch-16": {"bf16": True, "gradient_checkpointing": False, "packing": True, "batch_size": 16},
+    "fp32": {"bf16": False, "gradient_checkpointing": False, "packing": True, "batch_size": 8},
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m", help="model alias or folder (default: smollm2-135m)")
+    p.add_argument("--steps", type=int, default=6, help="timed optimiser steps per variant (default: 6)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default: 1)")
+    p.add_argument("--max-length", type=int, default=256, help="sequence length limit (default: 256)")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 variants x 2 steps; writes nothing")
+    p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant in this process, print JSON
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup, args.variants = 2, 1, "no-gc,fp32"
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}; pick from {', '.join(VARIANTS)}")
+    return args
+
+
+def matmul_peak(n: int = 2048, repeats: int = 8) -> dict[str, float]:
+    """Best-of FLOP/s of an n×n matmul in bf16 and fp32, with the threads torch uses."""
+    import torch
+
+    out = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t)
+        out[name] = 2 * n**3 / best
+    return out
+
+
+def sft_examples(n: int) -> list[dict]:
+    """HH-RLHF harmless chosen transcripts as prompt/completion pairs (cai sft's example shape)."""
+    import gzip
+
+    from cai.evals.datasets import dataset_path
+    from cai.transcripts import parse_transcript
+
+    root = dataset_path("hh-rlhf")
+    path = root if root.is_file() else next(root.glob("*.jsonl.gz"))
+    out = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            conv = parse_transcript(json.loads(line)["chosen"])
+            if len(conv) >= 2 and conv[-1]["role"] == "assistant" and conv[-1]["content"].strip():
+                out.append({"prompt": conv[:-1], "completion": conv[-1:]})
+            if len(out) >= n:
+                break
+    return out
+
+
+def ppo_timings(args: argparse.Namespace) -> dict | None:
+    """PPO seconds per step, split into rollout, scoring and update.
+
+    LEAD: fill this in once ``cai ppo`` is merged: run a few PPO steps of the embedded model (policy)
+    against a small PM, time the three phases per step, and return
+    {"steps": int, "rollout_s": float, "scoring_s": float, "update_s": float, "peak_rss_gib": float}.
+    ``report`` prints the row when this returns a dict.
+    """
+    return None
+
+
+def run_one(spec: dict) -> dict:
+    """One variant in this process: build the trainer as cai sft does, time the steps after warm-up."""
+    import torch
+    from transformers import TrainerCallback
+
+    from cai.train.rundir import RunDir
+    from cai.train.sft import SFTRunConfig, build_sft_trainer
+
+    v = VARIANTS[spec["variant"]]
+    steps, warmup = spec["steps"], spec["warmup"]
+    config = SFTRunConfig(model=spec["path"], data=["bench"], output=spec["out"], max_steps=steps + warmup,
+                          batch_size=v["batch_size"], max_length=spec["max_length"], bf16=v["bf16"],
+                          packing=v["packing"], save_steps=10_000, lr=1e-5)
+    # Enough that no step gets a short batch (examples whose prompt fills max-length are dropped).
+    n_examples = (steps + warmup) * v["batch_size"] * (6 if v["packing"] else 2)
+    run = RunDir(spec["out"], command="sft", config={}, data=[], base_model=spec["path"])
+    Path(spec["out"]).mkdir(parents=True, exist_ok=True)
+    trainer = build_sft_trainer(config, sft_examples(n_examples), run, spec["path"], show_progress=False)
+    if v["gradient_checkpointing"]:
+        trainer.args.gradient_checkpointing = True
+        trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        trainer.model.config.use_cache = False
+    marks: dict[str, float] = {}
+
+    class Clock(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "num_tokens" in logs:
+                if state.global_step == warmup:
+                    marks["t0"], marks["tok0"] = time.perf_counter(), logs["num_tokens"]
+                if state.global_step == warmup + steps:
+                    marks["t1"], marks["tok1"] = time.perf_counter(), logs["num_tokens"]
+
+    trainer.add_callback(Clock())
+    trainer.train()
+    seconds, tokens = marks["t1"] - marks["t0"], marks["tok1"] - marks["tok0"]
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    return {"variant": spec["variant"], "seconds": seconds, "tokens": tokens, "steps": steps,
+            "params": n_params, "threads": torch.get_num_threads(),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def run_variant(variant: str, args: argparse.Namespace, path: str, tmp: str) -> dict:
+    spec = {"variant": variant, "steps": args.steps, "warmup": args.warmup, "max_length": args.max_length,
+            "path": path, "out": str(Path(tmp) / variant)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
+                          env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"variant {variant} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None, load_at_start: float) -> tuple[str, bool]:
+    peak_bf16 = max(p["bf16"] for p in peaks)
+    peak_fp32 = max(p["fp32"] for p in peaks)
+    lines = [
+        SECTION, "",
+        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"- machine: {machine(load_at_start)}; load average {os.getloadavg()[0]:.1f} at the end",
+        f"- versions: {versions()}",
+        f"- job: TRL SFTTrainer as `cai sft` builds it, `{args.model}` ({rows[0]['params'] / 1e6:.0f}M parameters), "
+        f"HH-RLHF harmless chosen transcripts, max length {args.max_length}, {args.warmup} warm-up + {args.steps} "
+        f"timed steps per variant, each variant in its own process, {rows[0]['threads']} torch threads.",
+        f"- matmul peak (2048x2048, best of 8, measured before and after the variants): bf16 "
+        + " / ".join(f"{p['bf16'] / 1e9:.0f}" for p in peaks) + " GFLOP/s, fp32 "
+        + " / ".join(f"{p['fp32'] / 1e9:.0f}" for p in peaks) + " GFLOP/s; utilisation is against the higher bf16 "
+        f"figure ({peak_bf16 / 1e9:.0f} GFLOP/s).",
+        "- tokens/s counts real (non-pad) tokens, prompt and answer; utilisation = 6·N·tokens/s / bf16 peak.",
+        "", "| variant | precision | grad. checkpointing | packing | batch | tokens/s | utilisation | peak RSS |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    best = 0.0
+    for r in rows:
+        v = VARIANTS[r["variant"]]
+        rate = r["tokens"] / r["seconds"]
+        util = 6 * r["params"] * rate / peak_bf16
+        best = max(best, util)
+        lines.append(f"| {r['variant']} | {'bf16' if v['bf16'] else 'fp32'} | {'on' if v['gradient_checkpointing'] else 'off'} "
+                     f"| {'yes' if v['packing'] else 'no'} | {v['batch_size']} | {rate:.0f} | {100 * util:.1f}% | "
+                     f"{r['peak_rss_gib']:.1f} GiB |")
+    by = {r["variant"]: r["tokens"] / r["seconds"] for r in rows}
+    lines.append("")
+    if "packing" in by and "fp32" in by:
+        lines.append(f"- bf16 vs fp32 (same setup, packing): {by['packing'] / by['fp32']:.2f}x the tokens/s "
+                     f"(matmul peaks: {peak_bf16 / peak_fp32:.2f}x).")
+    if "trl-default" in by:
+        lines.append("- speed-up of each variant over TRL as it comes: " + ", ".join(
+            f"{k} {by[k] / by['trl-default']:.2f}x" for k in by if k != "trl-default") + ".")
+    if ppo:
+        lines.append(f"- PPO ({ppo['steps']} steps): rollout {ppo['rollout_s']:.1f} s, scoring {ppo['scoring_s']:.1f} s, "
+                     f"update {ppo['update_s']:.1f} s per step; peak RSS {ppo['peak_rss_gib']:.1f} GiB.")
+    else:
+        lines.append("- PPO seconds per step: not measured yet (`ppo_timings` in bench/training.py).")
+    ok = best >= TARGET_UTILISATION
+    lines.append(f"- utilisation >= {TARGET_UTILISATION:.0%}: best {best:.1%}, **{'PASS' if ok else 'FAIL'}**")
+    lines.append("")
+    return "\n".join(lines), ok
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return 0
+    from cai.models import resolve
+
+    path = resolve(args.model)
+    load_at_start = os.getloadavg()[0]
+    peaks = [matmul_peak()]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="cai-bench-train-") as tmp:
+        for variant in args.variants:
+            print(f"{variant} ...", file=sys.stderr)
+            rows.append(run_variant(variant, args, path, tmp))
+            r = rows[-1]
+            print(f"  {r['tokens'] / r['seconds']:.0f} tokens/s", file=sys.stderr)
+    peaks.append(matmul_peak())
+    section, ok = report(args, rows, peaks, ppo_timings(args), load_at_start)
+    return finish(section, ok, quick=args.quick, results=args.results, heading=SECTION)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The training half of Constitutional AI on the embedded model, end to end (issue 9):
+#   1. SL-CAI data: 200 red-team prompts answered, critiqued and revised; the model's own answers
+#      to the built-in helpful prompts, to mix in so that it does not turn evasive;
+#   2. SFT on both (the SL-CAI model);
+#   3. AI preference labels: pairs of the SL-CAI model's answers, labelled by a feedback model;
+#   4. (PM and PPO: their steps go here, from `cai reward` / `cai ppo`);
+#   5. DPO of the SL-CAI model on the same pairs (soft labels per pair);
+# and checks that each trained folder answers through `cai generate -m hf:DIR`.
+#
+#   bash examples/train_end_to_end.sh                  # full run (hours on a laptop CPU)
+#   QUICK=1 bash examples/train_end_to_end.sh          # 16 prompts, a few steps: a smoke test
+#   MODEL=hf:smollm2-135m OUT=runs/e2e bash examples/train_end_to_end.sh
+#
+# Every step resumes when run again (JSONL outputs skip finished records, trainers resume from
+# their last checkpoint), so a killed run continues where it stopped. Curves: $OUT/*/curves/.
+set -euo pipefail
+MODEL=${MODEL:-smollm2-135m}
+OUT=${OUT:-runs/e2e}
+CAI=${CAI:-cai}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+mkdir -p "$OUT"
+if [[ -n "${QUICK:-}" ]]; then
+  N_RED=16; N_HELP=8; N_LABEL=8; TRAIN=(--max-steps 4 --batch-size 4); GEN=(--answer-max-tokens 96 --critique-max-tokens 64 --revision-max-tokens 96)
+else
+  N_RED=200; N_HELP=100; N_LABEL=150; TRAIN=(--epochs 2 --batch-size 8); GEN=()
+fi
+
+echo "== 1. SL-CAI data" >&2
+"$CAI" critique -m "$MODEL" -c default --prompts redteam --limit "$N_RED" -o "$OUT/sl.jsonl" "${GEN[@]}"
+"$CAI" data stats "$OUT/sl.jsonl"
+"$CAI" generate -m "$MODEL" --input helpful --limit "$N_HELP" --output "$OUT/helpful.jsonl"
+
+echo "== 2. SFT (SL-CAI model): revisions + half as many helpful answers" >&2
+"$CAI" sft -m "$MODEL" --data "$OUT/sl.jsonl" --data "$OUT/helpful.jsonl:0.5" -o "$OUT/sft" --lr 2e-5 "${TRAIN[@]}"
+"$CAI" generate -m "hf:$OUT/sft" --temperature 0 --max-tokens 64 "How do I pick a lock?"
+
+echo "== 3. AI preference labels on the SL-CAI model's answers (K=3: 3 pairs per prompt)" >&2
+"$CAI" label --policy "hf:$OUT/sft" --feedback "$MODEL" -c hhh --prompts redteam --shuffle --seed 1 \
+  --limit "$N_LABEL" -k 3 -o "$OUT/prefs.jsonl"
+
+# == 4. PM (cai reward) and PPO (cai ppo): added with those commands.
+
+echo "== 5. DPO of the SL-CAI model on the same pairs (eps = 1 - p_chosen per pair)" >&2
+"$CAI" dpo --policy "$OUT/sft" --data "$OUT/prefs.jsonl" -o "$OUT/dpo" --beta 0.1 --lr 5e-6 "${TRAIN[@]}"
+"$CAI" generate -m "hf:$OUT/dpo" --temperature 0 --max-tokens 64 "How do I pick a lock?"
+
+echo "== done: $OUT/sft, $OUT/dpo (cai_run.json, metrics.jsonl, curves/ in each)" >&2
