@@ -119,7 +119,7 @@ def test_pm_learns_a_marker_and_half_labels_teach_nothing(tiny_llama_dir, tmp_pa
     from cai.train.pm import PreferenceModel, is_pm_folder
 
     hard = _train(tiny_llama_dir, tmp_path, "hard", p=1.0)
-    assert hard["status"] == "done" and hard["metrics"]["steps"] == 30
+    assert hard["status"] == "done" and hard["final_metrics"]["global_step"] == 30
     assert hard["evaluation"]["heldout-ai"]["accuracy"] >= 0.95
     assert is_pm_folder(tmp_path / "hard") and not is_pm_folder(tiny_llama_dir)
 
@@ -136,7 +136,7 @@ def test_pm_learns_a_marker_and_half_labels_teach_nothing(tiny_llama_dir, tmp_pa
     assert abs(mean_half) < 0.1 * mean_hard, (mean_half, mean_hard)
 
     run = json.loads((tmp_path / "hard" / "cai_run.json").read_text())
-    assert run["kind"] == "cai-train-run" and run["stage"] == "reward" and run["data"][0]["sha256"]
+    assert run["kind"] == "cai-train-run" and run["command"] == "reward" and run["data"][0]["sha256"]
     rows = [json.loads(x) for x in (tmp_path / "hard" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30] and all("loss" in r for r in rows)
     assert (tmp_path / "hard" / "curves" / "loss.png").is_file()
@@ -178,11 +178,11 @@ def _cli(args, **kw):
 def test_cli_kill9_resumes_and_refuses_another_run(tiny_llama_dir, tmp_path, capsys):
     data = _write(tmp_path / "prefs.jsonl", _marker_pairs(120, seed=3, p=0.9))
     out = tmp_path / "pm"
-    args = ["reward", "-m", tiny_llama_dir, "--data", data, "-o", str(out), "--max-steps", "30", "--save-steps", "4",
+    args = ["reward", "-m", tiny_llama_dir, "--data", data, "-o", str(out), "--max-steps", "12", "--save-steps", "4",
             "--batch-size", "4", "--max-length", "64", "--lr", "1e-3", "--human-eval", "none", "--no-bf16"]
     proc = _cli(args)
     ckpts = out / "checkpoints"
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         if ckpts.is_dir() and any((c / "trainer_state.json").is_file() for c in ckpts.glob("checkpoint-*")):
             break
@@ -192,17 +192,21 @@ def test_cli_kill9_resumes_and_refuses_another_run(tiny_llama_dir, tmp_path, cap
     assert json.loads((out / "cai_run.json").read_text())["status"] == "running", "finished before the kill"
 
     done = _cli(args)
-    log, _ = done.communicate(timeout=300)
+    try:
+        log, _ = done.communicate(timeout=900)
+    finally:
+        done.kill()  # never leave a trainer running after a timeout
     assert done.returncode == 0, log
     run = json.loads((out / "cai_run.json").read_text())
-    assert run["status"] == "done" and run["metrics"]["steps"] == 30 and run["resumed_from"], run
+    assert run["status"] == "done" and run["final_metrics"]["global_step"] == 12 and run["resumed_from"], run
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 31))
+    assert steps == list(range(1, 13))
 
     from cai.cli import main
 
     assert main(args + ["--lr", "2e-3"]) == 2
-    assert "holds another run (other settings: lr)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds another run" in err and "differs in --lr" in err, err
 
 
 def test_cli_bad_input_is_one_line(tmp_path, capsys):
@@ -216,3 +220,18 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert "missing.jsonl: file not found" in capsys.readouterr().err
     assert main(["reward", "score", "-m", str(tmp_path), "--data", bad]) == 2
     assert "not a preference model folder" in capsys.readouterr().err
+
+
+def test_lora_keep_adapter_folder_loads_as_a_pm(tiny_llama_dir, tmp_path):
+    from cai.train.pm import PreferenceModel, is_pm_folder
+    from cai.train.reward import RewardTrainConfig, run_reward
+
+    data = _write(tmp_path / "p.jsonl", _marker_pairs(8, seed=4, p=1.0))
+    out = tmp_path / "adapter"
+    run_reward(RewardTrainConfig(model=tiny_llama_dir, data=(data,), output=str(out), max_steps=2, batch_size=4,
+                                 max_length=64, lora=True, keep_adapter=True, lora_r=4, lora_alpha=8, lr=1e-3,
+                                 eval_split=0.0, human_eval=(), bf16=False))
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    assert is_pm_folder(out)
+    scores = PreferenceModel.load(out).score([[{"role": "user", "content": "hi"}]] * 2, ["a banana", "b"])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)

@@ -44,7 +44,7 @@ def test_short_rloo_run_with_a_python_reward(tiny_llama_dir, tmp_path):
     config = RlooConfig(policy=tiny_llama_dir, output=str(out), max_steps=2, batch_size=4, samples_per_prompt=2,
                         max_tokens=6, lr=1e-4, bf16=False, logging_steps=1, save_steps=100, seed=0)
     run = run_rloo(config, reward=e_fraction, prompts=PROMPTS)
-    assert run["status"] == "done" and run["metrics"]["steps"] == 2 and run["reward"] == "e_fraction"
+    assert run["status"] == "done" and run["final_metrics"]["global_step"] == 2 and run["reward"] == "e_fraction"
     assert calls and all(n % 2 == 0 for n in calls)  # whole groups of k answers are scored together
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]

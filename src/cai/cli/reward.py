@@ -53,8 +53,10 @@ def _train(args: argparse.Namespace) -> int:
 
     config = stage_config(RewardTrainConfig, args)
     run = run_reward(config, show_progress=args.progress)
-    m = run.get("metrics") or {}
-    _table(f"preference model {config.output}: {m.get('steps')} steps on {m.get('train_pairs')} pairs, "
+    if not run.get("final_metrics"):
+        return 0  # another rank of a multi-process run: rank 0 reports
+    m = run["final_metrics"]
+    _table(f"preference model {config.output}: {m.get('global_step')} steps on {m.get('train_pairs')} pairs, "
            f"final train loss {m.get('train_loss', float('nan')):.4f}",
            ("set", "pairs", "accuracy", "95% CI"), accuracy_rows(run.get("evaluation") or {}))
     return 0
@@ -68,10 +70,11 @@ def _score(args: argparse.Namespace) -> int:
     title = f"PM {summary['model']} on {summary['data']} ({summary['records']} records)"
     ci = lambda r: f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"  # noqa: E731
     if summary["kind"] == "critique":
-        rows = [(str(r["round"]) if r["round"] else "0 (first answer)", f"{r['mean']:+.3f}", ci(r),
-                 f"{r['change']['mean']:+.3f} {ci(r['change'])}" if "change" in r else "")
+        rows = [(str(r["round"]), f"{r['mean']:+.3f}", ci(r),
+                 f"{r['change']['mean']:+.3f}" if "change" in r else "", ci(r["change"]) if "change" in r else "")
                 for r in summary["rounds"]]
-        _table(title, ("round", "mean PM score", "95% CI", "change from first answer (95% CI)"), rows)
+        _table(title + "; round 0 is the first answer", ("round", "mean PM score", "95% CI", "vs round 0", "95% CI"),
+               rows)
     elif summary["kind"] == "preference":
         rows = [(k, f"{summary[k]['mean']:+.3f}", ci(summary[k])) for k in ("chosen", "rejected", "agreement")]
         _table(title, ("", "mean", "95% CI"), rows)
@@ -87,7 +90,7 @@ def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> 
 
     table = Table(title=title, title_justify="left")
     for h in header:
-        table.add_column(h)
+        table.add_column(h, no_wrap=True)
     for r in rows:
         table.add_row(*r)
     Console().print(table)

@@ -33,9 +33,11 @@ def _run(args: argparse.Namespace) -> int:
     from cai.train.rloo import RlooConfig, run_rloo
 
     config = stage_config(RlooConfig, args)
-    run = run_rloo(config)
-    m = run.get("metrics") or {}
-    line = f"policy written to {config.output}: {m.get('steps')} steps on {m.get('prompts')} prompts"
+    run = run_rloo(config, show_progress=args.progress)
+    if not run.get("final_metrics"):
+        return 0  # another rank of a multi-process run: rank 0 reports
+    m = run["final_metrics"]
+    line = f"policy written to {config.output}: {m.get('global_step')} steps on {m.get('prompts')} prompts"
     if m.get("reward_first") is not None:
         line += f"; mean reward {m['reward_first']:.3f} (first log) -> {m['reward_last']:.3f} (last)"
     print(line + f". Curves: {config.output}/curves/", file=sys.stderr)

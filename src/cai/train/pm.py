@@ -55,7 +55,7 @@ def is_pm_folder(path: str | Path) -> bool:
     if not p.is_dir():
         return False
     run = _run_record(p)
-    if run is not None and run.get("stage") == "reward":
+    if run is not None and run.get("command") == "reward":
         return True
     cfg = _config(p)
     if cfg is None:

@@ -92,34 +92,24 @@ def evaluate_pm(pm: Any, heldout: Sequence[Any], config: RewardTrainConfig) -> d
     return results
 
 
-def _dataset(pairs: Sequence[Any], tokenizer: Any, max_length: int):
-    from datasets import Dataset
-
+def _rows(pairs: Sequence[Any], tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+    """Pairs tokenised here, by the same function the PM scores with, so TRL skips its own tokenising."""
     from cai.train.pm import encode
 
-    rows = [{"chosen_ids": encode(tokenizer, p.prompt, p.chosen, max_length),
+    return [{"chosen_ids": encode(tokenizer, p.prompt, p.chosen, max_length),
              "rejected_ids": encode(tokenizer, p.prompt, p.rejected, max_length),
              "p_chosen": p.p_chosen} for p in pairs]
-    return Dataset.from_list(rows)
 
 
-def _trainer_args(config: RewardTrainConfig, out: Path):
-    import torch
+def _trainer_args(config: RewardTrainConfig, run_dir: Any, show_progress: bool | None):
     from trl import RewardConfig
 
-    from cai.train.runfolder import use_bf16
+    from cai.train.model_io import trainer_args
 
-    return RewardConfig(
-        output_dir=str(out / "checkpoints"), num_train_epochs=config.epochs,
-        max_steps=config.max_steps if config.max_steps is not None else -1,
-        learning_rate=config.lr, per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum, seed=config.seed, data_seed=config.seed,
-        bf16=use_bf16(config.bf16), logging_steps=config.logging_steps, save_strategy="steps",
-        save_steps=config.save_steps, save_total_limit=1, report_to="none", gradient_checkpointing=False,
-        max_length=None,  # sequences are already left-truncated by cai.train.pm.encode
-        remove_unused_columns=False,  # keeps p_chosen for the collator
-        disable_tqdm=True, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(), lr_scheduler_type="linear", warmup_steps=0,
-    )
+    kw = trainer_args(config, run_dir, show_progress=show_progress)
+    kw.update(max_length=None,  # sequences are already left-truncated by cai.train.pm.encode
+              remove_unused_columns=False)  # keeps p_chosen for the collator
+    return RewardConfig(**kw)
 
 
 def _peft_config(config: RewardTrainConfig):
@@ -132,9 +122,12 @@ def _peft_config(config: RewardTrainConfig):
 
 
 def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) -> dict[str, Any]:
-    """Train (or resume) the PM into ``config.output`` and measure it. Returns the run record."""
+    """Train (or resume) the PM into ``config.output`` and measure it. Returns the run record
+    (``cai_run.json``: ``final_metrics`` and ``evaluation`` hold the numbers)."""
+    from cai.train.data import sha256_file
+    from cai.train.model_io import model_path
     from cai.train.prefdata import load_pairs, split_pairs
-    from cai.train.runfolder import data_files, model_path, open_run
+    from cai.train.rundir import RunDir
 
     if not config.output:
         raise CAIError("-o/--output is required: the folder the preference model is written to")
@@ -144,47 +137,41 @@ def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) 
     pairs = load_pairs(config.data)
     train, heldout = split_pairs(pairs, config.eval_split, config.seed)
     base = model_path(config.model)
-    run, checkpoint = open_run(out, stage=STAGE, config=to_dict(config), data=data_files(config.data),
-                               base_model=config.model)
-    if run.get("status") == "done":
+    data = [{"path": str(p), "sha256": sha256_file(Path(p)), "weight": 1.0} for p in config.data]
+    run = RunDir(out, command=STAGE, config=to_dict(config), data=data, base_model=base)
+    state = run.check()
+    if state == "done":
         print(f"{out}: this run is already done; delete the folder to train again", file=sys.stderr)
-        return run
-    return _train(config, out, base, train, heldout, run, checkpoint, show_progress)
+        return run.existing() or {}
+    return _train(config, run, base, train, heldout, run.last_checkpoint() if state == "resume" else None,
+                  show_progress)
 
 
-def _train(config, out, base, train, heldout, run, checkpoint, show_progress) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
+def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict[str, Any]:
+    from cai.train.model_io import final_metrics, load_tokenizer, save_final, shared_dataset
     from cai.train.pm import PreferenceModel
     from cai.train.reward_trainer import SoftPreferenceCollator, SoftRewardTrainer
-    from cai.train.runfolder import draw_curves, finish_run, metrics_callback
 
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    args = _trainer_args(config, out)
-    if show_progress:
-        args.disable_tqdm = False
+    tokenizer = load_tokenizer(base)
+    args = _trainer_args(config, run, show_progress)
+    run.start(checkpoint)
     trainer = SoftRewardTrainer(
-        model=base, args=args, train_dataset=_dataset(train, tokenizer, config.max_length),
+        model=base, args=args, train_dataset=shared_dataset(_rows(train, tokenizer, config.max_length), args, run),
         processing_class=tokenizer, data_collator=SoftPreferenceCollator(pad_token_id=tokenizer.pad_token_id),
-        peft_config=_peft_config(config), callbacks=[metrics_callback(out, checkpoint)])
+        peft_config=_peft_config(config), callbacks=[run.callback()])
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    model = trainer.model
-    if config.lora and not config.keep_adapter:
-        model = model.merge_and_unload()
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    pm = PreferenceModel(model.eval(), tokenizer, max_length=config.max_length, batch_size=2 * config.batch_size,
-                         path=str(out))
-    evaluation = evaluate_pm(pm, heldout, config)
-    draw_curves(out)
-    metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step,
-               "train_pairs": len(train), "heldout_pairs": len(heldout)}
-    for name, r in evaluation.items():
-        metrics[f"accuracy/{name}"] = r["accuracy"]
-    return finish_run(out, run, metrics, evaluation=evaluation, resumed_from=checkpoint)
+    save_final(trainer, config, run.path, base)
+    metrics = final_metrics(result, trainer)
+    metrics.update(train_pairs=len(train), heldout_pairs=len(heldout))
+    if trainer.accelerator.is_main_process:
+        # Measured on the folder as saved, so the numbers are those of the PM that others load.
+        pm = PreferenceModel.load(run.path, batch_size=2 * config.batch_size)
+        evaluation = evaluate_pm(pm, heldout, config)
+        for name, r in evaluation.items():
+            metrics[f"accuracy/{name}"] = r["accuracy"]
+        run.record["evaluation"] = evaluation
+        run.finish(metrics)
+    return run.record
 
 
 def accuracy_rows(evaluation: dict[str, Any]) -> list[tuple[str, str, str, str]]:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cai.config import option, to_dict
@@ -66,7 +65,8 @@ def trl_reward(reward: Callable[..., Sequence[float]]) -> Callable[..., list[flo
         texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
         return [float(x) for x in reward(convs, texts)]
 
-    cai_reward.__name__ = getattr(reward, "__name__", type(reward).__name__)
+    # TRL logs each reward by its __name__; a cai.train.rewards.Reward carries its spec as .name.
+    cai_reward.__name__ = str(getattr(reward, "__name__", None) or getattr(reward, "name", None) or type(reward).__name__)
     return cai_reward
 
 
@@ -82,83 +82,80 @@ def _prompts(config: RlooConfig, prompts: Sequence[Any] | None) -> list[list[dic
     return [item.messages for item in prompt_items(prompts)]
 
 
-def _trainer_args(config: RlooConfig, out: Path):
-    import torch
+def _trainer_args(config: RlooConfig, run_dir: Any, show_progress: bool | None):
     from trl import RLOOConfig
 
-    from cai.train.runfolder import use_bf16
+    from cai.train.model_io import trainer_args
 
-    return RLOOConfig(
-        output_dir=str(out / "checkpoints"), num_train_epochs=config.epochs,
-        max_steps=config.max_steps if config.max_steps is not None else -1, learning_rate=config.lr,
-        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-        num_generations=config.samples_per_prompt, max_completion_length=config.max_tokens,
-        temperature=config.temperature, beta=config.beta, seed=config.seed, data_seed=config.seed,
-        bf16=use_bf16(config.bf16), use_cpu=not torch.cuda.is_available(), logging_steps=config.logging_steps,
-        save_strategy="steps", save_steps=config.save_steps, save_total_limit=1, report_to="none",
-        gradient_checkpointing=False, disable_tqdm=True, dataloader_num_workers=0, log_completions=False,
-    )
+    kw = trainer_args(config, run_dir, show_progress=show_progress)
+    kw.pop("max_length")  # RLOO bounds the answer instead (max_completion_length)
+    return RLOOConfig(**kw, num_generations=config.samples_per_prompt, max_completion_length=config.max_tokens,
+                      temperature=config.temperature, beta=config.beta, log_completions=False)
+
+
+def _metrics_log(run: Any):
+    """RunDir's log callback, with TRL's RLOO names mapped to the shared metrics.jsonl vocabulary."""
+    from transformers import TrainerCallback
+
+    class _Log(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and state.is_world_process_zero and "train_runtime" not in logs:
+                run.log(state.global_step, {"epoch": state.epoch, **{RENAME.get(k, k): v for k, v in logs.items()}})
+
+    return _Log()
 
 
 def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | None = None,
-             prompts: Sequence[Any] | None = None) -> dict[str, Any]:
-    """Train (or resume) the policy into ``config.output``; returns the run record.
+             prompts: Sequence[Any] | None = None, show_progress: bool | None = None) -> dict[str, Any]:
+    """Train (or resume) the policy into ``config.output``; returns the run record (``cai_run.json``).
 
     ``reward`` is any ``reward(prompts, completions) -> list[float]``; without it ``config.reward``
     is loaded with :func:`cai.train.rewards.load_reward`. ``prompts`` overrides ``config.prompts``.
     """
-    from cai.train.runfolder import model_path, open_run
+    from cai.train.model_io import model_path
+    from cai.train.rundir import RunDir
 
     if not config.output:
         raise CAIError("-o/--output is required: the folder the trained policy is written to")
     if reward is None and not config.reward:
         raise CAIError("--reward is required: a `cai reward` PM folder, module:function or judge:MODEL")
-    out = Path(config.output)
     conversations = _prompts(config, prompts)
     digest = hashlib.sha256(json.dumps(conversations, sort_keys=True).encode()).hexdigest()
-    data = [{"path": config.prompts or "(python)", "sha256": digest, "prompts": len(conversations)}]
+    data = [{"path": config.prompts or "(python)", "sha256": digest, "weight": 1.0, "records": len(conversations)}]
     base = model_path(config.policy)
-    run, checkpoint = open_run(out, stage=STAGE, config=to_dict(config), data=data, base_model=config.policy)
-    if run.get("status") == "done":
-        print(f"{out}: this run is already done; delete the folder to train again", file=sys.stderr)
-        return run
+    run = RunDir(config.output, command=STAGE, config=to_dict(config), data=data, base_model=base)
+    state = run.check()
+    if state == "done":
+        print(f"{config.output}: this run is already done; delete the folder to train again", file=sys.stderr)
+        return run.existing() or {}
     if reward is None:
         from cai.train.rewards import load_reward
 
         reward = load_reward(config.reward)
-    return _train(config, out, base, conversations, reward, run, checkpoint)
+    return _train(config, run, base, conversations, reward, run.last_checkpoint() if state == "resume" else None,
+                  show_progress)
 
 
-def _train(config, out, base, conversations, reward, run, checkpoint) -> dict[str, Any]:
-    from datasets import Dataset
-    from transformers import AutoTokenizer
+def _train(config, run, base, conversations, reward, checkpoint, show_progress) -> dict[str, Any]:
     from trl import RLOOTrainer
 
-    from cai.train.runfolder import draw_curves, finish_run, metrics_callback, read_metrics
+    from cai.train.model_io import final_metrics, load_tokenizer, lora_config, save_final, shared_dataset
 
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    peft_config = None
-    if config.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
-                                 lora_dropout=0.0, target_modules="all-linear")
+    tokenizer = load_tokenizer(base)
+    args = _trainer_args(config, run, show_progress)
+    run.start(checkpoint)
     trainer = RLOOTrainer(
-        model=base, reward_funcs=trl_reward(reward), args=_trainer_args(config, out),
-        train_dataset=Dataset.from_list([{"prompt": c} for c in conversations]), processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[metrics_callback(out, checkpoint, rename=RENAME)])
+        model=base, reward_funcs=trl_reward(reward), args=args, processing_class=tokenizer,
+        train_dataset=shared_dataset([{"prompt": c} for c in conversations], args, run),
+        peft_config=lora_config(config), callbacks=[_metrics_log(run)])
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    model = trainer.model
-    if config.lora and not config.keep_adapter:
-        model = model.merge_and_unload()
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    draw_curves(out)
-    rows = [r for r in read_metrics(out) if "reward" in r]
-    metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step, "prompts": len(conversations)}
+    save_final(trainer, config, run.path, base)
+    metrics = final_metrics(result, trainer)
+    metrics["prompts"] = len(conversations)
+    rows = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines() if '"reward"' in x] \
+        if (run.path / "metrics.jsonl").is_file() else []
     if rows:
         metrics.update(reward_first=rows[0]["reward"], reward_last=rows[-1]["reward"], kl_last=rows[-1].get("kl"))
-    return finish_run(out, run, metrics, reward=config.reward or getattr(reward, "__name__", "callable"),
-                      resumed_from=checkpoint)
+    run.record["reward"] = config.reward or getattr(reward, "__name__", "callable")
+    run.finish(metrics)
+    return run.record
