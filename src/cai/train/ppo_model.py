@@ -65,7 +65,7 @@ class PolicyWithValue:
         import torch
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         model.config.use_cache = True
         self.lora = lora
         self.ref = None
@@ -141,7 +141,7 @@ class PolicyWithValue:
         else:
             from transformers import AutoModelForCausalLM
 
-            loaded = AutoModelForCausalLM.from_pretrained(folder / "policy", torch_dtype=self.model.dtype)
+            loaded = AutoModelForCausalLM.from_pretrained(folder / "policy", dtype=self.model.dtype)
             self.model.load_state_dict(loaded.state_dict())
         self.value_head.load_state_dict({k: v.to(torch.float32) for k, v in load_file(str(folder / VALUE_HEAD_FILE)).items()})
 
