@@ -101,9 +101,12 @@ class PolicyWithValue:
     def forward(self, input_ids, attention_mask, start: int, *, values: bool = True):
         """Logits predicting tokens ``start..`` and the value of each state before them."""
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        # Logits only where answer tokens are predicted: the vocabulary projection of the prompt
+        # positions would be wasted work (49k columns for SmolLM2).
+        keep = input_ids.shape[1] - start + 1
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         output_hidden_states=values, use_cache=False)
-        logits = out.logits[:, start - 1:-1]
+                         output_hidden_states=values, use_cache=False, logits_to_keep=keep)
+        logits = out.logits[:, :-1]
         if not values:
             return logits, None
         hidden = out.hidden_states[-1][:, start - 1:-1]
@@ -121,8 +124,9 @@ class PolicyWithValue:
     def ref_logits(self, input_ids, attention_mask, start: int):
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         with self.reference() as ref:
-            out = ref(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-        return out.logits[:, start - 1:-1]
+            out = ref(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                      logits_to_keep=input_ids.shape[1] - start + 1)
+        return out.logits[:, :-1]
 
     # -- saving -----------------------------------------------------------------------------------
 
