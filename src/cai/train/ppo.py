@@ -136,9 +136,10 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
         data_hashes.append({"role": "ptx", "path": cfg.ptx_data, "sha256": file_sha256(cfg.ptx_data)})
     run = RunFolder(cfg.output, "ppo")
     config_dict = to_dict(cfg)
-    resumed = run.claim(config_dict, data_hashes, policy_path)
+    run.check(config_dict, data_hashes)
     reward_fn = load_reward(reward if reward is not None else cfg.reward, constitution=cfg.constitution,
                             principles=cfg.principles, seed=cfg.seed)
+    resumed = run.claim(config_dict, data_hashes, policy_path)
     if "reward_info" not in run.record:
         run.record["reward_info"] = reward_fn.info
 

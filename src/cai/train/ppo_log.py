@@ -58,8 +58,9 @@ class RunFolder:
     def checkpoints(self) -> Path:
         return self.out / "checkpoints"
 
-    def claim(self, config: dict[str, Any], data: list[dict[str, Any]], base_model: str) -> bool:
-        """Start or continue the run; True when an earlier attempt of this same run is there."""
+    def check(self, config: dict[str, Any], data: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Refuse a folder that holds something else (writes nothing); the earlier record of this
+        same run, or None for a fresh folder."""
         run_file = self.out / RUN_FILE
         if self.out.exists() and not self.out.is_dir():
             raise CAIError(f"-o {self.out}: is a file; give a folder")
@@ -69,12 +70,19 @@ class RunFolder:
             except json.JSONDecodeError:
                 raise CAIError(f"-o {self.out}: {RUN_FILE} is damaged; delete the folder to start fresh") from None
             self._same_run(old, config, data)
+            return old
+        if self.out.is_dir() and any(self.out.iterdir()):
+            raise CAIError(f"-o {self.out}: the folder is not empty and holds no cai run; give a new folder")
+        return None
+
+    def claim(self, config: dict[str, Any], data: list[dict[str, Any]], base_model: str) -> bool:
+        """Start or continue the run; True when an earlier attempt of this same run is there."""
+        old = self.check(config, data)
+        if old is not None:
             self.record = old
             self.record.update(config=config, status="running")
             self._write()
             return True
-        if self.out.is_dir() and any(self.out.iterdir()):
-            raise CAIError(f"-o {self.out}: the folder is not empty and holds no cai run; give a new folder")
         self.out.mkdir(parents=True, exist_ok=True)
         self.record = {"kind": "cai-train-run", "command": self.command, "config": config, "data": data,
                        "base_model": base_model, "start_time": now(), "end_time": None, "final_metrics": {},

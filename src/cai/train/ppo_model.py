@@ -25,7 +25,8 @@ def pick_dtype(bf16: bool | None):
     import torch
 
     if bf16 is None:
-        # On CPU, bf16 without AVX512-BF16/AMX is emulated and slower than fp32.
+        # fp32 on CPU unless asked: PPO's ratio and KL are differences of log-probs, which bf16's
+        # 8-bit mantissa makes noisy, and without AMX bf16 matmuls buy little on a CPU.
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return torch.bfloat16 if bf16 else torch.float32
 
@@ -65,7 +66,7 @@ class PolicyWithValue:
         import torch
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         model.config.use_cache = True
         self.lora = lora
         self.ref = None
@@ -100,9 +101,12 @@ class PolicyWithValue:
     def forward(self, input_ids, attention_mask, start: int, *, values: bool = True):
         """Logits predicting tokens ``start..`` and the value of each state before them."""
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        # Logits only where answer tokens are predicted: the vocabulary projection of the prompt
+        # positions would be wasted work (49k columns for SmolLM2).
+        keep = input_ids.shape[1] - start + 1
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         output_hidden_states=values, use_cache=False)
-        logits = out.logits[:, start - 1:-1]
+                         output_hidden_states=values, use_cache=False, logits_to_keep=keep)
+        logits = out.logits[:, :-1]
         if not values:
             return logits, None
         hidden = out.hidden_states[-1][:, start - 1:-1]
@@ -120,8 +124,9 @@ class PolicyWithValue:
     def ref_logits(self, input_ids, attention_mask, start: int):
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         with self.reference() as ref:
-            out = ref(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-        return out.logits[:, start - 1:-1]
+            out = ref(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                      logits_to_keep=input_ids.shape[1] - start + 1)
+        return out.logits[:, :-1]
 
     # -- saving -----------------------------------------------------------------------------------
 
@@ -141,7 +146,7 @@ class PolicyWithValue:
         else:
             from transformers import AutoModelForCausalLM
 
-            loaded = AutoModelForCausalLM.from_pretrained(folder / "policy", torch_dtype=self.model.dtype)
+            loaded = AutoModelForCausalLM.from_pretrained(folder / "policy", dtype=self.model.dtype)
             self.model.load_state_dict(loaded.state_dict())
         self.value_head.load_state_dict({k: v.to(torch.float32) for k, v in load_file(str(folder / VALUE_HEAD_FILE)).items()})
 
