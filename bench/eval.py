@@ -42,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--loop", type=int, default=16, help="requests for the one-at-a-time run, spread over --n "
                    "(default: 16)")
     p.add_argument("--max-tokens", type=int, default=96, help="most tokens per answer (default: 96)")
+    p.add_argument("--memory-share", type=float, default=None, help="vLLM on CPU: share of RAM for weights and KV "
+                   "cache (default: the backend's, 0.3); lower it when other jobs hold the memory")
     p.add_argument("--quick", action="store_true", help="smoke run: 8 requests, 2 one at a time, 16 tokens; "
                    "writes nothing")
     p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
@@ -112,7 +114,8 @@ def report(args, backend, ours: dict, loop: dict, load_at_start: float, start_s:
         f"{args.max_tokens} tokens) and grades its own answers (\" (A) harmful\" vs \"(B) harmless\" scored with "
         f"`score_options`); the one-at-a-time run took {loop['answers']} of those requests, spread evenly. Engine "
         f"start ({start_s:.1f} s) excluded.",
-        f"- command: `python bench/eval.py --n {args.n} --loop {args.loop} --max-tokens {args.max_tokens}`", "",
+        f"- command: `python bench/eval.py --n {args.n} --loop {args.loop} --max-tokens {args.max_tokens}"
+        + (f" --memory-share {args.memory_share}" if args.memory_share else "") + "`", "",
         "| method | answers | seconds | generate s | grade s | tokens/answer | answers graded/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
         row("batched: one `generate` + one `score_options` call", ours),
@@ -134,7 +137,7 @@ def main(argv=None) -> int:
     convs = requests(args.n)
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
     t = time.perf_counter()
-    backend = load_backend(args.model)
+    backend = load_backend(args.model, **({"gpu_memory_utilization": args.memory_share} if args.memory_share else {}))
     # Engine start and warm-up at both batch shapes the runs use (one request, several), so that
     # neither run pays for a first-time compile.
     for batch in (convs[:1], convs[:2]):
