@@ -69,6 +69,8 @@ class RedteamConfig:
     critic: str | None = option(None, help="model that critiques and revises with --revise (default: the target)")
     revise_constitution: str = option("red-team", help="constitution for --revise")
     revise_rounds: int = option(1, help="critique-revision rounds per failure with --revise")
+    revise_limit: int | None = option(None, help="revise at most N failures, the worst first (one per behavior "
+                                      "before any behavior's second); default: all")
 
     def __post_init__(self) -> None:
         self.attacks = tuple(a for part in self.attacks for a in str(part).split(",") if a.strip())
@@ -77,6 +79,8 @@ class RedteamConfig:
                      "revise_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.revise_limit is not None and self.revise_limit < 1:
+            raise ValueError(f"revise_limit must be >= 1, got {self.revise_limit}")
         if self.worst < 0:
             raise ValueError(f"worst must be >= 0, got {self.worst}")
         if self.temperature < 0 or self.attacker_temperature < 0:
@@ -148,7 +152,7 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
     from cai.redteam.attacks import ATTACKER, attack_names, build_items, check_attacks
     from cai.redteam.behaviors import load_behaviors
     from cai.redteam.jailbreaks import load_templates, sample_templates
-    from cai.redteam.summary import is_success, metrics, worst_cases
+    from cai.redteam.summary import is_success, metrics, rank_failures, worst_cases
     from cai.store import RecordStore
 
     # Everything that can be wrong with the input is checked before any model loads.
@@ -236,7 +240,8 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
                         examples=EXAMPLES,
                         provenance={**prov, "config": to_dict(config), "attacks": attacks,
                                     "behaviors": {"source": config.behaviors, "count": len(behaviors)},
-                                    "jailbreak_templates": [{"id": t.id, "source": t.source} for t in templates]})
+                                    "jailbreak_templates": [{"id": t.id, "source": t.source} for t in templates],
+                                    "worst_cases": WORST})
     write_result(result, out / RESULT)
     worst = worst_cases(records, config.worst)
     tmp = out / (WORST + ".tmp")
@@ -250,7 +255,7 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
 
         critic_b = critic if critic is not None else (
             target_b if _same(config.critic, config.model) else load_backend(config.critic))
-        failures = [r for r in records if r["success"]]
+        failures = rank_failures(records)[: config.revise_limit]
         summary["revise"] = revise_failures(
             failures, out / REVISIONS, target=target_b, critic=critic_b, constitution=revise_constitution,
             rounds=config.revise_rounds, max_tokens=config.max_tokens,
