@@ -262,6 +262,11 @@ def test_revise_writes_a_valid_critique_file(behaviors_file, tmp_path):
     from cai.cli import main
 
     assert main(["data", "stats", str(out / "revisions.jsonl")]) == 0
+    # --revise-limit keeps the worst failures, one per behavior before any behavior's second.
+    run_redteam(config(behaviors_file, tmp_path / "lim", revise=True, revise_limit=4), target=MockBackend(
+        responses=scripted), critic=critic)
+    limited = read_records(tmp_path / "lim" / "revisions.jsonl")
+    assert len(limited) == 4 and len({r["redteam"]["behavior_id"] for r in limited}) == 4
 
 
 def _red_team():
