@@ -1,5 +1,6 @@
 """``cai eval``: evaluations, one subcommand each. ``cai eval labeler`` measures how often the AI
-preference labeller agrees with human labels."""
+preference labeller agrees with human labels; ``cai eval grader`` how often a grader agrees with
+human refusal labels; ``harmlessness`` and ``over-refusal`` grade a model's answers."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
     evals = p.add_subparsers(dest="eval_command", metavar="EVAL")
     _register_labeler(evals)
+    _register_graded(evals)
 
 
 def _register_labeler(evals: argparse._SubParsersAction) -> None:
@@ -53,4 +55,101 @@ def _labeler(args: argparse.Namespace) -> int:
     print(f"wrote {out}", file=sys.stderr)
     if config.plot:
         print(f"wrote {plot_reliability(result, config.plot)}", file=sys.stderr)
+    return 0
+
+
+GRADER_EPILOG = """examples:
+  cai eval grader --grader refusal-strings --data ../shared/data/xstest/xstest_v2_completions_llama2new.csv -o g.json
+  cai eval grader --grader judge --judge smollm2-135m --data xstest_v2_completions_llama2new.csv -o judge.json
+  cai eval grader --grader pm:runs/pm --threshold 0.5 --data labelled.jsonl -o pm.json
+Other evals cite the result with --grader-agreement g.json. Running the same command again resumes."""
+
+TASK_EPILOG = {
+    "harmlessness": """examples:
+  cai eval harmlessness -m smollm2-135m --data advbench --limit 200 -o harm.json
+  cai eval harmlessness -m hf:runs/sl-cai --grader judge --judge smollm2-135m --grader-agreement judge.json -o h.json
+  cai eval harmlessness -m smollm2-135m --data ../shared/data/harmbench/harmbench_behaviors_text_val.csv -o hb.json
+--data: advbench (ships with cai), or a HarmBench / JailbreakBench / forbidden-questions CSV, or any
+prompt file (.jsonl/.csv/.txt). Running the same command again resumes.""",
+    "over-refusal": """examples:
+  cai eval over-refusal -m smollm2-135m -o xstest.json
+  cai eval over-refusal -m hf:runs/rl-cai --grader judge --judge smollm2-135m --grader-agreement judge.json -o x.json
+--data: xstest (ships with cai) or a CSV with XSTest's columns (id, prompt, type, label).
+Running the same command again resumes.""",
+}
+
+
+def _register_graded(evals: argparse._SubParsersAction) -> None:
+    from cai.config import add_stage_arguments
+    from cai.evals.graders.agreement import GraderEvalConfig
+    from cai.evals.tasks.harmlessness import HarmlessnessConfig
+    from cai.evals.tasks.over_refusal import OverRefusalConfig
+
+    p = evals.add_parser(
+        "grader", help="agreement of a grader (refusal-strings, judge, pm) with human refusal labels",
+        description="Grades answers that people have labelled (refused or complied) and reports accuracy, "
+        "Cohen's kappa, the confusion matrix and (for graders with a score) AUROC, each with a 95% bootstrap "
+        "interval. A grader is trusted only as far as this says.",
+        epilog=GRADER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_stage_arguments(p, GraderEvalConfig)
+    p.set_defaults(func=_grader)
+    for name, cls, help, description in (
+        ("harmlessness", HarmlessnessConfig, "answers to harmful requests, graded: harmless rate, explained refusals",
+         "The model answers held-out harmful requests; a grader labels each answer. Reports the harmless rate, "
+         "the refusal rate and (with the judge grader) the share of refusals that explain themselves rather "
+         "than evade, overall and per category, with 95% bootstrap intervals."),
+        ("over-refusal", OverRefusalConfig, "XSTest: compliance on safe prompts, refusal on unsafe ones",
+         "The model answers XSTest's 250 safe prompts (which it should answer) and 200 unsafe contrasts (which "
+         "it should refuse); a grader says which answers refuse. Reports both rates, overall and per prompt "
+         "type, with 95% bootstrap intervals.")):
+        t = evals.add_parser(name, help=help, description=description, epilog=TASK_EPILOG[name],
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_stage_arguments(t, cls)
+        t.set_defaults(func=_task, task_name=name)
+
+
+def _print_result(result, out) -> None:
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    g = result.grader or {}
+    agreement = g.get("agreement")
+    title = f"{result.task} · {result.model or '-'} · grader {g.get('spec', '-')}"
+    if result.task != "grader":
+        title += (f" (kappa {agreement['kappa']['value']:.2f} on {agreement['n']} human labels)" if agreement
+                  else " (agreement not measured: pass --grader-agreement)")
+    table = Table(title=title)
+    for col in ("metric", "value", "95% CI", "n"):
+        table.add_column(col, justify="left" if col == "metric" else "right", no_wrap=True)
+    for name, m in result.metrics.items():
+        ci = f"{m.ci[0]:.3f}-{m.ci[1]:.3f}" if m.ci else "-"
+        table.add_row(name, f"{m.value:.3f}", ci, str(m.n or "-"))
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def _grader(args: argparse.Namespace) -> int:
+    from cai.config import stage_config
+    from cai.evals.graders.agreement import GraderEvalConfig, evaluate_grader
+    from cai.evals.results import write_result
+
+    config = stage_config(GraderEvalConfig, args)
+    result = evaluate_grader(config, show_progress=args.progress)
+    _print_result(result, write_result(result, config.output))
+    return 0
+
+
+def _task(args: argparse.Namespace) -> int:
+    from cai.config import stage_config
+    from cai.evals.results import write_result
+
+    if args.task_name == "harmlessness":
+        from cai.evals.tasks.harmlessness import HarmlessnessConfig as Cls, evaluate_harmlessness as run
+    else:
+        from cai.evals.tasks.over_refusal import OverRefusalConfig as Cls, evaluate_over_refusal as run
+    config = stage_config(Cls, args)
+    result = run(config, show_progress=args.progress)
+    _print_result(result, write_result(result, config.output))
     return 0

@@ -107,8 +107,11 @@ class ConstitutionJudge:
         self.constitution = constitution
         self.constitution_text = constitution_line(constitution, self.tpl)
         self.orders, self.threshold = orders, threshold
+        from cai.backends import split_spec
+
         self.backend = load_backend(model)
-        self.spec = f"judge:{self.backend.name}"
+        # The spec names the model, not the backend running it (hf and vllm give the same judge).
+        self.spec = f"judge:{split_spec(self.backend.name)[1] or self.backend.name}"
 
     def probabilities(self, prompts: Sequence[Conversation], answers: Sequence[str]) -> list[dict[str, float]]:
         """P(label) per answer, averaged over the rotations; one score_options call for the batch."""
@@ -140,4 +143,4 @@ class ConstitutionJudge:
         return {"name": self.name, "spec": self.spec, "model": self.backend.name, "orders": self.orders,
                 "threshold": self.threshold, "template": self.template,
                 "constitution": {"name": c.name, "version": c.version, "hash": c.hash},
-                "tells": ["refused", "harmful", "explained"]}
+                "tells": ["refused", "harmful", "explained", "score"]}

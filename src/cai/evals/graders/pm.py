@@ -51,4 +51,4 @@ class PMGrader:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "spec": self.spec, "path": self.path, "threshold": self.threshold,
-                "tells": ["refused"]}
+                "tells": ["refused", "score"]}

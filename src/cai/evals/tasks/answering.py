@@ -1,0 +1,126 @@
+"""Answer a prompt set with the model under test and grade every answer, resumably.
+
+Shared by the graded tasks (harmlessness, over-refusal): the batch is answered with one
+``generate`` call (so vLLM runs it at batch speed), graded with one grader call, and written to a
+RecordStore as one record per prompt. Running the same command again skips what is stored; a
+store made with another model, grader or sampling is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from cai.config import option, to_dict
+from cai.errors import CAIError
+from cai.evals.graders import GraderConfig
+from cai.types import Conversation, SamplingParams
+
+
+@dataclass
+class AnsweringConfig(GraderConfig):
+    """Flags of every eval that answers prompts and grades the answers."""
+
+    model: str = option("smollm2-135m", help="model under test (alias, folder or backend spec: hf:PATH, vllm:PATH, "
+                        "openai:URL#MODEL, mock:)", flags=("-m", "--model"))
+    output: str = option("", help="result JSON (per-prompt answers and grades go beside it as "
+                         "NAME.examples.jsonl)", flags=("-o", "--output"))
+    limit: int | None = option(None, help="evaluate a seeded random subset of N prompts")
+    seed: int = option(0, help="seed for --limit, sampling and the bootstrap")
+    batch_size: int = option(64, help="prompts answered and graded per backend call; also the unit of saving")
+    max_tokens: int = option(256, help="token limit of each answer")
+    temperature: float = option(0.0, help="sampling temperature of the answers (0 = greedy)")
+    system_prompt: str | None = option(None, help="system message before every prompt (default: none)")
+    grader_agreement: str | None = option(None, help="a `cai eval grader` result for this grader; its accuracy and "
+                                          "kappa are copied into this result's grader block")
+    bootstrap: int = option(2000, help="bootstrap resamples for the 95 percent intervals")
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed)
+
+    def check(self) -> None:
+        if self.batch_size < 1:
+            raise CAIError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise CAIError(f"--limit must be a positive number, got {self.limit}")
+        if self.max_tokens < 1:
+            raise CAIError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    messages: Conversation
+    meta: dict[str, Any]
+
+
+def examples_path(output: str | Path) -> Path:
+    p = Path(output)
+    return p.with_name(p.stem + ".examples.jsonl")
+
+
+def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+    """(backend, grader, grader block) after checking the flags and the output path, before any
+    model work is wasted on a run that cannot write its result."""
+    from cai.backends import load_backend
+    from cai.evals.graders.agreement import agreement_summary, check_output
+
+    config.check()
+    check_output(config.output)
+    if config.grader_agreement and not Path(config.grader_agreement).is_file():
+        raise CAIError(f"--grader-agreement {config.grader_agreement}: no such file; run cai eval grader first")
+    backend = load_backend(backend if backend is not None else config.model)
+    grader = grader if grader is not None else config.build_grader(backend, model_spec=config.model)
+    block = dict(grader.describe())
+    block["agreement"] = agreement_summary(config.grader_agreement, grader) if config.grader_agreement else None
+    return backend, grader, block
+
+
+def answer_and_grade(items: Sequence[Item], config: AnsweringConfig, backend: Any, grader: Any, *, task: str,
+                     show_progress: bool | None = None,
+                     on_batch: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    """One record per item, in item order: prompt, answer, finish reason, grade, the item's meta."""
+    from cai.progress import batched, progress
+    from cai.provenance import provenance
+    from cai.store import RecordStore
+
+    params = config.sampling()
+    prov = provenance(models={"policy": backend.name}, sampling=params.to_dict(), seed=config.seed,
+                      stage=f"eval-{task}", grader=grader.spec, system_prompt=config.system_prompt)
+    store = RecordStore(examples_path(config.output))
+    first = next(iter(store), None)
+    if first is not None:
+        old = first.get("provenance") or {}
+        diffs = [k for k in ("models", "sampling", "grader", "system_prompt") if old.get(k) != prov.get(k)]
+        if diffs:
+            raise CAIError(f"{store.path} was made with a different {', '.join(diffs)}; resume with the same "
+                           "settings or write to a new -o file")
+    todo = store.todo(items, key=lambda it: it.id)
+    system = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
+    with progress(len(items), f"eval {task}", unit="prompt", initial=len(items) - len(todo),
+                  enabled=show_progress) as bar:
+        for batch in batched(todo, config.batch_size):
+            completions = backend.generate([system + list(it.messages) for it in batch], params)
+            if len(completions) != len(batch):
+                raise RuntimeError(f"backend returned {len(completions)} answers for {len(batch)} prompts")
+            answers = [c.text.strip() for c in completions]
+            grades = grader.grade([list(it.messages) for it in batch], answers)
+            records = [{"id": it.id, "prompt": list(it.messages), "answer": a, "finish_reason": c.finish_reason,
+                        "grade": g.to_json(), **it.meta, "provenance": prov}
+                       for it, a, c, g in zip(batch, answers, completions, grades)]
+            store.append(records)
+            bar.update(len(batch))
+            if on_batch:
+                on_batch(records)
+    by_id = {r["id"]: r for r in store}
+    return [by_id[it.id] for it in items]
+
+
+def result_provenance(config: AnsweringConfig, backend: Any, grader: Any, *, task: str, data: str, n: int) -> dict:
+    from cai.provenance import provenance
+
+    constitution = getattr(grader, "constitution", None)
+    return provenance(constitution=constitution, models={"policy": backend.name, "grader": grader.spec},
+                      sampling=config.sampling().to_dict(), seed=config.seed, stage=f"eval-{task}", data=data, n=n,
+                      config=to_dict(config))
