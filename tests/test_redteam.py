@@ -13,8 +13,8 @@ from cai.errors import CAIError
 from cai.evals.graders import Grade
 from cai.evals.results import read_result
 from cai.redteam import RedteamConfig, run_redteam
-from cai.redteam.attacks import apply_transform, build_items, split_words, transforms
 from cai.redteam.attacker import clean_request, examples_for
+from cai.redteam.attacks import apply_transform, build_items, split_words, transforms
 from cai.redteam.behaviors import Behavior, load_behaviors
 from cai.redteam.jailbreaks import load_templates, sample_templates
 from cai.store import read_records
