@@ -325,3 +325,18 @@ def test_cli_runs_and_prints_tables(behaviors_file, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "ASR by attack" in captured.out and "hypothetical" in captured.out
     assert len(read_records(tmp_path / "rt" / "results.examples.jsonl")) == 4
+
+
+def test_grader_agreement_is_copied_into_the_result(behaviors_file, tmp_path):
+    from cai.evals.results import EvalResult, Metric, write_result
+
+    agree = tmp_path / "grader.json"
+    write_result(EvalResult(task="grader", model="", grader={"name": "refusal-strings", "spec": "refusal-strings:xstest"},
+                            metrics={"accuracy": Metric(0.92, (0.9, 0.95), 450), "kappa": Metric(0.84, (0.79, 0.89), 450)}),
+                 agree)
+    run_redteam(config(behaviors_file, tmp_path / "rt", grader_agreement=str(agree)), target=MockBackend(responses=scripted))
+    block = read_result(tmp_path / "rt" / "results.json").grader
+    assert block["agreement"]["kappa"]["value"] == 0.84 and block["agreement"]["n"] == 450
+    with pytest.raises(CAIError, match="measured refusal-strings:xstest"):
+        run_redteam(config(behaviors_file, tmp_path / "rt2", grader="refusal-strings:extended", grader_agreement=str(agree)),
+                    target=MockBackend(responses=scripted))
