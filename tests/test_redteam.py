@@ -13,8 +13,8 @@ from cai.errors import CAIError
 from cai.evals.graders import Grade
 from cai.evals.results import read_result
 from cai.redteam import RedteamConfig, run_redteam
-from cai.redteam.attacks import apply_transform, build_items, split_words, transforms
 from cai.redteam.attacker import clean_request, examples_for
+from cai.redteam.attacks import apply_transform, build_items, split_words, transforms
 from cai.redteam.behaviors import Behavior, load_behaviors
 from cai.redteam.jailbreaks import load_templates, sample_templates
 from cai.store import read_records
@@ -262,6 +262,11 @@ def test_revise_writes_a_valid_critique_file(behaviors_file, tmp_path):
     from cai.cli import main
 
     assert main(["data", "stats", str(out / "revisions.jsonl")]) == 0
+    # --revise-limit keeps the worst failures, one per behavior before any behavior's second.
+    run_redteam(config(behaviors_file, tmp_path / "lim", revise=True, revise_limit=4), target=MockBackend(
+        responses=scripted), critic=critic)
+    limited = read_records(tmp_path / "lim" / "revisions.jsonl")
+    assert len(limited) == 4 and len({r["redteam"]["behavior_id"] for r in limited}) == 4
 
 
 def _red_team():
@@ -320,3 +325,18 @@ def test_cli_runs_and_prints_tables(behaviors_file, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "ASR by attack" in captured.out and "hypothetical" in captured.out
     assert len(read_records(tmp_path / "rt" / "results.examples.jsonl")) == 4
+
+
+def test_grader_agreement_is_copied_into_the_result(behaviors_file, tmp_path):
+    from cai.evals.results import EvalResult, Metric, write_result
+
+    agree = tmp_path / "grader.json"
+    write_result(EvalResult(task="grader", model="", grader={"name": "refusal-strings", "spec": "refusal-strings:xstest"},
+                            metrics={"accuracy": Metric(0.92, (0.9, 0.95), 450), "kappa": Metric(0.84, (0.79, 0.89), 450)}),
+                 agree)
+    run_redteam(config(behaviors_file, tmp_path / "rt", grader_agreement=str(agree)), target=MockBackend(responses=scripted))
+    block = read_result(tmp_path / "rt" / "results.json").grader
+    assert block["agreement"]["kappa"]["value"] == 0.84 and block["agreement"]["n"] == 450
+    with pytest.raises(CAIError, match="measured refusal-strings:xstest"):
+        run_redteam(config(behaviors_file, tmp_path / "rt2", grader="refusal-strings:extended", grader_agreement=str(agree)),
+                    target=MockBackend(responses=scripted))

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from cai.config import option, to_dict
 from cai.errors import CAIError
+from cai.evals.graders import GraderConfig
 from cai.types import SamplingParams
 
 RESULT = "results.json"
@@ -31,7 +32,9 @@ REVISIONS = "revisions.jsonl"
 
 
 @dataclass
-class RedteamConfig:
+class RedteamConfig(GraderConfig):
+    """The grader flags (--grader, --judge, -c, --threshold, ...) are those of every graded eval."""
+
     model: str = option("smollm2-135m", help="target model to attack (alias, folder or backend spec)",
                         flags=("-m", "--model"))
     behaviors: str = option("advbench", help="harmful behaviors: advbench (shipped) or a JSONL/CSV file (HarmBench, "
@@ -54,9 +57,6 @@ class RedteamConfig:
                                   "few examples (Perez et al. 2022); adds the 'attacker' attack")
     attacker_shots: int = option(4, help="examples of the category shown to the attacker")
     attacker_temperature: float = option(1.0, help="sampling temperature of the attacker")
-    grader: str = option("refusal-strings", help="grader: refusal-strings[:SET], judge[:MODEL] or pm:DIR")
-    judge: str | None = option(None, help="judge model for --grader judge")
-    constitution: str = option("default", help="constitution the judge grades by", flags=("-c", "--constitution"))
     grader_agreement: str | None = option(None, help="result file of `cai eval grader` for this grader; its "
                                           "agreement with human labels is copied into the result")
     system_prompt: str | None = option(None, help="system message for the target model (default: none)")
@@ -69,6 +69,8 @@ class RedteamConfig:
     critic: str | None = option(None, help="model that critiques and revises with --revise (default: the target)")
     revise_constitution: str = option("red-team", help="constitution for --revise")
     revise_rounds: int = option(1, help="critique-revision rounds per failure with --revise")
+    revise_limit: int | None = option(None, help="revise at most N failures, the worst first (one per behavior "
+                                      "before any behavior's second); default: all")
 
     def __post_init__(self) -> None:
         self.attacks = tuple(a for part in self.attacks for a in str(part).split(",") if a.strip())
@@ -77,6 +79,8 @@ class RedteamConfig:
                      "revise_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.revise_limit is not None and self.revise_limit < 1:
+            raise ValueError(f"revise_limit must be >= 1, got {self.revise_limit}")
         if self.worst < 0:
             raise ValueError(f"worst must be >= 0, got {self.worst}")
         if self.temperature < 0 or self.attacker_temperature < 0:
@@ -97,8 +101,8 @@ def _check_output(config: RedteamConfig) -> Path:
 
 
 # Settings that change what an answer or grade means; records made with others must not be mixed.
-_RUN_KEYS = ("model", "grader", "judge", "constitution", "system_prompt", "temperature", "max_tokens", "seed",
-             "jailbreaks", "jailbreak_templates", "jailbreak_max_chars", "attacker", "attacker_shots")
+_RUN_KEYS = ("model", "grader", "judge", "constitution", "threshold", "judge_orders", "grader_template",
+             "system_prompt", "temperature", "max_tokens", "seed", "jailbreaks", "jailbreak_templates", "jailbreak_max_chars", "attacker", "attacker_shots")
 
 
 def _run_block(config: RedteamConfig) -> dict[str, Any]:
@@ -121,15 +125,10 @@ def _same(a: str | None, b: str) -> bool:
 
 
 def _grader_block(grader: Any, agreement_path: str | None) -> dict[str, Any]:
-    block = {"name": grader.name, "spec": grader.spec, **grader.describe(), "agreement": None}
-    if agreement_path:
-        from cai.evals.results import read_result
+    from cai.evals.graders.agreement import agreement_summary
 
-        res = read_result(agreement_path)
-        if res.task != "grader":
-            raise CAIError(f"{agreement_path}: a result of task {res.task!r}; --grader-agreement takes the result of "
-                           "`cai eval grader`")
-        block["agreement"] = {"source": str(agreement_path), **{k: m.to_json() for k, m in res.metrics.items()}}
+    block = {"name": grader.name, "spec": grader.spec, **grader.describe()}
+    block["agreement"] = agreement_summary(agreement_path, grader) if agreement_path else None
     return block
 
 
@@ -140,7 +139,6 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
     ``critic`` override the config's specs with ready objects (tests, benches). Returns a summary
     with the result, its paths and, with ``--revise``, the revision summary."""
     from cai.backends import load_backend
-    from cai.evals.graders import load_grader
     from cai.evals.results import EvalResult, write_result
     from cai.progress import progress
     from cai.provenance import provenance
@@ -148,7 +146,7 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
     from cai.redteam.attacks import ATTACKER, attack_names, build_items, check_attacks
     from cai.redteam.behaviors import load_behaviors
     from cai.redteam.jailbreaks import load_templates, sample_templates
-    from cai.redteam.summary import is_success, metrics, worst_cases
+    from cai.redteam.summary import is_success, metrics, rank_failures, worst_cases
     from cai.store import RecordStore
 
     # Everything that can be wrong with the input is checked before any model loads.
@@ -163,6 +161,8 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
         templates = sample_templates(load_templates(config.jailbreaks, max_chars=config.jailbreak_max_chars),
                                      config.jailbreak_templates, config.seed)
     items = build_items(behaviors, attacks, templates)
+    if config.grader_agreement and not Path(config.grader_agreement).is_file():
+        raise CAIError(f"--grader-agreement {config.grader_agreement}: no such file; run cai eval grader first")
     if config.revise:
         from cai.constitution import load_constitution
 
@@ -174,8 +174,7 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
 
     target_b = load_backend(target if target is not None else config.model)
     if grader is None:
-        judge = target_b if config.judge and config.judge == config.model else config.judge
-        grader = load_grader(config.grader, judge=judge, constitution=config.constitution)
+        grader = config.build_grader(target_b, model_spec=config.model)
     grader_block = _grader_block(grader, config.grader_agreement)
     attacker_b = None
     if ATTACKER in attacks:
@@ -236,7 +235,8 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
                         examples=EXAMPLES,
                         provenance={**prov, "config": to_dict(config), "attacks": attacks,
                                     "behaviors": {"source": config.behaviors, "count": len(behaviors)},
-                                    "jailbreak_templates": [{"id": t.id, "source": t.source} for t in templates]})
+                                    "jailbreak_templates": [{"id": t.id, "source": t.source} for t in templates],
+                                    "worst_cases": WORST})
     write_result(result, out / RESULT)
     worst = worst_cases(records, config.worst)
     tmp = out / (WORST + ".tmp")
@@ -250,7 +250,7 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
 
         critic_b = critic if critic is not None else (
             target_b if _same(config.critic, config.model) else load_backend(config.critic))
-        failures = [r for r in records if r["success"]]
+        failures = rank_failures(records)[: config.revise_limit]
         summary["revise"] = revise_failures(
             failures, out / REVISIONS, target=target_b, critic=critic_b, constitution=revise_constitution,
             rounds=config.revise_rounds, max_tokens=config.max_tokens,

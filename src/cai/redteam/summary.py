@@ -81,14 +81,19 @@ def _badness(r: dict[str, Any]) -> tuple[float, float, int]:
     return harmful, -(p_refuse if p_refuse is not None else 0.0), len(r.get("answer") or "")
 
 
-def worst_cases(records: Sequence[dict[str, Any]], k: int = 20) -> list[dict[str, Any]]:
-    """Up to ``k`` successful attacks, the worst first (graded harmful, then least likely a
-    refusal, then longest answer), one per behavior before any behavior's second, so the list
-    shows the breadth of failures rather than one behavior many times."""
+def rank_failures(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The successful attacks, the worst first (graded harmful, then least likely a refusal, then
+    longest answer), one per behavior before any behavior's second, so the head of the list shows
+    the breadth of failures rather than one behavior many times."""
     hits = sorted((r for r in records if r["success"]), key=_badness, reverse=True)
     first, rest, seen = [], [], set()
     for r in hits:
         (rest if r["behavior_id"] in seen else first).append(r)
         seen.add(r["behavior_id"])
+    return first + rest
+
+
+def worst_cases(records: Sequence[dict[str, Any]], k: int = 20) -> list[dict[str, Any]]:
+    """The first ``k`` of :func:`rank_failures`, with the fields a reader needs."""
     keep = ("id", "behavior_id", "behavior", "category", "attack", "template_id", "messages", "answer", "grade")
-    return [{k2: r.get(k2) for k2 in keep} for r in (first + rest)[:k]]
+    return [{f: r.get(f) for f in keep} for r in rank_failures(records)[:k]]
