@@ -4,7 +4,8 @@
 #      to the built-in helpful prompts, to mix in so that it does not turn evasive;
 #   2. SFT on both (the SL-CAI model);
 #   3. AI preference labels: pairs of the SL-CAI model's answers, labelled by a feedback model;
-#   4. (PM and PPO: their steps go here, from `cai reward` / `cai ppo`);
+#   4. the PM (`cai reward`) on those pairs, its accuracy on human labels, and its mean score of the
+#      SL-CAI answers per revision round; (PPO: its step goes here, from `cai ppo`);
 #   5. DPO of the SL-CAI model on the same pairs (soft labels per pair);
 # and checks that each trained folder answers through `cai generate -m hf:DIR`.
 #
@@ -21,9 +22,9 @@ CAI=${CAI:-cai}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT"
 if [[ -n "${QUICK:-}" ]]; then
-  N_RED=16; N_HELP=8; N_LABEL=8; TRAIN=(--max-steps 4 --batch-size 4); GEN=(--answer-max-tokens 96 --critique-max-tokens 64 --revision-max-tokens 96)
+  N_RED=16; N_HELP=8; N_LABEL=8; PM_EVAL=(--human-limit 20); TRAIN=(--max-steps 4 --batch-size 4); GEN=(--answer-max-tokens 96 --critique-max-tokens 64 --revision-max-tokens 96)
 else
-  N_RED=200; N_HELP=100; N_LABEL=150; TRAIN=(--epochs 2 --batch-size 8); GEN=()
+  N_RED=200; N_HELP=100; N_LABEL=150; PM_EVAL=(); TRAIN=(--epochs 2 --batch-size 8); GEN=()
 fi
 
 echo "== 1. SL-CAI data" >&2
@@ -39,10 +40,14 @@ echo "== 3. AI preference labels on the SL-CAI model's answers (K=3: 3 pairs per
 "$CAI" label --policy "hf:$OUT/sft" --feedback "$MODEL" -c hhh --prompts redteam --shuffle --seed 1 \
   --limit "$N_LABEL" -k 3 -o "$OUT/prefs.jsonl"
 
-# == 4. PM (cai reward) and PPO (cai ppo): added with those commands.
+echo "== 4. PM on the pairs: accuracy on held-out AI labels and human labels; PM score per revision round" >&2
+"$CAI" reward -m "$MODEL" --data "$OUT/prefs.jsonl" -o "$OUT/pm" --lr 1e-5 "${PM_EVAL[@]}" "${TRAIN[@]}"
+"$CAI" reward score -m "$OUT/pm" --data "$OUT/sl.jsonl" -o "$OUT/pm_rounds.jsonl"
+
+# == 4b. PPO (cai ppo): added with that command.
 
 echo "== 5. DPO of the SL-CAI model on the same pairs (eps = 1 - p_chosen per pair)" >&2
 "$CAI" dpo --policy "$OUT/sft" --data "$OUT/prefs.jsonl" -o "$OUT/dpo" --beta 0.1 --lr 5e-6 "${TRAIN[@]}"
 "$CAI" generate -m "hf:$OUT/dpo" --temperature 0 --max-tokens 64 "How do I pick a lock?"
 
-echo "== done: $OUT/sft, $OUT/dpo (cai_run.json, metrics.jsonl, curves/ in each)" >&2
+echo "== done: $OUT/sft, $OUT/pm, $OUT/dpo (cai_run.json, metrics.jsonl, curves/ in each)" >&2
