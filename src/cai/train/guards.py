@@ -18,7 +18,8 @@ weights; ``raise_if_tripped`` then raises a :class:`~cai.errors.CAIError` naming
 value and the last good checkpoint, which a rerun of the same command resumes from.
 
 A loop that is not a ``Trainer`` (a hand-written PPO loop) calls :meth:`NonFiniteGuard.check`
-with its step and metrics instead.
+with its step and metrics instead. :func:`train_guarded` is the three lines above in one call, as
+``cai sft``, ``cai dpo``, ``cai reward`` and ``cai rloo`` use it.
 """
 
 from __future__ import annotations
@@ -103,13 +104,25 @@ class NonFiniteGuard(_Base):  # type: ignore[misc,valid-type]
             raise CAIError(self.message(checkpoints))
 
 
+def train_guarded(trainer: Any, resume_from: str | None, checkpoints: str | Path) -> Any:
+    """``trainer.train(resume_from_checkpoint=...)`` under a :class:`NonFiniteGuard`; raises the
+    guard's one-line :class:`~cai.errors.CAIError` when it trips, so the caller saves no final model
+    and the run record stays "running" (a rerun resumes from the last good checkpoint)."""
+    guard = NonFiniteGuard()
+    trainer.add_callback(guard)
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    guard.raise_if_tripped(checkpoints)
+    return result
+
+
 def last_checkpoint(folder: str | Path | None, *, before: int | None = None) -> Path | None:
-    """The ``checkpoint-N`` folder in ``folder`` with the highest N (below ``before``, if given)."""
+    """The ``checkpoint-N`` (Trainer) or ``step-N`` (cai ppo) folder in ``folder`` with the highest N
+    (below ``before``, if given)."""
     if folder is None or not Path(folder).is_dir():
         return None
     found = []
     for d in Path(folder).iterdir():
-        m = re.fullmatch(r"checkpoint-(\d+)", d.name)
+        m = re.fullmatch(r"(?:checkpoint|step)-(\d+)", d.name)
         if m and d.is_dir() and (before is None or int(m.group(1)) < before):
             found.append((int(m.group(1)), d))
     return max(found)[1] if found else None

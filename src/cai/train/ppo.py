@@ -111,6 +111,7 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     from cai.progress import progress
     from cai.sources import load_prompts
     from cai.train import ppo_data as data
+    from cai.train.guards import NonFiniteGuard
     from cai.train.ppo_log import Checkpoints, TensorBoard, file_sha256, json_sha256
     from cai.train.rundir import RunDir
     from cai.train.ppo_math import RunningMoments, kl_controller
@@ -166,6 +167,7 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     first: dict[str, float] = {}
     warned: set[str] = set()
     last: dict[str, Any] = {}
+    guard = NonFiniteGuard()
     bar = progress(total, "ppo", unit="step", initial=step0, enabled=show_progress)
     try:
         for step in range(step0 + 1, total + 1):
@@ -182,6 +184,9 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
                    "length": roll["mask"].sum(-1).float().mean().item(),
                    "truncated": roll["truncated"].float().mean().item(), "lr": cfg.lr,
                    "time_rollout": t1 - t0, "time_score": t2 - t1, "time_update": t3 - t2}
+            if guard.check(step, rec):
+                # The update just made the weights bad: stop before they are logged or checkpointed.
+                raise CAIError(guard.message(checkpoints.folder))
             if step % cfg.logging_steps == 0 or step == total:
                 run.log(step, {k: v for k, v in rec.items() if k != "step"})
                 tb.log(rec)

@@ -148,6 +148,7 @@ def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) 
 
 
 def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict[str, Any]:
+    from cai.train.guards import train_guarded
     from cai.train.model_io import final_metrics, load_tokenizer, save_final, shared_dataset
     from cai.train.pm import PreferenceModel
     from cai.train.reward_trainer import SoftPreferenceCollator, SoftRewardTrainer
@@ -159,7 +160,8 @@ def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict
         model=base, args=args, train_dataset=shared_dataset(_rows(train, tokenizer, config.max_length), args, run),
         processing_class=tokenizer, data_collator=SoftPreferenceCollator(pad_token_id=tokenizer.pad_token_id),
         peft_config=_peft_config(config), callbacks=[run.callback()])
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
+    result = train_guarded(trainer, checkpoint, run.checkpoints)
     save_final(trainer, config, run.path, base)
     metrics = final_metrics(result, trainer)
     metrics.update(train_pairs=len(train), heldout_pairs=len(heldout))

@@ -139,6 +139,7 @@ def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | Non
 def _train(config, run, base, conversations, reward, checkpoint, show_progress) -> dict[str, Any]:
     from trl import RLOOTrainer
 
+    from cai.train.guards import train_guarded
     from cai.train.model_io import final_metrics, load_tokenizer, lora_config, save_final, shared_dataset
 
     tokenizer = load_tokenizer(base)
@@ -148,7 +149,8 @@ def _train(config, run, base, conversations, reward, checkpoint, show_progress) 
         model=base, reward_funcs=trl_reward(reward), args=args, processing_class=tokenizer,
         train_dataset=shared_dataset([{"prompt": c} for c in conversations], args, run),
         peft_config=lora_config(config), callbacks=[_metrics_log(run)])
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
+    result = train_guarded(trainer, checkpoint, run.checkpoints)
     save_final(trainer, config, run.path, base)
     metrics = final_metrics(result, trainer)
     metrics["prompts"] = len(conversations)

@@ -66,6 +66,7 @@ def build_sft_trainer(config: SFTRunConfig, examples: list[dict[str, Any]], run_
 def run_sft(config: SFTRunConfig, *, show_progress: bool | None = None) -> dict[str, Any]:
     """Train, write the model folder and the run record; returns a summary. Resumes a killed run."""
     from cai.train.data import load_mix
+    from cai.train.guards import train_guarded
     from cai.train.model_io import final_metrics, model_path, save_final
     from cai.train.rundir import RunDir
 
@@ -81,7 +82,8 @@ def run_sft(config: SFTRunConfig, *, show_progress: bool | None = None) -> dict[
     resume = run.last_checkpoint() if state == "resume" else None
     run.start(resume)
     trainer = build_sft_trainer(config, examples, run, base, show_progress=show_progress)
-    result = trainer.train(resume_from_checkpoint=resume)
+    # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
+    result = train_guarded(trainer, resume, run.checkpoints)
     save_final(trainer, config, out, base)
     metrics = final_metrics(result, trainer)
     run.finish(metrics)
