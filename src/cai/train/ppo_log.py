@@ -27,8 +27,9 @@ from cai.errors import CAIError
 
 RUN_FILE = "cai_run.json"
 METRICS_FILE = "metrics.jsonl"
-# Options that may change between a run and its resumption without making it another run.
-RESUMABLE_CHANGES = ("output", "save_steps", "logging_steps", "max_steps", "epochs")
+# Options that may change between a run and its resumption without making it another run
+# (kl_warn only sets when a warning is printed).
+RESUMABLE_CHANGES = ("output", "save_steps", "logging_steps", "max_steps", "epochs", "kl_warn")
 
 
 def now() -> str:
