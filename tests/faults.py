@@ -1,20 +1,24 @@
 """Fault injection for cai commands: run a command as a subprocess, kill it with SIGKILL at a
 chosen point, run it again, and compare what it wrote with an uninterrupted run.
 
-The kill points come from ``CAI_FAULT`` (read only in ``cai.store.RecordStore.append``):
-``before_write:N`` (the N-th batch's work is done but nothing of it written), ``mid_write:N``
-(half its bytes written, a torn line left behind) and ``after_write:N`` (written and fsynced).
-N counts the non-empty appends of the process.
+The kill points come from ``CAI_FAULT`` (read in ``cai.store``): ``before_write:N`` (the N-th
+batch's work is done but nothing of it written), ``mid_write:N`` (half its bytes written, a torn
+line left behind) and ``after_write:N`` (written and fsynced), where N counts the non-empty
+appends of the process; and ``after_checkpoint:N`` (a trainer's step-N checkpoint is complete).
 
 A stage joins the suite with one :class:`Case` in ``CASES`` (tests/test_faults.py runs every case
-at every point of ``POINTS``)::
+at each of its ``points``, by default ``POINTS``)::
 
-    Case("sft", lambda d: ["train", "sft", "-m", TINY, "--data", str(d / "data.jsonl"), "-o", str(d / "run")],
-         outputs=("run/metrics.jsonl",))
+    Case("sft", lambda d: ["sft", "-m", str(d / "model"), "--data", str(d / "sl.jsonl"), "-o", str(d / "run"),
+                           "--max-steps", "4", "--save-steps", "1"],
+         outputs=(), points=("after_checkpoint:2",), reference=False, model=True, extra_check=trained(4))
 
-``argv`` builds the command for a work folder that already holds ``prompts.jsonl``;
-``outputs`` are the record files (relative to it) whose records must match the uninterrupted run:
-every id once, none lost, the same content apart from timestamps (``provenance.time``).
+``argv`` builds the command for a work folder that already holds ``prompts.jsonl``, ``sl.jsonl``
+(SL-CAI records that are also preference pairs) and, with ``model``, ``model`` (a tiny random
+Llama). ``outputs`` are the record files (relative to it; a glob names one file) whose records
+must match the uninterrupted run: every id once, none lost, the same content apart from timestamps
+(``provenance.time``). A trainer's case has no reference run: :func:`trained` checks that the
+resumed run ends at the same step count, each step logged once.
 """
 
 from __future__ import annotations
@@ -38,8 +42,12 @@ class Case:
     name: str
     argv: Callable[[Path], list[str]]
     outputs: tuple[str, ...]
-    # Called on (reference folder, resumed folder) for checks beyond the record files.
-    extra_check: Callable[[Path, Path], None] | None = field(default=None, compare=False)
+    # Called on (reference folder or None, resumed folder) for checks beyond the record files.
+    extra_check: Callable[[Path | None, Path], None] | None = field(default=None, compare=False)
+    points: tuple[str, ...] | None = None  # kill points; None: POINTS of tests/test_faults.py
+    reference: bool = True  # compare with an uninterrupted run
+    model: bool = False  # needs the tiny model at WORK/model
+    group: bool = False  # the command starts child processes: kill the whole process group
 
 
 def cai_env(**extra: str) -> dict[str, str]:
@@ -49,16 +57,55 @@ def cai_env(**extra: str) -> dict[str, str]:
 
 
 def run_cai(argv: list[str], cwd: Path, *, fault: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
-    env = cai_env(**(env or {}), **({"CAI_FAULT": fault} if fault else {}))
+            timeout: float = 300, group: bool = False) -> subprocess.CompletedProcess:
+    env = cai_env(**(env or {}), **({"CAI_FAULT": fault} if fault else {}),
+                  **({"CAI_FAULT_GROUP": "1"} if group and fault else {}))
+    # A group kill must not reach pytest: the command gets its own session.
     return subprocess.run([sys.executable, "-m", "cai", *argv], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, start_new_session=group)
+
+
+def _turn(role: str, text: str) -> list[dict[str, str]]:
+    return [{"role": role, "content": text}]
 
 
 def workdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
+    (path / "sl.jsonl").write_text("".join(json.dumps({
+        "id": p["id"], "prompt": _turn("user", p["prompt"]),
+        "completion": _turn("assistant", f"Lock it and keep it in sight ({i})."),
+        "chosen": _turn("assistant", f"Lock it and keep it in sight ({i})."),
+        "rejected": _turn("assistant", "No idea."), "p_chosen": 0.9}) + "\n" for i, p in enumerate(PROMPTS * 2)))
     return path
+
+
+def trained(steps: int) -> Callable[[Path | None, Path], None]:
+    """The check of a trainer case: the run in WORK/run is done, at ``steps`` steps, each logged once,
+    and it resumed from a checkpoint rather than starting over."""
+
+    def check(_ref: Path | None, work: Path) -> None:
+        out = work / "run"
+        record = json.loads((out / "cai_run.json").read_text())
+        assert record["status"] == "done", record
+        logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert logged == list(range(1, steps + 1)), f"steps logged: {logged}"
+        final = record["final_metrics"]
+        assert final.get("global_step", final.get("step")) == steps, final
+        if record["command"] != "ppo":  # ppo says so on stderr instead (its own test checks it)
+            assert record["resumed_from"] and "checkpoint-" in record["resumed_from"][0], record
+        assert (out / "config.json").is_file(), "no final model folder"
+        assert any((out / "curves").glob("*.png")), "no curves drawn"
+
+    return check
+
+
+def _one(folder: Path, name: str) -> Path:
+    if "*" not in name:
+        return folder / name
+    found = sorted(folder.glob(name))
+    assert len(found) <= 1, f"{name}: several files match in {folder}"
+    return found[0] if found else folder / name.replace("*", "_none_")
 
 
 def normalised(path: Path, root: Path | None = None) -> list[dict[str, Any]]:
@@ -80,7 +127,7 @@ def normalised(path: Path, root: Path | None = None) -> list[dict[str, Any]]:
 
 def assert_same_records(ref_dir: Path, got_dir: Path, outputs: tuple[str, ...]) -> None:
     for name in outputs:
-        ref, got = ref_dir / name, got_dir / name
+        ref, got = _one(ref_dir, name), _one(got_dir, name)
         if not ref.exists():
             assert not got.exists() or not normalised(got), f"{name}: written only by the interrupted run"
             continue
@@ -94,16 +141,17 @@ def assert_same_records(ref_dir: Path, got_dir: Path, outputs: tuple[str, ...]) 
             assert r == by_id[r["id"]], f"{name}: record {r['id']} differs from the uninterrupted run"
 
 
-def kill_and_resume(case: Case, point: str, ref_dir: Path, work: Path) -> str:
-    """Run ``case`` killed at ``point``, check what survived, resume it, and compare with ``ref_dir``.
-    Returns the resumed run's stderr."""
+def kill_and_resume(case: Case, point: str, ref_dir: Path | None, work: Path) -> str:
+    """Run ``case`` killed at ``point``, check what survived, resume it, and compare with ``ref_dir``
+    (None for a case without a reference run). Returns the resumed run's stderr."""
     work = workdir(work)
-    killed = run_cai(case.argv(work), work, fault=point)
+    killed = run_cai(case.argv(work), work, fault=point, group=case.group)
     assert killed.returncode == -signal.SIGKILL, (
         f"{case.name} at {point}: expected a kill, got exit {killed.returncode}\n{killed.stderr[-2000:]}")
     resumed = run_cai(case.argv(work), work)
     assert resumed.returncode == 0, f"{case.name} resume after {point} failed:\n{resumed.stderr[-2000:]}"
-    assert_same_records(ref_dir, work, case.outputs)
+    if ref_dir is not None:
+        assert_same_records(ref_dir, work, case.outputs)
     if case.extra_check:
         case.extra_check(ref_dir, work)
     return resumed.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from faults import PROMPTS, Case, assert_same_records, kill_and_resume, normalised, run_cai, workdir
+from faults import PROMPTS, Case, assert_same_records, kill_and_resume, normalised, run_cai, trained, workdir
 
 
 def _eval_result_matches(ref: Path, got: Path) -> None:
@@ -29,26 +29,95 @@ CASES = [
                                     "2", "--bootstrap", "50", "-o", str(d / "res.json"), "--no-progress"],
          ("res.examples.jsonl",), extra_check=_eval_result_matches),
 ]
+def _rerun_says(argv: list[str], needle: str) -> None:
+    import contextlib
+    import io
+
+    from cai.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        main(argv)
+    assert needle in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
+
+
+def _trained_then_rerun(name: str, argv, differs: str):
+    """After the resumed run: rerunning it trains nothing, and another setting is refused in one line."""
+    done = trained(4)
+
+    def check(ref, work: Path) -> None:
+        done(ref, work)
+        args = argv(work)
+        if name == "sft":
+            _rerun_says(args, "already holds this finished run")
+        i = args.index(differs)
+        _rerun_says([*args[:i + 1], "0.5", *args[i + 2:]], f"differs in {differs}")
+
+    return check
+
+
+# Trainers on the tiny model: 4 steps, a checkpoint at each; killed once checkpoint-2 is complete,
+# the rerun resumes from it and ends at step 4 (issue 9: sft, reward and ppo).
+TRAIN = ["--max-steps", "4", "--save-steps", "1", "--batch-size", "2", "--max-length", "64", "--no-bf16",
+         "--no-progress"]
+CHECKPOINT = ("after_checkpoint:2",)
+SFT = lambda d: ["sft", "-m", str(d / "model"), "--data", str(d / "sl.jsonl"), "-o", str(d / "run"), "--lr", "1e-4",
+                 *TRAIN]  # noqa: E731
+REWARD_PM = lambda d: ["reward", "-m", str(d / "model"), "--data", str(d / "sl.jsonl"), "-o", str(d / "run"),  # noqa: E731
+                       "--lr", "1e-4", "--human-eval", "none", *TRAIN]
+CASES += [
+    Case("sft", SFT, (), points=CHECKPOINT, reference=False, model=True,
+         extra_check=_trained_then_rerun("sft", SFT, "--lr")),
+    Case("reward", REWARD_PM, (), points=CHECKPOINT, reference=False, model=True,
+         extra_check=_trained_then_rerun("reward", REWARD_PM, "--lr")),
+    Case("ppo", lambda d: ["ppo", "--policy", str(d / "model"), "--reward", f"{d / 'reward.py'}:shortness", "--prompts",
+                           str(d / "prompts.jsonl"), "-o", str(d / "run"), "--max-tokens", "4", "--ppo-epochs", "1",
+                           *TRAIN],
+         (), points=CHECKPOINT, reference=False, model=True, extra_check=trained(4)),
+    # cai run runs each step in a child process: the kill takes both, as a kill -9 of the session would.
+    Case("run", lambda d: ["run", str(d / "run.yaml"), "-o", str(d / "out")],
+         ("out/critique-*/critique.jsonl", "out/critique-*/critique.dropped.jsonl", "out/label-*/prefs.jsonl"),
+         points=("mid_write:2",), group=True),
+]
 # Batches of 2 over 7 items: 4 writes. Kill in the first batch's write, after work on the second is
 # done but before it is written, and after the third is durable.
 POINTS = ["mid_write:1", "before_write:2", "after_write:3"]
+RUN_SPEC = {"model": "mock:", "constitution": "default", "stages": ["critique", "label"],
+            "critique": {"prompts": "prompts.jsonl", "rounds": 1, "batch_size": 2},
+            "label": {"prompts": "prompts.jsonl", "limit": 4, "batch_size": 2}}
+REWARD = "def shortness(prompts, completions):\n    return [1.0 / (1 + len(c)) for c in completions]\n"
+
+
+def _prepare(d: Path, case: Case, request) -> Path:
+    import yaml
+
+    workdir(d)
+    (d / "run.yaml").write_text(yaml.safe_dump(RUN_SPEC))
+    (d / "reward.py").write_text(REWARD)
+    if case.model and not (d / "model").exists():
+        (d / "model").symlink_to(request.getfixturevalue("tiny_llama_dir"))
+    return d
 
 
 @pytest.fixture(scope="module")
 def references(tmp_path_factory) -> dict[str, Path]:
     refs = {}
     for case in CASES:
+        if not case.reference:
+            continue
         d = workdir(tmp_path_factory.mktemp(f"ref-{case.name}"))
+        (d / "run.yaml").write_text(__import__("yaml").safe_dump(RUN_SPEC))
         done = run_cai(case.argv(d), d)
         assert done.returncode == 0, done.stderr
         refs[case.name] = d
     return refs
 
 
-@pytest.mark.parametrize("point", POINTS)
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_kill_and_resume(case: Case, point: str, references, tmp_path):
-    kill_and_resume(case, point, references[case.name], tmp_path / "run")
+@pytest.mark.parametrize("case,point", [(c, p) for c in CASES for p in (c.points or POINTS)],
+                         ids=[f"{c.name}-{p}" for c in CASES for p in (c.points or POINTS)])
+def test_kill_and_resume(case: Case, point: str, request, tmp_path):
+    ref = request.getfixturevalue("references")[case.name] if case.reference else None
+    kill_and_resume(case, point, ref, _prepare(tmp_path / "run", case, request))
 
 
 def test_rerun_of_a_finished_run_writes_nothing(references, tmp_path):

@@ -13,7 +13,10 @@ a complete last record that merely lacks its newline is kept.
 Fault injection (tests only): ``CAI_FAULT=WHEN:N`` makes the N-th :meth:`RecordStore.append` of
 the process kill it with SIGKILL, ``before_write`` (the batch's model work is lost), ``mid_write``
 (half the batch's bytes reach the file, then the kill: a torn line) or ``after_write`` (the batch
-is durable). ``tests/faults.py`` drives it; nothing else reads it.
+is durable). ``after_checkpoint:N`` kills a trainer once its step-N checkpoint is complete
+(:func:`checkpoint_fault`). With ``CAI_FAULT_GROUP=1`` the kill takes the whole process group (a
+``cai run`` and its step process, as a kill -9 of the session would). ``tests/faults.py`` drives
+it; nothing else reads it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Iterable, Iterator
 from cai.errors import CAIError
 
 FAULT_ENV = "CAI_FAULT"
-FAULT_POINTS = ("before_write", "mid_write", "after_write")
+FAULT_POINTS = ("before_write", "mid_write", "after_write", "after_checkpoint")
 # Non-empty appends so far in this process, counted only for CAI_FAULT (test-only fault injection).
 _WRITES = [0]
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -80,7 +83,15 @@ def _fault(point: str, count: int) -> bool:
 
 
 def _die() -> None:
+    if os.environ.get("CAI_FAULT_GROUP") == "1":
+        os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def checkpoint_fault(step: int) -> None:
+    """Test-only fault point of the trainers, called once the checkpoint of ``step`` is complete."""
+    if _fault("after_checkpoint", step):
+        _die()
 
 
 def check_output(path: str | Path, *, stage: str | None = None, key: str = "id", records: bool = True) -> Path:

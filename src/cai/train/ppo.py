@@ -382,6 +382,9 @@ def _save_checkpoint(checkpoints: Any, step: int, model: Any, opt: Any, ctl: Any
     state = {"step": step, "kl_controller": ctl.state_dict(), "reward_moments": moments.state_dict()}
     (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the checkpoint complete
     checkpoints.commit(tmp, step)
+    from cai.store import checkpoint_fault
+
+    checkpoint_fault(step)  # tests/faults.py: kill -9 once this checkpoint is complete
 
 
 def _load_checkpoint(folder: Path, model: Any, opt: Any, ctl: Any, moments: Any) -> int:

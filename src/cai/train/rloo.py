@@ -93,18 +93,6 @@ def _trainer_args(config: RlooConfig, run_dir: Any, show_progress: bool | None):
                       temperature=config.temperature, beta=config.beta, log_completions=False)
 
 
-def _metrics_log(run: Any):
-    """RunDir's log callback, with TRL's RLOO names mapped to the shared metrics.jsonl vocabulary."""
-    from transformers import TrainerCallback
-
-    class _Log(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and state.is_world_process_zero and "train_runtime" not in logs:
-                run.log(state.global_step, {"epoch": state.epoch, **{RENAME.get(k, k): v for k, v in logs.items()}})
-
-    return _Log()
-
-
 def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | None = None,
              prompts: Sequence[Any] | None = None, show_progress: bool | None = None) -> dict[str, Any]:
     """Train (or resume) the policy into ``config.output``; returns the run record (``cai_run.json``).
@@ -148,7 +136,7 @@ def _train(config, run, base, conversations, reward, checkpoint, show_progress) 
     trainer = RLOOTrainer(
         model=base, reward_funcs=trl_reward(reward), args=args, processing_class=tokenizer,
         train_dataset=shared_dataset([{"prompt": c} for c in conversations], args, run),
-        peft_config=lora_config(config), callbacks=[_metrics_log(run)])
+        peft_config=lora_config(config), callbacks=[run.callback(RENAME)])
     # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
     result = train_guarded(trainer, checkpoint, run.checkpoints)
     save_final(trainer, config, run.path, base)

@@ -27,8 +27,9 @@ from cai.errors import CAIError
 RUN_FILE = "cai_run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
-# Flags that change where or how often things are written, not what is trained.
-_NOT_IDENTITY = {"output", "save_steps", "logging_steps", "progress"}
+# Flags that change where or how often things are written, or what is measured after training (cai
+# reward's human-label evaluation), not what is trained: changing them resumes the run.
+_NOT_IDENTITY = {"output", "save_steps", "logging_steps", "progress", "human_eval", "human_limit", "kl_warn"}
 # Trainer log keys renamed to the shared metrics.jsonl vocabulary.
 _RENAME = {"learning_rate": "lr"}
 
@@ -153,17 +154,23 @@ class RunDir:
                            curves=[str(p.relative_to(self.path)) for p in curves])
         _write_json(self.path / RUN_FILE, self.record)
 
-    def callback(self):
-        """A transformers TrainerCallback that appends each log to metrics.jsonl."""
+    def callback(self, rename: dict[str, str] | None = None):
+        """A transformers TrainerCallback that appends each log to metrics.jsonl, with a trainer's
+        own log names mapped to the shared vocabulary by ``rename``."""
         from transformers import TrainerCallback
 
-        run = self
+        run, rename = self, rename or {}
 
         class _Log(TrainerCallback):
             def on_log(self, args, state, control, logs=None, **kw):
                 # The summary log at the end (train_runtime, ...) goes into final_metrics instead.
                 if logs and state.is_world_process_zero and "train_runtime" not in logs:
-                    run.log(state.global_step, {"epoch": state.epoch, **logs})
+                    run.log(state.global_step, {"epoch": state.epoch, **{rename.get(k, k): v for k, v in logs.items()}})
+
+            def on_save(self, args, state, control, **kw):
+                from cai.store import checkpoint_fault
+
+                checkpoint_fault(state.global_step)  # tests/faults.py: kill -9 once this checkpoint is complete
 
         return _Log()
 

@@ -1,0 +1,43 @@
+"""A trainer's output folder knows its run: flags that only change logging, saving or the
+evaluation after training resume it; anything that changes what is trained is another run."""
+
+from __future__ import annotations
+
+import pytest
+
+from cai.errors import CAIError
+from cai.train.rundir import RunDir
+
+DATA = [{"path": "prefs.jsonl", "sha256": "ab" * 32, "weight": 1.0}]
+CONFIG = {"output": "pm", "lr": 1e-5, "eval_split": 0.1, "human_eval": ["hh-rlhf", "hhh"], "human_limit": 500,
+          "save_steps": 50, "logging_steps": 1}
+
+
+def _run(path, **changes):
+    return RunDir(path, command="reward", config={**CONFIG, **changes}, data=DATA, base_model="base")
+
+
+def test_eval_and_logging_flags_resume_the_same_run(tmp_path):
+    _run(tmp_path).start(None)
+    for change in ({"human_eval": []}, {"human_limit": 50}, {"save_steps": 1, "logging_steps": 5}):
+        assert _run(tmp_path, **change).check() == "resume", change
+
+
+@pytest.mark.parametrize("change,flag", [({"lr": 2e-5}, "--lr"), ({"eval_split": 0.2}, "--eval-split")])
+def test_a_flag_that_changes_training_is_another_run(tmp_path, change, flag):
+    _run(tmp_path).start(None)
+    with pytest.raises(CAIError, match=f"holds another run .*differs in {flag}"):
+        _run(tmp_path, **change).check()
+
+
+def test_ppo_kl_warn_resumes(tmp_path):
+    # --kl-warn only sets when a warning is printed: the same PPO run resumes with another value.
+    config = {"output": str(tmp_path), "lr": 1e-5, "kl_warn": None, "save_steps": 5, "logging_steps": 1}
+
+    def run(**changes):
+        return RunDir(tmp_path, command="ppo", config={**config, **changes}, data=DATA, base_model="base")
+
+    run().start(None)
+    assert run(kl_warn=5.0).check() == "resume"
+    with pytest.raises(CAIError, match="holds another run"):
+        run(lr=1.0).check()
