@@ -271,8 +271,9 @@ def result_table(result: dict[str, Any]):
         return "-" if x is None else f"{100 * x:.1f}%"
 
     m = result["method"]
-    title = (f"labeller {result['model']} on {result['data']} (swap={'on' if m.get('swap') else 'off'}, "
-             f"cot={'on' if m.get('cot') else 'off'}, principles={m.get('principles', '-')})")
+    how = ("pointwise" if m.get("method") == "pointwise" else
+           f"pairwise, swap={'on' if m.get('swap') else 'off'}, cot={'on' if m.get('cot') else 'off'}")
+    title = f"labeller {result['model']} on {result['data']} ({how}, principles={m.get('principles', '-')})"
     table = Table(title=title)
     for col in ("category", "n", "accuracy", "95% CI", "position bias", "ECE", "majority", "random"):
         table.add_column(col, justify="left" if col == "category" else "right", no_wrap=True)
