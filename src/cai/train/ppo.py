@@ -112,7 +112,8 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     from cai.sources import load_prompts
     from cai.train import ppo_data as data
     from cai.train.guards import NonFiniteGuard
-    from cai.train.ppo_log import MetricsLog, RunFolder, draw_curves, file_sha256, json_sha256
+    from cai.train.data import sha256_file
+    from cai.train.ppo_log import MetricsLog, RunFolder, draw_curves, json_sha256
     from cai.train.ppo_math import RunningMoments, kl_controller
     from cai.train.ppo_model import PolicyWithValue, load_tokenizer, pick_dtype, resolve_model_path
     from cai.train.rewards import load_reward
@@ -134,7 +135,7 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     if cfg.ptx_data:
         if not Path(cfg.ptx_data).is_file():
             raise CAIError(f"--ptx-data {cfg.ptx_data}: no such file")
-        data_hashes.append({"role": "ptx", "path": cfg.ptx_data, "sha256": file_sha256(cfg.ptx_data)})
+        data_hashes.append({"role": "ptx", "path": cfg.ptx_data, "sha256": sha256_file(Path(cfg.ptx_data))})
     run = RunFolder(cfg.output, "ppo")
     config_dict = to_dict(cfg)
     run.check(config_dict, data_hashes)
