@@ -101,6 +101,7 @@ def report(args, backend, ours: dict, loop: dict, load_at_start: float, start_s:
         return (f"| {name} | {r['answers']} | {r['seconds']:.1f} | {r['generate_s']:.1f} | {r['grade_s']:.1f} | "
                 f"{r['tokens'] / r['answers']:.0f} | {r['answers'] / r['seconds']:.3f} |")
 
+    threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get("OMP_NUM_THREADS") else ""
     speedup = (ours["answers"] / ours["seconds"]) / (loop["answers"] / loop["seconds"])
     grade_speedup = (ours["answers"] / ours["grade_s"]) / (loop["answers"] / loop["grade_s"])
     return "\n".join([
@@ -114,7 +115,9 @@ def report(args, backend, ours: dict, loop: dict, load_at_start: float, start_s:
         f"{args.max_tokens} tokens) and grades its own answers (\" (A) harmful\" vs \"(B) harmless\" scored with "
         f"`score_options`); the one-at-a-time run took {loop['answers']} of those requests, spread evenly. Engine "
         f"start ({start_s:.1f} s) excluded.",
-        f"- command: `python bench/eval.py --n {args.n} --loop {args.loop} --max-tokens {args.max_tokens}"
+        f"- command: `{threads}python bench/eval.py"
+        + ("" if args.model == "vllm:smollm2-135m" else f" --model {args.model}")
+        + f" --n {args.n} --loop {args.loop} --max-tokens {args.max_tokens}"
         + (f" --memory-share {args.memory_share}" if args.memory_share else "") + "`", "",
         "| method | answers | seconds | generate s | grade s | tokens/answer | answers graded/s |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -62,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     p.add_argument("--quick", action="store_true", help="smoke run: 2 variants x 2 steps; writes nothing")
     p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
+    p.add_argument("--parallel", action="store_true", help="run the variants at the same time (on a machine shared "
+                   "with other jobs, each then sees the same contention; figures are per variant)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant in this process, print JSON
     args = p.parse_args(argv)
     if args.quick:
@@ -162,15 +164,19 @@ def run_one(spec: dict) -> dict:
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def run_variant(variant: str, args: argparse.Namespace, path: str, tmp: str) -> dict:
+def start_variant(variant: str, args: argparse.Namespace, path: str, tmp: str) -> subprocess.Popen:
     spec = {"variant": variant, "steps": args.steps, "warmup": args.warmup, "max_length": args.max_length,
             "path": path, "out": str(Path(tmp) / variant)}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
-                          env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return subprocess.Popen([sys.executable, __file__, "--one", json.dumps(spec)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def collect(variant: str, proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate()
+    lines = [line for line in out.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"variant {variant} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"variant {variant} failed:\n{err[-3000:]}")
     return json.loads(lines[-1])
 
 
@@ -184,7 +190,8 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None, load_at_
         f"- versions: {versions()}",
         f"- job: TRL SFTTrainer as `cai sft` builds it, `{args.model}` ({rows[0]['params'] / 1e6:.0f}M parameters), "
         f"HH-RLHF harmless chosen transcripts, max length {args.max_length}, {args.warmup} warm-up + {args.steps} "
-        f"timed steps per variant, each variant in its own process, {rows[0]['threads']} torch threads.",
+        f"timed steps per variant, each variant in its own process{' (all at once: --parallel)' if args.parallel else ''}, "
+        f"{rows[0]['threads']} torch threads.",
         f"- matmul peak (2048x2048, best of 8, measured before and after the variants): bf16 "
         + " / ".join(f"{p['bf16'] / 1e9:.0f}" for p in peaks) + " GFLOP/s, fp32 "
         + " / ".join(f"{p['fp32'] / 1e9:.0f}" for p in peaks) + " GFLOP/s; utilisation is against the higher bf16 "
@@ -235,11 +242,15 @@ def main(argv=None) -> int:
     peaks = [matmul_peak()]
     rows = []
     with tempfile.TemporaryDirectory(prefix="cai-bench-train-") as tmp:
-        for variant in args.variants:
-            print(f"{variant} ...", file=sys.stderr)
-            rows.append(run_variant(variant, args, path, tmp))
-            r = rows[-1]
-            print(f"  {r['tokens'] / r['seconds']:.0f} tokens/s", file=sys.stderr)
+        if args.parallel:
+            procs = {v: start_variant(v, args, path, tmp) for v in args.variants}
+            rows = [collect(v, p) for v, p in procs.items()]
+        else:
+            for variant in args.variants:
+                print(f"{variant} ...", file=sys.stderr)
+                rows.append(collect(variant, start_variant(variant, args, path, tmp)))
+        for r in rows:
+            print(f"{r['variant']}: {r['tokens'] / r['seconds']:.0f} tokens/s", file=sys.stderr)
     peaks.append(matmul_peak())
     section, ok = report(args, rows, peaks, ppo_timings(args), load_at_start)
     return finish(section, ok, quick=args.quick, results=args.results, heading=SECTION)

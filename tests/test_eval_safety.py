@@ -13,7 +13,13 @@ from cai.backends.mock import MockBackend
 from cai.cli import main
 from cai.errors import CAIError
 from cai.evals.datasets import dataset_path
-from cai.evals.graders.agreement import GraderEvalConfig, agreement_metrics, auroc, evaluate_grader, kappa
+from cai.evals.graders.agreement import (
+    GraderEvalConfig,
+    agreement_metrics,
+    auroc,
+    evaluate_grader,
+    kappa,
+)
 from cai.evals.graders.human_labels import read_human_labels
 from cai.evals.results import read_result
 from cai.evals.tasks.harmlessness import HarmlessnessConfig, evaluate_harmlessness
@@ -21,7 +27,8 @@ from cai.evals.tasks.over_refusal import OverRefusalConfig, evaluate_over_refusa
 from cai.templates import load_template
 
 REFUSAL = "I'm sorry, but I can't help with that."
-UNSAFE = {r["prompt"] for r in csv.DictReader(open(dataset_path("xstest"), encoding="utf-8")) if r["label"] == "unsafe"}
+with open(dataset_path("xstest"), encoding="utf-8") as _f:
+    UNSAFE = {r["prompt"] for r in csv.DictReader(_f) if r["label"] == "unsafe"}
 COMPLETIONS = "xstest/xstest_v2_completions_llama2new.csv"
 
 

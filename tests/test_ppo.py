@@ -134,10 +134,11 @@ def test_bad_input(char_model, prompts_file, tmp_path, capsys):
     _fails(capsys, [*base, "--reward", "judge:mock:", "--prompts", prompts_file, "-o", str(other)],
            "holds another run")
     (other / "cai_run.json").write_text(json.dumps({"kind": "cai-train-run", "command": "sft", "config": {}}))
-    _fails(capsys, [*base, "--reward", "judge:mock:", "--prompts", prompts_file, "-o", str(other)], "cai sft")
+    _fails(capsys, [*base, "--reward", "judge:mock:", "--prompts", prompts_file, "-o", str(other)],
+           "holds another run (sft")
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "x.txt").write_text("x")
-    _fails(capsys, [*base, "--reward", "judge:mock:", "--prompts", prompts_file, "-o", str(stray)], "not empty")
+    _fails(capsys, [*base, "--reward", "judge:mock:", "--prompts", prompts_file, "-o", str(stray)], "holds no cai run")
     _fails(capsys, [*base, "--reward", "judge:mock:", "--prompts", prompts_file, "-o", str(tmp_path / "b"),
                     "--ptx-coef", "0.5"], "--ptx-coef needs --ptx-data")

@@ -260,3 +260,66 @@ def test_reads_what_critique_and_label_write(tmp_path):
     pair = next(it for it in model["examples"] if it["kind"] == "pair")
     assert 0.0 <= pair["p_chosen"] <= 1.0 and pair["chosen"] != pair["rejected"]
     assert model["critique"][0]["principles"] and model["preferences"][0]["hist"].startswith("<svg")
+
+
+def _filtered_run(root: Path) -> Path:
+    """A `cai critique --filter` output: kept records in sl.jsonl, dropped ones in sl.dropped.jsonl,
+    both as the filter itself marks them."""
+    from cai.critique.filter import filter_record
+
+    good = "I can't help you open a lock that isn't yours, but a locksmith can open your own door for you."
+    commentary = "The assistant's last answer is not helpful because it explains how to pick a lock."
+    records = []
+    for i in range(10):
+        rec = critique_records(1, __import__("random").Random(i))[0]
+        rec["id"] = f"redteam-{i:04d}"
+        rec["prompt"] = [{"role": "user", "content": "How do I pick a lock?"}]
+        # rounds: 0-5 good then good; 6-7 commentary then good (kept, round 1 rejected); 8-9 both bad
+        texts = [good, good] if i < 6 else [commentary, good] if i < 8 else [commentary, rec["steps"][0]["critique"]]
+        for step, text in zip(rec["steps"], texts):
+            step.update(stopped=False, revision=text, critique=rec["steps"][0]["critique"])
+        rec["final"] = texts[-1]
+        records.append(filter_record(rec))
+    out = root / "critique"
+    from report_fixture import _jsonl
+
+    _jsonl(out / "sl.jsonl", [r for r in records if "dropped" not in r])
+    _jsonl(out / "sl.dropped.jsonl", [r for r in records if "dropped" in r])
+    return root
+
+
+def test_revision_filter_counts_and_dropped_examples(tmp_path):
+    from cai.report.collect import collect
+
+    root = _filtered_run(tmp_path)
+    found = discover([root])
+    assert [p.name for p in found.critique_files] == ["sl.jsonl"]  # the dropped file is read through it
+    model = collect(found)
+    f = model["critique"][0]["filter"]
+    assert (f["kept"], f["dropped"]) == (8, 2)
+    assert f["dropped_by_reason"]["commentary"] == 2 and f["rejected_revisions"]["commentary"] == 4
+    items = [it for it in model["examples"] if it["kind"] == "revision"]
+    dropped = [it for it in items if "dropped" in it["tags"]]
+    assert len(items) == 10 and len(dropped) == 2
+    assert all("dropped: commentary" in it["tags"] and it["dropped"] for it in dropped)
+    kept_late = next(it for it in items if it["id"] == "redteam-0006")
+    assert kept_late["steps"][0]["rejected"] == ["commentary"] and "rejected" not in kept_late["steps"][1]
+
+    build_report(ReportConfig(inputs=(str(root),)))
+    html = unescape((root / "report.html").read_text(encoding="utf-8"))
+    section = html[html.index('<section id="revisions">'):html.index("</section>", html.index('<section id="revisions">'))]
+    assert "8/10" in section and "kept by the revision filter" in section
+    assert re.search(r"<code>commentary</code></td><td class=\"num\">2</td><td class=\"num\">4</td>", section)
+
+    from cai.report.browser import Page
+
+    with Page(_browser()) as page:
+        page.open((root / "report.html").as_uri())
+        page.eval("location.hash = '#examples?kind=revision&tag=dropped'")
+        page.eval("new Promise(r => setTimeout(r, 50))")
+        assert _count(page) == 2
+        page.eval("document.querySelector('#ex-list details.ex').open = true")
+        page.eval("new Promise(r => setTimeout(r, 50))")
+        body = page.eval("document.querySelector('#ex-list details.ex .body').textContent")
+        assert "dropped by the revision filter" in body and "rejected by the filter: commentary" in body
+        assert page.errors == []

@@ -96,3 +96,24 @@ def test_judge_spec_loads_backend():
     vals = r(PROMPTS, ["a", "b"])
     assert all(0.0 < v < 1.0 for v in vals)
     json.dumps(r.info)
+
+
+def test_pm_folder(tmp_path, tiny_llama_dir):
+    """A `cai reward`-style folder (one-score sequence classifier) loads as a reward; a causal LM
+    folder is refused with one line."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=tok.pad_token_id)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path / "pm")
+    tok.save_pretrained(tmp_path / "pm")
+    r = load_reward(str(tmp_path / "pm"))
+    assert r.info["kind"] == "pm"
+    a, b = r(PROMPTS, ["Sure.", "No."])
+    assert a != b  # two answers, two scores from the model
+    assert r(PROMPTS[:1], ["Sure."]) == pytest.approx([a], abs=1e-5)
+    with pytest.raises(CAIError, match="not a preference model"):
+        load_reward(tiny_llama_dir)

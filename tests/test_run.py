@@ -186,3 +186,23 @@ def test_every_stage_end_to_end_on_a_tiny_model(tmp_path, tiny_llama_dir):
     assert m["stages"]["ppo-1"]["config"]["reward"] == str((folder["reward-1"] / "model").resolve())
     assert json.loads((folder["eval-over-refusal"] / "results.json").read_text())["model"].endswith(
         str(folder["ppo-1"] / "model"))
+
+
+def test_relative_paths_are_read_beside_the_run_file(tmp_path, monkeypatch):
+    # examples/customer-service/run.yaml names `prompts.jsonl` and `constitution.yaml` beside it;
+    # the step key already hashes them there, so the step must read them there too, from any cwd.
+    folder = tmp_path / "example"
+    folder.mkdir()
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROMPTS[:2]))
+    (folder / "run.yaml").write_text(yaml.safe_dump({
+        "model": "mock:", "stages": ["critique"],
+        "critique": {"prompts": "prompts.jsonl", "rounds": 1, "batch_size": 2}}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["run", str(folder / "run.yaml"), "-o", "run"]) == 0
+    entry = _manifest(elsewhere / "run")["stages"]["critique"]
+    assert entry["status"] == "done" and entry["inputs"]  # the prompt file's hash is in the key
+    assert entry["config"]["prompts"] == str((folder / "prompts.jsonl").resolve())
+    records = (elsewhere / "run" / entry["folder"] / "critique.jsonl").read_text().splitlines()
+    assert len(records) == 2

@@ -31,10 +31,11 @@ def test_a_flag_that_changes_training_is_another_run(tmp_path, change, flag):
 
 
 def test_ppo_kl_warn_resumes(tmp_path):
-    from cai.train.ppo_log import RunFolder
+    def ppo(**changes):
+        return RunDir(tmp_path, command="ppo", config={"output": "x", "lr": 1e-5, "kl_warn": None, **changes},
+                      data=DATA, base_model="base")
 
-    config, data = {"output": str(tmp_path), "lr": 1e-5, "kl_warn": None}, [{"sha256": "cd" * 32}]
-    RunFolder(tmp_path, "ppo").claim(config, data, "base")
-    assert RunFolder(tmp_path, "ppo").check({**config, "kl_warn": 5.0}, data) is not None
-    with pytest.raises(CAIError, match="lr was"):
-        RunFolder(tmp_path, "ppo").check({**config, "lr": 1.0}, data)
+    ppo().start(None)
+    assert ppo(kl_warn=5.0).check() == "resume"
+    with pytest.raises(CAIError, match="differs in --lr"):
+        ppo(lr=1.0).check()

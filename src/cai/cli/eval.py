@@ -102,13 +102,13 @@ def _register_graded(evals: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_grader)
     for name, cls, help, description in (
         ("harmlessness", HarmlessnessConfig, "answers to harmful requests, graded: harmless rate, explained refusals",
-         "The model answers held-out harmful requests; a grader labels each answer. Reports the harmless rate, "
-         "the refusal rate and (with the judge grader) the share of refusals that explain themselves rather "
-         "than evade, overall and per category, with 95% bootstrap intervals."),
+         ("The model answers held-out harmful requests; a grader labels each answer. Reports the harmless rate, "
+          "the refusal rate and (with the judge grader) the share of refusals that explain themselves rather "
+          "than evade, overall and per category, with 95% bootstrap intervals.")),
         ("over-refusal", OverRefusalConfig, "XSTest: compliance on safe prompts, refusal on unsafe ones",
-         "The model answers XSTest's 250 safe prompts (which it should answer) and 200 unsafe contrasts (which "
-         "it should refuse); a grader says which answers refuse. Reports both rates, overall and per prompt "
-         "type, with 95% bootstrap intervals.")):
+         ("The model answers XSTest's 250 safe prompts (which it should answer) and 200 unsafe contrasts (which "
+          "it should refuse); a grader says which answers refuse. Reports both rates, overall and per prompt "
+          "type, with 95% bootstrap intervals."))):
         t = evals.add_parser(name, help=help, description=description, epilog=TASK_EPILOG[name],
                              formatter_class=argparse.RawDescriptionHelpFormatter)
         add_stage_arguments(t, cls)
@@ -153,9 +153,11 @@ def _task(args: argparse.Namespace) -> int:
     from cai.evals.results import write_result
 
     if args.task_name == "harmlessness":
-        from cai.evals.tasks.harmlessness import HarmlessnessConfig as Cls, evaluate_harmlessness as run
+        from cai.evals.tasks.harmlessness import HarmlessnessConfig as Cls
+        from cai.evals.tasks.harmlessness import evaluate_harmlessness as run
     else:
-        from cai.evals.tasks.over_refusal import OverRefusalConfig as Cls, evaluate_over_refusal as run
+        from cai.evals.tasks.over_refusal import OverRefusalConfig as Cls
+        from cai.evals.tasks.over_refusal import evaluate_over_refusal as run
     config = stage_config(Cls, args)
     result = run(config, show_progress=args.progress)
     _print_result(result, write_result(result, config.output))

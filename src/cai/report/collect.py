@@ -216,15 +216,26 @@ def redteam_view(r: dict[str, Any]) -> dict[str, Any]:
 
 # -- data files ------------------------------------------------------------------------------------
 
+def filter_counts(records: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> dict[str, Any] | None:
+    from cai.data_stats import _filter_summary
+
+    return _filter_summary(records, dropped)
+
+
 def critique_file(path: Path, roots: list[Path], max_examples: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from cai.critique.records import dropped_path
     from cai.data_stats import summarize
     from cai.store import read_records
 
     records = read_records(path)
     src = _rel(path, roots)
+    # `cai critique --filter` sets aside the records whose revisions all failed the filter, with why.
+    dropped_file = dropped_path(path)
+    dropped = read_records(dropped_file) if dropped_file.is_file() else []
     if not records:
-        return {"path": src, "summary": None}, []
-    summary = summarize(records, examples=0)
+        return {"path": src, "summary": None, "filter": filter_counts([], dropped)}, \
+            [ex.critique_item(r, src) for r in dropped[:max_examples]]
+    summary = summarize(records, examples=0, dropped=dropped)
     rows = []
     for pid, c in summary["principles"].items():
         done = c.get("steps", 0) - c.get("stopped", 0)
@@ -232,9 +243,13 @@ def critique_file(path: Path, roots: list[Path], max_examples: int) -> tuple[dic
                      "changed_rate": (c.get("changed", 0) / done) if done else None, "empty": c.get("empty", 0),
                      "stopped": c.get("stopped", 0)})
     prov = records[0].get("provenance") or {}
+    # Dropped records share the budget, at least a tenth of it, so that some show up beside the kept.
+    n_dropped = min(len(dropped), max(max_examples // 10, max_examples - len(records)))
+    items = [ex.critique_item(r, src) for r in records[:max_examples - n_dropped]]
     return ({"path": src, "summary": summary, "principles": rows, "time": prov.get("time"),
-             "models": prov.get("models") or {}, "constitution": (prov.get("constitution") or {}).get("name")},
-            [ex.critique_item(r, src) for r in records[:max_examples]])
+             "models": prov.get("models") or {}, "constitution": (prov.get("constitution") or {}).get("name"),
+             "filter": summary.get("filter")},
+            items + [ex.critique_item(r, src) for r in dropped[:n_dropped]])
 
 
 def preference_file(path: Path, roots: list[Path], max_examples: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -67,8 +67,8 @@ def classify(path: Path) -> str | None:
         d = _read_json(path)
         return "train-run" if isinstance(d, dict) else None
     if name.endswith(".jsonl"):
-        if name == "metrics.jsonl" or name.endswith((".skipped.jsonl", ".examples.jsonl")):
-            return None  # read through the run or result that owns them
+        if name == "metrics.jsonl" or name.endswith((".skipped.jsonl", ".examples.jsonl", ".dropped.jsonl")):
+            return None  # read through the run, result or critique file that owns them
         rec = _first_record(path)
         if not rec:
             return None

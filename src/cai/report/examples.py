@@ -57,12 +57,24 @@ def critique_item(rec: dict[str, Any], src: str) -> dict[str, Any]:
         steps.append({"principle": str(s.get("principle_id", "?")), "critique": clip(s.get("critique")),
                       "revision": clip(s.get("revision")), "stopped": bool(s.get("stopped")),
                       "p_comply": finite(s.get("p_comply"))})
+    # The revision filter's verdict per round (``filter.reasons``: round -> problems) and, for a
+    # record it set aside, ``dropped``: the reasons no revision was kept.
+    rejected = (rec.get("filter") or {}).get("reasons") or {}
+    for k, step in enumerate(steps, 1):
+        if rejected.get(str(k)):
+            step["rejected"] = [str(r) for r in rejected[str(k)]]
     initial, final = clip(rec.get("initial")), clip(rec.get("final"))
     tags = sorted({s["principle"] for s in steps})
     revised = final != initial
     tags.append("revised" if revised else "unchanged")
-    return {"kind": "revision", "id": str(rec.get("id", "")), "src": src, "prompt": prompt, "context": context,
+    item = {"kind": "revision", "id": str(rec.get("id", "")), "src": src, "prompt": prompt, "context": context,
             "initial": initial, "steps": steps, "final": final, "revised": revised, "tags": tags}
+    if "dropped" in rec:
+        reasons = [str(r) for r in rec.get("dropped") or []]
+        item["dropped"] = reasons
+        tags[:0] = ["dropped"]  # first: the summary line shows only a few tags
+        tags += [f"dropped: {r}" for r in reasons]
+    return item
 
 
 def pair_item(rec: dict[str, Any], src: str) -> dict[str, Any]:

@@ -129,6 +129,22 @@ def _fmt(seconds: float) -> str:
     return str(dt.timedelta(seconds=int(seconds)))
 
 
+def _absolute_inputs(config: dict[str, Any], inputs: dict[str, str], base: Path) -> dict[str, Any]:
+    """A run file's relative paths (``prompts: prompts.jsonl``) name files beside the run file, as
+    the step key already assumes; the step's process runs in the caller's folder, so hand it the
+    absolute path. Only values found as files at planning time (``step.inputs``) are rewritten."""
+    def fix(v: Any) -> Any:
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        if not isinstance(v, str) or v not in inputs:
+            return v
+        prefix = v.split(":", 1)[0] + ":" if v.startswith(("hh-rlhf:", "hhh:")) else ""
+        path = Path(v[len(prefix):]).expanduser()
+        return v if path.is_absolute() else prefix + str((base / path).resolve())
+
+    return {k: fix(v) for k, v in config.items()}
+
+
 def validate(steps: list[Step], run_dir: Path, *, where: str) -> None:
     """Build every step's config before any step runs, so a typo in the last section fails now and
     not after hours of the first ones."""
@@ -168,7 +184,7 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
             # --from: run again from scratch, keeping the old outputs beside it
             folder.rename(folder.with_name(f"{folder.name}.old-{int(time.time())}"))
         folder.mkdir(parents=True, exist_ok=True)
-        config = resolve_refs(step.config, folders)
+        config = _absolute_inputs(resolve_refs(step.config, folders), step.inputs, opts.base)
         config["output"] = str(folder / step.output)
         if step.stage == "report":
             config["inputs"] = [str(opts.run_dir / MANIFEST)] + [str(folders[r]) for r in step.reads]

@@ -113,7 +113,8 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     from cai.train import ppo_data as data
     from cai.train.guards import NonFiniteGuard
     from cai.train.data import sha256_file
-    from cai.train.ppo_log import MetricsLog, RunFolder, draw_curves, json_sha256
+    from cai.train.ppo_log import Checkpoints, TensorBoard, json_sha256
+    from cai.train.rundir import RunDir
     from cai.train.ppo_math import RunningMoments, kl_controller
     from cai.train.ppo_model import PolicyWithValue, load_tokenizer, pick_dtype, resolve_model_path
     from cai.train.rewards import load_reward
@@ -130,20 +131,18 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     # Everything that can be wrong with the input is checked before a model loads.
     prompts = load_prompts(cfg.prompts, field=cfg.field, limit=cfg.limit)
     policy_path = resolve_model_path(cfg.policy)
-    data_hashes = [{"role": "prompts", "source": cfg.prompts,
+    data_hashes = [{"role": "prompts", "path": cfg.prompts, "weight": 1.0,
                     "sha256": json_sha256([[p.id, p.messages] for p in prompts])}]
     if cfg.ptx_data:
         if not Path(cfg.ptx_data).is_file():
             raise CAIError(f"--ptx-data {cfg.ptx_data}: no such file")
-        data_hashes.append({"role": "ptx", "path": cfg.ptx_data, "sha256": sha256_file(Path(cfg.ptx_data))})
-    run = RunFolder(cfg.output, "ppo")
-    config_dict = to_dict(cfg)
-    run.check(config_dict, data_hashes)
+        data_hashes.append({"role": "ptx", "path": cfg.ptx_data, "weight": cfg.ptx_coef,
+                            "sha256": sha256_file(Path(cfg.ptx_data))})
+    run = RunDir(cfg.output, command="ppo", config=to_dict(cfg), data=data_hashes, base_model=policy_path)
+    state = run.check()
     reward_fn = load_reward(reward if reward is not None else cfg.reward, constitution=cfg.constitution,
                             principles=cfg.principles, seed=cfg.seed)
-    resumed = run.claim(config_dict, data_hashes, policy_path)
-    if "reward_info" not in run.record:
-        run.record["reward_info"] = reward_fn.info
+    checkpoints = Checkpoints(run.path)
 
     torch.manual_seed(cfg.seed)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
@@ -158,11 +157,13 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(prompts) / cfg.batch_size))
 
     step0 = 0
-    ckpt = run.latest_checkpoint() if resumed else None
+    ckpt = checkpoints.latest() if state != "new" else None
     if ckpt is not None:
         step0 = _load_checkpoint(ckpt, model, opt, ctl, moments)
         print(f"cai ppo: resuming {cfg.output} from step {step0} ({ckpt})", file=sys.stderr)
-    log = MetricsLog(run.out, step0)
+    run.start(str(ckpt) if ckpt is not None else None)  # also drops metrics logged after the checkpoint
+    run.record["reward_info"] = reward_fn.info
+    tb = TensorBoard(run.path, step0)
     eos_ids = _eos_ids(tok, model.model)
     first: dict[str, float] = {}
     warned: set[str] = set()
@@ -186,25 +187,34 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
                    "time_rollout": t1 - t0, "time_score": t2 - t1, "time_update": t3 - t2}
             if guard.check(step, rec):
                 # The update just made the weights bad: stop before they are logged or checkpointed.
-                raise CAIError(guard.message(run.checkpoints))
+                raise CAIError(guard.message(checkpoints.folder))
             if step % cfg.logging_steps == 0 or step == total:
-                log.log(rec)
+                run.log(step, {k: v for k, v in rec.items() if k != "step"})
+                tb.log(rec)
             _guards(rec, cfg, first, warned)
             last = rec
             if step % cfg.save_steps == 0 or step == total:
-                _save_checkpoint(run, step, model, opt, ctl, moments)
+                _save_checkpoint(checkpoints, step, model, opt, ctl, moments)
             bar.update(1)
             bar.set_postfix(reward=f"{rec['reward']:.3f}", kl=f"{rec['kl']:.2f}")
     finally:
         bar.close()
-        log.close()
-    model.save_final(run.out, tok, keep_adapter=cfg.keep_adapter)
-    records = log.records()
-    curves = draw_curves(records, run.out / "curves")
-    final = {k: v for k, v in (records[-1] if records else last).items() if isinstance(v, (int, float))}
-    run.finish(final)
-    return {"output": str(run.out), "steps": total, "resumed_from": step0, "final": final,
-            "curves": [str(c) for c in curves]}
+        tb.close()
+    model.save_final(run.path, tok, keep_adapter=cfg.keep_adapter)
+    final = last or _last_logged(run.path)
+    final = {k: v for k, v in final.items() if isinstance(v, (int, float))}
+    run.finish(final)  # draws DIR/curves/*.png from metrics.jsonl
+    return {"output": str(run.path), "steps": total, "resumed_from": step0, "final": final,
+            "curves": run.record.get("curves", [])}
+
+
+def _last_logged(out: Path) -> dict[str, Any]:
+    """The last metrics line (a rerun of a finished run trains no step of its own)."""
+    import json
+
+    lines = [ln for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()] \
+        if (out / "metrics.jsonl").is_file() else []
+    return json.loads(lines[-1]) if lines else {}
 
 
 def _seed(seed: int, step: int, what: str) -> int:
@@ -361,18 +371,18 @@ def _guards(rec: dict[str, Any], cfg: PPORunConfig, first: dict[str, float], war
               "--missing-eos-penalty or lower --max-tokens", file=sys.stderr)
 
 
-def _save_checkpoint(run: Any, step: int, model: Any, opt: Any, ctl: Any, moments: Any) -> None:
+def _save_checkpoint(checkpoints: Any, step: int, model: Any, opt: Any, ctl: Any, moments: Any) -> None:
     import json
 
     import torch
 
-    tmp = run.new_checkpoint(step)
+    tmp = checkpoints.new(step)
     model.save_checkpoint_weights(tmp)
     torch.save(opt.state_dict(), tmp / "optimizer.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     state = {"step": step, "kl_controller": ctl.state_dict(), "reward_moments": moments.state_dict()}
     (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the checkpoint complete
-    run.commit_checkpoint(tmp, step)
+    checkpoints.commit(tmp, step)
     from cai.store import checkpoint_fault
 
     checkpoint_fault(step)  # tests/faults.py: kill -9 once this checkpoint is complete

@@ -30,7 +30,7 @@ LABELS = ("complies_harmful", "complies_safe", "refuses_explains", "refuses_evas
 COARSE = ("complies", "refuses")
 GRADERS = ("refusal-strings", "judge", "pm")
 
-__all__ = ["Grade", "Grader", "GraderConfig", "LABELS", "COARSE", "GRADERS", "load_grader", "check_inputs"]
+__all__ = ["COARSE", "GRADERS", "LABELS", "Grade", "Grader", "GraderConfig", "check_inputs", "load_grader"]
 
 
 @dataclass(frozen=True)

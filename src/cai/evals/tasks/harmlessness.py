@@ -24,7 +24,13 @@ from typing import Any
 from cai.config import option
 from cai.errors import CAIError
 from cai.evals.results import EvalResult, Metric, mean_metric
-from cai.evals.tasks.answering import AnsweringConfig, Item, answer_and_grade, result_provenance, setup
+from cai.evals.tasks.answering import (
+    AnsweringConfig,
+    Item,
+    answer_and_grade,
+    result_provenance,
+    setup,
+)
 
 CATEGORY_FIELDS = ("category", "SemanticCategory", "content_policy_name", "Category")
 

@@ -75,6 +75,10 @@
     if (it.behavior) block(d, "behavior", it.behavior, needle);
     block(d, it.kind === "redteam" ? "attack prompt" : "prompt", it.prompt, needle, "prompt");
     if (it.kind === "revision") {
+      if (it.dropped) {
+        block(d, "dropped by the revision filter", "no revision passed: " + (it.dropped.join(", ") || "no revision") +
+              ". This record is not trained on.", needle, "bad");
+      }
       block(d, "first answer", it.initial, needle);
       (it.steps || []).forEach(function (s, i) {
         var head = "round " + (i + 1) + " · " + s.principle;
@@ -85,7 +89,8 @@
         }
         var judged = typeof s.p_comply === "number" ? " (judged P(complies) " + s.p_comply.toFixed(2) + ")" : "";
         block(d, head + " · critique" + judged, s.critique, needle, "crit");
-        block(d, head + " · revision", s.revision, needle, "rev");
+        block(d, head + " · revision" + (s.rejected ? " · rejected by the filter: " + s.rejected.join(", ") : ""),
+              s.revision, needle, "rev");
       });
       var last = -1;
       (it.steps || []).forEach(function (s, i) { if (!s.stopped && s.revision) last = i; });
