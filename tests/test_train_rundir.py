@@ -31,13 +31,11 @@ def test_a_flag_that_changes_training_is_another_run(tmp_path, change, flag):
 
 
 def test_ppo_kl_warn_resumes(tmp_path):
-    # --kl-warn only sets when a warning is printed: the same PPO run resumes with another value.
-    config = {"output": str(tmp_path), "lr": 1e-5, "kl_warn": None, "save_steps": 5, "logging_steps": 1}
+    def ppo(**changes):
+        return RunDir(tmp_path, command="ppo", config={"output": "x", "lr": 1e-5, "kl_warn": None, **changes},
+                      data=DATA, base_model="base")
 
-    def run(**changes):
-        return RunDir(tmp_path, command="ppo", config={**config, **changes}, data=DATA, base_model="base")
-
-    run().start(None)
-    assert run(kl_warn=5.0).check() == "resume"
-    with pytest.raises(CAIError, match="holds another run"):
-        run(lr=1.0).check()
+    ppo().start(None)
+    assert ppo(kl_warn=5.0).check() == "resume"
+    with pytest.raises(CAIError, match="differs in --lr"):
+        ppo(lr=1.0).check()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cai.config import option, to_dict
+from cai.config import option
 from cai.errors import CAIError
 from cai.train.common import TrainCommon
 
@@ -156,28 +156,13 @@ def build_dpo_trainer(config: DPORunConfig, examples: list[dict[str, Any]], run_
 def run_dpo(config: DPORunConfig, *, show_progress: bool | None = None) -> dict[str, Any]:
     """Train, write the model folder and the run record; returns a summary. Resumes a killed run."""
     from cai.train.data import load_mix
-    from cai.train.guards import train_guarded
-    from cai.train.model_io import final_metrics, model_path, save_final
-    from cai.train.rundir import RunDir
+    from cai.train.model_io import model_path, run_trl
 
     config.check()
     examples, files = load_mix(config.data, "preference", seed=config.seed, min_margin=config.min_margin)
     examples = with_epsilon(examples, config.hard_labels)
-    base = model_path(config.policy)
-    out = Path(config.output)
-    run = RunDir(out, command="dpo", config=to_dict(config), data=[f.to_dict() for f in files], base_model=base)
-    state = run.check()
     eps = [ex[EPSILON] for ex in examples]
-    summary: dict[str, Any] = {"output": str(out), "examples": len(examples), "files": [f.to_dict() for f in files],
-                               "mean_epsilon": sum(eps) / len(eps)}
-    if state == "done":
-        return {**summary, "already_done": True, "final_metrics": run.existing().get("final_metrics")}
-    resume = run.last_checkpoint() if state == "resume" else None
-    run.start(resume)
-    trainer = build_dpo_trainer(config, examples, run, base, show_progress=show_progress)
-    # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
-    result = train_guarded(trainer, resume, run.checkpoints)
-    save_final(trainer, config, out, base)
-    metrics = final_metrics(result, trainer)
-    run.finish({**metrics, "mean_epsilon": summary["mean_epsilon"]})
-    return {**summary, "resumed_from": resume, "final_metrics": metrics}
+    summary: dict[str, Any] = {"output": str(Path(config.output)), "examples": len(examples),
+                               "files": [f.to_dict() for f in files], "mean_epsilon": sum(eps) / len(eps)}
+    return run_trl("dpo", config, examples, files, model_path(config.policy), build_dpo_trainer, summary=summary,
+                   show_progress=show_progress, final_extra={"mean_epsilon": summary["mean_epsilon"]})

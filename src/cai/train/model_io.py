@@ -1,5 +1,6 @@
 """What SFT and DPO share around TRL's trainers: the base model and its precision, the LoRA config,
-the Trainer arguments every cai trainer sets the same way, and the final Hugging Face folder."""
+the Trainer arguments every cai trainer sets the same way, the final Hugging Face folder, and the
+run itself (:func:`run_trl`: refuse another run, resume a killed one, train, write the record)."""
 
 from __future__ import annotations
 
@@ -161,3 +162,30 @@ def shared_dataset(examples: list[dict[str, Any]], args: Any, run_dir: Any):
         if args.process_index == 0:
             Dataset.from_list(examples).save_to_disk(str(path))
         return load_from_disk(str(path))
+
+
+def run_trl(command: str, config: Any, examples: list[dict[str, Any]], files: list[Any], base_path: str, build: Any,
+            *, summary: dict[str, Any], show_progress: bool | None, final_extra: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+    """Train ``build(config, examples, run_dir, base_path, show_progress=...)`` (a TRL trainer) into
+    ``config.output``: refuse a folder that holds another run, resume a killed one from its last
+    checkpoint, stop on a non-finite loss, then write the model folder and the run record. Returns
+    ``summary`` with the final metrics (``already_done`` when the run had finished before)."""
+    from cai.config import to_dict
+    from cai.train.guards import train_guarded
+    from cai.train.rundir import RunDir
+
+    out = Path(config.output)
+    run = RunDir(out, command=command, config=to_dict(config), data=[f.to_dict() for f in files], base_model=base_path)
+    state = run.check()
+    if state == "done":
+        return {**summary, "already_done": True, "final_metrics": run.existing().get("final_metrics")}
+    resume = run.last_checkpoint() if state == "resume" else None
+    run.start(resume)
+    trainer = build(config, examples, run, base_path, show_progress=show_progress)
+    # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
+    result = train_guarded(trainer, resume, run.checkpoints)
+    save_final(trainer, config, out, base_path)
+    metrics = final_metrics(result, trainer)
+    run.finish({**metrics, **(final_extra or {})})
+    return {**summary, "resumed_from": resume, "final_metrics": metrics}

@@ -112,7 +112,8 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     from cai.sources import load_prompts
     from cai.train import ppo_data as data
     from cai.train.guards import NonFiniteGuard
-    from cai.train.ppo_log import Checkpoints, TensorBoard, file_sha256, json_sha256
+    from cai.train.data import sha256_file
+    from cai.train.ppo_log import Checkpoints, TensorBoard, json_sha256
     from cai.train.rundir import RunDir
     from cai.train.ppo_math import RunningMoments, kl_controller
     from cai.train.ppo_model import PolicyWithValue, load_tokenizer, pick_dtype, resolve_model_path
@@ -136,7 +137,7 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
         if not Path(cfg.ptx_data).is_file():
             raise CAIError(f"--ptx-data {cfg.ptx_data}: no such file")
         data_hashes.append({"role": "ptx", "path": cfg.ptx_data, "weight": cfg.ptx_coef,
-                            "sha256": file_sha256(cfg.ptx_data)})
+                            "sha256": sha256_file(Path(cfg.ptx_data))})
     run = RunDir(cfg.output, command="ppo", config=to_dict(cfg), data=data_hashes, base_model=policy_path)
     state = run.check()
     reward_fn = load_reward(reward if reward is not None else cfg.reward, constitution=cfg.constitution,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cai.config import option, to_dict
+from cai.config import option
 from cai.errors import CAIError
 from cai.train.common import TrainCommon
 
@@ -66,25 +66,11 @@ def build_sft_trainer(config: SFTRunConfig, examples: list[dict[str, Any]], run_
 def run_sft(config: SFTRunConfig, *, show_progress: bool | None = None) -> dict[str, Any]:
     """Train, write the model folder and the run record; returns a summary. Resumes a killed run."""
     from cai.train.data import load_mix
-    from cai.train.guards import train_guarded
-    from cai.train.model_io import final_metrics, model_path, save_final
-    from cai.train.rundir import RunDir
+    from cai.train.model_io import model_path, run_trl
 
     config.check()
     examples, files = load_mix(config.data, "sft", seed=config.seed)
-    base = model_path(config.model)
-    out = Path(config.output)
-    run = RunDir(out, command="sft", config=to_dict(config), data=[f.to_dict() for f in files], base_model=base)
-    state = run.check()
-    summary: dict[str, Any] = {"output": str(out), "examples": len(examples), "files": [f.to_dict() for f in files]}
-    if state == "done":
-        return {**summary, "already_done": True, "final_metrics": run.existing().get("final_metrics")}
-    resume = run.last_checkpoint() if state == "resume" else None
-    run.start(resume)
-    trainer = build_sft_trainer(config, examples, run, base, show_progress=show_progress)
-    # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
-    result = train_guarded(trainer, resume, run.checkpoints)
-    save_final(trainer, config, out, base)
-    metrics = final_metrics(result, trainer)
-    run.finish(metrics)
-    return {**summary, "resumed_from": resume, "final_metrics": metrics}
+    summary: dict[str, Any] = {"output": str(Path(config.output)), "examples": len(examples),
+                               "files": [f.to_dict() for f in files]}
+    return run_trl("sft", config, examples, files, model_path(config.model), build_sft_trainer, summary=summary,
+                   show_progress=show_progress)
