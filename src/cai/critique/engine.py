@@ -206,11 +206,12 @@ class _Engine:
                 rev_convs = [cp.revision_conversation(cc, ct, s.principles[r].revision, t)
                              for cc, ct, s in zip(crit_convs, crit_texts, live)]
             revisions = self.critic.generate(rev_convs, cfg.sampling("revision", t.stop, key=f"{batch_key}:{r}"))
-            _check_count(revisions, [s for s in live for _ in range(cfg.samples)], "revisions")
-            candidates = [[cp.clean_output(c.text, "revision", t) for c in g] for g in group(revisions, cfg.samples)]
+            groups = group(revisions, cfg.samples)  # the K samples of each live prompt
+            _check_count(groups, live, "groups of revisions")
+            candidates = [[cp.clean_output(c.text, "revision", t) for c in g] for g in groups]
             picks = self.selector.pick(live, candidates, crit_texts) if cfg.samples > 1 else [(0, None)] * len(live)
             for k, (s, ct, p) in enumerate(zip(live, crit_texts, p_comply)):
-                for c in revisions[k * cfg.samples:(k + 1) * cfg.samples]:
+                for c in groups[k]:
                     s.add_usage(c)
                 best, scores = picks[k]
                 revision = candidates[k][best]
