@@ -145,17 +145,28 @@ def _absolute_inputs(config: dict[str, Any], inputs: dict[str, str], base: Path)
     return {k: fix(v) for k, v in config.items()}
 
 
-def validate(steps: list[Step], run_dir: Path, *, where: str) -> None:
+def step_folders(steps: list[Step], run_dir: Path) -> dict[str, Path]:
+    return {s.name: (run_dir / s.folder).resolve() for s in steps}
+
+
+def step_config(step: Step, folders: dict[str, Path], run_dir: Path, base: Path) -> dict[str, Any]:
+    """The config a step's process gets: references to earlier steps and relative input files made
+    absolute, its output inside its folder, and for the report everything it reads."""
+    config = _absolute_inputs(resolve_refs(step.config, folders), step.inputs, base)
+    config["output"] = str(folders[step.name] / step.output)
+    if step.stage == "report":
+        config["inputs"] = [str(run_dir / MANIFEST)] + [str(folders[r]) for r in step.reads]
+    return config
+
+
+def validate(steps: list[Step], opts: RunOptions, *, where: str) -> None:
     """Build every step's config before any step runs, so a typo in the last section fails now and
     not after hours of the first ones."""
     from cai.run.stages import build_stage_config
 
-    folders = {s.name: (run_dir / s.folder).resolve() for s in steps}
+    folders = step_folders(steps, opts.run_dir)
     for step in steps:
-        config = resolve_refs(step.config, folders)
-        config["output"] = str(folders[step.name] / step.output)
-        if step.stage == "report":
-            config["inputs"] = [str(run_dir / MANIFEST)] + [str(folders[r]) for r in step.reads]
+        config = step_config(step, folders, opts.run_dir, opts.base)
         try:
             build_stage_config(step.stage, config, where=f"{where}, section {step.stage}")
         except (TypeError, ValueError) as e:
@@ -166,12 +177,12 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
     """Run the selected steps; returns the manifest. Raises CAIError when a step fails."""
     steps, manifest = plan_run(spec, opts, where=where)
     first, last = _select(steps, opts)
-    validate(steps, opts.run_dir, where=where)
+    validate(steps, opts, where=where)
     if opts.dry_run:
         print(describe(steps, manifest, opts))
         return manifest
     opts.run_dir.mkdir(parents=True, exist_ok=True)
-    folders = {s.name: (opts.run_dir / s.folder).resolve() for s in steps}
+    folders = step_folders(steps, opts.run_dir)
     todo = [s for i, s in enumerate(steps) if first <= i <= last
             and (status_of(s, manifest, opts.run_dir) != "done" or (opts.from_stage and i >= first))]
     # An estimate from what each step took last time, where the manifest remembers it.
@@ -184,10 +195,7 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
             # --from: run again from scratch, keeping the old outputs beside it
             folder.rename(folder.with_name(f"{folder.name}.old-{int(time.time())}"))
         folder.mkdir(parents=True, exist_ok=True)
-        config = _absolute_inputs(resolve_refs(step.config, folders), step.inputs, opts.base)
-        config["output"] = str(folder / step.output)
-        if step.stage == "report":
-            config["inputs"] = [str(opts.run_dir / MANIFEST)] + [str(folders[r]) for r in step.reads]
+        config = step_config(step, folders, opts.run_dir, opts.base)
         step_file = folder / "step.json"
         step_file.write_text(json.dumps({"name": step.name, "stage": step.stage, "section": step.stage,
                                          "key": step.key, "config": config}, indent=2))
