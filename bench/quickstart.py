@@ -69,6 +69,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def heading(args) -> str:
+    """One section per cache state, so that the cold and the warm measurement both stay in RESULTS.md."""
+    return f"{SECTION}, {'cold' if args.cold_cache else 'warm'} cache"
+
+
 def cold_env(root: Path) -> dict[str, str]:
     """An environment whose caches are empty folders under ``root``, with the embedded model linked in."""
     from cai.models import resolve
@@ -108,7 +113,7 @@ def section(args, cmd: list[str], first: dict, second: dict, steps: list[dict], 
     ok = first["code"] == 0 and first["seconds"] <= TARGET_S and peak <= TARGET_RSS_MB
     shown = " ".join(["cai", *cmd[cmd.index("run"):]]).replace(str(args.run_dir), "DIR")
     lines = [
-        SECTION, "",
+        heading(args), "",
         f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
         f"- machine: {machine(load)}",
         f"- versions: {versions()}",
@@ -167,7 +172,7 @@ def main(argv=None) -> int:
     if first["code"] != 0:
         print(text + f"\ncai run failed (exit {first['code']}): nothing written to {args.results}", file=sys.stderr)
         return 1
-    return finish(text, ok, quick=args.quick, results=args.results, heading=SECTION)
+    return finish(text, ok, quick=args.quick, results=args.results, heading=heading(args))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default: 1)")
     p.add_argument("--max-length", type=int, default=256, help="sequence length limit (default: 256)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
+    p.add_argument("--ppo-steps", type=int, default=5, help="PPO steps to time, the first left out (0: skip PPO) "
+                   "(default: 5)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 variants x 2 steps; writes nothing")
     p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
     p.add_argument("--parallel", action="store_true", help="run the variants at the same time (on a machine shared "
@@ -67,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant in this process, print JSON
     args = p.parse_args(argv)
     if args.quick:
-        args.steps, args.warmup, args.variants = 2, 1, "no-gc,fp32"
+        args.steps, args.warmup, args.variants, args.ppo_steps = 2, 1, "no-gc,fp32", 2
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
@@ -113,14 +115,47 @@ def sft_examples(n: int) -> list[dict]:
 
 
 def ppo_timings(args: argparse.Namespace) -> dict | None:
-    """PPO seconds per step, split into rollout, scoring and update.
+    """PPO seconds per step, split into rollout, scoring and update, as ``cai ppo`` logs them.
 
-    LEAD: fill this in once ``cai ppo`` is merged: run a few PPO steps of the embedded model (policy)
-    against a small PM, time the three phases per step, and return
-    {"steps": int, "rollout_s": float, "scoring_s": float, "update_s": float, "peak_rss_gib": float}.
-    ``report`` prints the row when this returns a dict.
+    The policy is the model (LoRA, as the presets train it); the reward is a PM of the same size,
+    made by ``cai reward`` with one step on a few HH-RLHF pairs (its scores mean nothing, but
+    scoring costs what a trained PM's does). Step 1 is left out of the means: it pays for warm-up.
+    Peak RSS is the largest of the PPO process's.
     """
-    return None
+    if args.ppo_steps <= 1:
+        return None
+    with tempfile.TemporaryDirectory(prefix="cai-bench-ppo-") as tmp:
+        pairs = Path(tmp) / "pairs.jsonl"
+        rows = sft_examples(8)
+        with pairs.open("w") as f:
+            for i, r in enumerate(rows):
+                other = rows[(i + 1) % len(rows)]["completion"]
+                f.write(json.dumps({"id": f"bench-{i}", "prompt": r["prompt"], "chosen": r["completion"],
+                                    "rejected": other}) + "\n")
+        cai = [sys.executable, "-m", "cai"]
+        pm = Path(tmp) / "pm"
+        subprocess.run(cai + ["reward", "-m", args.model, "--data", str(pairs), "-o", str(pm), "--max-steps", "1",
+                              "--batch-size", "2", "--human-eval", "none", "--eval-split", "0"],
+                       check=True, capture_output=True, text=True)
+        out = Path(tmp) / "ppo"
+        # A wrapper process, so that the peak RSS is PPO's alone (RUSAGE_CHILDREN here also holds the
+        # SFT variants').
+        wrap = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+                "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+                "sys.exit(r.returncode)")
+        proc = subprocess.run([sys.executable, "-c", wrap] + cai + [
+            "ppo", "--policy", args.model, "--reward", str(pm), "--prompts", "redteam", "-o", str(out),
+            "--max-steps", str(args.ppo_steps), "--batch-size", "8", "--minibatch-size", "4", "--max-tokens", "64",
+            "--lora", "--lr", "1e-4", "--no-progress"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"cai ppo failed:\n{proc.stderr[-3000:]}")
+        rss = int(proc.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+        logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        timed = [r for r in logged if r["step"] > 1] or logged
+        mean = lambda k: sum(r[k] for r in timed) / len(timed)  # noqa: E731
+        return {"steps": len(timed), "rollout_s": mean("time_rollout"), "scoring_s": mean("time_score"),
+                "update_s": mean("time_update"), "length": mean("length"),
+                "peak_rss_gib": rss / 2**20}
 
 
 def run_one(spec: dict) -> dict:
@@ -218,7 +253,9 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None, load_at_
         lines.append("- speed-up of each variant over TRL as it comes: " + ", ".join(
             f"{k} {by[k] / by['trl-default']:.2f}x" for k in by if k != "trl-default") + ".")
     if ppo:
-        lines.append(f"- PPO ({ppo['steps']} steps): rollout {ppo['rollout_s']:.1f} s, scoring {ppo['scoring_s']:.1f} s, "
+        lines.append(f"- PPO (`cai ppo`, LoRA policy, a PM of the same size as reward, batch 8, minibatch 4, "
+                     f"at most 64 new tokens, {ppo['length']:.0f} on average; mean of {ppo['steps']} steps after "
+                     f"the first): rollout {ppo['rollout_s']:.1f} s, scoring {ppo['scoring_s']:.1f} s, "
                      f"update {ppo['update_s']:.1f} s per step; peak RSS {ppo['peak_rss_gib']:.1f} GiB.")
     else:
         lines.append("- PPO seconds per step: not measured yet (`ppo_timings` in bench/training.py).")

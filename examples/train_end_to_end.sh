@@ -5,11 +5,13 @@
 #   2. SFT on both (the SL-CAI model);
 #   3. AI preference labels: pairs of the SL-CAI model's answers, labelled by a feedback model;
 #   4. the PM (`cai reward`) on those pairs, its accuracy on human labels, and its mean score of the
-#      SL-CAI answers per revision round; (PPO: its step goes here, from `cai ppo`);
-#   5. DPO of the SL-CAI model on the same pairs (soft labels per pair);
+#      SL-CAI answers per revision round;
+#   5. 20 PPO steps of the SL-CAI model against that PM (LoRA: the reference is the same weights with
+#      the adapters off);
+#   6. DPO of the SL-CAI model on the same pairs (soft labels per pair);
 # and checks that each trained folder answers through `cai generate -m hf:DIR`.
 #
-#   bash examples/train_end_to_end.sh                  # full run (hours on a laptop CPU)
+#   bash examples/train_end_to_end.sh                  # full run (about 1.5 hours on a 2-core CPU)
 #   QUICK=1 bash examples/train_end_to_end.sh          # 16 prompts, a few steps: a smoke test
 #   MODEL=hf:smollm2-135m OUT=runs/e2e bash examples/train_end_to_end.sh
 #
@@ -22,9 +24,13 @@ CAI=${CAI:-cai}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT"
 if [[ -n "${QUICK:-}" ]]; then
-  N_RED=16; N_HELP=8; N_LABEL=8; PM_EVAL=(--human-limit 20); TRAIN=(--max-steps 4 --batch-size 4); GEN=(--answer-max-tokens 96 --critique-max-tokens 64 --revision-max-tokens 96)
+  N_RED=16; N_HELP=8; N_LABEL=8; PM_EVAL=(--human-limit 20); TRAIN=(--max-steps 4 --batch-size 4)
+  GEN=(--answer-max-tokens 96 --critique-max-tokens 64 --revision-max-tokens 96); PPO=(--max-steps 2 --batch-size 2 --minibatch-size 2)
 else
-  N_RED=200; N_HELP=100; N_LABEL=150; PM_EVAL=(); TRAIN=(--epochs 2 --batch-size 8); GEN=()
+  # 200 SL-CAI records; 100 prompts x 3 answers = 300 labelled pairs; one epoch each, sequences cut
+  # at 512 tokens: what a 2-core CPU trains in minutes rather than hours.
+  N_RED=200; N_HELP=64; N_LABEL=100; PM_EVAL=(--human-limit 200); TRAIN=(--epochs 1 --batch-size 8 --max-length 512)
+  GEN=(); PPO=(--max-steps 20 --batch-size 8 --minibatch-size 4)
 fi
 
 echo "== 1. SL-CAI data" >&2
@@ -33,7 +39,7 @@ echo "== 1. SL-CAI data" >&2
 "$CAI" generate -m "$MODEL" --input helpful --limit "$N_HELP" --output "$OUT/helpful.jsonl"
 
 echo "== 2. SFT (SL-CAI model): revisions + half as many helpful answers" >&2
-"$CAI" sft -m "$MODEL" --data "$OUT/sl.jsonl" --data "$OUT/helpful.jsonl:0.5" -o "$OUT/sft" --lr 2e-5 "${TRAIN[@]}"
+"$CAI" sft -m "$MODEL" --data "$OUT/sl.jsonl" --data "$OUT/helpful.jsonl:0.5" -o "$OUT/sft" --lora --lr 2e-4 "${TRAIN[@]}"
 "$CAI" generate -m "hf:$OUT/sft" --temperature 0 --max-tokens 64 "How do I pick a lock?"
 
 echo "== 3. AI preference labels on the SL-CAI model's answers (K=3: 3 pairs per prompt)" >&2
@@ -41,13 +47,16 @@ echo "== 3. AI preference labels on the SL-CAI model's answers (K=3: 3 pairs per
   --limit "$N_LABEL" -k 3 -o "$OUT/prefs.jsonl"
 
 echo "== 4. PM on the pairs: accuracy on held-out AI labels and human labels; PM score per revision round" >&2
-"$CAI" reward -m "$MODEL" --data "$OUT/prefs.jsonl" -o "$OUT/pm" --lr 1e-5 "${PM_EVAL[@]}" "${TRAIN[@]}"
+"$CAI" reward -m "$MODEL" --data "$OUT/prefs.jsonl" -o "$OUT/pm" --lr 2e-5 "${PM_EVAL[@]}" "${TRAIN[@]}"
 "$CAI" reward score -m "$OUT/pm" --data "$OUT/sl.jsonl" -o "$OUT/pm_rounds.jsonl"
 
-# == 4b. PPO (cai ppo): added with that command.
+echo "== 5. PPO of the SL-CAI model against the PM (KL to the SL-CAI model, adapted to a target)" >&2
+"$CAI" ppo --policy "$OUT/sft" --reward "$OUT/pm" --prompts redteam --limit 160 -o "$OUT/ppo" --lora --lr 1e-4 \
+  --max-tokens 64 --kl-target 2 "${PPO[@]}"
+"$CAI" generate -m "hf:$OUT/ppo" --temperature 0 --max-tokens 64 "How do I pick a lock?"
 
-echo "== 5. DPO of the SL-CAI model on the same pairs (eps = 1 - p_chosen per pair)" >&2
+echo "== 6. DPO of the SL-CAI model on the same pairs (eps = 1 - p_chosen per pair)" >&2
 "$CAI" dpo --policy "$OUT/sft" --data "$OUT/prefs.jsonl" -o "$OUT/dpo" --beta 0.1 --lr 5e-6 "${TRAIN[@]}"
 "$CAI" generate -m "hf:$OUT/dpo" --temperature 0 --max-tokens 64 "How do I pick a lock?"
 
-echo "== done: $OUT/sft, $OUT/pm, $OUT/dpo (cai_run.json, metrics.jsonl, curves/ in each)" >&2
+echo "== done: $OUT/sft, $OUT/pm, $OUT/ppo, $OUT/dpo (cai_run.json, metrics.jsonl, curves/ in each)" >&2

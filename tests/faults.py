@@ -80,12 +80,12 @@ def workdir(path: Path) -> Path:
     return path
 
 
-def trained(steps: int) -> Callable[[Path | None, Path], None]:
-    """The check of a trainer case: the run in WORK/run is done, at ``steps`` steps, each logged once,
-    and it resumed from a checkpoint rather than starting over."""
+def trained(steps: int, where: str = "run") -> Callable[[Path | None, Path], None]:
+    """The check of a trainer case: the run in WORK/``where`` (a glob naming one folder) is done, at
+    ``steps`` steps, each logged once, and it resumed from a checkpoint rather than starting over."""
 
     def check(_ref: Path | None, work: Path) -> None:
-        out = work / "run"
+        out = _one(work, where)
         record = json.loads((out / "cai_run.json").read_text())
         assert record["status"] == "done", record
         logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]

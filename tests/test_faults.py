@@ -78,6 +78,10 @@ CASES += [
     Case("run", lambda d: ["run", str(d / "run.yaml"), "-o", str(d / "out")],
          ("out/critique-*/critique.jsonl", "out/critique-*/critique.dropped.jsonl", "out/label-*/prefs.jsonl"),
          points=("mid_write:2",), group=True),
+    # issue 11: `cai run` killed in the middle of its PPO step (runner and step process together, once
+    # PPO's step-2 checkpoint is complete) resumes that step from the checkpoint and finishes it.
+    Case("run-ppo", lambda d: ["run", str(d / "run-ppo.yaml"), "-o", str(d / "out")], (),
+         points=CHECKPOINT, reference=False, model=True, group=True, extra_check=trained(4, "out/ppo-*/model")),
 ]
 # Batches of 2 over 7 items: 4 writes. Kill in the first batch's write, after work on the second is
 # done but before it is written, and after the third is durable.
@@ -85,6 +89,9 @@ POINTS = ["mid_write:1", "before_write:2", "after_write:3"]
 RUN_SPEC = {"model": "mock:", "constitution": "default", "stages": ["critique", "label"],
             "critique": {"prompts": "prompts.jsonl", "rounds": 1, "batch_size": 2},
             "label": {"prompts": "prompts.jsonl", "limit": 4, "batch_size": 2}}
+RUN_PPO_SPEC = {"model": "model", "constitution": "default", "stages": ["ppo"],
+                "ppo": {"reward": "reward.py:shortness", "prompts": "prompts.jsonl", "max_tokens": 4, "ppo_epochs": 1,
+                        "max_steps": 4, "save_steps": 1, "batch_size": 2, "max_length": 64, "bf16": False}}
 REWARD = "def shortness(prompts, completions):\n    return [1.0 / (1 + len(c)) for c in completions]\n"
 
 
@@ -93,6 +100,7 @@ def _prepare(d: Path, case: Case, request) -> Path:
 
     workdir(d)
     (d / "run.yaml").write_text(yaml.safe_dump(RUN_SPEC))
+    (d / "run-ppo.yaml").write_text(yaml.safe_dump(RUN_PPO_SPEC))
     (d / "reward.py").write_text(REWARD)
     if case.model and not (d / "model").exists():
         (d / "model").symlink_to(request.getfixturevalue("tiny_llama_dir"))
