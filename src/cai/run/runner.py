@@ -186,7 +186,8 @@ def describe(plan: Plan, manifest: dict[str, Any], opts: RunOptions) -> str:
         lines.append(f"arm {arm}:")
         for i, s in enumerate(steps, 1):
             others = [a for a in owners[s.id] if a != arm]
-            note = f"   shared with {', '.join(others)}" if others else ""
+            note = ("" if not others else f"   shared with {', '.join(others)}" if len(others) <= 2
+                    else f"   shared with {len(others)} other arms")
             lines.append(_line(i, s, _state(s, manifest, opts, selected, forced), manifest, note))
     for s in plan.steps:
         if s.stage == "report":
@@ -293,7 +294,7 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
             # --from: run again from scratch, keeping the old outputs beside it
             folder.rename(folder.with_name(f"{folder.name}.old-{int(time.time())}"))
         if plan.arms and step.stage == "report":
-            _compare(plan, opts.run_dir)  # the report shows the comparison, so it is written first
+            _compare(plan, opts.run_dir, quiet=True)  # the report shows the comparison, so it is written first
         folder.mkdir(parents=True, exist_ok=True)
         config = step_config(step, folders, opts.run_dir, opts.base)
         step_file = folder / "step.json"
@@ -332,10 +333,10 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
     return manifest
 
 
-def _compare(plan: Plan, run_dir: Path) -> dict[str, Any]:
+def _compare(plan: Plan, run_dir: Path, *, quiet: bool = False) -> dict[str, Any]:
     from cai.run.experiment import write_experiment
 
     written = write_experiment(run_dir, plan.arms or {})
-    if written.get("table"):
+    if written.get("table") and not quiet:
         print(f"cai run: compared {len(plan.arms or {})} arms in {run_dir / written['table']}", file=sys.stderr)
     return written
