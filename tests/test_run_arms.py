@@ -74,7 +74,7 @@ def test_shared_steps_are_planned_once(tmp_path, capsys):
     assert one[2].name == two[2].name == "label-1" and one[2].id != two[2].id
     text = describe(plan, manifest, RunOptions(tmp_path / "run"))
     assert "arm base:" in text and "arm two:" in text and "shared with one" in text
-    assert "3 arms, 13 steps, 5 to compute (8 shared)" in text
+    assert "3 arms, 12 steps, 6 to compute (6 shared)" in text
 
 
 def test_sft_reads_generated_answers_mixed_at_a_weight(tmp_path):
@@ -131,7 +131,7 @@ def test_arms_run_shared_steps_once_and_compare(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["run", str(path), "-o", str(run_dir)]) == 0
     err = capsys.readouterr().err
-    assert "6 step(s) run" in err and err.count("] critique") == 1 and err.count("] generate") == 1
+    assert "7 step(s) run" in err and err.count("] critique") == 1 and err.count("] generate") == 1
     m = _manifest(run_dir)
     assert all(s["status"] == "done" for s in m["stages"].values())
     labels = [(k, s) for k, s in m["stages"].items() if s["name"] == "label-1"]
@@ -152,7 +152,7 @@ def test_arms_run_shared_steps_once_and_compare(tmp_path, capsys):
     assert "Experiment: arms compared" in report and "label-1 · two" in report
 
     assert main(["run", str(path), "-o", str(run_dir)]) == 0  # a rerun does no work
-    assert "0 step(s) run, 6 already done" in capsys.readouterr().err
+    assert "0 step(s) run, 7 already done" in capsys.readouterr().err
     # --from/--until count along each arm: only the arms with labels rerun them.
     assert main(["run", str(path), "-o", str(run_dir), "--from", "label", "--until", "label", "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -162,8 +162,10 @@ def test_arms_run_shared_steps_once_and_compare(tmp_path, capsys):
 
 
 def test_arms_on_a_tiny_model(tmp_path, tiny_llama_dir):
-    """base / SFT on generated answers / SL-CAI mixed with them, on a 2-layer random Llama: the
-    generated answers are made once and read by both SFT steps; compare.md has the three arms."""
+    """SFT on generated answers / SL-CAI mixed with them, on a 2-layer random Llama: the generated
+    answers are made once and read by both SFT steps; compare.md has the arm with results and names
+    the one without. (Each step is a process that loads torch, some 8 s: evals of more arms are left
+    to the mock test above.)"""
     prompts = _prompts(tmp_path)
     tiny = {"max_steps": 1, "batch_size": 2, "save_steps": 1, "max_length": 96}
     spec = {"model": f"hf:{tiny_llama_dir}", "constitution": "hhh",
@@ -172,8 +174,7 @@ def test_arms_on_a_tiny_model(tmp_path, tiny_llama_dir):
                          "critique_max_tokens": 8, "revision_max_tokens": 8, "filter": False},
             "sft": {**tiny, "data": ["@critique/critique.jsonl", "@generate/generate.jsonl:0.5"]},
             "eval": {"tasks": ["over-refusal"], "limit": 2, "max_tokens": 4},
-            "arms": {"base": {"stages": ["eval"]},
-                     "sft-helpful": {"stages": ["generate", "sft", "eval"], "sft": {"data": ["@generate/generate.jsonl"]}},
+            "arms": {"sft-helpful": {"stages": ["generate", "sft"], "sft": {"data": ["@generate/generate.jsonl"]}},
                      "sl-cai": {"stages": ["generate", "critique", "sft", "eval"]}}}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -189,4 +190,4 @@ def test_arms_on_a_tiny_model(tmp_path, tiny_llama_dir):
     assert any(str(d.get("path", "")).endswith("generate.jsonl") and d.get("weight") == 0.5
                for d in run.get("data") or [])
     table = (run_dir / "compare.md").read_text()
-    assert "| metric | base | sft-helpful | sl-cai |" in table
+    assert "| metric | sl-cai |" in table and "sft-helpful: no eval results yet" in table
