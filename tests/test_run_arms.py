@@ -191,3 +191,5 @@ def test_arms_on_a_tiny_model(tmp_path, tiny_llama_dir):
                for d in run.get("data") or [])
     table = (run_dir / "compare.md").read_text()
     assert "| metric | sl-cai |" in table and "sft-helpful: no eval results yet" in table
+    exp = json.loads((run_dir / "experiment.json").read_text())
+    assert exp["arms"][1]["model"] == f"{sl_sft['folder']}/model"  # the model each arm's evals read

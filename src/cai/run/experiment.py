@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import CAIError
-from cai.run.plan import Step
+from cai.run.plan import Step, resolve_refs
 
 EXPERIMENT = "experiment.json"
 TABLE = "compare.md"
@@ -27,7 +27,9 @@ def arm_results(arms: dict[str, list[Step]], run_dir: Path) -> dict[str, dict[st
     for arm, steps in arms.items():
         evals = [s for s in steps if s.stage == "eval"]
         files = [f"{s.folder}/{s.output}" for s in evals if (run_dir / s.folder / s.output).is_file()]
-        out[arm] = {"model": evals[0].config.get("model") if evals else None, "results": files}
+        # "@ppo-1/model" -> that arm's PPO folder, relative to the run folder
+        model = resolve_refs(evals[0].config.get("model"), {s.name: Path(s.folder) for s in steps}) if evals else None
+        out[arm] = {"model": model, "results": files}
     return out
 
 
