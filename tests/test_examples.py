@@ -32,6 +32,28 @@ def test_example_run_files_plan(run_file, tmp_path, capsys):
     assert "critique" in capsys.readouterr().out
 
 
+def test_compare_plans_every_arm(tmp_path, capsys):
+    spec, where, base = load_run_file(str(EXAMPLES / "compare.yaml"), None)
+    from cai.run import RunOptions
+    from cai.run.runner import plan_run, validate
+
+    opts = RunOptions(tmp_path / "run", base=base)
+    plan, _ = plan_run(spec, opts, where=where)
+    validate(plan, opts, where=where)  # every step's config builds, in every arm
+    assert list(plan.arms) == ["base", "sft-helpful", "sl-cai", "ppo-judge", "ppo-pointwise", "ppo-contrastive",
+                               "ppo-revision", "dpo"]
+    last = {arm: steps[-6] for arm, steps in plan.arms.items() if arm != "base"}  # the model the evals read
+    assert [s.stage for s in last.values()] == ["sft", "sft", "ppo", "ppo", "ppo", "ppo", "dpo"]
+    sl_sft = plan.arms["sl-cai"][2]
+    assert all(sl_sft in steps for arm, steps in plan.arms.items() if arm.startswith(("ppo", "dpo")))
+    assert [s.name for s in plan.steps].count("critique") == 1
+    assert plan.arms["ppo-contrastive"][3] is plan.arms["dpo"][3] or \
+        plan.arms["ppo-contrastive"][3].id == plan.arms["dpo"][3].id  # the same contrastive labels
+    assert plan.arms["ppo-revision"][3].config["prompts"] == "@critique/critique.jsonl"
+    assert main(["run", str(EXAMPLES / "compare.yaml"), "-o", str(tmp_path / "run"), "--dry-run"]) == 0
+    assert "arm dpo:" in capsys.readouterr().out
+
+
 def test_customer_service_constitution_and_prompts_are_valid(capsys):
     assert main(["constitution", "validate", str(EXAMPLES / "customer-service" / "constitution.yaml")]) == 0
     from cai.sources import load_prompts

@@ -10,9 +10,12 @@ EPILOG = """examples:
   cai run my-run.yaml --dry-run                     (print the plan: what is done, what will run)
   cai run my-run.yaml --from sft --until reward     (rerun sft and what follows it, up to reward)
   cai run --preset quickstart --set critique.limit=16 --set ppo.max_steps=4
+  cai run examples/compare.yaml -o runs/compare     (an experiment: its arms in one folder, shared steps
+                                                    run once, then compare.md and the trade-off plot)
 Each section of a run file holds that stage's own options (the long flag names of `cai critique`,
 `cai sft`, ...). A rerun skips finished steps and resumes an interrupted one; changing a setting
-reruns that step and the ones after it, in new folders beside the old ones. Presets: """
+reruns that step and the ones after it, in new folders beside the old ones. A run file with `arms:`
+(arm name: overlay of the run file) runs each arm in the same folder: docs/pipeline.md. Presets: """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", dest="until_stage", metavar="STAGE", help="stop after this stage or step")
     p.add_argument("--dry-run", action="store_true", help="print the plan and what each step would do; run nothing")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting (VALUE is read as YAML), e.g. --set sft.epochs=2; repeatable")
+                   help="override one setting (VALUE is read as YAML), e.g. --set sft.epochs=2, or one arm's: "
+                   "--set arms.NAME.sft.epochs=2; repeatable")
     p.set_defaults(func=_run)
 
 

@@ -281,6 +281,37 @@ def labeler_result(path: Path, roots: list[Path]) -> dict[str, Any]:
             "random": _num(o.get("random_baseline"))}
 
 
+def experiment_view(path: Path) -> dict[str, Any] | None:
+    """``cai run`` with arms: the arms side by side (the rows of compare.md) and their trade-off."""
+    from cai.errors import CAIError
+    from cai.evals.compare import pick_axes, table_rows
+    from cai.run.experiment import FALLBACK_X, arm_columns
+
+    d = json.loads(path.read_text(encoding="utf-8"))
+    cols = arm_columns(d, path.parent)
+    if not cols:
+        return None
+    view: dict[str, Any] = {"arms": [c.label for c in cols], "rows": table_rows(cols), "svg": "",
+                            "missing": [a["name"] for a in d.get("arms") or [] if not a.get("results")]}
+    try:
+        xm, ym = pick_axes(cols, None, None)
+    except CAIError:
+        try:
+            xm, ym = pick_axes(cols, FALLBACK_X, None)
+        except CAIError:  # no metric for an axis: the table alone
+            return view
+    pts = []
+    for c in cols:
+        mx, my = c.metrics.get(xm), c.metrics.get(ym)
+        if mx is None or my is None or _num(mx.value) is None or _num(my.value) is None:
+            continue
+        pts.append({"label": c.label, "x": mx.value, "y": my.value, "x_ci": list(mx.ci) if mx.ci else None,
+                    "y_ci": list(my.ci) if my.ci else None})
+    view["svg"] = svg.scatter_ci(pts, title="Helpfulness against harmlessness, per arm", xlabel=f"helpfulness ({xm})",
+                                 ylabel=f"harmlessness ({ym})", show_title=False)
+    return view
+
+
 # -- stages ----------------------------------------------------------------------------------------
 
 def _manifest_stages(path: Path) -> list[dict[str, Any]]:
@@ -293,7 +324,10 @@ def _manifest_stages(path: Path) -> list[dict[str, Any]]:
         if not isinstance(s, dict):
             continue
         outputs = s.get("outputs") or s.get("output") or ""
-        out.append({"name": str(_pick(s, "name", "stage") or "?"), "status": str(_pick(s, "status") or "?"),
+        name = str(_pick(s, "name", "stage") or "?")
+        if isinstance(s.get("arms"), list) and s["arms"]:  # a run with arms: which arms the step serves
+            name += " · " + ", ".join(map(str, s["arms"]))
+        out.append({"name": name, "status": str(_pick(s, "status") or "?"),
                     "seconds": _num(_pick(s, "seconds", "wall_s", "duration_s", "time_s")),
                     "started": _pick(s, "started", "start_time"), "what": outputs if isinstance(outputs, str)
                     else ", ".join(map(str, outputs if isinstance(outputs, list) else outputs.values())),
@@ -391,7 +425,9 @@ def collect(found: Found, *, max_examples: int = 5000) -> dict[str, Any]:
     model["eval_tasks"] = [{"task": t, "results": rs,
                             "metric_names": list(dict.fromkeys(k for r in rs for k in r["metrics"]))}
                            for t, rs in tasks.items()]
-    model["tradeoff"] = tradeoff(model["eval_results"])
+    model["experiment"] = experiment_view(found.experiments[0]) if found.experiments else None
+    # With arms, the per-arm chart replaces the per-model one (trained models' folders all end in "model").
+    model["tradeoff"] = None if model["experiment"] else tradeoff(model["eval_results"])
     model["stages"] = stages(found, model)
     model["examples"] = items
     return model

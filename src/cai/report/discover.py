@@ -6,7 +6,8 @@ trainers' ``cai_run.json``), without loading any model:
 - labeller evals: a JSON file with ``"eval": "labeler"`` (``cai eval labeler``);
 - critique files: JSONL whose records have ``initial`` and ``steps`` (``cai critique``);
 - preference files: JSONL whose records have ``chosen`` and ``rejected`` (``cai label``);
-- a run manifest: JSON with ``"kind": "cai-run-manifest"`` or a ``stages`` list (``cai run``).
+- a run manifest: JSON with ``"kind": "cai-run-manifest"`` or a ``stages`` list (``cai run``);
+- an experiment: JSON with ``"kind": "cai-experiment"`` (``cai run`` with arms: each arm's results).
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ class Found:
     critique_files: list[Path] = field(default_factory=list)
     preference_files: list[Path] = field(default_factory=list)
     manifests: list[Path] = field(default_factory=list)
+    experiments: list[Path] = field(default_factory=list)
     roots: list[Path] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not (self.train_runs or self.eval_results or self.labeler_results or self.critique_files
-                    or self.preference_files or self.manifests)
+                    or self.preference_files or self.manifests or self.experiments)
 
 
 def _first_record(path: Path) -> dict[str, Any] | None:
@@ -61,7 +63,7 @@ def _read_json(path: Path) -> Any:
 
 
 def classify(path: Path) -> str | None:
-    """What one file is: train-run, eval, labeler, critique, preference, manifest, or None."""
+    """What one file is: train-run, eval, labeler, critique, preference, manifest, experiment, or None."""
     name = path.name
     if name == "cai_run.json":
         d = _read_json(path)
@@ -90,6 +92,8 @@ def classify(path: Path) -> str | None:
             return "train-run"
         if d.get("eval") == "labeler" and "overall" in d:
             return "labeler"
+        if d.get("kind") == "cai-experiment":
+            return "experiment"
         if d.get("kind") == "cai-run-manifest" or isinstance(d.get("stages"), (list, dict)):
             return "manifest"
     return None
@@ -136,5 +140,6 @@ def discover(paths: Iterable[str | Path]) -> Found:
                 found.train_runs.append(f.parent)
             else:
                 {"eval": found.eval_results, "labeler": found.labeler_results, "critique": found.critique_files,
-                 "preference": found.preference_files, "manifest": found.manifests}[kind].append(f)
+                 "preference": found.preference_files, "manifest": found.manifests,
+                 "experiment": found.experiments}[kind].append(f)
     return found

@@ -31,9 +31,9 @@ from typing import Any
 
 from cai.errors import CAIError
 
-STAGES = ("critique", "sft", "label", "reward", "ppo", "dpo", "rloo", "eval", "report")
+STAGES = ("generate", "critique", "sft", "label", "reward", "ppo", "dpo", "rloo", "eval", "report")
 RL_STAGES = ("ppo", "dpo", "rloo")
-TOP_LEVEL = {"model", "constitution", "seed", "rl", "rl_rounds", "stages", "output", "description"}
+TOP_LEVEL = {"model", "constitution", "seed", "rl", "rl_rounds", "stages", "output", "description", "arms"}
 
 
 @dataclass
@@ -45,10 +45,17 @@ class Step:
     output: str               # the file or folder the step writes, relative to the run folder
     key: str = ""             # filled by :func:`keyed`
     inputs: dict[str, str] = field(default_factory=dict)  # external files read, path -> sha256
+    # The step's entry in the manifest: its name in a plain run; its folder in a run with arms,
+    # where two arms may hold different steps of the same name.
+    ident: str = ""
 
     @property
     def folder(self) -> str:
         return f"{self.name}-{self.key[:10]}"
+
+    @property
+    def id(self) -> str:
+        return self.ident or self.name
 
 
 def _file_hash(path: Path) -> str:
@@ -136,6 +143,14 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
         steps.append(step)
         return step
 
+    if "generate" in wanted:
+        # The model's own answers to a prompt set (`cai generate`): helpfulness data that sft can mix in
+        # as "@generate/generate.jsonl:0.5". `prompts` is accepted for `input`, as every other stage says it.
+        section = _section(spec, "generate")
+        if "prompts" in section:
+            section["input"] = section.pop("prompts")
+        cfg = {"model": model, "seed": seed, "input": "helpful", **section, "output": "generate.jsonl"}
+        add(Step("generate", "generate", cfg, [], "generate.jsonl"))
     if "critique" in wanted:
         out = "critique.jsonl"
         # The revision filter is on by default in a run: commentary is no training data.
@@ -184,8 +199,16 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
     if "eval" in wanted:
         section = _section(spec, "eval")
         tasks = section.pop("tasks", ["harmlessness", "over-refusal"])
+        # A mapping under a task's name holds options of that task only (a grader for harmlessness
+        # that hhh, scored by log-likelihood, has no flag for).
+        per_task = {k: section.pop(k) for k in list(section) if isinstance(section[k], dict)}
+        unknown = set(per_task) - set(tasks)
+        if unknown:
+            raise CAIError(f"{where}: eval has option group(s) {', '.join(sorted(unknown))} for task(s) not in its "
+                           f"tasks list ({', '.join(tasks)}); add them to tasks or remove the group")
         for task in tasks:
-            cfg = {"seed": seed, **section, "task": task, "model": policy, "output": "results.json"}
+            cfg = {"seed": seed, **section, **per_task.get(task, {}), "task": task, "model": policy,
+                   "output": "results.json"}
             add(Step(f"eval-{task}", "eval", cfg, [policy_step] if policy_step else [], "results.json"))
     if "report" in wanted:
         cfg = {**_section(spec, "report"), "output": "report.html"}

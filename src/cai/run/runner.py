@@ -58,31 +58,98 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     tmp.replace(run_dir / MANIFEST)  # atomic: a kill leaves the old manifest or the new one
 
 
-def _select(steps: list[Step], opts: RunOptions) -> tuple[int, int]:
-    """Indices [first, last] of the steps to run, from --from and --until (stage or step names)."""
-    def find(name: str, flag: str) -> int:
-        for i, s in enumerate(steps):
-            if name in (s.name, s.stage):
-                return i
-        raise CAIError(f"{flag} {name}: no such stage in this run; its steps are {', '.join(s.name for s in steps)}")
+@dataclass
+class Plan:
+    """The steps of a run, each once, in the order they run; with arms, also each arm's own steps."""
+    steps: list[Step]
+    folders: dict[str, dict[str, Path]]  # step id -> the step-name -> folder map its references resolve in
+    arms: dict[str, list[Step]] | None = None
 
-    first = find(opts.from_stage, "--from") if opts.from_stage else 0
-    last = len(steps) - 1
-    if opts.until_stage:
-        find(opts.until_stage, "--until")
-        last = max(i for i, s in enumerate(steps) if opts.until_stage in (s.name, s.stage))
-    if first > last:
+
+def _groups(plan: Plan) -> list[list[Step]]:
+    """The step lists --from and --until count along: the run, or each arm (with the run's report)."""
+    if not plan.arms:
+        return [plan.steps]
+    report = [s for s in plan.steps if s.stage == "report"]
+    return [steps + report for steps in plan.arms.values()]
+
+
+def _select(plan: Plan, opts: RunOptions) -> tuple[set[str], set[str]]:
+    """(ids of the steps to run, ids to run again even if done) from --from and --until (stage or
+    step names). With arms each arm counts on its own; an arm without that stage runs nothing."""
+    every = [s for g in _groups(plan) for s in g]
+
+    def has(name: str | None, flag: str) -> None:
+        if name and not any(name in (s.name, s.stage) for s in every):
+            names = ", ".join(dict.fromkeys(s.name for s in every))
+            raise CAIError(f"{flag} {name}: no such stage in this run; its steps are {names}")
+
+    has(opts.from_stage, "--from")
+    has(opts.until_stage, "--until")
+    selected: set[str] = set()
+    forced: set[str] = set()
+    order_ok = False
+    for steps in _groups(plan):
+        match = lambda name: [i for i, s in enumerate(steps) if name in (s.name, s.stage)]  # noqa: E731
+        first = (match(opts.from_stage) or [None])[0] if opts.from_stage else 0
+        last = max(match(opts.until_stage), default=None) if opts.until_stage else len(steps) - 1
+        if first is None or last is None or first > last:
+            continue
+        order_ok = True
+        for s in steps[first:last + 1]:
+            selected.add(s.id)
+            if opts.from_stage:
+                forced.add(s.id)
+    if not order_ok:
         raise CAIError(f"--from {opts.from_stage} comes after --until {opts.until_stage}")
-    return first, last
+    return selected, forced
 
 
-def plan_run(spec: dict[str, Any], opts: RunOptions, *, where: str) -> tuple[list[Step], dict[str, Any]]:
-    steps = keyed(build_plan(spec, where=where), opts.base)
-    return steps, read_manifest(opts.run_dir)
+def plan_run(spec: dict[str, Any], opts: RunOptions, *, where: str) -> tuple[Plan, dict[str, Any]]:
+    manifest = read_manifest(opts.run_dir)
+    if "arms" not in spec:
+        steps = keyed(build_plan(spec, where=where), opts.base)
+        folders = step_folders(steps, opts.run_dir)
+        return Plan(steps, {s.id: folders for s in steps}), manifest
+    from cai.run.arms import plan_arms, wants_report
+
+    arms = plan_arms(spec, opts.base, where=where)
+    steps: list[Step] = []
+    by_id: dict[str, dict[str, Path]] = {}
+    for arm_steps in arms.values():
+        folders = step_folders(arm_steps, opts.run_dir)
+        for s in arm_steps:
+            if s.id not in by_id:  # the same name and key in another arm: the same step, run once
+                steps.append(s)
+                by_id[s.id] = folders
+    if wants_report(spec):
+        steps.append(_report_step(spec, steps, opts, by_id, where=where))
+    return Plan(steps, by_id, arms), manifest
+
+
+def _report_step(spec: dict[str, Any], steps: list[Step], opts: RunOptions, by_id: dict[str, dict[str, Path]],
+                 *, where: str) -> Step:
+    """One report over every arm: it reads the comparison and every step's folder."""
+    import hashlib
+
+    from cai.run.experiment import EXPERIMENT
+
+    section = spec.get("report") or {}
+    if not isinstance(section, dict):
+        raise CAIError(f"{where}: section 'report' must be a mapping of option: value")
+    report = Step("report", "report", {**section, "output": "report.html"}, [EXPERIMENT] + [s.id for s in steps],
+                  "report.html")
+    payload = {"stage": "report", "config": report.config, "reads": [s.key for s in steps]}
+    report.key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    report.ident = report.folder
+    by_id[report.id] = {**{s.id: (opts.run_dir / s.folder).resolve() for s in steps},
+                        EXPERIMENT: (opts.run_dir / EXPERIMENT).resolve(),
+                        "report": (opts.run_dir / report.folder).resolve()}
+    return report
 
 
 def status_of(step: Step, manifest: dict[str, Any], run_dir: Path) -> str:
-    entry = manifest["stages"].get(step.name)
+    entry = manifest["stages"].get(step.id)
     if entry and entry.get("key") == step.key and entry.get("status") == "done" \
             and (run_dir / step.folder / step.output).exists():
         return "done"
@@ -91,18 +158,44 @@ def status_of(step: Step, manifest: dict[str, Any], run_dir: Path) -> str:
     return "changed" if entry else "todo"
 
 
-def describe(steps: list[Step], manifest: dict[str, Any], opts: RunOptions) -> str:
-    first, last = _select(steps, opts)
+def _state(step: Step, manifest: dict[str, Any], opts: RunOptions, selected: set[str], forced: set[str]) -> str:
+    state = status_of(step, manifest, opts.run_dir)
+    if step.id not in selected:
+        return "not selected"
+    return "rerun (--from)" if state == "done" and step.id in forced else state
+
+
+def _line(i: int, s: Step, state: str, manifest: dict[str, Any], note: str = "") -> str:
+    took = manifest["stages"].get(s.id, {}).get("seconds")
+    return (f"  {i:2d}. {s.name:<22} {state:<14} {s.folder}"
+            + (f"   (took {took:.0f} s last time)" if took and state == "done" else "") + note)
+
+
+def describe(plan: Plan, manifest: dict[str, Any], opts: RunOptions) -> str:
+    selected, forced = _select(plan, opts)
     lines = [f"run folder: {opts.run_dir}"]
-    for i, s in enumerate(steps):
-        state = status_of(s, manifest, opts.run_dir)
-        if not first <= i <= last:
-            state = "not selected"
-        elif state == "done" and opts.from_stage and i >= first:
-            state = "rerun (--from)"
-        took = manifest["stages"].get(s.name, {}).get("seconds")
-        lines.append(f"  {i + 1:2d}. {s.name:<22} {state:<14} {s.folder}"
-                     + (f"   (took {took:.0f} s last time)" if took and state == "done" else ""))
+    if not plan.arms:
+        lines += [_line(i, s, _state(s, manifest, opts, selected, forced), manifest)
+                  for i, s in enumerate(plan.steps, 1)]
+        return "\n".join(lines)
+    owners: dict[str, list[str]] = {}
+    for arm, steps in plan.arms.items():
+        for s in steps:
+            owners.setdefault(s.id, []).append(arm)
+    for arm, steps in plan.arms.items():
+        lines.append(f"arm {arm}:")
+        for i, s in enumerate(steps, 1):
+            others = [a for a in owners[s.id] if a != arm]
+            note = ("" if not others else f"   shared with {', '.join(others)}" if len(others) <= 2
+                    else f"   shared with {len(others)} other arms")
+            lines.append(_line(i, s, _state(s, manifest, opts, selected, forced), manifest, note))
+    for s in plan.steps:
+        if s.stage == "report":
+            lines.append("after all arms: compare.md, tradeoff.png/.svg, then")
+            lines.append(_line(1, s, _state(s, manifest, opts, selected, forced), manifest))
+    total = sum(len(v) for v in plan.arms.values())
+    arm_steps = len([s for s in plan.steps if s.stage != "report"])
+    lines.append(f"{len(plan.arms)} arms, {total} steps, {arm_steps} to compute ({total - arm_steps} shared)")
     return "\n".join(lines)
 
 
@@ -159,14 +252,13 @@ def step_config(step: Step, folders: dict[str, Path], run_dir: Path, base: Path)
     return config
 
 
-def validate(steps: list[Step], opts: RunOptions, *, where: str) -> None:
+def validate(plan: Plan, opts: RunOptions, *, where: str) -> None:
     """Build every step's config before any step runs, so a typo in the last section fails now and
     not after hours of the first ones."""
     from cai.run.stages import build_stage_config
 
-    folders = step_folders(steps, opts.run_dir)
-    for step in steps:
-        config = step_config(step, folders, opts.run_dir, opts.base)
+    for step in plan.steps:
+        config = step_config(step, plan.folders[step.id], opts.run_dir, opts.base)
         try:
             build_stage_config(step.stage, config, where=f"{where}, section {step.stage}")
         except (TypeError, ValueError) as e:
@@ -175,54 +267,76 @@ def validate(steps: list[Step], opts: RunOptions, *, where: str) -> None:
 
 def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, Any]:
     """Run the selected steps; returns the manifest. Raises CAIError when a step fails."""
-    steps, manifest = plan_run(spec, opts, where=where)
-    first, last = _select(steps, opts)
-    validate(steps, opts, where=where)
+    plan, manifest = plan_run(spec, opts, where=where)
+    selected, forced = _select(plan, opts)
+    validate(plan, opts, where=where)
     if opts.dry_run:
-        print(describe(steps, manifest, opts))
+        print(describe(plan, manifest, opts))
         return manifest
     opts.run_dir.mkdir(parents=True, exist_ok=True)
-    folders = step_folders(steps, opts.run_dir)
-    todo = [s for i, s in enumerate(steps) if first <= i <= last
-            and (status_of(s, manifest, opts.run_dir) != "done" or (opts.from_stage and i >= first))]
+    steps = plan.steps
+    todo = [s for s in steps if s.id in selected
+            and (status_of(s, manifest, opts.run_dir) != "done" or s.id in forced)]
+    owners: dict[str, list[str]] = {}
+    for arm, arm_steps in (plan.arms or {}).items():
+        for s in arm_steps:
+            owners.setdefault(s.id, []).append(arm)
+    if plan.arms:
+        manifest["arms"] = {arm: [s.id for s in arm_steps] for arm, arm_steps in plan.arms.items()}
     # An estimate from what each step took last time, where the manifest remembers it.
-    known = {s.name: manifest["stages"].get(s.name, {}).get("seconds") for s in todo}
+    known = {s.id: manifest["stages"].get(s.id, {}).get("seconds") for s in todo}
     started = time.monotonic()
     for n, step in enumerate(todo, 1):
+        folders = plan.folders[step.id]
         folder = folders[step.name]
-        entry = manifest["stages"].get(step.name, {})
+        entry = manifest["stages"].get(step.id, {})
         if entry.get("key") == step.key and entry.get("status") == "done" and folder.exists():
             # --from: run again from scratch, keeping the old outputs beside it
             folder.rename(folder.with_name(f"{folder.name}.old-{int(time.time())}"))
+        if plan.arms and step.stage == "report":
+            _compare(plan, opts.run_dir, quiet=True)  # the report shows the comparison, so it is written first
         folder.mkdir(parents=True, exist_ok=True)
         config = step_config(step, folders, opts.run_dir, opts.base)
         step_file = folder / "step.json"
         step_file.write_text(json.dumps({"name": step.name, "stage": step.stage, "section": step.stage,
                                          "key": step.key, "config": config}, indent=2))
-        rest = [known.get(s.name) for s in todo[n - 1:]]
+        rest = [known.get(s.id) for s in todo[n - 1:]]
         eta = f", about {_fmt(sum(rest))} left" if all(rest) else ""
-        print(f"cai run: [{n}/{len(todo)}] {step.name} (elapsed {_fmt(time.monotonic() - started)}{eta})",
+        arms = f" (arm {', '.join(owners[step.id])})" if step.id in owners else ""
+        print(f"cai run: [{n}/{len(todo)}] {step.name}{arms} (elapsed {_fmt(time.monotonic() - started)}{eta})",
               file=sys.stderr)
-        manifest["stages"][step.name] = {"stage": step.stage, "key": step.key, "folder": step.folder,
-                                        "config": config, "inputs": step.inputs, "reads": step.reads,
-                                        "status": "running", "started": _now()}
+        manifest["stages"][step.id] = {"name": step.name, "stage": step.stage, "key": step.key, "folder": step.folder,
+                                      **({"arms": owners[step.id]} if step.id in owners else {}),
+                                      "config": config, "inputs": step.inputs, "reads": step.reads,
+                                      "status": "running", "started": _now()}
         write_manifest(opts.run_dir, manifest)
         t0 = time.monotonic()
         code, peak = _run_child(step_file)
-        record = manifest["stages"][step.name]
+        record = manifest["stages"][step.id]
         record.update(ended=_now(), seconds=round(time.monotonic() - t0, 1), peak_rss_mb=round(peak, 1))
         if code != 0:
             record["status"] = "failed" if code != 130 else "interrupted"
             write_manifest(opts.run_dir, manifest)
-            raise CAIError(f"step {step.name} {'was interrupted' if code == 130 else f'failed (exit {code})'}; "
+            raise CAIError(f"step {step.name}{arms} {'was interrupted' if code == 130 else f'failed (exit {code})'}; "
                            f"fix the cause and run the same command again to resume from it")
         summary_file = folder / "summary.json"
         record.update(status="done", outputs={"output": config["output"]},
                       summary=json.loads(summary_file.read_text())["summary"] if summary_file.exists() else {})
         write_manifest(opts.run_dir, manifest)
-    manifest["plan"] = [s.name for s in steps]
+    manifest["plan"] = [s.id for s in steps]
+    if plan.arms:
+        manifest["experiment"] = _compare(plan, opts.run_dir)
     write_manifest(opts.run_dir, manifest)
     total = time.monotonic() - started
     print(f"cai run: {len(todo)} step(s) run, {len(steps) - len(todo)} already done; {_fmt(total)}; "
           f"manifest: {opts.run_dir / MANIFEST}", file=sys.stderr)
     return manifest
+
+
+def _compare(plan: Plan, run_dir: Path, *, quiet: bool = False) -> dict[str, Any]:
+    from cai.run.experiment import write_experiment
+
+    written = write_experiment(run_dir, plan.arms or {})
+    if written.get("table") and not quiet:
+        print(f"cai run: compared {len(plan.arms or {})} arms in {run_dir / written['table']}", file=sys.stderr)
+    return written

@@ -19,6 +19,7 @@ from cai.errors import CAIError
 # stage -> ("module:ConfigClass", "module:function"). The function takes the config and returns a
 # summary dict (JSON-friendly), and resumes when its output already holds part of the work.
 STAGES: dict[str, tuple[str, str]] = {
+    "generate": ("cai.generation:GenerateConfig", "cai.generation:generate_file"),
     "critique": ("cai.critique.engine:CritiqueConfig", "cai.critique.engine:run_critique"),
     "sft": ("cai.train.sft:SFTRunConfig", "cai.train.sft:run_sft"),
     "label": ("cai.label.engine:LabelConfig", "cai.label.engine:run_label"),

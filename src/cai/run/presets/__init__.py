@@ -28,10 +28,13 @@ def load_run_file(path: str | None, preset: str | None) -> tuple[dict[str, Any],
 
 
 def apply_overrides(spec: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``section.key=value`` (value read as YAML) or ``key=value`` for a top-level key."""
+    """``section.key=value`` (value read as YAML), ``key=value`` for a top-level key, or a longer
+    path into nested mappings such as ``arms.NAME.ppo.max_steps=4``."""
+    import copy
+
     import yaml
 
-    spec = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.items()}
+    spec = copy.deepcopy(spec)
     for item in overrides:
         target, sep, raw = item.partition("=")
         if not sep or not target:
@@ -40,12 +43,13 @@ def apply_overrides(spec: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
-        section, dot, key = target.partition(".")
-        if dot:
-            current = spec.get(section)
+        *path, key = target.split(".")
+        node = spec
+        for depth, part in enumerate(path):
+            current = node.get(part)
             if current is not None and not isinstance(current, dict):
-                raise CAIError(f"--set {item}: {section} is not a section")
-            spec[section] = {**(current or {}), key: value}
-        else:
-            spec[section] = value
+                raise CAIError(f"--set {item}: {'.'.join(path[:depth + 1])} is not a section")
+            node[part] = dict(current or {})
+            node = node[part]
+        node[key] = value
     return spec
