@@ -28,8 +28,8 @@ if [[ -n "${QUICK:-}" ]]; then
   GEN=(--answer-max-tokens 96 --critique-max-tokens 64 --revision-max-tokens 96); PPO=(--max-steps 2 --batch-size 2 --minibatch-size 2)
 else
   # 200 SL-CAI records; 100 prompts x 3 answers = 300 labelled pairs; one epoch each, sequences cut
-  # at 512 tokens: what a 2-core CPU trains in minutes rather than hours.
-  N_RED=200; N_HELP=64; N_LABEL=100; PM_EVAL=(--human-limit 200); TRAIN=(--epochs 1 --batch-size 8 --max-length 512)
+  # at 384 tokens: what a 2-core CPU trains in minutes rather than hours.
+  N_RED=200; N_HELP=64; N_LABEL=100; PM_EVAL=(--human-limit 100); TRAIN=(--epochs 1 --batch-size 8 --max-length 384)
   GEN=(); PPO=(--max-steps 20 --batch-size 8 --minibatch-size 4)
 fi
 
