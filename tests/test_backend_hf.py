@@ -195,3 +195,28 @@ def test_real_model_names_colours(smollm2_path):
     colours = {"red", "blue", "green", "yellow", "orange", "purple", "black", "white", "pink", "brown"}
     assert any(w in c.text.lower() for w in colours), c.text
     assert c.finish_reason in ("stop", "length") and c.completion_tokens > 0
+
+
+def test_gpu_batch_budget_follows_free_memory():
+    """On a GPU the token budget is what half the free memory holds in KV cache: SmolLM2-135M's
+    shape (30 layers, 3 KV heads of 64) costs 23,040 bytes a token in bf16."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from cai.backends.hf import gpu_batch_tokens, kv_bytes_per_token
+
+    cfg = SimpleNamespace(num_attention_heads=9, num_key_value_heads=3, hidden_size=576, num_hidden_layers=30)
+    assert kv_bytes_per_token(cfg, 2) == 2 * 30 * 3 * 64 * 2 == 23040
+    model = SimpleNamespace(config=cfg, dtype=torch.bfloat16)
+    assert gpu_batch_tokens(model, "cuda", free_bytes=100 * 2**30) == 50 * 2**30 // 23040  # about 2.3M tokens
+    assert gpu_batch_tokens(model, "cuda", free_bytes=2**20) == 32768  # never below the CPU default
+
+
+def test_cpu_defaults_unchanged(chatty_dir):
+    from cai.backends.hf import HFBackend
+
+    backend = HFBackend(chatty_dir, dtype="float32")
+    assert backend.device == "cpu" and backend.batch_size == 64 and backend.max_batch_tokens == 32768
+    given = HFBackend(chatty_dir, dtype="float32", batch_size=3, max_batch_tokens=999)
+    assert (given.batch_size, given.max_batch_tokens) == (3, 999)
