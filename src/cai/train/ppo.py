@@ -359,9 +359,13 @@ def _guards(rec: dict[str, Any], cfg: PPORunConfig, first: dict[str, float], war
     limit = cfg.kl_warn if cfg.kl_warn is not None else (2 * cfg.kl_target if cfg.kl_target else 20.0)
     if rec["kl"] > limit and "kl" not in warned:
         warned.add("kl")
+        # With a target set, the controller moves beta by at most 20% x batch/horizon a step, so a short run
+        # at the default horizon keeps beta where it started: say which knob acts within this run.
+        fix = (f"lower --kl-horizon (now {cfg.kl_horizon:g} rollouts; beta moves little in a run shorter than that)"
+               if cfg.kl_target else "set --kl-target")
         print(f"cai ppo: warning: step {rec['step']}: KL to the reference is {rec['kl']:.2f} nats per answer, over "
-              f"{limit:g}; the policy is drifting away (reward hacking?). Lower --lr, raise --kl-coef or set "
-              "--kl-target", file=sys.stderr)
+              f"{limit:g}; the policy is drifting away (reward hacking?). Lower --lr, raise --kl-coef or {fix}",
+              file=sys.stderr)
     grew = rec["length"] > 2 * max(first["length"], 1.0) or (rec["truncated"] >= 0.5 > first["truncated"])
     if grew and "length" not in warned:
         warned.add("length")
