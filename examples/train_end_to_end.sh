@@ -26,11 +26,18 @@ mkdir -p "$OUT"
 if [[ -n "${QUICK:-}" ]]; then
   N_RED=16; N_HELP=8; N_LABEL=8; PM_EVAL=(--human-limit 20); TRAIN=(--max-steps 4 --batch-size 4)
   GEN=(--answer-max-tokens 96 --critique-max-tokens 64 --revision-max-tokens 96); PPO=(--max-steps 2 --batch-size 2 --minibatch-size 2)
+  DPO=(--max-steps 2 --batch-size 4)
 else
   # 200 SL-CAI records; 100 prompts x 3 answers = 300 labelled pairs; one epoch each, sequences cut
   # at 384 tokens: what a 2-core CPU trains in minutes rather than hours.
   N_RED=200; N_HELP=64; N_LABEL=100; PM_EVAL=(--human-limit 100); TRAIN=(--epochs 1 --batch-size 8 --max-length 384)
   GEN=(); PPO=(--max-steps 20 --batch-size 8 --minibatch-size 4)
+  # DPO runs the policy and its reference over both answers of every pair: about 2 min a step of 8
+  # pairs on a 2-core CPU with full weights and 384 tokens, so a full epoch (38 steps) takes over an
+  # hour. With LoRA (the reference is the same weights with adapters off) and 256 tokens a step took
+  # 19 s; 12 steps see 96 of the 300 pairs. DPO_ARGS="--lora --epochs 1 --batch-size 8 --max-length 256"
+  # runs the whole epoch (about 12 min there).
+  DPO=(${DPO_ARGS:---lora --max-steps 12 --batch-size 8 --max-length 256})
 fi
 
 echo "== 1. SL-CAI data" >&2
@@ -56,7 +63,7 @@ echo "== 5. PPO of the SL-CAI model against the PM (KL to the SL-CAI model, adap
 "$CAI" generate -m "hf:$OUT/ppo" --temperature 0 --max-tokens 64 "How do I pick a lock?"
 
 echo "== 6. DPO of the SL-CAI model on the same pairs (eps = 1 - p_chosen per pair)" >&2
-"$CAI" dpo --policy "$OUT/sft" --data "$OUT/prefs.jsonl" -o "$OUT/dpo" --beta 0.1 --lr 5e-6 "${TRAIN[@]}"
+"$CAI" dpo --policy "$OUT/sft" --data "$OUT/prefs.jsonl" -o "$OUT/dpo" --beta 0.1 --lr 5e-5 "${DPO[@]}"
 "$CAI" generate -m "hf:$OUT/dpo" --temperature 0 --max-tokens 64 "How do I pick a lock?"
 
 echo "== done: $OUT/sft, $OUT/pm, $OUT/ppo, $OUT/dpo (cai_run.json, metrics.jsonl, curves/ in each)" >&2
