@@ -92,6 +92,11 @@ def test_ppo_raises_reward_within_kl_target(char_model, prompts_file, tmp_path):
     backend = load_backend(f"hf:{out}")
     assert backend.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_tokens=4, temperature=0))
     assert summary["steps"] == 20
+    # A rerun of the finished run does nothing: the record (its end time too) and the weights stay as they were.
+    record, weights = (out / "cai_run.json").read_bytes(), (out / "model.safetensors").stat().st_mtime_ns
+    again = run_ppo(_cfg(char_model, prompts_file, out), reward=vowel_share)
+    assert again["already_done"] and again["final"]["reward"] == recs[-1]["reward"]
+    assert (out / "cai_run.json").read_bytes() == record and (out / "model.safetensors").stat().st_mtime_ns == weights
 
 
 def test_ppo_lora_and_ptx(char_model, prompts_file, tmp_path):

@@ -35,6 +35,8 @@ def _run(args: argparse.Namespace) -> int:
 
     config = stage_config(PPORunConfig, args)
     summary = run_ppo(config, show_progress=args.progress)
+    if summary.get("already_done"):
+        return 0
     final = summary["final"]
     shown = ", ".join(f"{k} {final[k]:.4g}" for k in ("reward", "kl", "length") if k in final)
     print(f"trained {summary['steps']} PPO steps" + (f" (resumed at step {summary['resumed_from']})"

@@ -140,6 +140,13 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
                             "sha256": sha256_file(Path(cfg.ptx_data))})
     run = RunDir(cfg.output, command="ppo", config=to_dict(cfg), data=data_hashes, base_model=policy_path)
     state = run.check()
+    if state == "done":
+        # Like every trainer: a finished run is not touched (no model reload, no re-save, no new end time).
+        print(f"cai ppo: {cfg.output} already holds this finished run; nothing to do (delete the folder to "
+              "train again)", file=sys.stderr)
+        old = run.existing() or {}
+        return {"output": str(run.path), "steps": total_steps(cfg, len(prompts)), "resumed_from": None,
+                "already_done": True, "final": old.get("final_metrics", {}), "curves": old.get("curves", [])}
     reward_fn = load_reward(reward if reward is not None else cfg.reward, constitution=cfg.constitution,
                             principles=cfg.principles, seed=cfg.seed)
     checkpoints = Checkpoints(run.path)
@@ -154,7 +161,7 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     ctl = kl_controller(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
     moments = RunningMoments()
     ptx = data.load_ptx(cfg.ptx_data, tok, cfg.max_length) if cfg.ptx_data and cfg.ptx_coef else None
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(prompts) / cfg.batch_size))
+    total = total_steps(cfg, len(prompts))
 
     step0 = 0
     ckpt = checkpoints.latest() if state != "new" else None
@@ -206,6 +213,10 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     run.finish(final)  # draws DIR/curves/*.png from metrics.jsonl
     return {"output": str(run.path), "steps": total, "resumed_from": step0, "final": final,
             "curves": run.record.get("curves", [])}
+
+
+def total_steps(cfg: PPORunConfig, n_prompts: int) -> int:
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * n_prompts / cfg.batch_size))
 
 
 def _last_logged(out: Path) -> dict[str, Any]:
