@@ -36,7 +36,7 @@ else
   # pairs on a 2-core CPU with full weights and 384 tokens, so a full epoch (38 steps) takes over an
   # hour. With LoRA (the reference is the same weights with adapters off) and 256 tokens a step took
   # 19 s; 12 steps see 96 of the 300 pairs. DPO_ARGS="--lora --epochs 1 --batch-size 8 --max-length 256"
-  # runs the whole epoch (about 12 min there).
+  # runs the whole epoch (by those figures about 16 min there, reference log-probs included; not run).
   DPO=(${DPO_ARGS:---lora --max-steps 12 --batch-size 8 --max-length 256})
 fi
 
