@@ -220,7 +220,8 @@ def total_steps(cfg: PPORunConfig, n_prompts: int) -> int:
 
 
 def _last_logged(out: Path) -> dict[str, Any]:
-    """The last metrics line (a rerun of a finished run trains no step of its own)."""
+    """The last metrics line, for a run killed after its last checkpoint but before it finished: the
+    resume then trains no step of its own. (A finished run returns before this, in :func:`run_ppo`.)"""
     import json
 
     lines = [ln for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()] \
