@@ -122,9 +122,14 @@ def test_kill_9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(files, 
     assert proc.returncode == -signal.SIGKILL
     done = len(RecordStore(out))
     assert 5 <= done < 60 and done % 5 == 0  # whole batches only
-    # a crash in the middle of a write leaves a torn last line: make one to prove resume repairs it
-    with open(out, "ab") as f:
-        f.write(b'{"id": "p0')
+    # A crash in the middle of a write leaves a torn last line: make one the way it happens, by
+    # killing a resumed run half-way through its first write, to prove the next resume repairs it.
+    # (A torn line written by hand here raced the kill above: when that kill fell between a batch's
+    # write and its commit, the hand-made tear was blamed on that whole batch, which was then cut.)
+    torn = subprocess.run(cmd, env={**env, "SLOW_MOCK_DELAY": "0", "CAI_FAULT": "mid_write:1"},
+                          capture_output=True, text=True, timeout=120)
+    assert torn.returncode == -signal.SIGKILL, torn.stderr
+    assert not out.read_bytes().endswith(b"\n")
 
     resumed = subprocess.run(cmd, env={**env, "SLOW_MOCK_DELAY": "0"}, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
