@@ -10,6 +10,7 @@ about the answer and 14% copied their critique). The checks, with their wording 
 * ``copies-example``: it is mostly one of the constitution's worked examples;
 * ``off-topic``: it shares no content word with the user's message, is no refusal, and shares
   almost nothing with the first answer either;
+* ``repetitive``: it loops, repeating the same few words ("I'm sorry. I'm not. I'm not. ...");
 * ``empty``: nothing was written.
 
 :func:`filter_record` keeps the last revision of a record that passes every check as its final
@@ -33,7 +34,8 @@ def _rules() -> dict[str, Any]:
     return {"commentary": [re.compile(p, flags) for p in t["commentary"]],
             "refusal": [re.compile(p, flags) for p in t["refusal"]],
             "copy_ratio": float(t["copy_ratio"]), "min_len": int(t["min_word_length"]),
-            "max_overlap": float(t["max_overlap_with_answer"]), "stopwords": frozenset(t["stopwords"])}
+            "max_overlap": float(t["max_overlap_with_answer"]), "stopwords": frozenset(t["stopwords"]),
+            "rep_words": int(t["repetition_min_words"]), "rep_distinct": float(t["repetition_max_distinct"])}
 
 
 def _norm(text: str) -> str:
@@ -50,6 +52,16 @@ def is_copy(text: str, source: str) -> bool:
     if not a or not b:
         return False
     return a in b or SequenceMatcher(None, a, b, autojunk=False).ratio() >= _rules()["copy_ratio"]
+
+
+def is_repetitive(text: str) -> bool:
+    """Whether ``text`` loops: few of its word trigrams are distinct."""
+    r = _rules()
+    words = re.findall(r"[\w']+", text.lower())
+    if len(words) < r["rep_words"]:
+        return False
+    trigrams = list(zip(words, words[1:], words[2:]))
+    return len(set(trigrams)) / len(trigrams) <= r["rep_distinct"]
 
 
 def is_refusal(text: str) -> bool:
@@ -70,6 +82,8 @@ def revision_problems(revision: str | None, *, user_text: str, critique: str | N
         problems.append("copies-critique")
     if any(is_copy(text, ex) for ex in examples):
         problems.append("copies-example")
+    if is_repetitive(text):
+        problems.append("repetitive")
     words = _content_words(text)
     # Commentary is usually off topic too; one reason per failure keeps the counts readable.
     if "commentary" not in problems and words and not is_refusal(text) and not (words & _content_words(user_text)):
