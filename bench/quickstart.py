@@ -139,7 +139,7 @@ def section(args, cmd: list[str], first: dict, second: dict, steps: list[dict], 
               f"{first['tree_peak_mb']:.0f} MiB for the tree by wait4). The steps' seconds add to {total:.0f} s of "
               f"{first['seconds']:.0f} s; the rest is the runner's start and its checks. Targets (issue 11): at most "
               f"{TARGET_S // 60} minutes and {TARGET_RSS_MB // 1024} GiB: "
-              f"**{'PASS' if ok else 'FAIL'}**. The CPU was shared with other jobs (load above): times are inflated.", ""]
+              f"**{'PASS' if ok else 'FAIL'}**.", ""]
     return "\n".join(lines), ok
 
 
