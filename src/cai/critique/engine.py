@@ -72,7 +72,7 @@ class CritiqueConfig:
                          "revision filter), 'refusal-strings' (prefers one that refuses, then one that passes the "
                          "filter), or a reward spec (a PM folder, module:function) whose highest score wins")
     filter: bool = option(False, help="drop records whose revisions are not answers (commentary, copies of the "
-                          "critique or an example, off topic) to OUT.dropped.jsonl, and keep the last good "
+                          "critique or an example, off topic, loops) to OUT.dropped.jsonl, and keep the last good "
                           "revision as the final answer; `cai data stats` counts the reasons")
     format: str = option("jsonl", help="output format: jsonl or parquet (JSONL is always kept for resuming)")
     overlong: str = option("error", help="a conversation longer than the model's context: error (stop and name "
