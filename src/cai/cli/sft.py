@@ -39,14 +39,13 @@ def add_data_argument(p: argparse.ArgumentParser) -> None:
 def print_summary(summary: dict) -> None:
     import sys
 
-    from cai.train.rundir import is_main_process
+    from cai.train.rundir import finished_note, is_main_process
 
     if not is_main_process():
         return
     files = ", ".join(f"{f['path']} ({f['used']}/{f['records']})" for f in summary["files"])
     if summary.get("already_done"):
-        print(f"{summary['output']} already holds this finished run; nothing to do (delete the folder to train "
-              "again)", file=sys.stderr)
+        print(finished_note(summary["output"]), file=sys.stderr)
         return
     m = summary.get("final_metrics") or {}
     resumed = f", resumed from {summary['resumed_from']}" if summary.get("resumed_from") else ""

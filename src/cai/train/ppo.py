@@ -114,7 +114,7 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     from cai.train.guards import NonFiniteGuard
     from cai.train.data import sha256_file
     from cai.train.ppo_log import Checkpoints, TensorBoard, json_sha256
-    from cai.train.rundir import RunDir
+    from cai.train.rundir import RunDir, finished_note
     from cai.train.ppo_math import RunningMoments, kl_controller
     from cai.train.ppo_model import PolicyWithValue, load_tokenizer, pick_dtype, resolve_model_path
     from cai.train.rewards import load_reward
@@ -142,8 +142,7 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     state = run.check()
     if state == "done":
         # Like every trainer: a finished run is not touched (no model reload, no re-save, no new end time).
-        print(f"cai ppo: {cfg.output} already holds this finished run; nothing to do (delete the folder to "
-              "train again)", file=sys.stderr)
+        print(finished_note(cfg.output), file=sys.stderr)
         old = run.existing() or {}
         return {"output": str(run.path), "steps": total_steps(cfg, len(prompts)), "resumed_from": None,
                 "already_done": True, "final": old.get("final_metrics", {}), "curves": old.get("curves", [])}

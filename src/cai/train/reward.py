@@ -127,7 +127,7 @@ def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) 
     from cai.train.data import sha256_file
     from cai.train.model_io import model_path
     from cai.train.prefdata import load_pairs, split_pairs
-    from cai.train.rundir import RunDir
+    from cai.train.rundir import RunDir, finished_note
 
     if not config.output:
         raise CAIError("-o/--output is required: the folder the preference model is written to")
@@ -141,7 +141,7 @@ def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) 
     run = RunDir(out, command=STAGE, config=to_dict(config), data=data, base_model=base)
     state = run.check()
     if state == "done":
-        print(f"{out}: this run is already done; delete the folder to train again", file=sys.stderr)
+        print(finished_note(out), file=sys.stderr)
         return run.existing() or {}
     return _train(config, run, base, train, heldout, run.last_checkpoint() if state == "resume" else None,
                   show_progress)

@@ -101,7 +101,7 @@ def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | Non
     is loaded with :func:`cai.train.rewards.load_reward`. ``prompts`` overrides ``config.prompts``.
     """
     from cai.train.model_io import model_path
-    from cai.train.rundir import RunDir
+    from cai.train.rundir import RunDir, finished_note
 
     if not config.output:
         raise CAIError("-o/--output is required: the folder the trained policy is written to")
@@ -114,7 +114,7 @@ def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | Non
     run = RunDir(config.output, command=STAGE, config=to_dict(config), data=data, base_model=base)
     state = run.check()
     if state == "done":
-        print(f"{config.output}: this run is already done; delete the folder to train again", file=sys.stderr)
+        print(finished_note(config.output), file=sys.stderr)
         return run.existing() or {}
     if reward is None:
         from cai.train.rewards import load_reward

@@ -44,6 +44,11 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def finished_note(path: str | Path) -> str:
+    """What every trainer says when asked to rerun a finished run, which it leaves as it is."""
+    return f"{path} already holds this finished run; nothing to do (delete the folder to train again)"
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomic: other ranks and a later rerun never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
