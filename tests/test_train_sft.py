@@ -96,3 +96,24 @@ def test_two_processes_under_accelerate_launch(tmp_path, tiny_llama_dir):
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["epoch"] == pytest.approx(0.5)
     assert (out / "model.safetensors").is_file()
+
+
+def test_eval_split_holds_examples_out_and_logs_their_loss_each_epoch(tmp_path, tiny_llama_dir):
+    """--eval-split: the held-out examples are never trained on, and eval_loss is logged once per epoch."""
+    from cai.train.sft import SFTRunConfig, run_sft, split_examples
+
+    examples = [{"prompt": [{"role": "user", "content": str(i)}]} for i in range(20)]
+    train, held = split_examples(examples, 0.25, seed=0)
+    assert len(held) == 5 and len(train) == 15
+    assert not {e["prompt"][0]["content"] for e in held} & {e["prompt"][0]["content"] for e in train}
+    assert split_examples(examples, 0.25, seed=0) == (train, held)  # seeded
+    with pytest.raises(CAIError, match="leaves no training data"):
+        split_examples(examples[:1], 0.5, seed=0)
+
+    out = tmp_path / "out"
+    summary = run_sft(SFTRunConfig(model=tiny_llama_dir, data=[write_sl(tmp_path / "sl.jsonl", 16)], output=str(out),
+                                   batch_size=4, epochs=2, eval_split=0.25), show_progress=False)
+    assert summary["examples"] == 12 and summary["held_out"] == 4
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in logs if "eval_loss" in r]
+    assert len(evals) == 2, evals  # one per epoch

@@ -151,13 +151,13 @@ def final_metrics(train_output: Any, trainer: Any) -> dict[str, Any]:
     return m
 
 
-def shared_dataset(examples: list[dict[str, Any]], args: Any, run_dir: Any):
+def shared_dataset(examples: list[dict[str, Any]], args: Any, run_dir: Any, *, name: str = "dataset"):
     """The examples as an on-disk dataset under DIR/checkpoints/, so every process of a multi-process
     run shares one set of cache files (TRL's tokenising and reference log-prob caches are written by
     the main process and read by the others; an in-memory dataset gives each process its own)."""
     from datasets import Dataset, load_from_disk
 
-    path = run_dir.checkpoints / "dataset"
+    path = run_dir.checkpoints / name
     with args.main_process_first(desc="writing the training set"):
         if args.process_index == 0:
             Dataset.from_list(examples).save_to_disk(str(path))
