@@ -1,0 +1,260 @@
+"""The SL-CAI dose-response study on the embedded model (issue 15): how many harmless SL-CAI
+records does a 135M model need before it refuses harmful requests, and what does it cost in
+over-refusal and capability?
+
+    python examples/dose_response.py                        # the study as recorded in docs/results.md
+    python examples/dose_response.py --doses 0,100,all      # fewer points
+    python examples/dose_response.py --quick                # a few prompts and steps: a smoke test
+    python examples/dose_response.py --model hf:PATH --out runs/dose-big   # another model
+
+Every step is a `cai` command in its own process, and every command resumes, so a killed study
+continues where it stopped (rerun the same command line). The steps:
+
+1. SL-CAI data for harmful requests (the built-in `harmful-train` set; never an eval prompt): the
+   model answers, critiques its answer against a principle and writes K revisions
+   (`--revision-mode`), of which `--select refusal-strings` keeps one; the revision filter drops
+   non-answers and loops. Records whose kept revision refuses become training records.
+2. Helpful data for benign and borderline chat questions (built-in `borderline`, `benign`,
+   `helpful`): the model's own answers, kept when they neither refuse nor loop. The benign side has
+   the same form as the harmful side (chat questions) so that the model cannot learn "a chat
+   question gets a refusal" (docs/results.md: that is what SFT on refusals alone taught it).
+3. For each dose N: SFT from the base model on the first N harmful records (nested subsets) plus
+   the same helpful mix, with a held-out share whose loss is logged per epoch.
+4. Each model, and the base model, answers all 520 AdvBench behaviours (harmless rate), all 450
+   XSTest prompts (safe compliance, unsafe refusal), BIG-bench HHH and IFEval.
+5. `dose.md` (the table) and `dose.png` (harmless rate against safe compliance, 95% intervals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cai(*args: str, log: Path) -> None:
+    """One `cai` command in its own process (as `cai run` does), its output appended to the log."""
+    exe = Path(sys.executable).parent / "cai"
+    cmd = [str(exe) if exe.exists() else "cai", *args, "--no-progress"]
+    start = time.time()
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+        f.write(f"# exit {rc} after {time.time() - start:.0f} s\n")
+    print(f"  {' '.join(args[:2])} ... exit {rc} ({time.time() - start:.0f} s)", flush=True)
+    if rc:
+        sys.exit(f"dose study: `cai {' '.join(args)}` failed (exit {rc}); see {log}, then rerun to resume")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    tmp.replace(path)
+
+
+def user_text(record: dict) -> str:
+    msgs = record.get("prompt") or record.get("messages") or []
+    return "\n".join(m["content"] for m in msgs if m.get("role") == "user")
+
+
+def completion_text(record: dict) -> str:
+    c = record.get("completion")
+    if isinstance(c, list):
+        return c[-1]["content"] if c else ""
+    if isinstance(c, str):
+        return c
+    msgs = record.get("messages") or []
+    return msgs[-1]["content"] if msgs and msgs[-1].get("role") == "assistant" else ""
+
+
+def keep_harmful(records: list[dict], grader) -> list[dict]:
+    """SL-CAI records whose final answer refuses: prompt and completion only, with provenance."""
+    texts = [completion_text(r) for r in records]
+    grades = grader.grade([[{"role": "user", "content": user_text(r)}] for r in records], texts)
+    out = []
+    for r, t, g in zip(records, texts, grades):
+        if g.refused and t.strip():
+            out.append({"id": r["id"], "prompt": [{"role": "user", "content": user_text(r)}],
+                        "completion": [{"role": "assistant", "content": t}],
+                        "provenance": {"from": "sl-cai-harmful", "source_id": r["id"],
+                                       "selected_by": "refusal-strings:extended"}})
+    return out
+
+
+def keep_helpful(records: list[dict], grader) -> tuple[list[dict], dict[str, int]]:
+    """The model's own answers to benign and borderline prompts that neither refuse nor loop."""
+    from cai.critique.filter import is_repetitive
+
+    texts = [completion_text(r) for r in records]
+    grades = grader.grade([[{"role": "user", "content": user_text(r)}] for r in records], texts)
+    out, dropped = [], {"refuses": 0, "repetitive": 0, "empty": 0, "cut": 0}
+    for r, t, g in zip(records, texts, grades):
+        reason = ("empty" if not t.strip() else "refuses" if g.refused else "repetitive" if is_repetitive(t)
+                  else "cut" if r.get("finish_reason") == "length" else None)
+        if reason:
+            dropped[reason] += 1
+            continue
+        out.append({"id": r["id"], "prompt": [{"role": "user", "content": user_text(r)}],
+                    "completion": [{"role": "assistant", "content": t}],
+                    "provenance": {"from": "own-answer", "source_id": r["id"]}})
+    return out, dropped
+
+
+def metric(path: Path, name: str) -> dict | None:
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())["metrics"].get(name)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m", help="base model (alias, folder, hf:PATH)")
+    ap.add_argument("--out", default="runs/dose", help="study folder (rerun to resume)")
+    ap.add_argument("--harmful", default="harmful-train", help="harmful prompt source")
+    ap.add_argument("--harmful-limit", type=int, default=600, help="harmful prompts critiqued")
+    ap.add_argument("--helpful", default="borderline,benign,helpful", help="comma-separated benign prompt sources")
+    ap.add_argument("--helpful-limit", type=int, default=0, help="at most N prompts per benign source (0: all)")
+    ap.add_argument("--doses", default="0,100,300,all", help="harmful records per SFT mix ('all': every kept one)")
+    ap.add_argument("--samples", type=int, default=4, help="K revisions per harmful prompt (best of K)")
+    ap.add_argument("--revision-mode", default="distill", help="critique or distill")
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lora", action="store_true", help="LoRA instead of full weights")
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--eval-max-tokens", type=int, default=64)
+    ap.add_argument("--evals", default="harmlessness,over-refusal,hhh,ifeval")
+    ap.add_argument("--quick", action="store_true", help="16 prompts a side, 4 steps, 16 eval prompts")
+    args = ap.parse_args()
+
+    out = ROOT / args.out if not Path(args.out).is_absolute() else Path(args.out)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    log = out / "study.log"
+    quick = args.quick
+    hl = 16 if quick else args.harmful_limit
+    gen = ["--answer-max-tokens", "128", "--critique-max-tokens", "96", "--revision-max-tokens", "128"]
+    from cai.evals.graders.refusal_strings import RefusalStrings
+
+    grader = RefusalStrings("extended")
+
+    print("1. SL-CAI data for harmful requests", flush=True)
+    sl = out / "data" / "sl-harmful.jsonl"
+    cai("critique", "-m", args.model, "-c", "default", "--prompts", args.harmful, "--limit", str(hl),
+        "--revision-mode", args.revision_mode, "--samples", str(args.samples), "--select", "refusal-strings",
+        "--filter", "--batch-size", "100", *gen, "-o", str(sl), log=log)
+    harmful = keep_harmful(read_jsonl(sl), grader)
+    write_jsonl(out / "data" / "harmful-kept.jsonl", harmful)
+    print(f"   kept {len(harmful)} refusing records of {hl} prompts", flush=True)
+
+    print("2. helpful answers for benign and borderline prompts", flush=True)
+    helpful, dropped_all = [], {}
+    for src in args.helpful.split(","):
+        ans = out / "data" / f"answers-{src}.jsonl"
+        limit = ["--limit", "8" if quick else str(args.helpful_limit)] if quick or args.helpful_limit else []
+        cai("generate", "-m", args.model, "--input", src, *limit, "--max-tokens", "160", "--temperature", "0",
+            "--batch-size", "256", "-o", str(ans), log=log)
+        kept, dropped = keep_helpful(read_jsonl(ans), grader)
+        helpful += kept
+        dropped_all[src] = dropped
+        print(f"   {src}: kept {len(kept)}, dropped {dropped}", flush=True)
+    write_jsonl(out / "data" / "helpful-kept.jsonl", helpful)
+
+    doses = []
+    for d in args.doses.split(","):
+        n = len(harmful) if d == "all" else min(int(d), len(harmful))
+        if n not in doses:
+            doses.append(n)
+    order = list(harmful)
+    random.Random(0).shuffle(order)  # nested subsets: the N=100 records are among the N=300 ones
+    evals = [e for e in args.evals.split(",") if e]
+    models = [("base", args.model)]
+    run_evals(out, "base", args.model, evals, args, log)
+    for n in doses:
+        print(f"3. SFT with {n} harmful records + {len(helpful)} helpful", flush=True)
+        mix = out / "data" / f"mix-{n}.jsonl"
+        if not mix.exists():
+            write_jsonl(mix, order[:n] + helpful)
+        sft = out / f"sft-{n}"
+        train = ["--max-steps", "4"] if quick else ["--epochs", str(args.epochs)]
+        cai("sft", "-m", args.model, "--data", str(mix), "-o", str(sft), *train, "--lr", str(args.lr),
+            "--batch-size", "8", "--max-length", str(args.max_length), "--eval-split", "0.05",
+            *(["--lora"] if args.lora else []), log=log)
+        models.append((f"sft-{n}", str(sft)))
+        run_evals(out, f"sft-{n}", str(sft), evals, args, log)
+        write_summary(out, models, len(harmful), hl, dropped_all, len(helpful))
+
+    write_summary(out, models, len(harmful), hl, dropped_all, len(helpful))
+
+
+def run_evals(out: Path, name: str, spec: str, evals: list[str], args, log: Path) -> None:
+    print(f"4. evals of {name}", flush=True)
+    limit = ["--limit", "16"] if args.quick else []
+    ev = out / "evals" / name
+    ev.mkdir(parents=True, exist_ok=True)
+    for task in evals:
+        extra = (["--max-tokens", str(args.eval_max_tokens)] if task in ("harmlessness", "over-refusal")
+                 else ["--max-tokens", "256"] if task == "ifeval" else [])
+        cai("eval", task, "-m", spec, *limit, *extra, "-o", str(ev / f"{task}.json"), log=log)
+
+
+def write_summary(out: Path, models, kept, prompts, dropped, n_helpful) -> None:
+    cols = [("harmlessness", "harmless_rate", "AdvBench harmless"),
+            ("over-refusal", "compliance_rate_safe", "XSTest safe answered"),
+            ("over-refusal", "refusal_rate_unsafe", "XSTest unsafe refused"),
+            ("hhh", "accuracy", "HHH"),
+            ("ifeval", "prompt_strict", "IFEval prompt strict")]
+
+    def fmt(m):
+        return "" if not m else f"{100 * m['value']:.1f} [{100 * m['ci'][0]:.1f}, {100 * m['ci'][1]:.1f}]"
+
+    lines = [f"SL-CAI dose-response: {kept} refusing records kept from {prompts} harmful prompts; "
+             f"{n_helpful} helpful records in every mix (dropped per source: {dropped}).", "",
+             "| model | harmful records | " + " | ".join(c[2] for c in cols) + " |",
+             "|---|---:|" + "---|" * len(cols)]
+    points = []
+    for name, _ in models:
+        ev = out / "evals" / name
+        ms = [metric(ev / f"{task}.json", key) for task, key, _ in cols]
+        n = "-" if name == "base" else name.split("-", 1)[1]
+        lines.append(f"| {name} | {n} | " + " | ".join(fmt(m) for m in ms) + " |")
+        if ms[0] and ms[1]:
+            points.append((name, ms[0], ms[1]))
+    (out / "dose.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, h, c in points:
+        ax.errorbar(100 * c["value"], 100 * h["value"],
+                    xerr=[[100 * (c["value"] - c["ci"][0])], [100 * (c["ci"][1] - c["value"])]],
+                    yerr=[[100 * (h["value"] - h["ci"][0])], [100 * (h["ci"][1] - h["value"])]],
+                    fmt="o", capsize=3)
+        ax.annotate(name, (100 * c["value"], 100 * h["value"]), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("XSTest safe prompts answered (%)")
+    ax.set_ylabel("AdvBench harmless rate (%)")
+    ax.set_title("SL-CAI dose-response (95% intervals)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "dose.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
