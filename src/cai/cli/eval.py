@@ -1,6 +1,7 @@
 """``cai eval``: evaluations, one subcommand each. ``cai eval labeler`` measures how often the AI
 preference labeller agrees with human labels; ``cai eval grader`` how often a grader agrees with
-human refusal labels; ``harmlessness`` and ``over-refusal`` grade a model's answers."""
+human refusal labels; ``harmlessness`` and ``over-refusal`` grade a model's answers; ``ifeval``
+checks its answers against verifiable instructions."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_graded(evals)
     _register_loglik_tasks(evals)
     _register_judged_tasks(evals)
+    _register_ifeval(evals)
 
 
 def _register_labeler(evals: argparse._SubParsersAction) -> None:
@@ -222,6 +224,38 @@ def _register_judged_tasks(evals: argparse._SubParsersAction) -> None:
                    help="a model to compare; repeat for each (at least two)")
     add_stage_arguments(p, PairwiseConfig, skip=("models", "model"))
     p.set_defaults(func=_pairwise)
+
+
+IFEVAL_EPILOG = """examples:
+  cai eval ifeval -m smollm2-135m -o results/ifeval.json
+  cai eval ifeval -m hf:runs/rl --limit 100 --max-tokens 512 -o rl/ifeval.json
+No judge: each prompt's instructions ("no commas", "at least 300 words", "answer in JSON", ...) are
+checked by rule. Strict takes the answer as it is; loose also accepts it with its first and/or last
+line or its * markdown removed (IFEval's two criteria). Prompt-level: every instruction of a prompt
+followed; instruction-level: share of all instructions followed. --data: ifeval (541 prompts, ships
+with cai) or a JSONL in IFEval's format. Running the same command again resumes."""
+
+
+def _register_ifeval(evals: argparse._SubParsersAction) -> None:
+    from cai.config import add_stage_arguments
+    from cai.evals.tasks.ifeval import IFEvalConfig
+
+    p = evals.add_parser(
+        "ifeval", help="IFEval: does the model follow verifiable instructions (no judge; strict and loose)",
+        description="The model answers IFEval's 541 prompts, each with one to three instructions a program can "
+        "check (834 in all, 25 types). Reports prompt-level and instruction-level accuracy, strict and loose, each "
+        "with a 95% bootstrap interval over prompts, and per instruction type in the result's breakdown.",
+        epilog=IFEVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_stage_arguments(p, IFEvalConfig)
+    p.set_defaults(func=_ifeval)
+
+
+def _ifeval(args: argparse.Namespace) -> int:
+    from cai.config import stage_config
+    from cai.evals.tasks.ifeval import IFEvalConfig, evaluate_ifeval
+
+    config = stage_config(IFEvalConfig, args)
+    return _finish(evaluate_ifeval(config, show_progress=args.progress), config.output, "ifeval")
 
 
 def _finish(result, output: str, task: str) -> int:

@@ -20,7 +20,7 @@ from cai.errors import CAIError
 from cai.evals.results import EvalResult, Metric, read_result
 
 # The trade-off plot's default axes: the first metric present in any column wins.
-DEFAULT_X = ("helpfulness.win_rate", "hhh.helpful_accuracy")
+DEFAULT_X = ("helpfulness.win_rate", "hhh.helpful_accuracy", "ifeval.prompt_strict_accuracy")
 DEFAULT_Y = ("harmlessness.harmless_rate", "hhh.harmless_accuracy")
 
 

@@ -35,6 +35,8 @@ DATASETS = {d.name: d for d in [
     Dataset("truthfulqa", "truthfulqa/TruthfulQA.csv", "Apache-2.0", "TruthfulQA: 790 questions with correct and "
             "incorrect answers"),
     Dataset("advbench", "advbench/harmful_behaviors.csv", "MIT", "AdvBench: 520 harmful behaviors (goal, target)"),
+    Dataset("ifeval", "ifeval/input_data.jsonl", "Apache-2.0", "IFEval: 541 prompts with 834 verifiable "
+            "instructions of 25 types (no commas, at least N words, JSON, ...)"),
 ]}
 
 

@@ -35,6 +35,31 @@ def bootstrap_ci(values: Sequence[float], *, n_resamples: int = 2000, alpha: flo
     return float(lo), float(hi)
 
 
+def bootstrap_ratio_ci(numerators: Sequence[float], denominators: Sequence[float], *, n_resamples: int = 2000,
+                       alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval for sum(numerators) / sum(denominators), resampling the
+    (numerator, denominator) units together: a share of instructions, say, where the unit resampled
+    is the prompt that carries them, so instructions of one prompt stay together."""
+    import numpy as np
+
+    n = len(numerators)
+    if n == 0 or n != len(denominators):
+        return float("nan"), float("nan")
+    num, den = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(n_resamples)
+    for start in range(0, n_resamples, 256):
+        stop = min(n_resamples, start + 256)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratios[start:stop] = num[idx].sum(axis=1) / den[idx].sum(axis=1)
+    ratios = ratios[np.isfinite(ratios)]
+    if not len(ratios):
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(ratios, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
 def calibration(confidences: Sequence[float], outcomes: Sequence[float], *, n_bins: int = 10,
                 lo: float = 0.5, hi: float = 1.0) -> tuple[float, list[dict[str, Any]]]:
     """Expected calibration error and per-bin statistics.

@@ -16,7 +16,7 @@ from cai.report.discover import Found
 
 STAGE_ORDER = ("critique", "sft", "label", "reward", "ppo", "rloo", "dpo", "eval", "redteam", "report")
 CURVES = ("loss", "policy_loss", "reward", "kl", "length")  # drawn first; the rest fold away
-NO_GRADER = {"grader", "hhh", "truthfulqa"}  # tasks scored without a grader, or measuring one
+NO_GRADER = {"grader", "hhh", "truthfulqa", "ifeval"}  # tasks scored without a grader, or measuring one
 NOT_CURVES = {"step", "epoch", "time", "timestamp", "wall", "global_step"}
 
 
@@ -171,8 +171,9 @@ def _choose(metrics: dict[str, dict[str, Any]], prefer: tuple[str, ...]) -> tupl
 
 def tradeoff(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     """One point per model: harmlessness (y) against helpfulness (x), like Figure 2 of the CAI
-    paper. Helpfulness is the helpfulness task's win rate, or else XSTest compliance on safe
-    prompts (the share of safe requests answered); the latest result per (task, model) counts."""
+    paper. Helpfulness is the helpfulness task's win rate, or else IFEval's prompt-level strict
+    accuracy (instructions followed, no judge), or else XSTest compliance on safe prompts (the
+    share of safe requests answered); the latest result per (task, model) counts."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for r in sorted(results, key=lambda r: r["mtime"]):
         latest[(r["task"], r["model"])] = r
@@ -182,6 +183,8 @@ def tradeoff(results: list[dict[str, Any]]) -> dict[str, Any] | None:
         harm = latest.get(("harmlessness", model))
         helpful = latest.get(("helpfulness", model))
         x_src = _choose(helpful["metrics"], ("win",)) if helpful else None
+        if x_src is None and latest.get(("ifeval", model)):
+            x_src = _choose(latest[("ifeval", model)]["metrics"], ("prompt_strict",))
         if x_src is None and latest.get(("over-refusal", model)):
             x_src = _choose(latest[("over-refusal", model)]["metrics"], ("compliance",))
         y_src = _choose(harm["metrics"], ("harmless",)) if harm else None

@@ -37,6 +37,7 @@ EVAL_TASKS: dict[str, tuple[str, str]] = {
     "hhh": ("cai.evals.tasks.hhh:HHHConfig", "cai.evals.tasks.hhh:evaluate_hhh"),
     "truthfulqa": ("cai.evals.tasks.truthfulqa:TruthfulQAConfig", "cai.evals.tasks.truthfulqa:evaluate_truthfulqa"),
     "helpfulness": ("cai.evals.tasks.helpfulness:HelpfulnessConfig", "cai.evals.tasks.helpfulness:evaluate_helpfulness"),
+    "ifeval": ("cai.evals.tasks.ifeval:IFEvalConfig", "cai.evals.tasks.ifeval:evaluate_ifeval"),
 }
 
 
