@@ -215,7 +215,7 @@ def write_summary(out: Path, models, kept, prompts, dropped, n_helpful) -> None:
             ("over-refusal", "compliance_rate_safe", "XSTest safe answered"),
             ("over-refusal", "refusal_rate_unsafe", "XSTest unsafe refused"),
             ("hhh", "accuracy", "HHH"),
-            ("ifeval", "prompt_strict", "IFEval prompt strict")]
+            ("ifeval", "prompt_strict_accuracy", "IFEval prompt strict")]
 
     def fmt(m):
         return "" if not m else f"{100 * m['value']:.1f} [{100 * m['ci'][0]:.1f}, {100 * m['ci'][1]:.1f}]"
