@@ -62,8 +62,10 @@ def test_report_content(run_dir):
     from cai.report.collect import collect
 
     model = collect(discover([run_dir]))
+    # The labeller eval is a stage too (issue 17: it used to be left out, and the summary said "0 eval results").
     assert [s["name"] for s in model["stages"]] == ["critique", "sft", "label", "reward", "ppo", "eval", "eval",
-                                                    "eval", "redteam"]
+                                                    "eval", "eval", "redteam"]
+    assert any(s["what"].startswith("labeler smollm2-135m") and "accuracy" in s["detail"] for s in model["stages"])
     assert [t["stage"] for t in model["training"]] == ["sft", "reward", "ppo"]
     ppo = model["training"][2]
     assert len(ppo["charts"]) == 4 and len(ppo["more_charts"]) == 1  # loss, reward, kl, length; entropy
@@ -133,7 +135,7 @@ def test_report_in_chromium(report, run_dir, tmp_path):
             assert page.eval(f"!!document.getElementById('{sid}')"), sid
         assert page.eval("document.querySelectorAll('#training svg.chart polyline').length") >= 6
         assert page.eval("document.querySelectorAll('#evals svg.chart circle').length") == 3  # trade-off points
-        assert page.eval("document.querySelectorAll('ol.stages li').length") == 9
+        assert page.eval("document.querySelectorAll('ol.stages li').length") == 10
         assert page.eval("document.querySelectorAll('#ex-list details.ex').length") == 50  # one page of 118
         assert _count(page) == 118
         # The XSS prompt shows as literal text in its card.

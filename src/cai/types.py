@@ -18,6 +18,21 @@ Conversation = list[Message]
 
 ROLES = ("system", "user", "assistant")
 
+# No backend bounds the temperature (vLLM and transformers take any value >= 0; OpenAI's API stops
+# at 2), but a chat model's next-token logits span some 10-30 nats, so dividing them by 10 already
+# leaves a near-uniform draw over the vocabulary: random tokens. Anything above is a typo (70 for
+# 0.7, 1e9) that would otherwise fill a dataset with noise and exit 0.
+MAX_TEMPERATURE = 10.0
+
+
+def check_temperature(value: float, name: str = "temperature") -> None:
+    """The one temperature check every stage runs (sampling, PPO and RLOO rollouts, red-team attacker)."""
+    if not 0 <= value < float("inf"):  # also refuses NaN, which would reach the records
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if value > MAX_TEMPERATURE:
+        raise ValueError(f"{name} must be at most {MAX_TEMPERATURE:g} (above it a model samples near-random tokens), "
+                         f"got {value:g}; 0.7 to 1 is usual, 0 is greedy")
+
 
 def check_conversation(conversation: Sequence[Message], where: str = "conversation") -> None:
     """Raise ValueError with a precise message if ``conversation`` is not a valid chat."""
@@ -48,8 +63,7 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.temperature < float("inf"):  # also refuses NaN, which would reach the records
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        check_temperature(self.temperature)
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1:

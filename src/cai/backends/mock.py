@@ -128,7 +128,17 @@ def _load_script(path: str) -> dict[str, list[dict[str, Any]]]:
         data = yaml.safe_load(text)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a mock script is a mapping with 'generate' and/or 'options' lists")
-    rules = {"generate": list(data.get("generate") or []), "options": list(data.get("options") or [])}
+    # Any other YAML file (a constitution, a run file) would otherwise pass as a script without rules.
+    other = sorted(set(map(str, data)) - {"generate", "options"})
+    if other or not data:
+        found = f"it has {', '.join(repr(k) for k in other[:5])}" if other else "it is empty"
+        raise ValueError(f"{path} is not a mock script ({found}); a mock script holds only 'generate' and "
+                         "'options' rule lists (see cai.backends.mock), and plain mock: needs no file")
+    rules = {"generate": data.get("generate") or [], "options": data.get("options") or []}
+    for key, rs in rules.items():
+        if not isinstance(rs, list) or not all(isinstance(r, dict) for r in rs):
+            raise ValueError(f"{path}: '{key}' must be a list of rules (mappings with 'match' and "
+                             f"'{'reply' if key == 'generate' else 'logprobs'}')")
     for r in rules["generate"]:
         if "reply" not in r:
             raise ValueError(f"{path}: every generate rule needs a 'reply', got {r!r}")

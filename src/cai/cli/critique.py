@@ -33,12 +33,29 @@ def _run(args: argparse.Namespace) -> int:
 
     config = stage_config(CritiqueConfig, args)
     if args.prompt is not None:
+        _check_one(args.prompt, config)
         return _one(args.prompt, config)
     from cai.critique import run_critique
 
     summary = run_critique(config, show_progress=args.progress)
     _summary(summary)
     return 0
+
+
+def _check_one(text: str, config) -> None:
+    """--prompt prints one chain and writes nothing: refuse what it would silently ignore."""
+    from cai.cli.generate import names_a_file
+    from cai.errors import CAIError
+
+    if names_a_file(text):
+        raise CAIError(f"--prompt {text} is a file, but --prompt takes the text of one prompt; to critique "
+                       f"the prompts in it, pass --prompts {text} -o OUT.jsonl")
+    if config.prompts:
+        raise CAIError("pass either --prompt TEXT (one prompt, printed) or --prompts SRC -o OUT.jsonl (a file "
+                       "run), not both")
+    if config.output:
+        raise CAIError("-o/--output is for a --prompts run; --prompt TEXT prints its chain. Drop -o, or pass the "
+                       "prompts with --prompts SRC")
 
 
 def _summary(summary: dict) -> None:
@@ -50,7 +67,7 @@ def _summary(summary: dict) -> None:
     revised = sum(1 for r in records if r.get("revised"))
     where = summary["output"] + (f" (and {summary['parquet']})" if summary.get("parquet") else "")
     print(f"wrote {summary['written']} new records to {where}; {summary['total']} in total "
-          f"({summary['skipped']} were already there); revision differs from the first answer in "
+          f"({summary['before']} were already there); revision differs from the first answer in "
           f"{revised}/{len(records)}. Inspect with: cai data stats {summary['output']}", file=sys.stderr)
 
 

@@ -37,6 +37,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.prompt is not None:
         if config.input:
             raise CAIError("pass either a PROMPT or --input FILE, not both")
+        if names_a_file(args.prompt):
+            raise CAIError(f"{args.prompt} is a file, but a PROMPT argument is answered as text; to answer the "
+                           f"prompts in it, pass -i/--input {args.prompt} -o OUT.jsonl")
+        if config.output:
+            raise CAIError("-o/--output is for a prompt file (-i/--input FILE); the answer to a PROMPT argument is "
+                           "printed. Drop -o, or put the prompt in a file and pass it with -i")
         completions = generate_one(config, args.prompt)
         print("\n\n---\n\n".join(c.text for c in completions))
         return 0
@@ -46,3 +52,13 @@ def _run(args: argparse.Namespace) -> int:
     print(f"wrote {summary['written']} new records to {summary['output']}; {summary['total']} in total "
           f"({summary['skipped']} were already there)", file=sys.stderr)
     return 0
+
+
+def names_a_file(text: str) -> bool:
+    """Whether a prompt argument names an existing file (a path mistaken for the prompt)."""
+    from pathlib import Path
+
+    try:
+        return "\n" not in text and len(text) < 4096 and Path(text).expanduser().is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False

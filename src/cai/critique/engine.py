@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from cai.critique import prompts as cp
 from cai.config import option, to_dict
-from cai.critique.filter import example_texts, filter_record
+from cai.critique.filter import example_texts, filter_record, kept_nothing
 from cai.critique.records import dropped_path, provenance_of, resume_check
 from cai.critique.plan import PromptItem, choose_principles, principle_pool, prompt_id, prompt_items  # noqa: F401
 from cai.errors import CAIError
@@ -88,6 +88,8 @@ class CritiqueConfig:
             raise ValueError("principle_selection 'list' needs principle ids: pass --principles ID [ID ...]")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}; leave it out to use every prompt")
         if not 0.0 <= self.early_stop_threshold <= 1.0:
             raise ValueError(f"early_stop_threshold must be within [0, 1], got {self.early_stop_threshold}")
         if self.few_shot is not None and self.few_shot < -1:
@@ -100,6 +102,8 @@ class CritiqueConfig:
         if self.format not in ("jsonl", "parquet"):
             raise ValueError(f"format {self.format!r} is unknown; use jsonl or parquet")
         self.principles = tuple(self.principles)
+        for kind in ("answer", "critique", "revision"):
+            self.sampling(kind)  # temperature, top_p and token limits fail now, not after the model loads
 
     def sampling(self, kind: str, stop: Sequence[str] = (), *, key: str = "") -> SamplingParams:
         """Sampling for one step. ``key`` names the step and batch, so each step of each batch draws
@@ -341,9 +345,10 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
                            seed=config.seed)
     items = prompt_items(prompts)
     base_prov = provenance_of(engine, prompts=config.prompts)
-    resume_check(store, base_prov)
+    resume_check(store, base_prov, dropped)
     todo = [it for it in store.todo(items, key=lambda it: it.id) if it.id not in dropped]
     done_before = len(items) - len(todo)
+    there_before = len(store)
     written = 0
     examples = example_texts(constitution) if config.filter else []
     with progress(len(items), "critique", unit="prompt", initial=done_before, enabled=show_progress) as bar:
@@ -362,8 +367,10 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
             bar.update(len(records))
             if on_batch:
                 on_batch(records)
+    if config.filter and not len(store) and len(dropped):
+        raise CAIError(kept_nothing(dropped))
     if fmt == "parquet" and len(store):
         export_parquet(jsonl, parquet)
     return {"output": str(jsonl), "parquet": str(parquet) if fmt == "parquet" else None, "prompts": len(items),
-            "skipped": done_before, "written": written, "total": len(store), "dropped": len(dropped),
-            "config": to_dict(config)}
+            "skipped": done_before, "before": there_before, "written": written, "total": len(store),
+            "dropped": len(dropped), "config": to_dict(config)}

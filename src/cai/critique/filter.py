@@ -128,3 +128,18 @@ def filter_record(rec: dict[str, Any], examples: Sequence[str] = ()) -> dict[str
                    completion=[{"role": "assistant", "content": final}],
                    chosen=[{"role": "assistant", "content": final}])
     return out
+
+
+def kept_nothing(dropped: Any) -> str:
+    """The error when every record was dropped: how many, why (reasons by count), where they are,
+    and what to change. Without it a run ended "done" with no dataset, and the next stage said
+    only that the file was missing."""
+    from collections import Counter
+
+    records = list(dropped)
+    reasons = Counter(r for rec in records for r in rec.get("dropped") or ["no-revision"])
+    why = ", ".join(f"{r} {n}" for r, n in reasons.most_common())
+    return (f"the filter kept 0 of {len(records)} records (reasons: {why}); they are in {dropped.path}, each with "
+            "its reasons. To get training data, give more prompts (--limit), sample best of K revisions "
+            "(--samples 4), try --revision-mode distill or a larger --critic, or keep every revision with "
+            "--no-filter (filter: false in a cai run file)")

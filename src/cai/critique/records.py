@@ -30,10 +30,11 @@ def provenance_of(engine: Any, **extra: Any) -> dict[str, Any]:
     )
 
 
-def resume_check(store: Any, prov: dict[str, Any]) -> None:
-    """Refuse to append to a file made with a different constitution, models or rounds: mixing them
-    would silently corrupt the dataset."""
-    first = next(iter(store), None)
+def resume_check(store: Any, prov: dict[str, Any], *also: Any) -> None:
+    """Refuse to append to a file made with other settings: records from two setups in one file
+    would silently corrupt the dataset. ``also`` are sidecar stores (the dropped records) whose
+    records count when the file itself is still empty."""
+    first = next((rec for s in (store, *also) for rec in s), None)
     if first is None or "provenance" not in first:
         return
     old = first["provenance"]
@@ -45,9 +46,60 @@ def resume_check(store: Any, prov: dict[str, Any]) -> None:
     for key, default in (("rounds", None), ("revision_mode", "critique"), ("samples", 1), ("filter", False)):
         if (old.get("run") or {}).get(key, default) != prov["run"][key]:
             diffs.append(key.replace("_", " "))
-    if diffs:
-        raise CAIError(f"{store.path} was made with a different {', '.join(diffs)}; resume with the same settings "
-                       "or write to a new -o file")
+    changed = [f"{flag} ({was!r} in the file, {now!r} now)" for flag, was, now in _setting_changes(old, prov)]
+    if diffs or changed:
+        raise CAIError(f"{store.path} was made with a different {', '.join(diffs + changed)}; resume with the same "
+                       "settings or write to a new -o file")
+
+
+def _setting_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(flag, value in the file, value now) for each setting that differs. A setting the file's
+    provenance does not record (an older cai wrote it) is not compared."""
+    out: list[tuple[str, Any, Any]] = []
+
+    def cmp(flag: str, was: Any, now: Any, missing: Any = None) -> None:
+        if was is not missing and was != now:
+            out.append((flag, was, now))
+
+    cmp("--seed", old.get("seed"), new.get("seed"))
+    sampling, now_sampling = old.get("sampling") or {}, new.get("sampling") or {}
+    for key, flag in (("temperature", "--temperature"), ("top_p", "--top-p")):
+        cmp(flag, (sampling.get("answer") or {}).get(key), (now_sampling.get("answer") or {}).get(key))
+    for kind in ("answer", "critique", "revision"):
+        cmp(f"--{kind}-max-tokens", (sampling.get(kind) or {}).get("max_tokens"),
+            (now_sampling.get(kind) or {}).get("max_tokens"))
+    run, now_run = old.get("run") or {}, new.get("run") or {}
+    all_shots = lambda n: -1 if n is None else n  # noqa: E731  (None and -1 both mean every example)
+    if "few_shot" in run:
+        cmp("--few-shot", all_shots(run["few_shot"]), all_shots(now_run.get("few_shot")))
+    for key in ("principle_selection", "principles", "early_stop", "select"):
+        cmp("--" + key.replace("_", "-"), run.get(key, _MISSING), now_run.get(key), _MISSING)
+    if run.get("template_hash", now_run.get("template_hash")) != now_run.get("template_hash"):  # its wording changed
+        was, now = run.get("template"), now_run.get("template")
+        out.append(("--template", f"{was}, other wording" if was == now else was, now))
+    if now_run.get("early_stop"):
+        cmp("--early-stop-threshold", run.get("early_stop_threshold", _MISSING), now_run.get("early_stop_threshold"),
+            _MISSING)
+    cmp("--system-prompt", old.get("system_prompt", _MISSING), new.get("system_prompt"), _MISSING)
+    if "prompts" in old and not _same_source(old["prompts"], new.get("prompts")):
+        out.append(("--prompts", old["prompts"], new.get("prompts")))
+    return out
+
+
+_MISSING = object()
+
+
+def _same_source(a: Any, b: Any) -> bool:
+    """Whether two --prompts values name the same source: equal, or one file spelled two ways."""
+    if a == b:
+        return True
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        return pa.is_file() and pb.is_file() and pa.samefile(pb)
+    except OSError:
+        return False
 
 
 def dropped_path(output: str | Path) -> Path:

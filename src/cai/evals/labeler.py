@@ -27,7 +27,8 @@ from typing import Any, Sequence
 from cai.config import option
 from cai.errors import CAIError
 from cai.evals.comparisons import ChoiceItem, Comparison, load_comparisons
-from cai.evals.metrics import accuracy, bootstrap_ci, calibration, credit, majority_baseline, random_baseline
+from cai.evals.metrics import (accuracy, bootstrap_ci, calibration, check_bootstrap, credit, majority_baseline,
+                               random_baseline)
 from cai.label.judge import JudgeConfig, few_shot_examples, label_pairs, method_summary
 from cai.label.prompts import after_reasoning, label_template, paper_choice_conversation, swap_paper_options
 from cai.label.preference import check_clamp, clamp, debias, normalised, orders_agree
@@ -135,8 +136,7 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
 
     if config.batch_size < 1:
         raise CAIError("--batch-size must be at least 1")
-    if config.bootstrap < 1:
-        raise CAIError(f"--bootstrap must be at least 1 (resamples for the 95% interval), got {config.bootstrap}")
+    check_bootstrap(config.bootstrap)
     if config.limit is not None and config.limit < 1:
         raise CAIError(f"--limit must be at least 1, got {config.limit}; leave it out to use every comparison")
     store = None

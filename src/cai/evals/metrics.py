@@ -17,6 +17,15 @@ def accuracy(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def check_bootstrap(n_resamples: int) -> None:
+    """The one check of every eval's ``--bootstrap``: with no resamples every interval is null."""
+    from cai.errors import CAIError
+
+    if n_resamples < 1:
+        raise CAIError(f"--bootstrap must be at least 1 (resamples for the 95% intervals; 2000 is the default), "
+                       f"got {n_resamples}")
+
+
 def bootstrap_ci(values: Sequence[float], *, n_resamples: int = 2000, alpha: float = 0.05,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval for the mean of ``values`` (resampled with replacement)."""

@@ -72,6 +72,17 @@ class LabelConfig(JudgeConfig):
     overlong: str = option("error", help="a conversation longer than the model's context: error (stop and name "
                            "it) or truncate (keep its last tokens; hf backend)")
 
+    def __post_init__(self) -> None:
+        # Values are checked when the config is built, so `cai run`'s dry run refuses them too;
+        # check() adds what a run needs (prompts, an output) before it starts.
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}; leave it out to label every prompt")
+        # |P(chosen) - P(rejected)| lies in [0, 1]: below 0 drops nothing, 1 or more drops every pair.
+        if self.min_margin is not None and not 0 <= self.min_margin < 1:
+            raise ValueError(f"--min-margin must be in [0, 1), got {self.min_margin}; 0 drops exact ties, "
+                             "0.1 pairs the feedback model barely separates")
+        SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+
     def check(self) -> None:
         if not self.prompts:
             raise CAIError("no prompts given; pass --prompts SRC (a file, redteam, helpful, hh-rlhf:PATH)")

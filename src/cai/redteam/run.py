@@ -23,7 +23,7 @@ from typing import Any, Callable
 from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.graders import GraderConfig
-from cai.types import SamplingParams
+from cai.types import SamplingParams, check_temperature
 
 RESULT = "results.json"
 EXAMPLES = "results.examples.jsonl"
@@ -83,8 +83,8 @@ class RedteamConfig(GraderConfig):
             raise ValueError(f"revise_limit must be >= 1, got {self.revise_limit}")
         if self.worst < 0:
             raise ValueError(f"worst must be >= 0, got {self.worst}")
-        if self.temperature < 0 or self.attacker_temperature < 0:
-            raise ValueError("temperatures must be >= 0")
+        check_temperature(self.temperature)
+        check_temperature(self.attacker_temperature, "attacker_temperature")
 
     def sampling(self, key: str) -> SamplingParams:
         seed = int.from_bytes(hashlib.sha256(f"{self.seed}:target:{key}".encode()).digest()[:4], "big") >> 1

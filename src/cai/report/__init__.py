@@ -74,4 +74,5 @@ def build_report(config: ReportConfig) -> dict[str, Any]:
         kinds[it["kind"]] = kinds.get(it["kind"], 0) + 1
     return {"output": str(out), "bytes": len(html.encode("utf-8")), "screenshot": shot,
             "stages": len(model["stages"]), "training_runs": len(model["training"]),
-            "eval_results": len(model["eval_results"]) + len(model["redteam"]), "examples": kinds}
+            "eval_results": len(model["eval_results"]) + len(model["redteam"]) + len(model["labelers"]),
+            "examples": kinds}

@@ -373,6 +373,10 @@ def stages(found: Found, model: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"name": "eval", "what": f"{name} ({', '.join(folders)})", "status": "done",
                     "started": min(str(r.get("time") or "") for r in rs) or None, "seconds": None,
                     "detail": "; ".join(heads)})
+    for lab in model["labelers"]:
+        acc = "–" if lab["accuracy"] is None else f"{lab['accuracy']:.1%}"
+        out.append({"name": "eval", "what": f"labeler {lab['model']} ({lab['path']})", "status": "done",
+                    "started": None, "seconds": None, "detail": f"{lab['data']}: accuracy {acc} (n={lab['n']})"})
     for r in model["redteam"]:
         head = next(iter(r["metrics"].items()), None)
         out.append({"name": "redteam", "what": f"{r['model']} ({r['path']})", "status": "done", "started": r.get("time"),

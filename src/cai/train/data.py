@@ -121,6 +121,9 @@ def sft_example(rec: dict[str, Any], where: str) -> dict[str, Any]:
         raise CAIError(f"{where}: the completion must be an assistant message")
     if not completion[-1]["content"].strip():
         raise CAIError(f"{where}: the completion is empty; drop this record or regenerate it")
+    if not any(m["content"].strip() for m in prompt if m["role"] != "system"):
+        raise CAIError(f"{where}: the prompt is empty (no turn with text before the completion), so SFT would "
+                       "teach an answer to nothing; drop this record or fix its prompt")
     return {"prompt": prompt, "completion": completion}
 
 
@@ -133,8 +136,12 @@ def preference_example(rec: dict[str, Any], where: str) -> dict[str, Any]:
     p = rec.get("p_chosen", 0.5 if rec.get("tie") else 1.0)
     if not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
         raise CAIError(f"{where}: 'p_chosen' must be a probability in [0, 1], got {p!r}")
+    chosen = _as_messages(rec["chosen"], "assistant", where, "chosen")
+    if not "".join(m["content"] for m in chosen).strip():
+        raise CAIError(f"{where}: 'chosen' is empty, so training would prefer saying nothing; drop this record "
+                       "or fix it")
     return {"prompt": _as_messages(rec["prompt"], "user", where, "prompt"),
-            "chosen": _as_messages(rec["chosen"], "assistant", where, "chosen"),
+            "chosen": chosen,
             "rejected": _as_messages(rec["rejected"], "assistant", where, "rejected"),
             "p_chosen": float(p)}
 

@@ -27,6 +27,7 @@ from typing import Any
 from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.train.common import TrainCommon
+from cai.types import check_temperature
 
 
 @dataclass
@@ -95,8 +96,7 @@ class PPORunConfig(TrainCommon):
             raise ValueError("kl-coef must be >= 0, lam and gamma within [0, 1]")
         if self.ptx_coef and not self.ptx_data:
             raise ValueError("--ptx-coef needs --ptx-data FILE")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+        check_temperature(self.temperature)
 
     @property
     def minibatch(self) -> int:

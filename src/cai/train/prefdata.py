@@ -86,6 +86,9 @@ def record_pair(rec: dict[str, Any], where: str) -> Pair:
             prompt, chosen, rejected = _implicit(rec["chosen"], rec["rejected"])
     except (ValueError, KeyError, TypeError) as e:
         raise CAIError(f"{where}: {e}") from None
+    if not chosen.strip():
+        raise CAIError(f"{where}: 'chosen' is empty, so the model would learn to reward saying nothing; drop this "
+                       "record or fix it")
     p = rec.get("p_chosen", 1.0)
     if p is None:
         p = 1.0

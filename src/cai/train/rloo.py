@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.train.common import TrainCommon
+from cai.types import check_temperature
 
 STAGE = "rloo"
 # TRL's log names -> the shared metrics.jsonl names.
@@ -53,6 +54,7 @@ class RlooConfig(TrainCommon):
         if (self.batch_size * self.grad_accum) % self.samples_per_prompt:
             raise ValueError(f"--batch-size x --grad-accum ({self.batch_size * self.grad_accum}) must be a multiple of "
                              f"--samples-per-prompt ({self.samples_per_prompt}): a batch holds whole groups")
+        check_temperature(self.temperature)
         if self.max_tokens < 1 or self.temperature <= 0 or self.beta < 0:
             raise ValueError("--max-tokens must be >= 1, --temperature > 0 and --beta >= 0")
 
@@ -108,6 +110,13 @@ def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | Non
     if reward is None and not config.reward:
         raise CAIError("--reward is required: a `cai reward` PM folder, module:function or judge:MODEL")
     conversations = _prompts(config, prompts)
+    # TRL's sampler keeps only whole batches of distinct prompts: with fewer, it trains 0 steps and
+    # the untrained policy is saved as if it were done.
+    need = config.batch_size * config.grad_accum // config.samples_per_prompt
+    if len(conversations) < need:
+        raise CAIError(f"{len(conversations)} prompts, but one batch needs {need} (--batch-size {config.batch_size} "
+                       f"x --grad-accum {config.grad_accum} answers / --samples-per-prompt "
+                       f"{config.samples_per_prompt} per prompt); add prompts or lower --batch-size")
     digest = hashlib.sha256(json.dumps(conversations, sort_keys=True).encode()).hexdigest()
     data = [{"path": config.prompts or "(python)", "sha256": digest, "weight": 1.0, "records": len(conversations)}]
     base = model_path(config.policy)

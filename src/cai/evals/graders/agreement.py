@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.graders import GraderConfig
+from cai.evals.metrics import check_bootstrap
 from cai.evals.results import EvalResult, Metric, read_result
 
 
@@ -147,6 +148,7 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
 
     if config.batch_size < 1:
         raise CAIError("--batch-size must be at least 1")
+    check_bootstrap(config.bootstrap)
     if not config.data:
         raise CAIError("no labelled answers given; pass --data FILE (e.g. ../shared/data/xstest/"
                        "xstest_v2_completions_llama2new.csv)")

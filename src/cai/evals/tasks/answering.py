@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.graders import GraderConfig
+from cai.evals.metrics import check_bootstrap
 from cai.types import Conversation, SamplingParams
 
 
@@ -46,6 +47,7 @@ class AnsweringConfig(GraderConfig):
             raise CAIError(f"--limit must be a positive number, got {self.limit}")
         if self.max_tokens < 1:
             raise CAIError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        check_bootstrap(self.bootstrap)
 
 
 @dataclass(frozen=True)

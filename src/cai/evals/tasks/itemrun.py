@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from cai.config import option
 from cai.errors import CAIError
+from cai.evals.metrics import check_bootstrap
 from cai.store import RecordStore
 
 
@@ -36,8 +37,7 @@ class TaskCommon:
             raise CAIError("--batch-size must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise CAIError(f"--limit must be a positive number, got {self.limit}")
-        if self.bootstrap < 1:
-            raise CAIError("--bootstrap must be at least 1")
+        check_bootstrap(self.bootstrap)
 
 
 def result_path(output: str, task: str) -> Path:
