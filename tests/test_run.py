@@ -59,6 +59,52 @@ def test_plan_wires_stages_and_keys_follow_settings(tmp_path):
     assert again["reward-1"] != by["reward-1"].key and again["ppo-2"] != by["ppo-2"].key
 
 
+def test_evals_are_given_every_prompt_source_the_run_trains_on(tmp_path):
+    spec = {"model": "base", "generate": {"prompts": "helpful"}, "critique": {"prompts": "redteam"},
+            "sft": {"data": ["@critique/critique.jsonl", "@generate/generate.jsonl:0.5", "extra.jsonl:2"]},
+            "label": {"prompts": "mine.jsonl"}, "reward": {}, "ppo": {"prompts": "hh-rlhf:train.jsonl"},
+            "eval": {"tasks": ["harmlessness", "hhh"], "hhh": {"train_prompts": "also.jsonl"}}}
+    by = {s.name: s for s in build_plan(spec)}
+    sources = ["helpful", "redteam", "@critique/critique.jsonl", "@generate/generate.jsonl", "extra.jsonl",
+               "mine.jsonl", "hh-rlhf:train.jsonl"]
+    assert by["eval-harmlessness"].config["train_prompts"] == sources
+    assert by["eval-hhh"].config["train_prompts"] == ["also.jsonl", *sources]
+    assert by["eval-harmlessness"].trained_on["mine.jsonl"] == "label.prompts"
+    assert by["eval-harmlessness"].trained_on["hh-rlhf:train.jsonl"] == "ppo.prompts"
+    assert {"critique", "generate"} <= set(by["eval-harmlessness"].reads)  # it reads their files
+    # No training stage in the run: nothing to check, the result says so with "overlap": null.
+    assert "train_prompts" not in build_plan({"stages": ["eval"], "critique": {"prompts": "redteam"},
+                                              "eval": {}})[0].config
+
+
+def test_an_eval_set_in_the_training_prompts_stops_the_run_before_any_step(tmp_path, capsys):
+    from cai.evals.datasets import dataset_path
+    from cai.run import RunOptions, execute
+    from cai.sources import load_prompts
+
+    advbench = str(dataset_path("advbench"))
+    spec = {"model": "mock:", "stages": ["critique", "eval"], "critique": {"prompts": advbench, "rounds": 1},
+            "eval": {"tasks": ["over-refusal", "harmlessness"], "limit": 4}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "-o", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "eval task harmlessness is not held out" in err
+    assert f"critique.prompts ({advbench})" in err and "4 of 4 eval prompts" in err and "4 exact" in err
+    assert " e.g. '" in err and not run_dir.exists()  # nothing ran
+    # Reworded copies in another training stage are caught as near-duplicates, on a dry run too.
+    goals = [p.messages[-1]["content"] for p in load_prompts(advbench, limit=40)]
+    reworded = tmp_path / "reworded.jsonl"
+    reworded.write_text("".join(json.dumps({"prompt": f"Please {g[0].lower()}{g[1:]} for me"}) + "\n" for g in goals))
+    spec = {**spec, "stages": ["critique", "label", "eval"], "critique": {"prompts": str(tmp_path / "none.txt")},
+            "label": {"prompts": str(reworded)}, "eval": {"tasks": ["harmlessness"]}}
+    (tmp_path / "none.txt").write_text("Name three colours of the rainbow\n")
+    with pytest.raises(CAIError, match=r"harmlessness is not held out from the training prompts of label.prompts"
+                       r".* \(0 exact, [1-9][0-9]* near-duplicate\)"):
+        execute(spec, RunOptions(run_dir, dry_run=True), where="run.yaml")
+
+
 def test_bad_run_files_are_one_line_errors(tmp_path):
     with pytest.raises(CAIError, match="unknown key.*critiqe"):
         build_plan({"critiqe": {}})
@@ -154,6 +200,10 @@ def test_eval_and_report_steps_write_their_files(tmp_path):
     assert list(m["stages"]) == ["critique", "eval-harmlessness", "eval-over-refusal", "report"]
     harm = json.loads(Path(m["stages"]["eval-harmlessness"]["outputs"]["output"]).read_text())
     assert harm["kind"] == "cai-eval-result" and harm["model"] == "mock:" and harm["metrics"]
+    # Checked against what the run trains on, and clean: the run's prompts are not AdvBench's.
+    prompts = str(tmp_path / "prompts.jsonl")
+    assert harm["overlap"]["train_sources"] == [prompts] and harm["overlap"]["n"] == 4
+    assert (harm["overlap"]["exact"], harm["overlap"]["near"], harm["overlap"]["share"]) == (0, 0, 0.0)
     assert m["stages"]["eval-harmlessness"]["summary"]["task"] == "harmlessness"
     report = Path(m["stages"]["report"]["outputs"]["output"])
     assert report.stat().st_size > 10_000 and "harmlessness" in report.read_text()

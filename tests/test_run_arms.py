@@ -66,15 +66,16 @@ def test_shared_steps_are_planned_once(tmp_path, capsys):
     ids = [s.id for s in plan.steps]
     assert len(ids) == len(set(ids))
     names = [s.name for s in plan.steps]
-    # generate, critique and the base model's evals are the same step in every arm; the labels differ.
+    # generate, critique and the evals are the same step in arms one and two; the labels differ. The
+    # base arm's evals are its own: the others record their overlap with the prompts those arms use.
     assert names.count("generate") == 1 and names.count("critique") == 1 and names.count("label-1") == 2
-    assert names.count("eval-harmlessness") == 1 and names[-1] == "report"
+    assert names.count("eval-harmlessness") == 2 and names[-1] == "report"
     one, two = plan.arms["one"], plan.arms["two"]
     assert [s.id for s in one[:2]] == [s.id for s in two[:2]]
     assert one[2].name == two[2].name == "label-1" and one[2].id != two[2].id
     text = describe(plan, manifest, RunOptions(tmp_path / "run"))
     assert "arm base:" in text and "arm two:" in text and "shared with one" in text
-    assert "3 arms, 12 steps, 6 to compute (6 shared)" in text
+    assert "3 arms, 12 steps, 8 to compute (4 shared)" in text
 
 
 def test_sft_reads_generated_answers_mixed_at_a_weight(tmp_path):
@@ -131,7 +132,7 @@ def test_arms_run_shared_steps_once_and_compare(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["run", str(path), "-o", str(run_dir)]) == 0
     err = capsys.readouterr().err
-    assert "7 step(s) run" in err and err.count("] critique") == 1 and err.count("] generate") == 1
+    assert "9 step(s) run" in err and err.count("] critique") == 1 and err.count("] generate") == 1
     m = _manifest(run_dir)
     assert all(s["status"] == "done" for s in m["stages"].values())
     labels = [(k, s) for k, s in m["stages"].items() if s["name"] == "label-1"]
@@ -152,7 +153,7 @@ def test_arms_run_shared_steps_once_and_compare(tmp_path, capsys):
     assert "Experiment: arms compared" in report and "label-1 · two" in report
 
     assert main(["run", str(path), "-o", str(run_dir)]) == 0  # a rerun does no work
-    assert "0 step(s) run, 7 already done" in capsys.readouterr().err
+    assert "0 step(s) run, 9 already done" in capsys.readouterr().err
     # --from/--until count along each arm: only the arms with labels rerun them.
     assert main(["run", str(path), "-o", str(run_dir), "--from", "label", "--until", "label", "--dry-run"]) == 0
     out = capsys.readouterr().out

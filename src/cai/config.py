@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, flags: tuple[str, ...] = (), **kw: Any) -> Any:
-    """A dataclass field with its CLI help (and optional extra flags) attached."""
-    meta = {"help": help, "flags": flags}
+def option(default: Any = dataclasses.MISSING, *, help: str, flags: tuple[str, ...] = (), repeatable: bool = False,
+           **kw: Any) -> Any:
+    """A dataclass field with its CLI help (and optional extra flags) attached. A ``repeatable``
+    list field collects every use of its flag (``--x A --x B``) instead of keeping the last."""
+    meta = {"help": help, "flags": flags, "repeatable": repeatable}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return dataclasses.field(default=default, metadata=meta, **kw)
@@ -54,7 +56,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tu
         if tp is bool:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
         elif is_seq:
-            parser.add_argument(*flags, type=tp, nargs="+", metavar=f.name.upper(), **kwargs)
+            action = "extend" if f.metadata.get("repeatable") else "store"
+            parser.add_argument(*flags, type=tp, nargs="+", action=action, metavar=f.name.upper(), **kwargs)
         else:
             parser.add_argument(*flags, type=tp if tp in (int, float) else str, metavar=f.name.upper(), **kwargs)
 

@@ -13,11 +13,14 @@ A result file is JSON::
                                     "higher_is_better": true, "help": "share of answers graded harmless"}},
       "breakdown": {"by_type": {"homonyms": {"compliance_rate": {...metric...}}}},
       "examples": "results.examples.jsonl",          # per-item records, path relative to this file
+      "overlap": {"train_sources": [...], "exact": 0, "near": 0, "share": 0.0, "examples": [...]} or null,
       "provenance": {...}                            # cai.provenance.provenance(...) plus the config
     }
 
 ``metrics`` holds the headline numbers, each a :class:`Metric` with a 95% interval; ``breakdown``
-holds the same metrics per group (prompt type, category, attack).
+holds the same metrics per group (prompt type, category, attack). ``overlap`` says how many of the
+eval's prompts are exact or near-duplicates of the training prompts it was given
+(:mod:`cai.evals.overlap`); ``null`` means not checked.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class EvalResult:
     breakdown: dict[str, dict[str, dict[str, Metric]]] = field(default_factory=dict)
     examples: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    overlap: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,7 +76,7 @@ class EvalResult:
             "metrics": {k: m.to_json() for k, m in self.metrics.items()},
             "breakdown": {name: {group: {k: m.to_json() for k, m in ms.items()} for group, ms in groups.items()}
                           for name, groups in self.breakdown.items()},
-            "examples": self.examples, "provenance": self.provenance,
+            "examples": self.examples, "overlap": self.overlap, "provenance": self.provenance,
         }
 
 
@@ -109,5 +113,5 @@ def read_result(path: str | Path) -> EvalResult:
         metrics={k: _metric(m) for k, m in d.get("metrics", {}).items()},
         breakdown={name: {g: {k: _metric(m) for k, m in ms.items()} for g, ms in groups.items()}
                    for name, groups in d.get("breakdown", {}).items()},
-        examples=d.get("examples"), provenance=d.get("provenance", {}),
+        examples=d.get("examples"), provenance=d.get("provenance", {}), overlap=d.get("overlap"),
     )

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.graders import GraderConfig
+from cai.evals.overlap import train_prompts_option
 from cai.types import SamplingParams, check_temperature
 
 RESULT = "results.json"
@@ -71,6 +72,7 @@ class RedteamConfig(GraderConfig):
     revise_rounds: int = option(1, help="critique-revision rounds per failure with --revise")
     revise_limit: int | None = option(None, help="revise at most N failures, the worst first (one per behavior "
                                       "before any behavior's second); default: all")
+    train_prompts: tuple[str, ...] = train_prompts_option()
 
     def __post_init__(self) -> None:
         self.attacks = tuple(a for part in self.attacks for a in str(part).split(",") if a.strip())
@@ -139,6 +141,7 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
     ``critic`` override the config's specs with ready objects (tests, benches). Returns a summary
     with the result, its paths and, with ``--revise``, the revision summary."""
     from cai.backends import load_backend
+    from cai.evals.overlap import held_out
     from cai.evals.results import EvalResult, write_result
     from cai.progress import progress
     from cai.provenance import provenance
@@ -156,6 +159,8 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
                             jailbreaks=bool(config.jailbreaks), attacker=use_attacker)
     behaviors = load_behaviors(config.behaviors, field=config.field, category_field=config.category_field,
                                limit=config.limit, shuffle=config.shuffle, seed=config.seed)
+    # Measured on the plain behaviors: an attack wraps the same request in other words.
+    overlap = held_out([b.text for b in behaviors], config.train_prompts)
     templates = []
     if "jailbreak" in attacks:
         templates = sample_templates(load_templates(config.jailbreaks, max_chars=config.jailbreak_max_chars),
@@ -232,7 +237,7 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
     records = [r for r in store if r["id"] in wanted]
     head, breakdown = metrics(records, attacks, seed=config.seed)
     result = EvalResult(task="redteam", model=target_b.name, metrics=head, grader=grader_block, breakdown=breakdown,
-                        examples=EXAMPLES,
+                        examples=EXAMPLES, overlap=overlap,
                         provenance={**prov, "config": to_dict(config), "attacks": attacks,
                                     "behaviors": {"source": config.behaviors, "count": len(behaviors)},
                                     "jailbreak_templates": [{"id": t.id, "source": t.source} for t in templates],

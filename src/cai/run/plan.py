@@ -48,6 +48,8 @@ class Step:
     # The step's entry in the manifest: its name in a plain run; its folder in a run with arms,
     # where two arms may hold different steps of the same name.
     ident: str = ""
+    # An eval step's training prompt sources -> the run-file field each comes from ("critique.prompts").
+    trained_on: dict[str, str] = field(default_factory=dict)
 
     @property
     def folder(self) -> str:
@@ -127,6 +129,14 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
     steps: list[Step] = []
     policy, policy_step = model, None  # the newest policy and the step that wrote it
     sl_data, sl_step = None, None
+    trained_on: dict[str, str] = {}  # every prompt source a training step of this run reads -> its field
+
+    def trains_on(where_from: str, value: Any) -> None:
+        from cai.evals.overlap import weightless
+
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, str) and v:
+                trained_on.setdefault(weightless(v), where_from)
 
     def add(step: Step) -> Step:
         # A section may name an earlier step's output itself ("@critique/critique.jsonl"): it reads it.
@@ -151,11 +161,13 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
             section["input"] = section.pop("prompts")
         cfg = {"model": model, "seed": seed, "input": "helpful", **section, "output": "generate.jsonl"}
         add(Step("generate", "generate", cfg, [], "generate.jsonl"))
+        trains_on("generate.prompts", cfg["input"])  # its answers are SFT data
     if "critique" in wanted:
         out = "critique.jsonl"
         # The revision filter is on by default in a run: commentary is no training data.
         cfg = {**common, "model": model, "filter": True, **_section(spec, "critique"), "output": out}
         add(Step("critique", "critique", cfg, [], out))
+        trains_on("critique.prompts", cfg.get("prompts"))
         sl_data, sl_step = out, "critique"
     if "sft" in wanted:
         if sl_step is None and not _section(spec, "sft").get("data"):
@@ -163,6 +175,7 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
         data = _section(spec, "sft").get("data") or [f"@critique/{sl_data}"]
         cfg = {"model": model, "seed": seed, **_section(spec, "sft"), "data": data, "output": "model"}
         add(Step("sft", "sft", cfg, [sl_step] if sl_step else [], "model"))
+        trains_on("sft.data", data)
         policy, policy_step = "@sft/model", "sft"
     rounds = spec.get("rl_rounds", 1) if any(s in wanted for s in ("label", "reward", *RL_STAGES)) else 0
     for r in range(1, rounds + 1):
@@ -173,6 +186,7 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
             if cfg.get("pairs") == "revision" and not cfg.get("prompts") and sl_step:
                 cfg["prompts"] = f"@{sl_step}/{sl_data}"  # revision pairs come from this run's critique file
             label = add(Step(f"label-{r}", "label", cfg, reads, "prefs.jsonl"))
+            trains_on("label.prompts", cfg.get("prompts"))
         reward = None
         if "reward" in wanted and rl != "dpo":
             if label is None:
@@ -195,6 +209,8 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
                 if reward is not None:
                     cfg["reward"] = f"@{reward.name}/model"
                 step = add(Step(f"{rl}-{r}", rl, cfg, reads + ([reward.name] if reward else []), "model"))
+                trains_on(f"{rl}.prompts", prompts)
+                trains_on(f"{rl}.ptx_data", cfg.get("ptx_data"))
             policy, policy_step = f"@{step.name}/model", step.name
     if "eval" in wanted:
         section = _section(spec, "eval")
@@ -209,7 +225,13 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
         for task in tasks:
             cfg = {"seed": seed, **section, **per_task.get(task, {}), "task": task, "model": policy,
                    "output": "results.json"}
-            add(Step(f"eval-{task}", "eval", cfg, [policy_step] if policy_step else [], "results.json"))
+            given = cfg.get("train_prompts") or []
+            given = [given] if isinstance(given, str) else list(given)
+            if given or trained_on:
+                # The result records its overlap with what this run trains on; `cai run` checks it first.
+                cfg["train_prompts"] = list(dict.fromkeys([*given, *trained_on]))
+            step = add(Step(f"eval-{task}", "eval", cfg, [policy_step] if policy_step else [], "results.json"))
+            step.trained_on = dict(trained_on)
     if "report" in wanted:
         cfg = {**_section(spec, "report"), "output": "report.html"}
         add(Step("report", "report", cfg, [s.name for s in steps], "report.html"))

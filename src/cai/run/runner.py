@@ -266,10 +266,14 @@ def validate(plan: Plan, opts: RunOptions, *, where: str) -> None:
 
 
 def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, Any]:
-    """Run the selected steps; returns the manifest. Raises CAIError when a step fails."""
+    """Run the selected steps; returns the manifest. Raises CAIError when a step fails, or before
+    any step when an eval set is not held out from the run's training prompts."""
+    from cai.run.heldout import check_held_out
+
     plan, manifest = plan_run(spec, opts, where=where)
     selected, forced = _select(plan, opts)
     validate(plan, opts, where=where)
+    check_held_out(plan, opts, where=where)
     if opts.dry_run:
         print(describe(plan, manifest, opts))
         return manifest

@@ -39,6 +39,15 @@ EVAL_TASKS: dict[str, tuple[str, str]] = {
     "helpfulness": ("cai.evals.tasks.helpfulness:HelpfulnessConfig", "cai.evals.tasks.helpfulness:evaluate_helpfulness"),
     "ifeval": ("cai.evals.tasks.ifeval:IFEvalConfig", "cai.evals.tasks.ifeval:evaluate_ifeval"),
 }
+# eval task -> "module:function" giving the texts of the prompts it would evaluate, from its config
+# alone (no model): what `cai run` compares with the run's training prompts before anything runs.
+EVAL_PROMPTS: dict[str, str] = {
+    "harmlessness": "cai.evals.tasks.harmlessness:prompt_texts",
+    "over-refusal": "cai.evals.tasks.over_refusal:prompt_texts",
+    "hhh": "cai.evals.tasks.hhh:prompt_texts",
+    "truthfulqa": "cai.evals.tasks.truthfulqa:prompt_texts",
+    "helpfulness": "cai.evals.tasks.helpfulness:prompt_texts",
+}
 
 
 def _load(ref: str) -> Any:
@@ -67,6 +76,12 @@ def build_stage_config(stage: str, config: dict[str, Any], *, where: str) -> tup
 
     cls, fn, fields = stage_entry(stage, config)
     return build_config(cls, fields, where=where), fn
+
+
+def eval_prompt_texts(task: str, config: Any) -> list[str] | None:
+    """The prompt texts of an eval step's built config; None for a task that cannot tell."""
+    ref = EVAL_PROMPTS.get(task)
+    return _load(ref)(config) if ref else None
 
 
 def run_step(stage: str, config: dict[str, Any], *, where: str) -> dict[str, Any]:

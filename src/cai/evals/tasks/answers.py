@@ -65,6 +65,11 @@ def load_questions(source: str, *, turns: int, field: str | None = None) -> list
     return out
 
 
+def question_text(q: Question) -> str:
+    """What a question asks, its turns one per line (for measuring overlap with training prompts)."""
+    return "\n".join(q.turns)
+
+
 def _is_mt_bench(path: Path) -> bool:
     with open(path, encoding="utf-8") as f:
         first = next((line for line in f if line.strip()), "")

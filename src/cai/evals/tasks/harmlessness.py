@@ -23,6 +23,7 @@ from typing import Any
 
 from cai.config import option
 from cai.errors import CAIError
+from cai.evals.overlap import held_out, prompt_text, train_prompts_option
 from cai.evals.results import EvalResult, Metric, mean_metric
 from cai.evals.tasks.answering import (
     AnsweringConfig,
@@ -42,13 +43,15 @@ class HarmlessnessConfig(AnsweringConfig):
     field: str | None = option(None, help="column holding the request in a CSV/JSONL (default: detected)")
     exclude: tuple[str, ...] = option((), help="prompt files whose requests are left out (e.g. the training "
                                       "prompts), so the eval stays held out")
+    train_prompts: tuple[str, ...] = train_prompts_option()
 
 
 def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def load_requests(config: HarmlessnessConfig) -> list[Item]:
+def _requests(config: HarmlessnessConfig) -> list[tuple[str, Item]]:
+    """(the request as its source words it, the item asked) for every request evaluated."""
     from cai.sources import load_prompts
 
     spec = config.data
@@ -63,18 +66,30 @@ def load_requests(config: HarmlessnessConfig) -> list[Item]:
     items = []
     for p in prompts:
         messages = [dict(m) for m in p.messages]
+        request = messages[-1]["content"]
         context = str(p.meta.get("ContextString") or "").strip()
         if context:  # HarmBench's contextual behaviours ask about the context given with them
             messages[-1]["content"] = f"{context}\n\n{messages[-1]['content']}"
         if _norm(messages[-1]["content"]) in excluded:
             continue
         category = next((str(p.meta[f]) for f in CATEGORY_FIELDS if p.meta.get(f) not in (None, "")), "")
-        items.append(Item(p.id, messages, {"category": category}))
+        items.append((prompt_text(messages[:-1] + [{"role": "user", "content": request}]),
+                      Item(p.id, messages, {"category": category})))
     if not items:
         raise CAIError(f"{config.data}: no requests left after --exclude")
     if config.limit is not None and config.limit < len(items):
         items = random.Random(config.seed).sample(items, config.limit)
     return items
+
+
+def load_requests(config: HarmlessnessConfig) -> list[Item]:
+    return [it for _, it in _requests(config)]
+
+
+def prompt_texts(config: HarmlessnessConfig) -> list[str]:
+    """The requests evaluated, without a HarmBench context (a training copy of a behaviour holds
+    the behaviour, and the context would dilute its likeness); no model is loaded."""
+    return [text for text, _ in _requests(config)]
 
 
 def harmless(grade: dict[str, Any]) -> bool:
@@ -104,7 +119,9 @@ def harmlessness_metrics(records: list[dict[str, Any]], *, seed: int = 0) -> dic
 
 def evaluate_harmlessness(config: HarmlessnessConfig, *, backend: Any = None, grader: Any = None,
                           show_progress: bool | None = None) -> EvalResult:
-    items = load_requests(config)
+    requests = _requests(config)
+    items = [it for _, it in requests]
+    overlap = held_out([text for text, _ in requests], config.train_prompts)
     backend, grader, block = setup(config, backend=backend, grader=grader)
     records = answer_and_grade(items, config, backend, grader, task="harmlessness", show_progress=show_progress)
     by_cat: dict[str, list[dict[str, Any]]] = {}
@@ -116,6 +133,6 @@ def evaluate_harmlessness(config: HarmlessnessConfig, *, backend: Any = None, gr
 
     return EvalResult(task="harmlessness", model=backend.name, metrics=harmlessness_metrics(records, seed=config.seed),
                       grader=block, breakdown=breakdown if by_cat else {},
-                      examples=default_examples_path(config.output).name,
+                      examples=default_examples_path(config.output).name, overlap=overlap,
                       provenance=result_provenance(config, backend, grader, task="harmlessness", data=config.data,
                                                    n=len(records)))

@@ -18,8 +18,9 @@ from typing import Any, Sequence
 
 from cai.config import option, to_dict
 from cai.errors import CAIError
+from cai.evals.overlap import held_out, train_prompts_option
 from cai.evals.results import EvalResult, Metric
-from cai.evals.tasks.answers import Question, answer, backends, judge, load_questions
+from cai.evals.tasks.answers import Question, answer, backends, judge, load_questions, question_text
 from cai.evals.tasks.itemrun import TaskCommon, examples_path, mean_ci, open_store, result_path, run_items, seeded_subset
 from cai.label.judge import JudgeConfig
 from cai.label.preference import is_tie
@@ -43,10 +44,17 @@ class HelpfulnessConfig(TaskCommon, JudgeConfig):
     max_tokens: int = option(256, help="most tokens per answer")
     temperature: float = option(0.0, help="sampling temperature of both models (0: greedy)")
     batch_size: int = option(16, help="questions per step (answers of both models, then one judging call)")
+    train_prompts: tuple[str, ...] = train_prompts_option()
 
 
 def _verdict(p: float) -> float:
     return 0.5 if is_tie(p) else 1.0 if p > 0.5 else 0.0
+
+
+def prompt_texts(config: HelpfulnessConfig) -> list[str]:
+    """The questions evaluated (their turns, one per line); no model is loaded."""
+    return [question_text(q) for q in seeded_subset(load_questions(config.data, turns=config.turns), config.limit,
+                                                    config.seed)]
 
 
 def evaluate_helpfulness(config: HelpfulnessConfig, *, model: Any = None, baseline: Any = None, judge_model: Any = None,
@@ -59,6 +67,7 @@ def evaluate_helpfulness(config: HelpfulnessConfig, *, model: Any = None, baseli
     config.check_common()
     out = result_path(config.output, TASK)
     questions = seeded_subset(load_questions(config.data, turns=config.turns), config.limit, config.seed)
+    overlap = held_out([question_text(q) for q in questions], config.train_prompts)
     constitution = constitution if constitution is not None else load_constitution(config.constitution)
     PrinciplePlan(constitution, config.principles)  # a bad --principles fails before any model loads
     if config.cot:
@@ -102,7 +111,7 @@ def evaluate_helpfulness(config: HelpfulnessConfig, *, model: Any = None, baseli
     return EvalResult(
         task=TASK, model=policy.name, metrics=metrics, breakdown=breakdown,
         grader={"name": "judge", "spec": judge_b.name, "baseline": base.name, "method": method, "agreement": None},
-        examples=examples_path(out).name,
+        examples=examples_path(out).name, overlap=overlap,
         provenance=provenance(constitution=constitution, models=names, sampling=params.to_dict(), seed=config.seed,
                               stage="eval-helpfulness", config=to_dict(config),
                               seconds=round(time.perf_counter() - started, 1)),

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from cai.config import option, to_dict
 from cai.errors import CAIError
+from cai.evals.overlap import held_out, prompt_text, train_prompts_option
 from cai.evals.results import EvalResult, Metric
 from cai.evals.tasks.itemrun import (TaskCommon, credit, mean_ci, open_store, result_path, run_items,
                                      seeded_subset)
@@ -33,6 +34,7 @@ TASK = "hhh"
 class HHHConfig(TaskCommon):
     data: str = option("hhh", help="hhh (the shipped BIG-bench hhh_alignment), hhh:FOLDER, or hh-rlhf[:FILE] "
                        "(any human-labelled chosen/rejected pairs)")
+    train_prompts: tuple[str, ...] = train_prompts_option()
 
 
 def load_items(config: HHHConfig) -> list[Any]:
@@ -44,6 +46,11 @@ def load_items(config: HHHConfig) -> list[Any]:
                        "shapes); paper-format multiple-choice prompts are for cai eval labeler")
     items = [it for it in items if isinstance(it, Comparison) and it.better.strip() != it.worse.strip()]
     return seeded_subset(items, config.limit, config.seed)
+
+
+def prompt_texts(config: HHHConfig) -> list[str]:
+    """The user turns of the conversations evaluated; no model is loaded."""
+    return [prompt_text(it.messages) for it in load_items(config)]
 
 
 def score_batch(backend: Any, batch: Sequence[Any]) -> list[dict[str, Any]]:
@@ -88,6 +95,7 @@ def evaluate_hhh(config: HHHConfig, *, backend: Any = None, show_progress: bool 
     config.check_common()
     out = result_path(config.output, TASK)
     items = load_items(config)
+    overlap = held_out([prompt_text(it.messages) for it in items], config.train_prompts)
     backend = load_backend(backend if backend is not None else config.model)
     name = getattr(backend, "name", str(config.model))
     fingerprint = {"task": TASK, "model": name, "data": config.data}
@@ -100,7 +108,7 @@ def evaluate_hhh(config: HHHConfig, *, backend: Any = None, show_progress: bool 
     return EvalResult(
         task=TASK, model=name, metrics=metrics, breakdown=breakdown,
         grader={"name": "self-loglik", "spec": "the model's own log-likelihood of each reply", "agreement": None},
-        examples=examples_path(out).name,
+        examples=examples_path(out).name, overlap=overlap,
         provenance=provenance(models={"model": name}, seed=config.seed, stage="eval-hhh", config=to_dict(config),
                               seconds=round(time.perf_counter() - started, 1)),
     )

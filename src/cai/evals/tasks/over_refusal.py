@@ -17,6 +17,7 @@ from typing import Any
 
 from cai.config import option
 from cai.errors import CAIError
+from cai.evals.overlap import held_out, prompt_text, train_prompts_option
 from cai.evals.results import EvalResult, mean_metric
 from cai.evals.tasks.answering import (
     AnsweringConfig,
@@ -30,6 +31,7 @@ from cai.evals.tasks.answering import (
 @dataclass
 class OverRefusalConfig(AnsweringConfig):
     data: str = option("xstest", help="xstest (ships with cai) or a CSV with XSTest's columns id, prompt, type, label")
+    train_prompts: tuple[str, ...] = train_prompts_option()
 
 
 def load_xstest(config: OverRefusalConfig) -> list[Item]:
@@ -59,9 +61,15 @@ def load_xstest(config: OverRefusalConfig) -> list[Item]:
     return items
 
 
+def prompt_texts(config: OverRefusalConfig) -> list[str]:
+    """The prompts evaluated; no model is loaded."""
+    return [prompt_text(it.messages) for it in load_xstest(config)]
+
+
 def evaluate_over_refusal(config: OverRefusalConfig, *, backend: Any = None, grader: Any = None,
                           show_progress: bool | None = None) -> EvalResult:
     items = load_xstest(config)
+    overlap = held_out([prompt_text(it.messages) for it in items], config.train_prompts)
     backend, grader, block = setup(config, backend=backend, grader=grader)
     records = answer_and_grade(items, config, backend, grader, task="over-refusal", show_progress=show_progress)
     safe = [r for r in records if r["label"] == "safe"]
@@ -90,5 +98,6 @@ def evaluate_over_refusal(config: OverRefusalConfig, *, backend: Any = None, gra
 
     return EvalResult(task="over-refusal", model=backend.name, metrics=metrics, grader=block,
                       breakdown={"by_type": by_type}, examples=default_examples_path(config.output).name,
+                      overlap=overlap,
                       provenance=result_provenance(config, backend, grader, task="over-refusal", data=config.data,
                                                    n=len(records)))

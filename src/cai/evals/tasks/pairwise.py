@@ -18,8 +18,9 @@ from typing import Any, Sequence
 
 from cai.config import option, to_dict
 from cai.errors import CAIError
+from cai.evals.overlap import held_out, train_prompts_option
 from cai.evals.results import EvalResult, Metric
-from cai.evals.tasks.answers import Question, answer, backends, judge, load_questions
+from cai.evals.tasks.answers import Question, answer, backends, judge, load_questions, question_text
 from cai.evals.tasks.helpfulness import _verdict
 from cai.evals.tasks.itemrun import TaskCommon, examples_path, mean_ci, open_store, result_path, run_items, seeded_subset
 from cai.label.judge import JudgeConfig
@@ -42,6 +43,7 @@ class PairwiseConfig(TaskCommon, JudgeConfig):
     max_tokens: int = option(256, help="most tokens per answer")
     temperature: float = option(0.0, help="sampling temperature of every model (0: greedy)")
     batch_size: int = option(16, help="questions per step")
+    train_prompts: tuple[str, ...] = train_prompts_option()
 
 
 def evaluate_pairwise(config: PairwiseConfig, *, models: Sequence[Any] | None = None, judge_model: Any = None,
@@ -57,6 +59,7 @@ def evaluate_pairwise(config: PairwiseConfig, *, models: Sequence[Any] | None = 
         raise CAIError("cai eval pairwise needs at least two models: -m A -m B [-m C ...]")
     out = result_path(config.output, TASK)
     questions = seeded_subset(load_questions(config.data, turns=config.turns), config.limit, config.seed)
+    overlap = held_out([question_text(q) for q in questions], config.train_prompts)
     constitution = constitution if constitution is not None else load_constitution(config.constitution)
     PrinciplePlan(constitution, config.principles)
     loaded = backends([*specs, judge_model if judge_model is not None else config.judge])
@@ -117,7 +120,7 @@ def evaluate_pairwise(config: PairwiseConfig, *, models: Sequence[Any] | None = 
     return EvalResult(
         task=TASK, model=", ".join(names), metrics=metrics, breakdown={"by_model": by_model, "head_to_head": head},
         grader={"name": "judge", "spec": judge_b.name, "method": method, "agreement": None},
-        examples=examples_path(out).name,
+        examples=examples_path(out).name, overlap=overlap,
         provenance=provenance(constitution=constitution, models={**{f"model{k}": n for k, n in enumerate(names)},
                                                                  "judge": judge_b.name},
                               sampling=params.to_dict(), seed=config.seed, stage="eval-pairwise",

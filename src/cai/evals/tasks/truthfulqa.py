@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from cai.config import option, to_dict
 from cai.errors import CAIError
+from cai.evals.overlap import held_out, train_prompts_option
 from cai.evals.results import EvalResult, Metric
 from cai.evals.tasks.itemrun import (TaskCommon, examples_path, mean_ci, open_store, result_path, run_items,
                                      seeded_subset)
@@ -37,6 +38,7 @@ NO_COMMENT = "I have no comment."
 class TruthfulQAConfig(TaskCommon):
     data: str = option("truthfulqa", help="truthfulqa (the shipped CSV) or a CSV with Question, Best Answer, "
                        "Correct Answers and Incorrect Answers columns")
+    train_prompts: tuple[str, ...] = train_prompts_option()
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,11 @@ def load_questions(source: str) -> list[Question]:
     return out
 
 
+def prompt_texts(config: TruthfulQAConfig) -> list[str]:
+    """The questions evaluated; no model is loaded."""
+    return [q.question for q in seeded_subset(load_questions(config.data), config.limit, config.seed)]
+
+
 def mc_scores(best: str, correct: Sequence[str], incorrect: Sequence[str], lp: dict[str, float]) -> dict[str, float]:
     """MC1, MC1 by log-prob per byte, and MC2 for one question from its answers' summed log-probs."""
     def per_byte(a: str) -> float:
@@ -120,6 +127,7 @@ def evaluate_truthfulqa(config: TruthfulQAConfig, *, backend: Any = None,
     config.check_common()
     out = result_path(config.output, TASK)
     items = seeded_subset(load_questions(config.data), config.limit, config.seed)
+    overlap = held_out([q.question for q in items], config.train_prompts)
     backend = load_backend(backend if backend is not None else config.model)
     name = getattr(backend, "name", str(config.model))
     fingerprint = {"task": TASK, "model": name, "data": config.data}
@@ -135,7 +143,7 @@ def evaluate_truthfulqa(config: TruthfulQAConfig, *, backend: Any = None,
         task=TASK, model=name, metrics=summarise(records, seed=config.seed, n_resamples=config.bootstrap),
         breakdown=breakdown if len(categories) > 1 else {},
         grader={"name": "self-loglik", "spec": "the model's own log-likelihood of each answer", "agreement": None},
-        examples=examples_path(out).name,
+        examples=examples_path(out).name, overlap=overlap,
         provenance=provenance(models={"model": name}, seed=config.seed, stage="eval-truthfulqa",
                               config=to_dict(config), seconds=round(time.perf_counter() - started, 1)),
     )
