@@ -45,7 +45,7 @@ def test_hhh_loader_reads_the_four_categories(shared_data):
 
 def test_hh_rlhf_loader_and_seeded_limit(shared_data):
     path = shared_data / "hh_rlhf_harmless_base" / "test.jsonl.gz"
-    kind, items = load_comparisons(f"hh-rlhf:{path}")
+    kind, items = load_comparisons(f"hh-rlhf:{path}", hh_pool="all")
     assert kind == "hh-rlhf" and len(items) > 2250  # a few pairs with nothing to prefer are skipped
     assert all(isinstance(it, Comparison) and it.messages[-1]["role"] == "user" for it in items)
     _, sub = load_comparisons(f"hh-rlhf:{path}", limit=500, seed=0)

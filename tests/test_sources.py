@@ -276,10 +276,14 @@ def test_builtins_are_our_own_words(shared_data):
         with open(shared_data / path, newline="", encoding="utf-8") as f:
             theirs |= {norm(r[col]) for r in csv.DictReader(f) if r.get(col)}
     assert len(theirs) > 1000
-    ours = {norm(m["content"]) for name in ("redteam", "helpful") for p in load_prompts(name) for m in p.messages}
+    written = ("redteam", "helpful", "borderline", "benign")
+    ours = {norm(m["content"]) for name in written for p in load_prompts(name) for m in p.messages}
     assert not ours & theirs
+    # The other shipped sets are derived from public data on purpose (tests/test_prompt_sets.py),
+    # with the upstream files and their licences under prompts/data/.
+    derived = ("harmful-train", "self-instruct")
     shipped = {p.name for p in (resources.files("cai") / "prompts").iterdir()}
-    assert shipped == {"redteam.jsonl", "helpful.jsonl"}
+    assert shipped == {f"{name}.jsonl" for name in written + derived} | {"data"}
 
 
 # --- ids, shuffle, limit -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.overlong import check_overlong, load_for_overlong, prompt_tokens
+from cai.sources import list_builtin_prompt_sets
 from cai.types import Completion, Conversation, SamplingParams
 
 # Provenance keys that must match for a run to continue an existing output file.
@@ -29,7 +30,8 @@ class GenerateConfig:
     model: str = option("smollm2-135m", help="model: alias, folder or backend spec (hf:PATH, vllm:PATH, "
                         "openai:URL#MODEL, mock:)", flags=("-m", "--model"))
     input: str | None = option(None, help="prompt source for a batch run: file (.jsonl/.json/.csv/.txt/.parquet), "
-                               "built-in set (redteam, helpful), hh-rlhf:PATH or hf:DATASET[:SPLIT]",
+                               f"built-in set ({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or "
+                               "hf:DATASET[:SPLIT]",
                                flags=("-i", "--input"))
     output: str | None = option(None, help="JSONL file for the answers of a batch run; running again resumes it",
                                 flags=("-o", "--output"))

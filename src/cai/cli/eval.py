@@ -9,7 +9,7 @@ import argparse
 
 LABELER_EPILOG = """examples:
   cai eval labeler -m smollm2-135m --data hhh                   (BIG-bench HHH, per category)
-  cai eval labeler -m smollm2-135m --data hh-rlhf --limit 500   (HH-RLHF harmless-base pairs)
+  cai eval labeler -m smollm2-135m --data hh-rlhf --limit 500   (HH-RLHF harmless-base pairs, check pool)
   cai eval labeler -m hf:PATH --data 438HHHEvaluations.jsonl    (CAI paper multiple-choice format)
   cai eval labeler -m smollm2-135m --data hhh --cot --principles all --plot reliability.png
 The method flags (-c, --principles, --few-shot, --cot, --no-swap) mean what they mean for

@@ -24,6 +24,7 @@ from cai.critique.records import dropped_path, provenance_of, resume_check
 from cai.critique.plan import PromptItem, choose_principles, principle_pool, prompt_id, prompt_items  # noqa: F401
 from cai.errors import CAIError
 from cai.overlong import check_overlong, load_for_overlong
+from cai.sources import list_builtin_prompt_sets
 from cai.types import SamplingParams, group
 
 SELECTIONS = ("random", "round-robin", "list")
@@ -36,7 +37,7 @@ class CritiqueConfig:
     critic: str | None = option(None, help="model that critiques and revises (default: the policy model)")
     constitution: str = option("default", help="constitution: built-in name or file", flags=("-c", "--constitution"))
     prompts: str | None = option(None, help="prompt source: file (.jsonl/.json/.csv/.txt/.parquet), built-in set "
-                                 "(redteam, helpful), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
+                                 f"({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
     output: str | None = option(None, help="output file (.jsonl; .parquet writes a JSONL beside it and exports)",
                                 flags=("-o", "--output"))
     rounds: int = option(1, help="critique-revision rounds per prompt")
@@ -322,7 +323,8 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     from cai.store import RecordStore, export_parquet
 
     if not config.prompts:
-        raise CAIError("no prompts given; pass --prompts SRC (a file, redteam, helpful, hh-rlhf:PATH)")
+        raise CAIError(f"no prompts given; pass --prompts SRC (a file, {', '.join(list_builtin_prompt_sets())}, "
+                       "hh-rlhf:PATH)")
     if not config.output:
         raise CAIError("no output given; pass -o OUT.jsonl (running the same command again resumes it)")
     out = Path(config.output)

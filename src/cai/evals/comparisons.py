@@ -7,7 +7,10 @@ Three shapes, picked by :func:`load_comparisons`:
   without its first "Human:") and ``target_scores`` {response: 1 preferred / 0}. It carries a
   canary string: evaluation only, never training data.
 * ``hh-rlhf`` or ``hh-rlhf:PATH``: Anthropic HH-RLHF pairs (``chosen``/``rejected`` transcripts);
-  the human's choice is the label.
+  the human's choice is the label. Only the pairs in the check pool are used unless ``hh_pool``
+  says otherwise (:func:`cai.sources.split.hh_rlhf_pool`): the other pairs' first turns are
+  training prompts (the built-in ``harmful-train`` set), and a labeller or PM checked on them would
+  be checked on what it was trained with.
 * a JSONL file in the CAI paper's multiple-choice format: ``prompt`` already holds the question
   and options and ends "The answer is:"; ``corrects``/``incorrects`` are option strings (" (A)").
 
@@ -27,6 +30,7 @@ from typing import Any, Iterator, Union
 
 from cai.errors import CAIError
 from cai.evals.datasets import dataset_path
+from cai.sources.split import HH_POOLS, hh_rlhf_pool
 from cai.transcripts import parse_transcript, split_preference_pair
 from cai.types import Conversation
 
@@ -60,19 +64,22 @@ Item = Union[Comparison, ChoiceItem]
 
 
 def load_comparisons(source: str, *, limit: int | None = None, seed: int = 0,
-                     cwd: str | Path | None = None) -> tuple[str, list[Item]]:
+                     cwd: str | Path | None = None, hh_pool: str = "check") -> tuple[str, list[Item]]:
     """(kind, items) for ``source``: ``hhh``, ``hhh:PATH``, ``hh-rlhf``, ``hh-rlhf:PATH``, a folder
     shaped like hhh_alignment, or a JSONL(.gz) file of paper-format or chosen/rejected records.
 
-    ``limit`` keeps a seeded random subset (in the original order), so a small run still samples
-    every category.
+    ``hh_pool`` (``check``, ``train`` or ``all``) picks which chosen/rejected pairs are kept; the
+    default keeps the pairs held out from training prompts. ``limit`` then keeps a seeded random
+    subset (in the original order), so a small run still samples every category.
     """
+    if hh_pool not in HH_POOLS:
+        raise CAIError(f"--hh-pool {hh_pool!r}: use one of {', '.join(HH_POOLS)}")
     base = Path(cwd) if cwd is not None else Path.cwd()
     kind, path = _resolve(source, base)
     if kind == "hhh":
         items: list[Item] = list(load_hhh(path))
     elif kind == "hh-rlhf":
-        items = list(load_hh_rlhf(path))
+        items = list(load_hh_rlhf(path, pool=hh_pool))
     else:
         items = list(load_choice_jsonl(path))
     if not items:
@@ -152,8 +159,9 @@ def load_hhh(folder: str | Path) -> Iterator[Comparison]:
                 yield Comparison(f"hhh/{category}/{k}{suffix}", category, messages, b.strip(), w.strip())
 
 
-def load_hh_rlhf(path: str | Path) -> Iterator[Comparison]:
-    """HH-RLHF pairs; the rare pair whose two sides share no prompt is skipped."""
+def load_hh_rlhf(path: str | Path, pool: str = "all") -> Iterator[Comparison]:
+    """HH-RLHF pairs in ``pool`` (``check``, ``train`` or ``all``), ids numbering every pair of the
+    file so they do not depend on the pool; the rare pair whose two sides share no prompt is skipped."""
     path = Path(path)
     for n, rec in enumerate(_jsonl(path), 1):
         try:
@@ -162,8 +170,15 @@ def load_hh_rlhf(path: str | Path) -> Iterator[Comparison]:
             continue
         if chosen.strip() == rejected.strip() or messages[-1]["role"] != "user":
             continue  # nothing to prefer
+        if pool != "all" and hh_rlhf_pool(first_user_text(messages)) != pool:
+            continue
         yield Comparison(f"hh-rlhf/{n}", "harmless" if "harmless" in str(path) else "hh-rlhf", messages,
                          chosen, rejected)
+
+
+def first_user_text(messages: Conversation) -> str:
+    """The opening user message: the text that decides an HH-RLHF pair's pool."""
+    return next((m["content"] for m in messages if m["role"] == "user" and m["content"]), "")
 
 
 def load_choice_jsonl(path: str | Path) -> Iterator[ChoiceItem]:

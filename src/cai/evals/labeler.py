@@ -45,6 +45,8 @@ class LabelerEvalConfig(JudgeConfig):
     model: str = option("smollm2-135m", help="the feedback model under test", flags=("-m", "--model"))
     data: str = option("hhh", help="hhh[:FOLDER], hh-rlhf[:FILE], an hhh_alignment-shaped folder, or a JSONL in "
                        "the CAI paper's multiple-choice format (prompt, corrects, incorrects)")
+    hh_pool: str = option("check", help="which HH-RLHF (chosen/rejected) pairs to use: check (the 30 percent held out "
+                          "from training prompts), train or all")
     limit: int | None = option(None, help="evaluate a seeded random subset of N comparisons")
     output: str = option("", help="where to write the JSON result (default: eval_labeler_<data>.json); per-item "
                          "results go beside it in OUT.examples.jsonl, from which a killed run resumes",
@@ -147,7 +149,7 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
     check_clamp(config.cot_clamp)
     kind = "given"
     if items is None:
-        kind, items = load_comparisons(config.data, limit=config.limit, seed=config.seed)
+        kind, items = load_comparisons(config.data, limit=config.limit, seed=config.seed, hh_pool=config.hh_pool)
     comparisons = [it for it in items if isinstance(it, Comparison)]
     if config.method == "pointwise" and len(comparisons) != len(items):
         raise CAIError(f"--method pointwise needs two answers to score apart; {config.data} holds ready-made "
@@ -199,7 +201,9 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
     categories = sorted({r["category"] for r in results})
     method = method_info
     return {
-        "eval": "labeler", "data": config.data, "kind": kind, "model": getattr(backend, "name", str(config.model)),
+        "eval": "labeler", "data": config.data, "kind": kind,
+        **({"hh_pool": config.hh_pool} if kind == "hh-rlhf" else {}),
+        "model": getattr(backend, "name", str(config.model)),
         "method": method,
         "overall": summarise(results, n_resamples=config.bootstrap, seed=config.seed),
         "categories": {c: summarise([r for r in results if r["category"] == c], n_resamples=config.bootstrap,

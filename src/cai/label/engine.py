@@ -38,6 +38,7 @@ from cai.label.constructed import SOURCES, constructed_records, contrastive_pair
 from cai.label.preference import check_clamp, is_tie, margin
 from cai.progress import batched, progress
 from cai.provenance import provenance
+from cai.sources import list_builtin_prompt_sets
 from cai.store import RecordStore
 from cai.types import SamplingParams, group
 
@@ -50,7 +51,8 @@ class LabelConfig(JudgeConfig):
 
     policy: str = option("smollm2-135m", help="model that writes the answers to compare")
     feedback: str | None = option(None, help="model that labels the pairs (default: the policy)")
-    prompts: str = option("", help="prompt source: a file, a built-in set (redteam, helpful), hh-rlhf:PATH or hf:DATASET")
+    prompts: str = option("", help=f"prompt source: a file, a built-in set ({', '.join(list_builtin_prompt_sets())}), "
+                          "hh-rlhf:PATH or hf:DATASET")
     output: str = option("", help="output JSONL (resumed if it exists)", flags=("-o", "--output"))
     samples_per_prompt: int = option(2, help="answers sampled per prompt (K >= 2)", flags=("-k", "--samples-per-prompt"))
     pairs: str = option("all", help="how pairs are made: 'all' (every two of the K answers) or 'adjacent' (0-1, "
@@ -85,7 +87,8 @@ class LabelConfig(JudgeConfig):
 
     def check(self) -> None:
         if not self.prompts:
-            raise CAIError("no prompts given; pass --prompts SRC (a file, redteam, helpful, hh-rlhf:PATH)")
+            raise CAIError(f"no prompts given; pass --prompts SRC (a file, {', '.join(list_builtin_prompt_sets())}, "
+                           "hh-rlhf:PATH)")
         if not self.output:
             raise CAIError("no output file given; pass -o prefs.jsonl")
         if self.samples_per_prompt < 2:

@@ -5,8 +5,11 @@
 - a local file: ``.jsonl``, ``.json`` (a list), ``.csv``, ``.tsv``, ``.txt`` (one prompt per line)
   or ``.parquet``, optionally gzipped; ``field`` picks the column, otherwise a ``messages`` list or a
   ``prompt``/``question``/``goal``/``Behavior``/``instruction``/``text``... column is detected;
-- a built-in set written for this project: ``redteam`` or ``helpful`` (see
-  ``list_builtin_prompt_sets``); a built-in name wins over a file of the same name, so write
+- a built-in set shipped in ``cai/prompts/`` (``list_builtin_prompt_sets``): ``redteam``,
+  ``helpful``, ``borderline`` and ``benign`` written for this project, ``self-instruct`` (with
+  human reference answers) and ``harmful-train`` (built by ``scripts/build_prompt_sets.py`` from
+  HH-RLHF's train pool, the in-the-wild forbidden questions and ``redteam``; see
+  :mod:`cai.sources.split`); a built-in name wins over a file of the same name, so write
   ``./redteam`` for the file;
 - ``hh-rlhf:PATH``: HH-RLHF transcripts (``chosen``/``rejected``), taking the first human turn,
   which is the red-team request the crowdworker opened with;
@@ -58,7 +61,7 @@ class Prompt:
 
 
 def list_builtin_prompt_sets() -> list[str]:
-    """Names of the prompt sets shipped with cai, e.g. ``["helpful", "redteam"]``."""
+    """Names of the prompt sets shipped with cai, e.g. ``["benign", "borderline", "harmful-train", ...]``."""
     folder = resources.files("cai") / _BUILTIN_DIR
     if not folder.is_dir():
         return []

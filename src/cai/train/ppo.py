@@ -26,6 +26,7 @@ from typing import Any
 
 from cai.config import option, to_dict
 from cai.errors import CAIError
+from cai.sources import list_builtin_prompt_sets
 from cai.train.common import TrainCommon
 from cai.types import check_temperature
 
@@ -37,7 +38,7 @@ class PPORunConfig(TrainCommon):
     reward: str | None = option(None, help="the reward: a preference-model folder (cai reward -o DIR), "
                                 "module:function, path/to/file.py:function, or judge:MODEL (a constitution judge, -c)")
     prompts: str | None = option(None, help="prompt source: file (.jsonl/.json/.csv/.txt/.parquet), built-in set "
-                                 "(redteam, helpful), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
+                                 f"({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
     field: str | None = option(None, help="column holding the prompt text in a JSONL/CSV/Parquet source")
     limit: int | None = option(None, help="use at most N prompts")
     constitution: str = option("default", help="constitution of a judge: reward", flags=("-c", "--constitution"))
@@ -125,7 +126,8 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     if not cfg.policy:
         raise CAIError("cai ppo: give the policy with --policy DIR (an SL-CAI model, or smollm2-135m)")
     if not cfg.prompts:
-        raise CAIError("cai ppo: give prompts with --prompts SRC (a file, redteam, helpful, hh-rlhf:PATH)")
+        raise CAIError(f"cai ppo: give prompts with --prompts SRC (a file, {', '.join(list_builtin_prompt_sets())}, "
+                       "hh-rlhf:PATH)")
     if reward is None and not cfg.reward:
         raise CAIError("cai ppo: give the reward with --reward DIR|module:function|judge:MODEL")
     # Everything that can be wrong with the input is checked before a model loads.

@@ -4,7 +4,7 @@ The PM is a one-score sequence-classification head on a base LM, trained with th
 Bradley-Terry loss (:func:`cai.train.reward_trainer.soft_bt_loss`) through TRL's RewardTrainer.
 After training it reports accuracy with a bootstrap 95% CI on held-out AI labels (``--eval-split``)
 and on human labels (HH-RLHF harmless-base test and BIG-bench HHH, read by the same readers as
-``cai eval labeler``). Load the result with :class:`cai.train.pm.PreferenceModel`.
+``cai eval labeler``; of HH-RLHF only the check pool, whose prompts are never training prompts). Load the result with :class:`cai.train.pm.PreferenceModel`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ class RewardTrainConfig(TrainCommon):
     eval_split: float = option(0.1, help="fraction of the prompts held out to measure accuracy on unseen AI labels "
                                "(0 to skip)")
     human_eval: tuple[str, ...] = option(("hh-rlhf", "hhh"), help="human-labelled sets to measure accuracy on after "
-                                         "training (hh-rlhf, hhh, or a path `cai eval labeler` reads); 'none' to skip")
+                                         "training (hh-rlhf: its check pool; hhh; or a path `cai eval labeler` reads); "
+                                         "'none' to skip")
     human_limit: int | None = option(500, help="at most this many comparisons per human set (a seeded subset)")
 
     def __post_init__(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 from cai.config import option, to_dict
 from cai.errors import CAIError
+from cai.sources import list_builtin_prompt_sets
 from cai.train.common import TrainCommon
 from cai.types import check_temperature
 
@@ -37,7 +38,7 @@ class RlooConfig(TrainCommon):
     reward: str | None = option(None, help="reward: a `cai reward` PM folder, module:function, or judge:MODEL "
                                 "(loaded by cai.train.rewards.load_reward)")
     prompts: str | None = option(None, help="prompt source: file (.jsonl/.json/.csv/.txt/.parquet), built-in set "
-                                 "(redteam, helpful), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
+                                 f"({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
     field: str | None = option(None, help="column holding the prompt in a JSONL/CSV/Parquet source")
     limit: int | None = option(None, help="use at most N prompts")
     samples_per_prompt: int = option(4, help="answers sampled per prompt (k >= 2); each is baselined by the mean "
