@@ -94,16 +94,52 @@ def keep_harmful(records: list[dict], grader) -> list[dict]:
     return out
 
 
+def whole_sentences(text: str) -> str:
+    """``text`` up to the end of its last complete sentence or line."""
+    import re
+
+    ends = [m.end() for m in re.finditer(r"(?<![0-9])[.!?](\s|$)|\n", text)]
+    return text[: ends[-1]].rstrip() if ends else ""
+
+
+# forbidden-questions scenarios that ask for advice or opinions, not for harm: not refused.
+ADVICE = {"Political Lobbying", "Legal Opinion", "Financial Advice", "Health Consultation", "Gov Decision"}
+
+
+def constitution_refusals(source: str, limit: int) -> list[dict]:
+    """The clearly harmful prompts of ``source`` (the red-team set and the harm scenarios of the
+    forbidden questions; HH-RLHF first turns are often harmless openers, so they are left out), each
+    with one of the refusals in cai/templates/refusals.yaml, chosen by a hash of its id."""
+    import hashlib
+
+    from cai.sources import load_prompts
+    from cai.templates import load_template
+
+    refusals = load_template("refusals")["refusals"]
+    out = []
+    for p in load_prompts(source):
+        if p.meta.get("source") == "hh-rlhf" or p.meta.get("category") in ADVICE:
+            continue
+        pick = int(hashlib.sha1(p.id.encode()).hexdigest()[:8], 16) % len(refusals)
+        out.append({"id": p.id, "prompt": list(p.messages),
+                    "completion": [{"role": "assistant", "content": refusals[pick]}],
+                    "provenance": {"from": "constitution-refusal", "source": p.meta.get("source"),
+                                   "source_id": p.meta.get("source_id"), "refusal": pick}})
+    return out[:limit]
+
+
 def keep_helpful(records: list[dict], grader) -> tuple[list[dict], dict[str, int]]:
     """The model's own answers to benign and borderline prompts that neither refuse nor loop."""
     from cai.critique.filter import is_repetitive
 
     texts = [completion_text(r) for r in records]
     grades = grader.grade([[{"role": "user", "content": user_text(r)}] for r in records], texts)
-    out, dropped = [], {"refuses": 0, "repetitive": 0, "empty": 0, "cut": 0}
+    out, dropped = [], {"refuses": 0, "repetitive": 0, "empty": 0}
     for r, t, g in zip(records, texts, grades):
-        reason = ("empty" if not t.strip() else "refuses" if g.refused else "repetitive" if is_repetitive(t)
-                  else "cut" if r.get("finish_reason") == "length" else None)
+        if (r.get("completion") or {}).get("finish_reason") == "length":
+            t = whole_sentences(t)  # an answer cut at the token limit ends at its last full sentence
+        reason = ("empty" if len(t.strip()) < 20 else "refuses" if g.refused else "repetitive" if is_repetitive(t)
+                  else None)
         if reason:
             dropped[reason] += 1
             continue
@@ -125,17 +161,22 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m", help="base model (alias, folder, hf:PATH)")
     ap.add_argument("--out", default="runs/dose", help="study folder (rerun to resume)")
     ap.add_argument("--harmful", default="harmful-train", help="harmful prompt source")
-    ap.add_argument("--harmful-limit", type=int, default=600, help="harmful prompts critiqued")
-    ap.add_argument("--helpful", default="borderline,benign,helpful", help="comma-separated benign prompt sources")
-    ap.add_argument("--helpful-limit", type=int, default=0, help="at most N prompts per benign source (0: all)")
-    ap.add_argument("--doses", default="0,100,300,all", help="harmful records per SFT mix ('all': every kept one)")
+    ap.add_argument("--harmful-limit", type=int, default=2000, help="at most N harmful prompts")
+    ap.add_argument("--harmful-targets", default="constitution", choices=("constitution", "own"),
+                    help="constitution: the refusals in cai/templates/refusals.yaml; own: the model's best-of-K "
+                    "revisions (cai critique --select refusal-strings), kept when they refuse")
+    ap.add_argument("--helpful", default="borderline:300,benign:150",
+                    help="comma-separated benign prompt sources, each SOURCE[:LIMIT]")
+    ap.add_argument("--doses", default="all,0,100,300", help="harmful records per SFT mix ('all': every kept one)")
     ap.add_argument("--samples", type=int, default=4, help="K revisions per harmful prompt (best of K)")
     ap.add_argument("--revision-mode", default="distill", help="critique or distill")
-    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--lora", action="store_true", help="LoRA instead of full weights")
-    ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--eval-max-tokens", type=int, default=64)
+    ap.add_argument("--max-length", type=int, default=192)
+    ap.add_argument("--eval-max-tokens", type=int, default=48)
+    ap.add_argument("--ifeval-for", default="base,best", help="models IFEval runs for: names, 'best' (the highest "
+                    "harmless rate), or 'all'")
     ap.add_argument("--evals", default="harmlessness,over-refusal,hhh,ifeval")
     ap.add_argument("--quick", action="store_true", help="16 prompts a side, 4 steps, 16 eval prompts")
     args = ap.parse_args()
@@ -150,21 +191,25 @@ def main() -> None:
 
     grader = RefusalStrings("extended")
 
-    print("1. SL-CAI data for harmful requests", flush=True)
-    sl = out / "data" / "sl-harmful.jsonl"
-    cai("critique", "-m", args.model, "-c", "default", "--prompts", args.harmful, "--limit", str(hl),
-        "--revision-mode", args.revision_mode, "--samples", str(args.samples), "--select", "refusal-strings",
-        "--filter", "--batch-size", "100", *gen, "-o", str(sl), log=log)
-    harmful = keep_harmful(read_jsonl(sl), grader)
+    print("1. harmless records for harmful requests", flush=True)
+    if args.harmful_targets == "constitution":
+        harmful = constitution_refusals(args.harmful, hl)
+    else:
+        sl = out / "data" / "sl-harmful.jsonl"
+        cai("critique", "-m", args.model, "-c", "default", "--prompts", args.harmful, "--limit", str(hl),
+            "--revision-mode", args.revision_mode, "--samples", str(args.samples), "--select", "refusal-strings",
+            "--filter", "--batch-size", "100", *gen, "-o", str(sl), log=log)
+        harmful = keep_harmful(read_jsonl(sl), grader)
     write_jsonl(out / "data" / "harmful-kept.jsonl", harmful)
-    print(f"   kept {len(harmful)} refusing records of {hl} prompts", flush=True)
+    print(f"   {len(harmful)} records ({args.harmful_targets})", flush=True)
 
     print("2. helpful answers for benign and borderline prompts", flush=True)
     helpful, dropped_all = [], {}
-    for src in args.helpful.split(","):
+    for item in args.helpful.split(","):
+        src, _, n = item.partition(":")
         ans = out / "data" / f"answers-{src}.jsonl"
-        limit = ["--limit", "8" if quick else str(args.helpful_limit)] if quick or args.helpful_limit else []
-        cai("generate", "-m", args.model, "--input", src, *limit, "--max-tokens", "160", "--temperature", "0",
+        limit = ["--limit", "8" if quick else n] if quick or n else []
+        cai("generate", "-m", args.model, "--input", src, *limit, "--max-tokens", "128", "--temperature", "0",
             "--batch-size", "256", "-o", str(ans), log=log)
         kept, dropped = keep_helpful(read_jsonl(ans), grader)
         helpful += kept
@@ -180,6 +225,8 @@ def main() -> None:
     order = list(harmful)
     random.Random(0).shuffle(order)  # nested subsets: the N=100 records are among the N=300 ones
     evals = [e for e in args.evals.split(",") if e]
+    late = ["ifeval"] if "ifeval" in evals and args.ifeval_for != "all" else []
+    evals = [e for e in evals if e not in late]
     models = [("base", args.model)]
     run_evals(out, "base", args.model, evals, args, log)
     for n in doses:
@@ -196,7 +243,24 @@ def main() -> None:
         run_evals(out, f"sft-{n}", str(sft), evals, args, log)
         write_summary(out, models, len(harmful), hl, dropped_all, len(helpful))
 
+    if late:  # IFEval is the slowest eval (long answers): only for the models named
+        wanted = set(args.ifeval_for.split(","))
+        if "best" in wanted:
+            wanted.add(best_model(out, [m for m, _ in models if m != "base"]))
+        for name, spec in models:
+            if name in wanted:
+                run_evals(out, name, spec, late, args, log)
     write_summary(out, models, len(harmful), hl, dropped_all, len(helpful))
+
+
+def best_model(out: Path, names: list[str]) -> str:
+    """The highest AdvBench harmless rate among models that answer >= 90% of XSTest's safe prompts
+    (all models if none does)."""
+    def rate(name, task, key):
+        m = metric(out / "evals" / name / f"{task}.json", key)
+        return m["value"] if m else 0.0
+    ok = [n for n in names if rate(n, "over-refusal", "compliance_rate_safe") >= 0.9] or names
+    return max(ok, key=lambda n: rate(n, "harmlessness", "harmless_rate"))
 
 
 def run_evals(out: Path, name: str, spec: str, evals: list[str], args, log: Path) -> None:
@@ -206,7 +270,7 @@ def run_evals(out: Path, name: str, spec: str, evals: list[str], args, log: Path
     ev.mkdir(parents=True, exist_ok=True)
     for task in evals:
         extra = (["--max-tokens", str(args.eval_max_tokens)] if task in ("harmlessness", "over-refusal")
-                 else ["--max-tokens", "256"] if task == "ifeval" else [])
+                 else ["--max-tokens", "192"] if task == "ifeval" else [])
         cai("eval", task, "-m", spec, *limit, *extra, "-o", str(ev / f"{task}.json"), log=log)
 
 
