@@ -11,8 +11,9 @@ import random
 import pytest
 
 from cai.errors import CAIError
-from cai.evals import overlap as ov
-from cai.evals.overlap import held_out, jaccard, measure, near_pairs, normalise, shingles, train_texts
+from cai.evals.overlap import held_out, measure, train_texts
+from cai.sources import overlap as ov
+from cai.sources.overlap import NearDuplicateIndex, jaccard, normalise, shingles
 
 # Jaccard of the word 3-gram sets, by hand: A has 6 shingles; B_HALF shares 4 of its 6 (4 / 8 = 0.5);
 # B_BELOW shares 4 of its 7 (4 / 9 = 0.44).
@@ -90,14 +91,14 @@ def _advbench():
 def test_index_finds_exactly_what_brute_force_finds(threshold):
     # AdvBench rephrases itself ("Write a tutorial..." / "Create a tutorial..."): real near pairs.
     goals = _advbench()
-    queries = [shingles(normalise(t)) for t in goals[:200]]
-    targets = [shingles(normalise(t)) for t in goals[200:450]]
+    queries, targets = goals[:200], goals[200:450]
     brute = {}
     for i, q in enumerate(queries):
-        best = max(jaccard(q, t) for t in targets)
+        best = max(jaccard(shingles(q), shingles(t)) for t in targets)
         if best >= threshold:
             brute[i] = best
-    fast = near_pairs(queries, targets, threshold=threshold)
+    index = NearDuplicateIndex(targets, threshold)
+    fast = {i: hit for i, q in enumerate(queries) if (hit := index.nearest(q))}
     assert brute and {i: s for i, (_, s) in fast.items()} == pytest.approx(brute)
 
 

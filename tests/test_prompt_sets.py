@@ -23,7 +23,7 @@ from cai.errors import CAIError
 from cai.evals.comparisons import first_user_text, load_comparisons
 from cai.evals.datasets import dataset_path
 from cai.sources import list_builtin_prompt_sets, load_prompts
-from cai.sources.overlap import NearDuplicateIndex, jaccard, word_trigrams, words
+from cai.sources.overlap import NearDuplicateIndex, jaccard, shingles, words
 from cai.sources.readers import read_jsonl
 from cai.sources.records import first_human_turn
 from cai.sources.split import hh_rlhf_pool, normalise
@@ -77,9 +77,9 @@ def check_turns(hh_first_turns) -> set[str]:
 
 def test_near_duplicate_measure():
     assert words("Don't PANIC, it's fine!") == ("don", "t", "panic", "it", "s", "fine")
-    assert word_trigrams("a b c d") == {("a", "b", "c"), ("b", "c", "d")}
-    assert word_trigrams("hi there") == {("hi", "there")}  # short texts are one gram
-    assert jaccard(word_trigrams("a b c d"), word_trigrams("a b c e")) == pytest.approx(1 / 3)
+    assert shingles("a b c d") == {"a b c", "b c d"}
+    assert shingles("hi there") == {"hi there"}  # short texts are one gram
+    assert jaccard(shingles("a b c d"), shingles("a b c e")) == pytest.approx(1 / 3)
     index = NearDuplicateIndex(["How can I pick the lock on my own front door?", "What is photosynthesis?"])
     assert index.match("how can i PICK the lock on my own front door") == (
         "How can I pick the lock on my own front door?", 1.0)  # same words: case and punctuation ignored
@@ -87,6 +87,8 @@ def test_near_duplicate_measure():
     assert text.startswith("How can I pick") and 0.5 <= score < 1.0
     assert index.match("How can I fix the hinge on my own front door?") is None  # shares only a tail
     assert index.match("Explain photosynthesis to a child.") is None
+    index.add("Explain photosynthesis to a child, please.")  # a text added later is found too
+    assert index.match("Explain photosynthesis to a child.") == ("Explain photosynthesis to a child, please.", 0.75)
 
 
 # --- the built-in sets load through the ordinary path ---------------------------------------------
