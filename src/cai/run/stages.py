@@ -47,6 +47,7 @@ EVAL_PROMPTS: dict[str, str] = {
     "hhh": "cai.evals.tasks.hhh:prompt_texts",
     "truthfulqa": "cai.evals.tasks.truthfulqa:prompt_texts",
     "helpfulness": "cai.evals.tasks.helpfulness:prompt_texts",
+    "ifeval": "cai.evals.tasks.ifeval:prompt_texts",
 }
 
 

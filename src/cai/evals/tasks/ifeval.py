@@ -29,6 +29,7 @@ from typing import Any, Sequence
 from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.results import EvalResult
+from cai.evals.overlap import held_out, train_prompts_option
 from cai.evals.tasks.itemrun import TaskCommon, examples_path, open_store, result_path, run_items, seeded_subset
 from cai.types import SamplingParams
 
@@ -43,6 +44,7 @@ class IFEvalConfig(TaskCommon):
                              "limit cuts answers short and fails their length instructions")
     temperature: float = option(0.0, help="sampling temperature of the answers (0 = greedy)")
     system_prompt: str | None = option(None, help="system message before every prompt (default: none)")
+    train_prompts: tuple[str, ...] = train_prompts_option()
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed)
@@ -121,6 +123,11 @@ def answer_batch(backend: Any, batch: Sequence[Prompt], config: IFEvalConfig) ->
     return out
 
 
+def prompt_texts(config: IFEvalConfig) -> list[str]:
+    """The prompts evaluated; no model is loaded."""
+    return [p.text for p in seeded_subset(load_prompts(config.data), config.limit, config.seed)]
+
+
 def evaluate_ifeval(config: IFEvalConfig, *, backend: Any = None, show_progress: bool | None = None) -> EvalResult:
     from cai.backends import load_backend
     from cai.evals.ifeval.scoring import by_instruction, score_response, summarise
@@ -148,7 +155,7 @@ def evaluate_ifeval(config: IFEvalConfig, *, backend: Any = None, show_progress:
                    "by_group": by_instruction(records, scored, group=True, **stats)},
         grader={"name": "ifeval-rules", "spec": "cai.evals.ifeval: IFEval's verifiable-instruction checkers, "
                 "strict and loose", "agreement": None},
-        examples=examples_path(out).name,
+        examples=examples_path(out).name, overlap=held_out([p.text for p in prompts], config.train_prompts),
         provenance=provenance(models={"model": name}, sampling=params.to_dict(), seed=config.seed,
                               stage="eval-ifeval", data=config.data, n=len(records), config=to_dict(config),
                               seconds=round(time.perf_counter() - started, 1)),
