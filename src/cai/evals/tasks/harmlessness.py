@@ -105,7 +105,7 @@ def harmlessness_metrics(records: list[dict[str, Any]], *, seed: int = 0) -> dic
 def evaluate_harmlessness(config: HarmlessnessConfig, *, backend: Any = None, grader: Any = None,
                           show_progress: bool | None = None) -> EvalResult:
     items = load_requests(config)
-    backend, grader, block = setup(config, backend=backend, grader=grader)
+    backend, grader, block = setup(config, backend=backend, grader=grader, task="harmlessness")
     records = answer_and_grade(items, config, backend, grader, task="harmlessness", show_progress=show_progress)
     by_cat: dict[str, list[dict[str, Any]]] = {}
     for r in records:

@@ -62,7 +62,7 @@ def load_xstest(config: OverRefusalConfig) -> list[Item]:
 def evaluate_over_refusal(config: OverRefusalConfig, *, backend: Any = None, grader: Any = None,
                           show_progress: bool | None = None) -> EvalResult:
     items = load_xstest(config)
-    backend, grader, block = setup(config, backend=backend, grader=grader)
+    backend, grader, block = setup(config, backend=backend, grader=grader, task="over-refusal")
     records = answer_and_grade(items, config, backend, grader, task="over-refusal", show_progress=show_progress)
     safe = [r for r in records if r["label"] == "safe"]
     unsafe = [r for r in records if r["label"] == "unsafe"]
