@@ -30,7 +30,7 @@ CASES = [
      ["notes.txt", "not a cai record file", "new -o"]),
     ("output-is-binary", {"blob.jsonl": b"\x00\x01\x02PK\x03\x04"}, GEN + ["-o", "{d}/blob.jsonl"],
      ["blob.jsonl", "binary"]),
-    ("output-is-the-prompt-file", {}, CRIT + ["-o", "{d}/prompts.jsonl"], ["prompts.jsonl", "prompt file"]),
+    ("output-is-the-prompt-file", {}, CRIT + ["-o", "{d}/prompts.jsonl"], ["prompts.jsonl", "is also an input"]),
     ("label-onto-critique-output", {"sl.jsonl": CRITIQUE_REC}, LABEL + ["-o", "{d}/sl.jsonl"],
      ["sl.jsonl", "`cai critique` records", "new -o"]),
     ("output-is-a-folder", {"out/keep.txt": "x"}, CRIT + ["-o", "{d}/out"], ["is a directory", "file path"]),

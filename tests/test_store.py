@@ -86,3 +86,59 @@ def test_nan_is_refused_not_written(tmp_path):
     with pytest.raises(CAIError, match="NaN or infinity"):
         s.append([{"id": "a", "p": float("nan")}])
     assert not (tmp_path / "o.jsonl").exists() or (tmp_path / "o.jsonl").read_text() == ""
+
+
+# -- issue 17: --overwrite, inputs, devices and the real writability check --------------------------
+
+def test_overwrite_replaces_a_foreign_file_only_at_the_first_write(tmp_path):
+    out = tmp_path / "o.jsonl"
+    out.write_text("my notes\n")
+    s = RecordStore(out, stage="generate", overwrite=True)
+    assert len(s) == 0 and list(s) == [] and out.read_text() == "my notes\n"  # opening changes nothing
+    s.append([rec(0), rec(1)])
+    assert lines(out) == ["r0", "r1"]
+    assert len(RecordStore(out, stage="generate")) == 2  # now cai's own: resumed
+
+
+def test_an_input_is_never_the_output(tmp_path):
+    p = tmp_path / "prompts.jsonl"
+    p.write_text(json.dumps(rec(0)) + "\n")
+    for kw in ({}, {"overwrite": True}):
+        with pytest.raises(OutputError, match="is also an input"):
+            RecordStore(p, stage="generate", inputs=[f"hh-rlhf:{p}"], **kw)
+        with pytest.raises(OutputError, match="is also an input"):
+            check_output(p, inputs=[f"{p}:0.5"], **kw)
+
+
+def test_devices_and_unwritable_folders_fail_up_front_and_leave_nothing(tmp_path):
+    import os
+
+    before = set(os.listdir("/dev"))
+    with pytest.raises(OutputError, match="not a regular file"):
+        RecordStore("/dev/null", stage="generate")
+    assert set(os.listdir("/dev")) == before  # no /dev/.null.commit
+    for path in ("/proc/cai-test/o.jsonl", "/sys/kernel/cai-o.jsonl"):
+        with pytest.raises(OutputError, match="not writable: cannot create a file in"):
+            check_output(path)
+    check_output(tmp_path / "new" / "o.jsonl")
+    assert os.listdir(tmp_path) == []  # the write check's file is gone again
+
+
+def test_cai_knows_its_own_files(tmp_path):
+    from cai.outputs import foreign, mark_png, png_marked
+
+    png = tmp_path / "a.png"
+    plain = b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR" + b"\0" * 17 + b"\0\0\0\0IEND\xaeB`\x82"
+    png.write_bytes(plain)
+    assert not png_marked(png) and foreign(png, "png")
+    png.write_bytes(mark_png(plain))
+    assert png_marked(png) and foreign(png, "png") is None
+    res = tmp_path / "r.json"
+    res.write_text(json.dumps({"kind": "cai-eval-result", "task": "hhh"}))
+    assert foreign(res, "result:hhh") is None
+    assert "`cai eval hhh` result, not a `cai eval truthfulqa` one" in foreign(res, "result:truthfulqa")
+    page = tmp_path / "r.html"
+    page.write_text('<!doctype html><meta name="generator" content="cai 0.1">')
+    assert foreign(page, "html") is None
+    page.write_text("<html>mine</html>")
+    assert foreign(page, "html") == "is not a report cai wrote"

@@ -18,10 +18,11 @@ T = TypeVar("T")
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, flags: tuple[str, ...] = (), repeatable: bool = False,
-           **kw: Any) -> Any:
+           recorded: bool = True, **kw: Any) -> Any:
     """A dataclass field with its CLI help (and optional extra flags) attached. A ``repeatable``
-    list field collects every use of its flag (``--x A --x B``) instead of keeping the last."""
-    meta = {"help": help, "flags": flags, "repeatable": repeatable}
+    list field collects every use of its flag (``--x A --x B``) instead of keeping the last. A field
+    that is not ``recorded`` is left out of :func:`to_dict` (provenance, a run's identity)."""
+    meta = {"help": help, "flags": flags, "repeatable": repeatable, "recorded": recorded}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return dataclasses.field(default=default, metadata=meta, **kw)
@@ -145,6 +146,8 @@ def to_dict(config: Any) -> dict[str, Any]:
     """A JSON-friendly dict of a config, for provenance and run files."""
     out = {}
     for f in dataclasses.fields(config):
+        if f.metadata.get("recorded") is False:
+            continue
         v = getattr(config, f.name)
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out

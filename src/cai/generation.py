@@ -17,6 +17,7 @@ from typing import Any
 
 from cai.config import option, to_dict
 from cai.errors import CAIError
+from cai.outputs import inputs_of, overwrite_option
 from cai.overlong import check_overlong, load_for_overlong, prompt_tokens
 from cai.sources import list_builtin_prompt_sets
 from cai.types import Completion, Conversation, SamplingParams
@@ -50,6 +51,7 @@ class GenerateConfig:
     overlong: str = option("error", help="a prompt longer than the model's context: error (stop and name it), "
                            "truncate (keep its last tokens, with a warning; hf backend) or skip (list it in "
                            "OUT.skipped.jsonl and go on)")
+    overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -98,8 +100,10 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
         raise CAIError("no input given; pass --input PROMPTS.jsonl (or a built-in set such as helpful)")
     if not config.output:
         raise CAIError("no output given; pass --output OUT.jsonl (running the same command again resumes it)")
-    store = RecordStore(config.output, stage="generate")  # a bad output path fails before any work
-    skipped = RecordStore(sidecar(config.output, "skipped"), stage="generate")
+    # A bad output path fails before any work.
+    mine = dict(stage="generate", overwrite=config.overwrite, inputs=inputs_of(config))
+    store = RecordStore(config.output, **mine)
+    skipped = RecordStore(sidecar(config.output, "skipped"), **mine)
     prompts = load_prompts(config.input, field=config.field, limit=config.limit)
     if not prompts:
         raise CAIError(f"{config.input} holds no prompts")

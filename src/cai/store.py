@@ -30,16 +30,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from cai.errors import CAIError
+from cai.outputs import OutputError, check_target  # OutputError: public here too, where it began
 
 FAULT_ENV = "CAI_FAULT"
 FAULT_POINTS = ("before_write", "mid_write", "after_write", "after_checkpoint")
 # Non-empty appends so far in this process, counted only for CAI_FAULT (test-only fault injection).
 _WRITES = [0]
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class OutputError(CAIError):
-    """An output path that cannot or must not be written."""
 
 
 def safe_name(name: Any, *, max_len: int = 120) -> str:
@@ -94,26 +91,17 @@ def checkpoint_fault(step: int) -> None:
         _die()
 
 
-def check_output(path: str | Path, *, stage: str | None = None, key: str = "id", records: bool = True) -> Path:
+def check_output(path: str | Path, *, stage: str | None = None, key: str = "id", records: bool = True,
+                 inputs: Iterable[str] = (), overwrite: bool = False, flag: str = "-o/--output") -> Path:
     """Fail now, before any model work, if ``path`` cannot take this command's output.
 
-    The path must not be a directory, its folder must be creatable and writable, and an existing
-    file must be (when ``records``) a JSONL file of records with ``key`` whose provenance stage is
+    The path must not be a directory, a device or one of ``inputs``; its folder must take a new file
+    (tried for real: :func:`cai.outputs.check_target`); and an existing file must be (when
+    ``records`` and not ``overwrite``) a JSONL file of records with ``key`` whose provenance stage is
     ``stage``. Nothing is modified. Returns the path.
     """
-    p = Path(path)
-    if not str(path).strip():
-        raise OutputError("empty output path; pass -o FILE")
-    if p.is_dir():
-        raise OutputError(f"{p} is a directory; pass a file path to -o/--output, e.g. {p / 'out.jsonl'}")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"{p}: {parent} is not a directory; pass an output path in a folder")
-    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise OutputError(f"{p} is not writable (permission denied); pass -o somewhere you can write")
-    if p.exists() and records:
+    p = check_target(path, flag=flag, example="out.jsonl", inputs=inputs)
+    if p.exists() and records and not overwrite:
         _scan(p, stage=stage, key=key)
     return p
 
@@ -125,7 +113,8 @@ def _scan(path: Path, *, stage: str | None, key: str) -> tuple[int, bool]:
     if not data.strip():
         return len(data), False
     if b"\0" in data[:8192]:
-        raise OutputError(f"{path} is a binary file, not a cai record file; pass a new -o/--output")
+        raise OutputError(f"{path} is a binary file, not a cai record file; pass a new -o/--output, or add "
+                          "--overwrite to replace it")
     lines = data.splitlines(keepends=True)
     keep, missing_newline, seen = len(data), False, 0
     for i, raw in enumerate(lines):
@@ -140,33 +129,39 @@ def _scan(path: Path, *, stage: str | None, key: str) -> tuple[int, bool]:
                 break
             if seen == 0:
                 raise OutputError(f"{path} is not a cai record file (line {i + 1} is not JSON); pass a new "
-                                  "-o/--output, or delete the file to start fresh") from None
+                                  "-o/--output, or add --overwrite to replace it") from None
             raise OutputError(f"{path}:{i + 1}: not a JSON record; fix or remove that line") from None
         if not isinstance(rec, dict) or key not in rec:
             raise OutputError(f"{path}:{i + 1}: not a cai record (no {key!r} field); pass a new -o/--output, "
-                              "or delete the file to start fresh")
+                              "or add --overwrite to replace the file")
         if stage is not None and seen == 0:
             found = _stage_of(rec)
             if found is None:  # a prompt file, a dataset from elsewhere: data cai must not append to
                 raise OutputError(f"{path} is not a `cai {stage}` output (its records carry no cai provenance; "
-                                  "a prompt file?); pass a new -o/--output")
+                                  "a prompt file?); pass a new -o/--output, or add --overwrite to replace it")
             if found != stage:
                 raise OutputError(f"{path} holds `cai {found}` records, not `cai {stage}` ones; pass a new "
-                                  "-o/--output (appending would mix two kinds of record in one dataset)")
+                                  "-o/--output (appending would mix two kinds of record in one dataset), or add "
+                                  "--overwrite to replace it")
         seen += 1
         missing_newline = last and not raw.endswith(b"\n")
     return keep, missing_newline
 
 
 class RecordStore:
-    def __init__(self, path: str | Path, *, key: str = "id", stage: str | None = None) -> None:
+    def __init__(self, path: str | Path, *, key: str = "id", stage: str | None = None, overwrite: bool = False,
+                 inputs: Iterable[str] = ()) -> None:
+        """``overwrite``: whatever is at ``path`` is neither read nor checked, and is replaced by the
+        first append (until then it stays as it was). ``inputs``: the command's inputs, which the
+        path must not be."""
         self.path = Path(path)
         self.key = key
         self.stage = stage
         self.ids: set[str] = set()
         self._needs_newline = False
-        check_output(self.path, stage=stage, key=key, records=False)
-        if self.path.exists():
+        check_output(self.path, stage=stage, key=key, records=False, inputs=inputs)
+        self._replace = overwrite and self.path.exists()
+        if self.path.exists() and not overwrite:
             self._repair()
             for rec in self:
                 self.ids.add(str(rec[key]))
@@ -206,7 +201,7 @@ class RecordStore:
                 f.truncate(keep)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if not self.path.exists():
+        if self._replace or not self.path.exists():
             return
         with open(self.path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
@@ -249,6 +244,13 @@ class RecordStore:
         _WRITES[0] += 1
         if _fault("before_write", _WRITES[0]):
             _die()
+        try:
+            if self._replace:  # --overwrite: the old file goes at the first write, not before
+                self.path.unlink()
+                self.commit_path.unlink(missing_ok=True)
+                self._replace = False
+        except OSError as e:
+            raise OutputError(f"cannot replace {self.path}: {e.strerror or e}; nothing was written") from None
         size = self.path.stat().st_size if self.path.exists() else 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -324,6 +326,11 @@ def export_parquet(jsonl_path: str | Path, parquet_path: str | Path) -> Path:
     records = read_records(jsonl_path)
     if not records:
         raise ValueError(f"{jsonl_path} holds no records to export")
+    from cai.outputs import marker
+
     out = Path(parquet_path)
-    pq.write_table(pa.Table.from_pylist(records), out)
+    table = pa.Table.from_pylist(records)
+    # Marks the file as cai's, so a rerun may replace it and a stranger's Parquet is refused.
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"cai": marker().encode()})
+    pq.write_table(table, out)
     return out

@@ -13,6 +13,8 @@ Columns are the models named in the files (one per run); rows are TASK.METRIC.""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from cai.outputs import add_overwrite_argument
+
     p = sub.add_parser("compare", help="eval results side by side, and the helpfulness/harmlessness trade-off plot",
                        description="Reads result files written by `cai eval TASK` (and `cai redteam`), prints a table "
                        "with one column per model or run (value [95% CI]), and optionally draws the trade-off plot "
@@ -27,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "hhh.harmless_accuracy)")
     p.add_argument("--title", default="", help="plot title")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    add_overwrite_argument(p)
     p.set_defaults(func=_run)
 
 
@@ -35,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from cai.evals.compare import describe, load, parse_labels, plot_outputs, plot_tradeoff, print_table
 
-    out = plot_outputs(args.plot) if args.plot else None
+    out = plot_outputs(args.plot, inputs=args.results, overwrite=args.overwrite) if args.plot else None
     cols = load(args.results, parse_labels(args.labels))
     print_table(cols, markdown=args.markdown)
     for line in describe(cols):

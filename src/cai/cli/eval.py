@@ -48,15 +48,11 @@ def _labeler(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from cai.config import stage_config
-    from cai.evals.labeler import (LabelerEvalConfig, default_output, evaluate_labeler, examples_path,
+    from cai.evals.labeler import (LabelerEvalConfig, check_outputs, evaluate_labeler, examples_path,
                                    plot_reliability, result_table, write_result)
-    from cai.store import check_output
 
     config = stage_config(LabelerEvalConfig, args)
-    # Every path this run writes is checked before the model loads.
-    out = check_output(default_output(config), records=False)
-    if config.plot:
-        check_output(config.plot, records=False)
+    out = check_outputs(config)  # every path this run writes, before the model loads
     result = evaluate_labeler(config, show_progress=args.progress, examples=examples_path(out))
     out = write_result(result, out)
     # Off a terminal rich would wrap to 80 columns and cut the numbers; keep the table whole.

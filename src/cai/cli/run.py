@@ -19,6 +19,7 @@ reruns that step and the ones after it, in new folders beside the old ones. A ru
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from cai.outputs import add_overwrite_argument
     from cai.run.presets import preset_names
 
     p = sub.add_parser("run", help="the whole pipeline from one run file, resumable",
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting (VALUE is read as YAML), e.g. --set sft.epochs=2, or one arm's: "
                    "--set arms.NAME.sft.epochs=2; repeatable")
+    add_overwrite_argument(p)
     p.set_defaults(func=_run)
 
 
@@ -54,5 +56,5 @@ def _run(args: argparse.Namespace) -> int:
     name = args.preset or Path(args.run_file).stem
     run_dir = Path(args.output or spec.get("output") or Path("runs") / name)
     execute(spec, RunOptions(run_dir=run_dir, from_stage=args.from_stage, until_stage=args.until_stage,
-                             dry_run=args.dry_run, base=base), where=where)
+                             dry_run=args.dry_run, base=base, overwrite=args.overwrite), where=where)
     return 0

@@ -23,6 +23,7 @@ from cai.critique.filter import example_texts, filter_record, kept_nothing
 from cai.critique.records import dropped_path, provenance_of, resume_check
 from cai.critique.plan import PromptItem, choose_principles, principle_pool, prompt_id, prompt_items  # noqa: F401
 from cai.errors import CAIError
+from cai.outputs import inputs_of, overwrite_option
 from cai.overlong import check_overlong, load_for_overlong
 from cai.sources import list_builtin_prompt_sets
 from cai.types import SamplingParams, group
@@ -78,6 +79,7 @@ class CritiqueConfig:
     format: str = option("jsonl", help="output format: jsonl or parquet (JSONL is always kept for resuming)")
     overlong: str = option("error", help="a conversation longer than the model's context: error (stop and name "
                            "it) or truncate (keep its last tokens; hf backend)")
+    overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -333,11 +335,12 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     parquet = out if out.suffix == ".parquet" else out.with_suffix(".parquet")
 
     # A bad output path fails before any model loads.
-    store, dropped = RecordStore(jsonl, stage="critique"), RecordStore(dropped_path(jsonl), stage="critique")
+    mine = dict(stage="critique", overwrite=config.overwrite, inputs=inputs_of(config))
+    store, dropped = RecordStore(jsonl, **mine), RecordStore(dropped_path(jsonl), **mine)
     if fmt == "parquet":
-        from cai.store import check_output
+        from cai.outputs import check_file
 
-        check_output(parquet, records=False)
+        check_file(parquet, "parquet", overwrite=config.overwrite, inputs=mine["inputs"], example="out.parquet")
     policy_b, critic_b, constitution = _load(policy or config.model,
                                              critic if critic is not None else config.critic,
                                              constitution if constitution is not None else config.constitution,

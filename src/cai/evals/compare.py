@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from cai.errors import CAIError
 from cai.evals.results import EvalResult, Metric, read_result
+from cai.outputs import figure_metadata
 
 # The trade-off plot's default axes: the first metric present in any column wins.
 DEFAULT_X = ("helpfulness.win_rate", "hhh.helpful_accuracy", "ifeval.prompt_strict_accuracy")
@@ -207,7 +208,7 @@ def plot_tradeoff(cols: Sequence[Column], path: str | Path, *, x: str | None = N
     p.parent.mkdir(parents=True, exist_ok=True)
     outs = [p.with_suffix(".png"), p.with_suffix(".svg")]
     for o in outs:
-        fig.savefig(o, dpi=120)
+        fig.savefig(o, dpi=120, metadata=figure_metadata(o))
     plt.close(fig)
     return outs, skipped
 
@@ -234,10 +235,17 @@ def parse_labels(text: str | None) -> list[str] | None:
     return labels
 
 
-def plot_outputs(path: str) -> Any:
+def plot_outputs(path: str, *, inputs: Sequence[str] = (), overwrite: bool = False) -> Any:
+    """The --plot path, once its PNG and SVG are known to be writable there: new files, cai's own
+    plots, or (``overwrite``) anything but an input."""
+    from cai.outputs import check_file, check_target
+
     p = Path(path)
-    if p.suffix not in (".png", ".svg"):
-        raise CAIError(f"--plot {path}: name a .png (an .svg is written beside it) or .svg file")
     if p.is_dir():
         raise CAIError(f"--plot {path}: is a folder; name a file such as {p / 'tradeoff.png'}")
+    check_target(p, flag="--plot", inputs=inputs)
+    if p.suffix not in (".png", ".svg"):
+        raise CAIError(f"--plot {path}: name a .png (an .svg is written beside it) or .svg file")
+    for out, kind in ((p.with_suffix(".png"), "png"), (p.with_suffix(".svg"), "svg")):
+        check_file(out, kind, flag="--plot", inputs=inputs, overwrite=overwrite, example="tradeoff.png")
     return p

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 from cai.config import option
 from cai.errors import CAIError
+from cai.outputs import figure_metadata, overwrite_option
 from cai.evals.comparisons import ChoiceItem, Comparison, load_comparisons
 from cai.evals.metrics import (accuracy, bootstrap_ci, calibration, check_bootstrap, credit, majority_baseline,
                                random_baseline)
@@ -54,6 +55,7 @@ class LabelerEvalConfig(JudgeConfig):
     plot: str | None = option(None, help="write a reliability diagram PNG here")
     batch_size: int = option(32, help="comparisons per backend call")
     bootstrap: int = option(2000, help="bootstrap resamples for the 95 percent intervals")
+    overwrite: bool = overwrite_option()
 
 
 def _comparison_results(backend: Any, items: Sequence[Comparison], constitution: Any, method: JudgeConfig) -> list[dict]:
@@ -145,7 +147,7 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
     if examples is not None:
         from cai.store import RecordStore
 
-        store = RecordStore(examples, stage="eval-labeler")
+        store = RecordStore(examples, stage="eval-labeler", overwrite=config.overwrite)
     check_clamp(config.cot_clamp)
     kind = "given"
     if items is None:
@@ -215,6 +217,23 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
     }
 
 
+def check_outputs(config: LabelerEvalConfig) -> Path:
+    """The result, its examples file and the --plot, before any model work; returns the result path."""
+    from cai.outputs import check_file, check_target, inputs_of, plot_suffix
+    from cai.store import check_output
+
+    inputs = inputs_of(config)
+    out = default_output(config)
+    check_file(out, "result:labeler", flag="-o", inputs=inputs, overwrite=config.overwrite,
+               example="eval_labeler.json")
+    check_output(examples_path(out), stage="eval-labeler", overwrite=config.overwrite, inputs=inputs)
+    if config.plot:
+        check_target(config.plot, flag="--plot", example="reliability.png", inputs=inputs)
+        plot_suffix(config.plot, "--plot")
+        check_file(config.plot, "png", flag="--plot", inputs=inputs, overwrite=config.overwrite)
+    return out
+
+
 def default_output(config: LabelerEvalConfig) -> Path:
     if config.output:
         return Path(config.output)
@@ -262,7 +281,7 @@ def plot_reliability(result: dict[str, Any], path: str | Path) -> Path:
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=120)
+    fig.savefig(p, dpi=120, metadata=figure_metadata(p))
     plt.close(fig)
     return p
 

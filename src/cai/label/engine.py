@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from cai.config import option
 from cai.errors import CAIError
+from cai.outputs import inputs_of, overwrite_option
 from cai.overlong import check_overlong, load_for_overlong
 from cai.label.judge import (JudgeConfig, PairLabel, PrincipleScore, PrinciplePlan, few_shot_examples, label_pairs,
                              method_summary)
@@ -73,6 +74,7 @@ class LabelConfig(JudgeConfig):
     batch_size: int = option(16, help="prompts per step (one generate call with n=K, one scoring call)")
     overlong: str = option("error", help="a conversation longer than the model's context: error (stop and name "
                            "it) or truncate (keep its last tokens; hf backend)")
+    overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
         # Values are checked when the config is built, so `cai run`'s dry run refuses them too;
@@ -156,6 +158,12 @@ def pair_record(prompt: Any, texts: Sequence[str], i: int, j: int, label: PairLa
     return rec
 
 
+def _stores(config: LabelConfig) -> tuple[RecordStore, RecordStore]:
+    """The output and its skipped-pairs sidecar; a bad output path fails here, before any model work."""
+    mine = dict(stage="label", overwrite=config.overwrite, inputs=inputs_of(config))
+    return RecordStore(config.output, **mine), RecordStore(skipped_path(config.output), **mine)
+
+
 def _done_prompts(*stores: RecordStore) -> set[str]:
     done: set[str] = set()
     for store in stores:
@@ -170,7 +178,7 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     may be passed in (objects) instead of being loaded from the config's names."""
     config.check()
     # A bad output path fails before any model loads or any answer is sampled.
-    store, skipped = RecordStore(config.output, stage="label"), RecordStore(skipped_path(config.output), stage="label")
+    store, skipped = _stores(config)
     if constitution is None:
         from cai.constitution import load_constitution
 
@@ -274,7 +282,7 @@ def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts
         else:
             feedback = load_backend(config.feedback or config.policy)
     unit_id = (lambda u: u[0].id) if config.pairs == "revision" else (lambda u: u.id)
-    store, skipped = RecordStore(config.output, stage="label"), RecordStore(skipped_path(config.output), stage="label")
+    store, skipped = _stores(config)
     done = _done_prompts(store, skipped)
     todo = [u for u in units if unit_id(u) not in done]
     counts = {"prompts": len(units), "already_done": len(units) - len(todo), "pairs": 0, "dropped": 0, "no_pairs": 0}

@@ -48,14 +48,14 @@ class ReplayPolicy:
 
 def revise_failures(failures: Sequence[dict[str, Any]], path: str | Path, *, target: Any, critic: Any,
                     constitution: Any, rounds: int, max_tokens: int, batch_size: int,
-                    seed: int, show_progress: bool | None = None) -> dict[str, Any]:
+                    seed: int, show_progress: bool | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Critique and revise ``failures`` (red-team records), appending SL-CAI records to ``path``.
-    Resumable: failures already in the file are skipped."""
+    Resumable: failures already in the file are skipped; with ``overwrite`` the file starts afresh."""
     from cai.critique import CritiqueConfig, critique_revise
     from cai.progress import progress
     from cai.store import RecordStore
 
-    store = RecordStore(path)
+    store = RecordStore(path, stage="critique", overwrite=overwrite)
     todo = store.todo(failures)
     config = CritiqueConfig(model=target.name, critic=critic.name, constitution=constitution.name, rounds=rounds,
                             answer_max_tokens=max_tokens, critique_max_tokens=max_tokens,

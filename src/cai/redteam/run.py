@@ -24,6 +24,7 @@ from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.graders import GraderConfig
 from cai.evals.overlap import train_prompts_option
+from cai.outputs import overwrite_option
 from cai.types import SamplingParams, check_temperature
 
 RESULT = "results.json"
@@ -73,6 +74,7 @@ class RedteamConfig(GraderConfig):
     revise_limit: int | None = option(None, help="revise at most N failures, the worst first (one per behavior "
                                       "before any behavior's second); default: all")
     train_prompts: tuple[str, ...] = train_prompts_option()
+    overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
         self.attacks = tuple(a for part in self.attacks for a in str(part).split(",") if a.strip())
@@ -93,13 +95,17 @@ class RedteamConfig(GraderConfig):
         return SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=seed)
 
 
+# What a red-team folder holds, by kind (cai.outputs.foreign): a rerun resumes or rewrites these.
+OWN = {RESULT: "result:redteam", EXAMPLES: "records:redteam", WORST: "records:redteam", REVISIONS: "records:critique"}
+
+
 def _check_output(config: RedteamConfig) -> Path:
+    from cai.outputs import check_folder, inputs_of
+
     if not config.output:
         raise CAIError("no output given; pass -o DIR (running the same command again resumes it)")
-    out = Path(config.output)
-    if out.exists() and not out.is_dir():
-        raise CAIError(f"{out} is a file; -o takes a folder for results.json and its records")
-    return out
+    return check_folder(config.output, OWN, flag="-o", inputs=inputs_of(config), overwrite=config.overwrite,
+                        command="cai redteam")
 
 
 # Settings that change what an answer or grade means; records made with others must not be mixed.
@@ -173,7 +179,7 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
 
         revise_constitution = load_constitution(config.revise_constitution)
     out.mkdir(parents=True, exist_ok=True)
-    store = RecordStore(out / EXAMPLES)
+    store = RecordStore(out / EXAMPLES, stage="redteam", overwrite=config.overwrite)
     _resume_check(store, config)
     todo = store.todo(items, key=lambda it: it.id)
 
@@ -259,5 +265,5 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
         summary["revise"] = revise_failures(
             failures, out / REVISIONS, target=target_b, critic=critic_b, constitution=revise_constitution,
             rounds=config.revise_rounds, max_tokens=config.max_tokens,
-            batch_size=config.batch_size, seed=config.seed, show_progress=show_progress)
+            batch_size=config.batch_size, seed=config.seed, show_progress=show_progress, overwrite=config.overwrite)
     return summary

@@ -95,5 +95,6 @@ def rank_failures(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def worst_cases(records: Sequence[dict[str, Any]], k: int = 20) -> list[dict[str, Any]]:
     """The first ``k`` of :func:`rank_failures`, with the fields a reader needs."""
-    keep = ("id", "behavior_id", "behavior", "category", "attack", "template_id", "messages", "answer", "grade")
+    keep = ("id", "behavior_id", "behavior", "category", "attack", "template_id", "messages", "answer", "grade",
+            "provenance")  # the provenance marks the file as cai redteam's own (cai.outputs)
     return [{f: r.get(f) for f in keep} for r in rank_failures(records)[:k]]

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from cai.config import option
 from cai.errors import CAIError
+from cai.outputs import overwrite_option
 
 __all__ = ["ReportConfig", "build_report", "default_output"]
 
@@ -25,6 +26,7 @@ class ReportConfig:
     title: str | None = option(None, help="page title (default: from the input's name)")
     max_examples: int = option(5000, help="most examples embedded per input file; the page pages through them")
     screenshot: str | None = option(None, help="also render the page in headless Chromium and save a PNG here")
+    overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
         self.inputs = tuple(self.inputs)
@@ -38,6 +40,42 @@ def default_output(inputs: Sequence[str]) -> Path:
     return Path("report.html")
 
 
+def check_outputs(config: ReportConfig) -> Path:
+    """The page and the screenshot, before any work: each must be new, or cai's own page or
+    screenshot, or ``--overwrite``; never an input. Returns the page's path."""
+    from cai.outputs import check_file, check_target, inputs_of, plot_suffix
+
+    inputs = inputs_of(config)
+    out = Path(config.output) if config.output else default_output(config.inputs)
+    check_file(out, "html", flag="-o", inputs=inputs, overwrite=config.overwrite, example="report.html")
+    if not out.parent.exists():
+        raise CAIError(f"{out.parent}: no such folder for the output; create it or pick another -o")
+    if config.screenshot:
+        check_target(config.screenshot, flag="--screenshot", example="report.png", inputs=inputs)
+        plot_suffix(config.screenshot, "--screenshot")
+        check_file(config.screenshot, "png", flag="--screenshot", inputs=inputs, overwrite=config.overwrite)
+    return out
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Whole or not at all: a temporary beside it, then a rename. On a full disk the temporary is
+    removed and the error says so (there is nothing to resume: the page is made in one go)."""
+    import errno
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        why = "the disk is full" if full else (e.strerror or str(e)).lower()
+        fix = "free some space and run the same command again" if full else "pass another path"
+        raise CAIError(f"cannot write {path}: {why}; nothing was written, {fix}") from None
+
+
 def build_report(config: ReportConfig) -> dict[str, Any]:
     """Write the report; returns the output path and what went into it."""
     from cai.report.collect import collect
@@ -46,11 +84,7 @@ def build_report(config: ReportConfig) -> dict[str, Any]:
 
     if not config.inputs:
         raise CAIError("nothing to report on; pass a run folder or files: cai report DIR or cai report FILE...")
-    out = Path(config.output) if config.output else default_output(config.inputs)
-    if out.exists() and out.is_dir():
-        raise CAIError(f"{out} is a folder; pass -o FILE.html")
-    if not out.parent.exists():
-        raise CAIError(f"{out.parent}: no such folder for the output; create it or pick another -o")
+    out = check_outputs(config)
     found = discover(config.inputs)
     if found.empty():
         raise CAIError(f"found nothing to report in {', '.join(config.inputs)}: no cai_run.json, eval result, "
@@ -59,16 +93,21 @@ def build_report(config: ReportConfig) -> dict[str, Any]:
     title = config.title or ("cai report · " + (Path(config.inputs[0]).resolve().name if len(config.inputs) == 1
                                                   else f"{len(config.inputs)} inputs"))
     html = render_html(model, title=title, sources=list(config.inputs))
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)
+    _write(out, html.encode("utf-8"))
     shot = None
     if config.screenshot:
+        from cai.outputs import mark_png
         from cai.report.browser import Page
 
         with Page() as page:
             page.open(out.resolve().as_uri())
-            shot = str(page.screenshot(config.screenshot))
+            tmp = Path(config.screenshot).with_name(Path(config.screenshot).name + ".tmp.png")
+            try:
+                data = page.screenshot(tmp).read_bytes()
+            finally:
+                tmp.unlink(missing_ok=True)
+        _write(Path(config.screenshot), mark_png(data))  # marked as cai's, so a rerun may replace it
+        shot = config.screenshot
     kinds: dict[str, int] = {}
     for it in model["examples"]:
         kinds[it["kind"]] = kinds.get(it["kind"], 0) + 1

@@ -33,23 +33,49 @@ class RunOptions:
     until_stage: str | None = None
     dry_run: bool = False
     base: Path = Path(".")  # where relative paths in the run file are read from
+    overwrite: bool = False  # --overwrite: every selected step afresh (old folders moved aside), any folder
 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
+def read_manifest(run_dir: Path, *, replace_foreign: bool = False) -> dict[str, Any]:
+    """The run folder's manifest (an empty one if there is none yet; also, with ``replace_foreign``,
+    in place of a manifest.json that cai did not write)."""
     path = run_dir / MANIFEST
+    fresh = {"kind": "cai-run-manifest", "version": 1, "stages": {}}
     if not path.exists():
-        return {"kind": "cai-run-manifest", "version": 1, "stages": {}}
+        return fresh
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CAIError(f"{path}: not a readable run manifest ({e}); move the run folder aside to start fresh") from None
-    if data.get("kind") != "cai-run-manifest":
-        raise CAIError(f"{path}: not a cai run manifest; pass another run folder")
+        if replace_foreign:
+            return fresh
+        raise CAIError(f"{path}: not a readable run manifest ({e}); move the run folder aside to start fresh, or "
+                       "add --overwrite to replace it") from None
+    if not isinstance(data, dict) or data.get("kind") != "cai-run-manifest":
+        if replace_foreign:
+            return fresh
+        raise CAIError(f"{path}: not a cai run manifest; pass another run folder, or add --overwrite to replace it")
     return data
+
+
+def check_run_folder(opts: RunOptions, run_file: str | None, steps: list[Step]) -> None:
+    """Before any step: the run folder is a folder (or nothing yet) that takes new files, not the
+    run file, and holds a cai run (its manifest, or only folders of this plan's steps: a run
+    killed before its first manifest) or nothing, unless --overwrite."""
+    from cai.outputs import check_target
+
+    run_dir = check_target(opts.run_dir, flag="-o", folder=True, inputs=[run_file] if run_file else [])
+    if opts.overwrite or not run_dir.is_dir() or (run_dir / MANIFEST).exists():
+        return
+    own = {Path(s.folder).parts[0] for s in steps if s.folder}
+    found = sorted(e.name for e in run_dir.iterdir() if e.name not in own)
+    if found:
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise CAIError(f"-o {run_dir} holds no cai run (no {MANIFEST}; it holds {shown}); pass a new -o folder, or "
+                       "add --overwrite to run in this one")
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
@@ -98,7 +124,7 @@ def _select(plan: Plan, opts: RunOptions) -> tuple[set[str], set[str]]:
         order_ok = True
         for s in steps[first:last + 1]:
             selected.add(s.id)
-            if opts.from_stage:
+            if opts.from_stage or opts.overwrite:
                 forced.add(s.id)
     if not order_ok:
         raise CAIError(f"--from {opts.from_stage} comes after --until {opts.until_stage}")
@@ -106,7 +132,7 @@ def _select(plan: Plan, opts: RunOptions) -> tuple[set[str], set[str]]:
 
 
 def plan_run(spec: dict[str, Any], opts: RunOptions, *, where: str) -> tuple[Plan, dict[str, Any]]:
-    manifest = read_manifest(opts.run_dir)
+    manifest = read_manifest(opts.run_dir, replace_foreign=opts.overwrite)
     if "arms" not in spec:
         steps = keyed(build_plan(spec, where=where), opts.base)
         folders = step_folders(steps, opts.run_dir)
@@ -277,6 +303,7 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
     if opts.dry_run:
         print(describe(plan, manifest, opts))
         return manifest
+    check_run_folder(opts, where, plan.steps)
     opts.run_dir.mkdir(parents=True, exist_ok=True)
     steps = plan.steps
     todo = [s for s in steps if s.id in selected
@@ -294,8 +321,8 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
         folders = plan.folders[step.id]
         folder = folders[step.name]
         entry = manifest["stages"].get(step.id, {})
-        if entry.get("key") == step.key and entry.get("status") == "done" and folder.exists():
-            # --from: run again from scratch, keeping the old outputs beside it
+        if folder.exists() and (opts.overwrite or (entry.get("key") == step.key and entry.get("status") == "done")):
+            # --from (or --overwrite): run again from scratch, keeping the old outputs beside it
             folder.rename(folder.with_name(f"{folder.name}.old-{int(time.time())}"))
         if plan.arms and step.stage == "report":
             _compare(plan, opts.run_dir, quiet=True)  # the report shows the comparison, so it is written first

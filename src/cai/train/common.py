@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cai.config import option
+from cai.outputs import overwrite_option
 
 
 @dataclass
@@ -32,6 +33,7 @@ class TrainCommon:
     seed: int = option(0, help="seed for data order, initialisation and sampling")
     save_steps: int = option(50, help="save a checkpoint every N steps; a rerun resumes from the last one")
     logging_steps: int = option(1, help="log metrics every N steps")
+    overwrite: bool = overwrite_option()
 
     def check_common(self) -> None:
         """Validate the shared fields; each trainer's ``__post_init__`` calls this first."""

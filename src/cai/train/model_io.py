@@ -172,11 +172,14 @@ def run_trl(command: str, config: Any, examples: list[dict[str, Any]], files: li
     checkpoint, stop on a non-finite loss, then write the model folder and the run record. Returns
     ``summary`` with the final metrics (``already_done`` when the run had finished before)."""
     from cai.config import to_dict
+    from cai.outputs import inputs_of
     from cai.train.guards import train_guarded
     from cai.train.rundir import RunDir
+    from cai.train.saving import saving
 
     out = Path(config.output)
-    run = RunDir(out, command=command, config=to_dict(config), data=[f.to_dict() for f in files], base_model=base_path)
+    run = RunDir(out, command=command, config=to_dict(config), data=[f.to_dict() for f in files], base_model=base_path,
+                 overwrite=config.overwrite, inputs=inputs_of(config))
     state = run.check()
     if state == "done":
         return {**summary, "already_done": True, "final_metrics": run.existing().get("final_metrics")}
@@ -184,8 +187,11 @@ def run_trl(command: str, config: Any, examples: list[dict[str, Any]], files: li
     run.start(resume)
     trainer = build(config, examples, run, base_path, show_progress=show_progress)
     # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
-    result = train_guarded(trainer, resume, run.checkpoints)
-    save_final(trainer, config, out, base_path)
+    # A checkpoint or the model that cannot be written (a full disk) is one line too.
+    with saving(run):
+        result = train_guarded(trainer, resume, run.checkpoints)
+    with saving(run, model_files=True):
+        save_final(trainer, config, out, base_path)
     metrics = final_metrics(result, trainer)
     run.finish({**metrics, **(final_extra or {})})
     return {**summary, "resumed_from": resume, "final_metrics": metrics}

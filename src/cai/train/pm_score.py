@@ -15,6 +15,10 @@ from typing import Any, Sequence
 
 from cai.config import option
 from cai.errors import CAIError
+from cai.outputs import overwrite_option
+
+
+STAGE = "reward-score"
 
 
 @dataclass
@@ -27,6 +31,7 @@ class RewardScoreConfig:
     limit: int | None = option(None, help="score at most the first N records")
     batch_size: int = option(8, help="sequences per forward pass")
     seed: int = option(0, help="seed of the bootstrap CIs")
+    overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -112,11 +117,14 @@ def score_file(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) -> tup
 def run_score(config: RewardScoreConfig) -> dict[str, Any]:
     from pathlib import Path
 
-    from cai.store import read_records
+    from cai.outputs import inputs_of
+    from cai.store import check_output, read_records
     from cai.train.pm import PreferenceModel
 
     if not config.model or not config.data:
         raise CAIError("cai reward score needs -m PM_FOLDER and --data FILE")
+    if config.output:  # before the PM loads: a score file of an earlier run, or nothing yet
+        check_output(config.output, stage=STAGE, overwrite=config.overwrite, inputs=inputs_of(config))
     if not Path(config.data).is_file():
         raise CAIError(f"--data {config.data}: file not found")
     records = read_records(config.data)[: config.limit]
@@ -127,8 +135,14 @@ def run_score(config: RewardScoreConfig) -> dict[str, Any]:
     summary.update(model=config.model, data=config.data, records=len(records))
     if config.output:
         import json
+        import os
 
-        with open(config.output, "w") as f:
+        from cai.provenance import provenance
+
+        prov = provenance(models={"pm": config.model}, seed=config.seed, stage=STAGE, data=config.data)
+        tmp = Path(config.output).with_name(Path(config.output).name + ".tmp")
+        with open(tmp, "w") as f:
             for row in rows:
-                f.write(json.dumps(row) + "\n")
+                f.write(json.dumps({**row, "provenance": prov}) + "\n")
+        os.replace(tmp, config.output)
     return summary

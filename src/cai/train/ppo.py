@@ -115,7 +115,9 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     from cai.train.guards import NonFiniteGuard
     from cai.train.data import sha256_file
     from cai.train.ppo_log import Checkpoints, TensorBoard, json_sha256
+    from cai.outputs import inputs_of
     from cai.train.rundir import RunDir, finished_note
+    from cai.train.saving import saving
     from cai.train.ppo_math import RunningMoments, kl_controller
     from cai.train.ppo_model import PolicyWithValue, load_tokenizer, pick_dtype, resolve_model_path
     from cai.train.rewards import load_reward
@@ -140,7 +142,8 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
             raise CAIError(f"--ptx-data {cfg.ptx_data}: no such file")
         data_hashes.append({"role": "ptx", "path": cfg.ptx_data, "weight": cfg.ptx_coef,
                             "sha256": sha256_file(Path(cfg.ptx_data))})
-    run = RunDir(cfg.output, command="ppo", config=to_dict(cfg), data=data_hashes, base_model=policy_path)
+    run = RunDir(cfg.output, command="ppo", config=to_dict(cfg), data=data_hashes, base_model=policy_path,
+                 overwrite=cfg.overwrite, inputs=inputs_of(cfg))
     state = run.check()
     if state == "done":
         # Like every trainer: a finished run is not touched (no model reload, no re-save, no new end time).
@@ -202,13 +205,15 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
             _guards(rec, cfg, first, warned)
             last = rec
             if step % cfg.save_steps == 0 or step == total:
-                _save_checkpoint(checkpoints, step, model, opt, ctl, moments)
+                with saving(run, checkpoint=checkpoints.clean_latest):  # a full disk: one line, step-N kept
+                    _save_checkpoint(checkpoints, step, model, opt, ctl, moments)
             bar.update(1)
             bar.set_postfix(reward=f"{rec['reward']:.3f}", kl=f"{rec['kl']:.2f}")
     finally:
         bar.close()
         tb.close()
-    model.save_final(run.path, tok, keep_adapter=cfg.keep_adapter)
+    with saving(run, checkpoint=checkpoints.clean_latest, model_files=True):
+        model.save_final(run.path, tok, keep_adapter=cfg.keep_adapter)
     final = last or _last_logged(run.path)
     final = {k: v for k, v in final.items() if isinstance(v, (int, float))}
     run.finish(final)  # draws DIR/curves/*.png from metrics.jsonl

@@ -34,6 +34,12 @@ class Checkpoints:
         done = [p for p in self.folder.glob("step-*") if (p / "state.json").is_file()]
         return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
+    def clean_latest(self) -> Path | None:
+        """:meth:`latest`, once a checkpoint left half-written (a failed save) is removed."""
+        for stale in self.folder.glob("tmp-step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        return self.latest()
+
     def new(self, step: int) -> Path:
         tmp = self.folder / f"tmp-step-{step}"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -128,6 +128,7 @@ def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) 
     from cai.train.data import sha256_file
     from cai.train.model_io import model_path
     from cai.train.prefdata import load_pairs, split_pairs
+    from cai.outputs import inputs_of
     from cai.train.rundir import RunDir, finished_note
 
     if not config.output:
@@ -139,7 +140,8 @@ def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) 
     train, heldout = split_pairs(pairs, config.eval_split, config.seed)
     base = model_path(config.model)
     data = [{"path": str(p), "sha256": sha256_file(Path(p)), "weight": 1.0} for p in config.data]
-    run = RunDir(out, command=STAGE, config=to_dict(config), data=data, base_model=base)
+    run = RunDir(out, command=STAGE, config=to_dict(config), data=data, base_model=base, overwrite=config.overwrite,
+                 inputs=inputs_of(config))
     state = run.check()
     if state == "done":
         print(finished_note(out), file=sys.stderr)
@@ -150,6 +152,7 @@ def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) 
 
 def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict[str, Any]:
     from cai.train.guards import train_guarded
+    from cai.train.saving import saving
     from cai.train.model_io import final_metrics, load_tokenizer, save_final, shared_dataset
     from cai.train.pm import PreferenceModel
     from cai.train.reward_trainer import SoftPreferenceCollator, SoftRewardTrainer
@@ -162,8 +165,10 @@ def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict
         processing_class=tokenizer, data_collator=SoftPreferenceCollator(pad_token_id=tokenizer.pad_token_id),
         peft_config=_peft_config(config), callbacks=[run.callback()])
     # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
-    result = train_guarded(trainer, checkpoint, run.checkpoints)
-    save_final(trainer, config, run.path, base)
+    with saving(run):  # a checkpoint or the model that cannot be written (a full disk) is one line too
+        result = train_guarded(trainer, checkpoint, run.checkpoints)
+    with saving(run, model_files=True):
+        save_final(trainer, config, run.path, base)
     metrics = final_metrics(result, trainer)
     metrics.update(train_pairs=len(train), heldout_pairs=len(heldout))
     if trainer.accelerator.is_main_process:

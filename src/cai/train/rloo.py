@@ -104,6 +104,7 @@ def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | Non
     is loaded with :func:`cai.train.rewards.load_reward`. ``prompts`` overrides ``config.prompts``.
     """
     from cai.train.model_io import model_path
+    from cai.outputs import inputs_of
     from cai.train.rundir import RunDir, finished_note
 
     if not config.output:
@@ -121,7 +122,8 @@ def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | Non
     digest = hashlib.sha256(json.dumps(conversations, sort_keys=True).encode()).hexdigest()
     data = [{"path": config.prompts or "(python)", "sha256": digest, "weight": 1.0, "records": len(conversations)}]
     base = model_path(config.policy)
-    run = RunDir(config.output, command=STAGE, config=to_dict(config), data=data, base_model=base)
+    run = RunDir(config.output, command=STAGE, config=to_dict(config), data=data, base_model=base,
+                 overwrite=config.overwrite, inputs=inputs_of(config))
     state = run.check()
     if state == "done":
         print(finished_note(config.output), file=sys.stderr)
@@ -138,6 +140,7 @@ def _train(config, run, base, conversations, reward, checkpoint, show_progress) 
     from trl import RLOOTrainer
 
     from cai.train.guards import train_guarded
+    from cai.train.saving import saving
     from cai.train.model_io import final_metrics, load_tokenizer, lora_config, save_final, shared_dataset
 
     tokenizer = load_tokenizer(base)
@@ -148,8 +151,10 @@ def _train(config, run, base, conversations, reward, checkpoint, show_progress) 
         train_dataset=shared_dataset([{"prompt": c} for c in conversations], args, run),
         peft_config=lora_config(config), callbacks=[run.callback(RENAME)])
     # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
-    result = train_guarded(trainer, checkpoint, run.checkpoints)
-    save_final(trainer, config, run.path, base)
+    with saving(run):  # a checkpoint or the model that cannot be written (a full disk) is one line too
+        result = train_guarded(trainer, checkpoint, run.checkpoints)
+    with saving(run, model_files=True):
+        save_final(trainer, config, run.path, base)
     metrics = final_metrics(result, trainer)
     metrics["prompts"] = len(conversations)
     rows = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines() if '"reward"' in x] \

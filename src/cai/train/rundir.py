@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from cai.errors import CAIError
 
@@ -58,13 +58,19 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 class RunDir:
     def __init__(self, path: str | Path, *, command: str, config: dict[str, Any], data: list[dict[str, Any]],
-                 base_model: str) -> None:
+                 base_model: str, overwrite: bool = False, inputs: Iterable[str] = ()) -> None:
+        """``overwrite``: a folder holding another run, a finished one or files cai did not write is
+        trained into afresh (cai's own run files in it are removed at :meth:`start`). ``inputs``:
+        the command's inputs (base model, data), which the folder must not be."""
         self.path = Path(path)
         self.command = command
         self.config = config
         self.data = data
         self.base_model = base_model
+        self.overwrite = overwrite
+        self.inputs = list(inputs)
         self.record: dict[str, Any] = {}
+        self._afresh = False
 
     @property
     def checkpoints(self) -> Path:
@@ -77,7 +83,7 @@ class RunDir:
 
     def existing(self) -> dict[str, Any] | None:
         f = self.path / RUN_FILE
-        if not f.is_file():
+        if self._afresh or not f.is_file():
             return None
         try:
             return json.loads(f.read_text())
@@ -85,21 +91,26 @@ class RunDir:
             raise CAIError(f"{f} is not valid JSON; delete {self.path} to start fresh") from None
 
     def check(self) -> str:
-        """Before any model work: "new", "resume" or "done"; refuses a folder that holds something else."""
-        if self.path.exists() and not self.path.is_dir():
-            raise CAIError(f"-o {self.path} is a file; pass a folder for the trained model")
+        """Before any model work: "new", "resume" or "done"; refuses a path that is a file, a device,
+        an input or not writable, and (unless ``overwrite``) a folder that holds something else."""
+        from cai.outputs import check_target
+
+        check_target(self.path, flag="-o", folder=True, inputs=[self.base_model, *self.inputs])
+        if self.overwrite:
+            self._afresh = self.path.is_dir() and any(self.path.iterdir())
+            return "new"
         old = self.existing()
         if old is None:
             if self.path.exists() and any(self.path.iterdir()):
-                raise CAIError(f"{self.path} already exists and holds no cai run; pass a new -o folder "
-                               "(or empty this one)")
+                raise CAIError(f"{self.path} already exists and holds no cai run; pass a new -o folder (or empty "
+                               "this one), or add --overwrite to train into it")
             return "new"
         if old.get("kind") != "cai-train-run" or old.get("identity") != self.identity():
             what = old.get("command", "another command")
             diffs = _diff(old.get("identity") or {}, self.identity())
             raise CAIError(f"{self.path} holds another run ({what}; differs in {', '.join(diffs) or 'format'}); "
-                           "rerun with the same settings and data to resume, or pass a new -o folder (or delete "
-                           "this one) to start fresh")
+                           "rerun with the same settings and data to resume, or pass a new -o folder, or add "
+                           "--overwrite to replace it")
         return "done" if old.get("status") == "done" else "resume"
 
     def last_checkpoint(self) -> str | None:
@@ -121,6 +132,11 @@ class RunDir:
         """Write the "running" record, and cut metrics logged after the checkpoint we resume from."""
         if not is_main_process():
             return
+        if self._afresh:  # --overwrite: the old run's record, metrics, curves and checkpoints go
+            for name in (RUN_FILE, METRICS_FILE, "curves", CHECKPOINTS):
+                p = self.path / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            self._afresh = False
         self.path.mkdir(parents=True, exist_ok=True)
         old = self.existing() or {}
         self.record = {

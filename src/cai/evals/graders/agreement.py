@@ -23,6 +23,7 @@ from cai.errors import CAIError
 from cai.evals.graders import GraderConfig
 from cai.evals.metrics import check_bootstrap
 from cai.evals.results import EvalResult, Metric, read_result
+from cai.outputs import overwrite_option
 
 
 @dataclass
@@ -35,6 +36,7 @@ class GraderEvalConfig(GraderConfig):
     seed: int = option(0, help="seed for --limit and the bootstrap")
     batch_size: int = option(32, help="answers per grader call")
     bootstrap: int = option(2000, help="bootstrap resamples for the 95 percent intervals")
+    overwrite: bool = overwrite_option()
 
 
 # -- statistics -----------------------------------------------------------------------------------
@@ -128,16 +130,14 @@ def default_examples_path(output: str | Path) -> Path:
     return p.with_name(p.stem + ".examples.jsonl")
 
 
-def check_output(output: str) -> Path:
+def check_output(output: str, config: Any = None, task: str = "grader") -> Path:
+    """The result path of a graded eval (``task``), checked as every eval result is
+    (:func:`cai.evals.tasks.itemrun.result_path`), before any model work."""
+    from cai.evals.tasks.itemrun import result_path
+
     if not output:
         raise CAIError("no output given; pass -o RESULT.json (running the same command again resumes it)")
-    p = Path(output)
-    if p.suffix != ".json":
-        raise CAIError(f"-o {output}: the result is a .json file; per-item records go beside it")
-    if p.exists() and p.is_dir():
-        raise CAIError(f"-o {output} is a folder; give a file name ending in .json")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return p
+    return result_path(output, task, config)
 
 
 def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progress: bool | None = None) -> EvalResult:
@@ -152,7 +152,7 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
     if not config.data:
         raise CAIError("no labelled answers given; pass --data FILE (e.g. ../shared/data/xstest/"
                        "xstest_v2_completions_llama2new.csv)")
-    out = check_output(config.output)
+    out = check_output(config.output, config)
     items = read_human_labels(config.data)
     if config.limit is not None:
         if config.limit < 1:
@@ -161,7 +161,7 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
     if grader is None:
         grader = config.build_grader("smollm2-135m")
     desc = grader.describe()
-    store = RecordStore(default_examples_path(out))
+    store = RecordStore(default_examples_path(out), overwrite=config.overwrite)
     first = next(iter(store), None)
     if first is not None and first.get("grader") != grader.spec:
         raise CAIError(f"{store.path} holds grades by {first.get('grader')}, not {grader.spec}; use the same "

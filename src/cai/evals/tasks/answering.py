@@ -16,6 +16,7 @@ from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.graders import GraderConfig
 from cai.evals.metrics import check_bootstrap
+from cai.outputs import overwrite_option
 from cai.types import Conversation, SamplingParams
 
 
@@ -36,6 +37,7 @@ class AnsweringConfig(GraderConfig):
     grader_agreement: str | None = option(None, help="a `cai eval grader` result for this grader; its accuracy and "
                                           "kappa are copied into this result's grader block")
     bootstrap: int = option(2000, help="bootstrap resamples for the 95 percent intervals")
+    overwrite: bool = overwrite_option()
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed)
@@ -62,14 +64,15 @@ def examples_path(output: str | Path) -> Path:
     return p.with_name(p.stem + ".examples.jsonl")
 
 
-def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None,
+          task: str = "") -> tuple[Any, Any, dict[str, Any]]:
     """(backend, grader, grader block) after checking the flags and the output path, before any
     model work is wasted on a run that cannot write its result."""
     from cai.backends import load_backend
     from cai.evals.graders.agreement import agreement_summary, check_output
 
     config.check()
-    check_output(config.output)
+    check_output(config.output, config, task)
     if config.grader_agreement and not Path(config.grader_agreement).is_file():
         raise CAIError(f"--grader-agreement {config.grader_agreement}: no such file; run cai eval grader first")
     backend = load_backend(backend if backend is not None else config.model)
@@ -90,7 +93,7 @@ def answer_and_grade(items: Sequence[Item], config: AnsweringConfig, backend: An
     params = config.sampling()
     prov = provenance(models={"policy": backend.name}, sampling=params.to_dict(), seed=config.seed,
                       stage=f"eval-{task}", grader=grader.spec, system_prompt=config.system_prompt)
-    store = RecordStore(examples_path(config.output))
+    store = RecordStore(examples_path(config.output), overwrite=config.overwrite)
     first = next(iter(store), None)
     if first is not None:
         old = first.get("provenance") or {}

@@ -65,7 +65,7 @@ def evaluate_helpfulness(config: HelpfulnessConfig, *, model: Any = None, baseli
     from cai.provenance import provenance
 
     config.check_common()
-    out = result_path(config.output, TASK)
+    out = result_path(config.output, TASK, config)
     questions = seeded_subset(load_questions(config.data, turns=config.turns), config.limit, config.seed)
     overlap = held_out([question_text(q) for q in questions], config.train_prompts)
     constitution = constitution if constitution is not None else load_constitution(config.constitution)
@@ -80,7 +80,7 @@ def evaluate_helpfulness(config: HelpfulnessConfig, *, model: Any = None, baseli
     method = method_summary(config, constitution)
     fingerprint = {"task": TASK, **names, "data": config.data, "turns": config.turns, "sampling": params.to_dict(),
                    "constitution": constitution.hash, "method": method}
-    store = open_store(out, fingerprint)
+    store = open_store(out, fingerprint, overwrite=config.overwrite)
 
     def work(batch: list[Question]) -> list[dict[str, Any]]:
         mine = answer(policy, batch, params)

@@ -93,13 +93,13 @@ def evaluate_hhh(config: HHHConfig, *, backend: Any = None, show_progress: bool 
     from cai.provenance import provenance
 
     config.check_common()
-    out = result_path(config.output, TASK)
+    out = result_path(config.output, TASK, config)
     items = load_items(config)
     overlap = held_out([prompt_text(it.messages) for it in items], config.train_prompts)
     backend = load_backend(backend if backend is not None else config.model)
     name = getattr(backend, "name", str(config.model))
     fingerprint = {"task": TASK, "model": name, "data": config.data}
-    store = open_store(out, fingerprint)
+    store = open_store(out, fingerprint, overwrite=config.overwrite)
     started = time.perf_counter()
     records = run_items(store, items, lambda it: it.id, lambda batch: score_batch(backend, batch),
                         batch_size=config.batch_size, fingerprint=fingerprint, desc="eval hhh",

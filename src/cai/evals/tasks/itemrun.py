@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from cai.config import option
 from cai.errors import CAIError
 from cai.evals.metrics import check_bootstrap
+from cai.outputs import overwrite_option
 from cai.store import RecordStore
 
 
@@ -31,6 +32,7 @@ class TaskCommon:
     seed: int = option(0, help="seed for the subset, sampling and bootstrap")
     batch_size: int = option(64, help="items per backend call (and per write of the records file)")
     bootstrap: int = option(2000, help="bootstrap resamples for the 95 percent intervals")
+    overwrite: bool = overwrite_option()
 
     def check_common(self) -> None:
         if self.batch_size < 1:
@@ -40,17 +42,39 @@ class TaskCommon:
         check_bootstrap(self.bootstrap)
 
 
-def result_path(output: str, task: str) -> Path:
-    """The result file; refused before any model work if it cannot be written there."""
-    p = Path(output or f"eval_{task}.json")
-    if p.is_dir():
-        raise CAIError(f"-o {p}: is a folder; pass a file name such as {p / ('eval_' + task + '.json')}")
-    if p.suffix != ".json":
-        raise CAIError(f"-o {p}: the result is a JSON file; use a name ending in .json")
-    parent = p.parent if str(p.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise CAIError(f"-o {p}: {parent} is not a folder")
+def result_path(output: str, task: str, config: Any = None) -> Path:
+    """The result file; refused before any model work if it cannot be written there. With the
+    task's ``config``, also when it is one of the config's inputs or holds something other than
+    this task's result (unless ``config.overwrite``), and the same for its examples file."""
+    from cai.outputs import check_file, check_target, inputs_of
+    from cai.store import check_output
+
+    default = f"eval_{task}.json"
+    if config is None:
+        return result_name(output, default)
+    inputs = inputs_of(config)
+    _not_a_folder(output, default)
+    check_target(output or default, flag="-o", example=default, inputs=inputs)
+    p = check_file(result_name(output, default), f"result:{task}", flag="-o", inputs=inputs,
+                   overwrite=config.overwrite, example=default)
+    check_output(examples_path(p), overwrite=config.overwrite, inputs=inputs)
     return p
+
+
+def result_name(output: str, default: str) -> Path:
+    """``-o`` of an eval as a path: ``default`` when empty; a folder (or a name ending in ``/``) or
+    a name not ending in .json is refused with a file name to use."""
+    _not_a_folder(output, default)
+    p = Path(output or default)
+    if p.suffix != ".json":
+        raise CAIError(f"-o {p}: the result is a .json file; use a name ending in .json, e.g. -o "
+                       f"{p.with_suffix('.json')}")
+    return p
+
+
+def _not_a_folder(output: str, default: str) -> None:
+    if output.endswith(("/", "\\")) or Path(output or default).is_dir():
+        raise CAIError(f"-o {output} is a folder; pass a file name, e.g. -o {Path(output) / default}")
 
 
 def examples_path(result: str | Path) -> Path:
@@ -59,8 +83,8 @@ def examples_path(result: str | Path) -> Path:
     return p.with_name(p.name[: -len(".json")] + ".examples.jsonl" if p.name.endswith(".json") else p.name + ".examples.jsonl")
 
 
-def open_store(result: str | Path, fingerprint: dict[str, Any]) -> RecordStore:
-    store = RecordStore(examples_path(result))
+def open_store(result: str | Path, fingerprint: dict[str, Any], *, overwrite: bool = False) -> RecordStore:
+    store = RecordStore(examples_path(result), overwrite=overwrite)
     first = next(iter(store), None)
     if first is not None and first.get("fingerprint") != fingerprint:
         old = first.get("fingerprint") or {}

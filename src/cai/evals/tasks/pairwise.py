@@ -57,7 +57,7 @@ def evaluate_pairwise(config: PairwiseConfig, *, models: Sequence[Any] | None = 
     specs = list(models) if models is not None else list(config.models)
     if len(specs) < 2:
         raise CAIError("cai eval pairwise needs at least two models: -m A -m B [-m C ...]")
-    out = result_path(config.output, TASK)
+    out = result_path(config.output, TASK, config)
     questions = seeded_subset(load_questions(config.data, turns=config.turns), config.limit, config.seed)
     overlap = held_out([question_text(q) for q in questions], config.train_prompts)
     constitution = constitution if constitution is not None else load_constitution(config.constitution)
@@ -71,7 +71,7 @@ def evaluate_pairwise(config: PairwiseConfig, *, models: Sequence[Any] | None = 
     method = method_summary(config, constitution)
     fingerprint = {"task": TASK, "models": names, "judge": judge_b.name, "data": config.data, "turns": config.turns,
                    "sampling": params.to_dict(), "constitution": constitution.hash, "method": method}
-    store = open_store(out, fingerprint)
+    store = open_store(out, fingerprint, overwrite=config.overwrite)
     pairs = list(itertools.combinations(range(len(players)), 2))
 
     def work(batch: list[Question]) -> list[dict[str, Any]]:

@@ -125,13 +125,13 @@ def evaluate_truthfulqa(config: TruthfulQAConfig, *, backend: Any = None,
     from cai.provenance import provenance
 
     config.check_common()
-    out = result_path(config.output, TASK)
+    out = result_path(config.output, TASK, config)
     items = seeded_subset(load_questions(config.data), config.limit, config.seed)
     overlap = held_out([q.question for q in items], config.train_prompts)
     backend = load_backend(backend if backend is not None else config.model)
     name = getattr(backend, "name", str(config.model))
     fingerprint = {"task": TASK, "model": name, "data": config.data}
-    store = open_store(out, fingerprint)
+    store = open_store(out, fingerprint, overwrite=config.overwrite)
     started = time.perf_counter()
     records = run_items(store, items, lambda q: q.id, lambda batch: score_batch(backend, batch),
                         batch_size=config.batch_size, fingerprint=fingerprint, desc="eval truthfulqa",
