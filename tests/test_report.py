@@ -215,6 +215,42 @@ def test_run_manifest_lists_the_stages(tmp_path):
     assert stages[0]["what"] == "critique/sl.jsonl" and "900 MB" in stages[0]["detail"]
 
 
+def _result_file(path: Path, task: str, model: str, metrics: dict) -> None:
+    from cai.evals.results import EvalResult, Metric, write_result
+
+    metrics = {k: Metric(v, ci, 60, hib, f"help of {k}") for k, (v, ci, hib) in metrics.items()}
+    write_result(EvalResult(task, model, metrics), path / "results.json")
+
+
+def test_report_opens_with_base_and_final_side_by_side(tmp_path):
+    entries = {}
+    for name, model, harmless, refusal in (("eval-base-harmlessness", "smollm2-135m", 0.30, 0.25),
+                                           ("eval-harmlessness", XSS, 0.80, 0.35)):
+        folder = tmp_path / f"{name}-0123456789"
+        _result_file(folder, "harmlessness", model, {
+            "harmless_rate": (harmless, [harmless - 0.1, harmless + 0.1], True),
+            "refusal_rate": (refusal, [refusal - 0.15, refusal + 0.25], None)})
+        entries[name] = {"name": name, "stage": "eval", "status": "done", "folder": folder.name}
+    # An older final eval of another task, without its baseline: no table for it.
+    _result_file(tmp_path / "eval-hhh-0", "hhh", "x", {"accuracy": (0.5, [0.4, 0.6], True)})
+    entries["eval-hhh"] = {"name": "eval-hhh", "stage": "eval", "status": "done", "folder": "eval-hhh-0"}
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "cai-run-manifest", "version": 1, "stages": entries}))
+    build_report(ReportConfig(inputs=(str(tmp_path),)))
+    html = (tmp_path / "report.html").read_text()
+    section = html.split('<section id="before-after">', 1)[1].split("</section>", 1)[0]
+    assert html.index('id="before-after"') < html.index('id="overview"')  # the page opens with it
+    assert section.count("<article") == 1 and "<h3>harmlessness" in section
+    heads = re.findall(r"<th(?: [^>]*)?>(.*?)(?:<div|</th>)", section)
+    assert heads == ["metric", "base model", "final model", "change"]
+    rows = [re.sub(r"<[^>]+>", "", r).split() for r in re.findall(r"<tr[^>]*>(.*?)</tr>", section, re.S)[1:]]
+    assert rows[0][:8] == ["harmless_rate", "30.0%", "[20.0,", "40.0]", "80.0%", "[70.0,", "90.0]", "+50.0"]
+    assert "intervals do not overlap" in " ".join(rows[0]) and "overlap" not in " ".join(rows[1])
+    assert rows[1][:4] == ["refusal_rate", "25.0%", "[10.0,", "50.0]"]
+    assert 'class="num better"' in section and "do not overlap for harmless_rate" in section
+    # The final model's name is data: escaped, as everywhere on the page.
+    assert "<img src=x" not in section and "&lt;img src=x" in section
+
+
 def test_non_finite_numbers_do_not_break_the_page(tmp_path):
     from report_fixture import preference_records
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -207,6 +208,66 @@ def test_eval_and_report_steps_write_their_files(tmp_path):
     assert m["stages"]["eval-harmlessness"]["summary"]["task"] == "harmlessness"
     report = Path(m["stages"]["report"]["outputs"]["output"])
     assert report.stat().st_size > 10_000 and "harmlessness" in report.read_text()
+
+
+def test_baseline_evals_the_base_model_whatever_the_training_settings(tmp_path):
+    spec = {"model": "mock:", "critique": {"prompts": "redteam"}, "sft": {"lr": 1e-4},
+            "eval": {"tasks": ["harmlessness", "over-refusal"], "limit": 8, "baseline": True}, "report": {}}
+    steps = keyed(build_plan(spec), tmp_path)
+    assert [s.name for s in steps] == ["critique", "sft", "eval-base-harmlessness", "eval-base-over-refusal",
+                                       "eval-harmlessness", "eval-over-refusal", "report"]
+    by = {s.name: s for s in steps}
+    base = by["eval-base-harmlessness"]
+    assert base.config["model"] == "mock:" and base.reads == [] and base.config["limit"] == 8
+    assert "train_prompts" not in base.config and "baseline" not in base.config
+    assert by["eval-harmlessness"].config["model"] == "@sft/model" and "baseline" not in by["eval-harmlessness"].config
+    assert {"eval-base-harmlessness", "eval-base-over-refusal"} <= set(by["report"].reads)
+    # Off (the default, or false): no baseline steps, and the final evals keep the keys they had.
+    off = keyed(build_plan({**spec, "eval": {"tasks": ["harmlessness", "over-refusal"], "limit": 8}}), tmp_path)
+    false = keyed(build_plan({**spec, "eval": {**spec["eval"], "baseline": False}}), tmp_path)
+    assert [s.name for s in off] == [s.name for s in false] == ["critique", "sft", "eval-harmlessness",
+                                                                "eval-over-refusal", "report"]
+    assert {s.name: s.key for s in off}["eval-harmlessness"] == by["eval-harmlessness"].key
+    # A changed training setting reruns the final evals, never the baseline.
+    for change in ({"sft": {"lr": 1e-3}}, {"critique": {"prompts": "helpful"}}):
+        again = {s.name: s.key for s in keyed(build_plan({**spec, **change}), tmp_path)}
+        assert again["eval-harmlessness"] != by["eval-harmlessness"].key
+        assert again["eval-base-harmlessness"] == base.key
+        assert again["eval-base-over-refusal"] == by["eval-base-over-refusal"].key
+    # The base model itself is the baseline's one input from the top of the run file.
+    assert {s.name: s.key for s in keyed(build_plan({**spec, "model": "other"}), tmp_path)}[
+        "eval-base-harmlessness"] != base.key
+    # A model name there stays what it was: helpfulness's opponent, for every task.
+    named = {s.name: s for s in build_plan({**spec, "eval": {"tasks": ["helpfulness"], "baseline": "m2"}})}
+    assert "eval-base-helpfulness" not in named and named["eval-helpfulness"].config["baseline"] == "m2"
+
+
+def test_run_ends_with_base_and_final_side_by_side(tmp_path, capsys):
+    spec = yaml.safe_load(_spec(tmp_path).read_text())
+    spec["stages"] = ["critique", "eval", "report"]
+    spec["eval"] = {"tasks": ["harmlessness", "over-refusal"], "limit": 4, "batch_size": 4, "baseline": True}
+    spec["report"] = {}
+    path = tmp_path / "run2.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "-o", str(run_dir)]) == 0
+    m = _manifest(run_dir)
+    assert list(m["stages"]) == ["critique", "eval-base-harmlessness", "eval-base-over-refusal", "eval-harmlessness",
+                                 "eval-over-refusal", "report"]
+    out = capsys.readouterr().out
+    pct = r"\d+\.\d% \[\d+\.\d, \d+\.\d\]"
+    for task, metric in (("harmlessness", "harmless_rate"), ("over-refusal", "compliance_rate_safe"),
+                         ("over-refusal", "refusal_rate_unsafe")):
+        assert re.search(rf"{task} {metric}: +base {pct} -> final {pct}  \(intervals (do not )?overlap\)", out), out
+    assert "correct_rate" not in out  # the headline metrics only
+    report = next(run_dir.glob("report-*/report.html"))
+    assert f"report: {report}" in out
+    html = report.read_text()
+    assert "Before and after" in html and "base model" in html and "final model" in html
+    # A rerun does nothing, and says the same.
+    assert main(["run", str(path), "-o", str(run_dir)]) == 0
+    again = capsys.readouterr()
+    assert "0 step(s) run, 6 already done" in again.err and again.out == out
 
 
 def test_every_stage_end_to_end_on_a_tiny_model(tmp_path, tiny_llama_dir):

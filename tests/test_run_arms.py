@@ -78,6 +78,41 @@ def test_shared_steps_are_planned_once(tmp_path, capsys):
     assert "3 arms, 12 steps, 8 to compute (4 shared)" in text
 
 
+def test_baseline_evals_are_shared_by_every_arm(tmp_path):
+    from cai.evals.results import EvalResult, Metric, write_result
+    from cai.run.experiment import arm_results
+    from cai.run.headline import headline
+
+    spec = _spec(tmp_path)
+    spec["eval"]["baseline"] = True
+    spec["sft"] = {"data": ["@critique/critique.jsonl"]}
+    for arm in ("one", "two"):
+        spec["arms"][arm]["stages"] = ["generate", "critique", "sft", "label", "eval"]
+    run_dir = tmp_path / "run"
+    plan, _ = plan_run(spec, RunOptions(run_dir), where="r.yaml")
+    names = [s.name for s in plan.steps]
+    # One baseline per task for the whole run: every arm evaluates the same base model.
+    assert names.count("eval-base-harmlessness") == names.count("eval-base-over-refusal") == 1
+    base_ids = {s.id for s in plan.steps if s.name.startswith("eval-base-")}
+    assert base_ids <= {s.id for s in plan.arms["one"]} and base_ids <= {s.id for s in plan.arms["two"]}
+    # The base arm trains nothing: its own evals are the baseline, computed once.
+    assert not base_ids & {s.id for s in plan.arms["base"]}
+    # The comparison's columns and the headline read each arm's own evals, not the baseline's.
+    for s in plan.steps:
+        if s.stage == "eval":
+            value = 0.2 if s.name.startswith("eval-base-") else 0.9
+            write_result(EvalResult(s.config["task"], s.name, {"harmless_rate": Metric(value, (value - .1, value + .1)),
+                                                               "compliance_rate_safe": Metric(value, None)}),
+                         run_dir / s.folder / s.output)
+    results = arm_results(plan.arms, run_dir)
+    assert all(len(r["results"]) == 2 and not any("eval-base-" in f for f in r["results"]) for r in results.values())
+    lines = headline(plan, run_dir)
+    assert lines[0].startswith("cai run: base model -> final model") and lines[-1].startswith("report: none")
+    assert [line.split()[0] for line in lines[1:-1]] == ["one:", "one:", "two:", "two:"]
+    assert "base 20.0% [10.0, 30.0] -> final 90.0% [80.0, 100.0]  (intervals do not overlap)" in lines[1]
+    assert "base 20.0% -> final 90.0%  (no intervals)" in lines[2]
+
+
 def test_sft_reads_generated_answers_mixed_at_a_weight(tmp_path):
     spec = {"model": "mock:", "generate": {"prompts": "helpful", "limit": 2},
             "critique": {"prompts": "redteam", "limit": 2},

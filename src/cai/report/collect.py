@@ -12,6 +12,7 @@ from typing import Any
 
 from cai.report import examples as ex
 from cai.report import svg
+from cai.report.baseline import before_after
 from cai.report.discover import Found
 
 STAGE_ORDER = ("critique", "sft", "label", "reward", "ppo", "rloo", "dpo", "eval", "redteam", "report")
@@ -433,6 +434,7 @@ def collect(found: Found, *, max_examples: int = 5000) -> dict[str, Any]:
                             "metric_names": list(dict.fromkeys(k for r in rs for k in r["metrics"]))}
                            for t, rs in tasks.items()]
     model["experiment"] = experiment_view(found.experiments[0]) if found.experiments else None
+    model["before_after"] = before_after(found.manifests)
     # With arms, the per-arm chart replaces the per-model one (trained models' folders all end in "model").
     model["tradeoff"] = None if model["experiment"] else tradeoff(model["eval_results"])
     model["stages"] = stages(found, model)

@@ -16,7 +16,9 @@ An arm's spec is the top-level spec with its overlay deep-merged in (mappings me
 other value replaces; ``null`` removes a key, so ``critique: null`` drops that stage from the arm).
 Each arm is planned by :func:`cai.run.plan.build_plan` on its own; a step of two arms with the same
 name and key (the shared critique, the SL-CAI model that every RL arm starts from) has the same
-folder and runs once. The report is not part of any arm: one report covers the whole run.
+folder and runs once. The report is not part of any arm: one report covers the whole run. With
+``eval: {baseline: true}`` the base-model evals (``eval-base-*``) are such shared steps, and an arm
+that trains nothing has none: its own evals are of the base model.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import copy
 from typing import Any
 
 from cai.errors import CAIError
-from cai.run.plan import STAGES, TOP_LEVEL, Step, build_plan, check_spec, keyed
+from cai.run.plan import BASELINE_PREFIX, RL_STAGES, STAGES, TOP_LEVEL, Step, build_plan, check_spec, keyed
 
 # What an arm's overlay may hold: what a run file holds, less what only the whole run can set.
 ARM_KEYS = (TOP_LEVEL - {"arms", "output", "description"}) | set(STAGES) - {"report"}
@@ -85,6 +87,10 @@ def plan_arms(spec: dict[str, Any], base: Any, *, where: str) -> dict[str, list[
     plans = {}
     for name, arm in arm_specs(spec, where=where).items():
         steps = keyed(build_plan(arm, where=f"{where}, arm {name}"), base)
+        if not any(s.stage in ("sft", *RL_STAGES) for s in steps):
+            # An arm that trains nothing evaluates the base model already: its evals are the baseline,
+            # beside every arm in compare.md. The other arms share one set of eval-base-* steps.
+            steps = [s for s in steps if not s.name.startswith(BASELINE_PREFIX)]
         for s in steps:
             s.ident = s.folder
         plans[name] = steps

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import CAIError
-from cai.run.plan import Step, resolve_refs
+from cai.run.plan import BASELINE_PREFIX, Step, resolve_refs
 
 EXPERIMENT = "experiment.json"
 TABLE = "compare.md"
@@ -25,7 +25,8 @@ def arm_results(arms: dict[str, list[Step]], run_dir: Path) -> dict[str, dict[st
     """Arm -> {"model": what its evals evaluated, "results": result files that exist, run-relative}."""
     out = {}
     for arm, steps in arms.items():
-        evals = [s for s in steps if s.stage == "eval"]
+        # The arm's own model, not the base model its baseline steps (eval-base-*) evaluate.
+        evals = [s for s in steps if s.stage == "eval" and not s.name.startswith(BASELINE_PREFIX)]
         files = [f"{s.folder}/{s.output}" for s in evals if (run_dir / s.folder / s.output).is_file()]
         # "@ppo-1/model" -> that arm's PPO folder, relative to the run folder
         model = resolve_refs(evals[0].config.get("model"), {s.name: Path(s.folder) for s in steps}) if evals else None

@@ -12,13 +12,17 @@ are that stage's own config fields (the same names as its command's long flags):
     label: {prompts: redteam, limit: 100}
     reward: {}
     ppo: {max_steps: 10}
-    eval: {tasks: [harmlessness, over-refusal], limit: 50}
+    eval: {tasks: [harmlessness, over-refusal], limit: 50, baseline: true}
     report: {}
 
 The plan wires each step's inputs to the outputs of the steps before it (SFT reads the critique
 file, the PM reads the labels, RL starts from the newest policy) and fills in output paths inside
 the step's folder. Each step gets a key: the hash of its stage, its config and the keys of the
 steps it reads, so changing one setting changes that step's key and every key after it.
+
+With ``eval: {baseline: true}`` each eval task also runs on the base model, as step
+``eval-base-TASK`` just before the final evals, so the run shows its effect beside the model it
+started from. That step reads no other step, so no training setting changes its key.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from cai.errors import CAIError
 
 STAGES = ("generate", "critique", "sft", "label", "reward", "ppo", "dpo", "rloo", "eval", "report")
 RL_STAGES = ("ppo", "dpo", "rloo")
+# Eval steps of the run's base model (`eval: {baseline: true}`): "eval-base-harmlessness", beside
+# "eval-harmlessness" of the final policy.
+BASELINE_PREFIX = "eval-base-"
 TOP_LEVEL = {"model", "constitution", "seed", "rl", "rl_rounds", "stages", "output", "description", "arms"}
 
 
@@ -215,6 +222,8 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
     if "eval" in wanted:
         section = _section(spec, "eval")
         tasks = section.pop("tasks", ["harmlessness", "over-refusal"])
+        # `baseline: true` is the run's own switch; a model name there stays helpfulness's opponent.
+        baseline = section.pop("baseline") if isinstance(section.get("baseline"), bool) else False
         # A mapping under a task's name holds options of that task only (a grader for harmlessness
         # that hhh, scored by log-likelihood, has no flag for).
         per_task = {k: section.pop(k) for k in list(section) if isinstance(section[k], dict)}
@@ -222,6 +231,17 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
         if unknown:
             raise CAIError(f"{where}: eval has option group(s) {', '.join(sorted(unknown))} for task(s) not in its "
                            f"tasks list ({', '.join(tasks)}); add them to tasks or remove the group")
+        if baseline:
+            for task in tasks:
+                # The same eval of the base model. It reads no step and knows nothing of what the run
+                # trains on, so no training setting reaches its key: it runs once, whatever changes.
+                cfg = {"seed": seed, **section, **per_task.get(task, {}), "task": task, "model": model,
+                       "output": "results.json"}
+                given = cfg.pop("train_prompts", None) or []
+                given = [g for g in ([given] if isinstance(given, str) else given) if not str(g).startswith("@")]
+                if given:
+                    cfg["train_prompts"] = given
+                add(Step(f"{BASELINE_PREFIX}{task}", "eval", cfg, [], "results.json"))
         for task in tasks:
             cfg = {"seed": seed, **section, **per_task.get(task, {}), "task": task, "model": policy,
                    "output": "results.json"}
@@ -236,6 +256,17 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
         cfg = {**_section(spec, "report"), "output": "report.html"}
         add(Step("report", "report", cfg, [s.name for s in steps], "report.html"))
     return steps
+
+
+def baseline_pairs(steps: list[Step]) -> list[tuple[str, Step, Step]]:
+    """(task, base-model eval step, final eval step) for every task a plan evaluates both ways."""
+    by_name = {s.name: s for s in steps if s.stage == "eval"}
+    pairs = []
+    for name, step in by_name.items():
+        task = name.removeprefix(BASELINE_PREFIX)
+        if name.startswith(BASELINE_PREFIX) and f"eval-{task}" in by_name:
+            pairs.append((task, step, by_name[f"eval-{task}"]))
+    return pairs
 
 
 def resolve_refs(value: Any, folders: dict[str, Path]) -> Any:

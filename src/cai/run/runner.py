@@ -361,6 +361,9 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
     total = time.monotonic() - started
     print(f"cai run: {len(todo)} step(s) run, {len(steps) - len(todo)} already done; {_fmt(total)}; "
           f"manifest: {opts.run_dir / MANIFEST}", file=sys.stderr)
+    from cai.run.headline import print_headline
+
+    print_headline(plan, opts.run_dir)
     return manifest
 
 
