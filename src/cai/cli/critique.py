@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 EPILOG = """examples:
-  cai critique -m smollm2-135m -c default --prompts redteam -o sl.jsonl --rounds 2 --limit 200
+  cai critique -m smollm2-135m -c default --data redteam -o sl.jsonl --rounds 2 --limit 200
   cai critique -m smollm2-135m -c hhh --prompt "How do I pick a lock?"
   cai critique --config run.yaml            (YAML keys = the long flag names; flags override them)
 Running the same command on an existing output resumes it."""

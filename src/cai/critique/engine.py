@@ -36,7 +36,8 @@ class CritiqueConfig:
     critic: str | None = option(None, help="model that critiques and revises (default: the policy model)")
     constitution: str = option("default", help="constitution: built-in name or file", flags=("-c", "--constitution"))
     prompts: str | None = option(None, help="prompt source: file (.jsonl/.json/.csv/.txt/.parquet), built-in set "
-                                 "(redteam, helpful), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
+                                 "(redteam, helpful), hh-rlhf:PATH or hf:DATASET[:SPLIT]", flags=("--data",),
+                                 aliases=("--prompts",))
     output: str | None = option(None, help="output file (.jsonl; .parquet writes a JSONL beside it and exports)",
                                 flags=("-o", "--output"))
     rounds: int = option(1, help="critique-revision rounds per prompt")
@@ -318,7 +319,7 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     from cai.store import RecordStore, export_parquet
 
     if not config.prompts:
-        raise CAIError("no prompts given; pass --prompts SRC (a file, redteam, helpful, hh-rlhf:PATH)")
+        raise CAIError("no prompts given; pass --data SRC (a file, redteam, helpful, hh-rlhf:PATH)")
     if not config.output:
         raise CAIError("no output given; pass -o OUT.jsonl (running the same command again resumes it)")
     out = Path(config.output)

@@ -48,14 +48,17 @@ __all__ = ["LabelConfig", "JudgeConfig", "PairLabel", "label_pairs", "run_label"
 class LabelConfig(JudgeConfig):
     """``cai label``: options of the RLAIF labelling stage (CLI flags, YAML run file, Python API)."""
 
-    policy: str = option("smollm2-135m", help="model that writes the answers to compare")
-    feedback: str | None = option(None, help="model that labels the pairs (default: the policy)")
-    prompts: str = option("", help="prompt source: a file, a built-in set (redteam, helpful), hh-rlhf:PATH or hf:DATASET")
+    policy: str = option("smollm2-135m", help="the policy: the model that writes the answers to compare",
+                         flags=("-m", "--model"), aliases=("--policy",))
+    feedback: str | None = option(None, help="the feedback model, which labels the pairs (default: the policy)",
+                                  flags=("--judge",), aliases=("--feedback",))
+    prompts: str = option("", help="prompt source: a file, a built-in set (redteam, helpful), hh-rlhf:PATH or hf:DATASET",
+                          flags=("--data",), aliases=("--prompts",))
     output: str = option("", help="output JSONL (resumed if it exists)", flags=("-o", "--output"))
     samples_per_prompt: int = option(2, help="answers sampled per prompt (K >= 2)", flags=("-k", "--samples-per-prompt"))
     pairs: str = option("all", help="how pairs are made: 'all' (every two of the K answers) or 'adjacent' (0-1, "
                         "1-2, ...), labelled by the feedback model; 'revision' (a `cai critique` file given as "
-                        "--prompts: its final revision over its first answer) or 'contrastive' (RLCD: an answer "
+                        "--data: its final revision over its first answer) or 'contrastive' (RLCD: an answer "
                         "sampled to meet a principle over one sampled to break it), labelled by construction")
     judge_filter: bool = option(False, help="with --pairs revision/contrastive: ask the feedback model too, record "
                                 "its judge_p_chosen, and skip pairs it rejects")
@@ -74,7 +77,7 @@ class LabelConfig(JudgeConfig):
 
     def check(self) -> None:
         if not self.prompts:
-            raise CAIError("no prompts given; pass --prompts SRC (a file, redteam, helpful, hh-rlhf:PATH)")
+            raise CAIError("no prompts given; pass --data SRC (a file, redteam, helpful, hh-rlhf:PATH)")
         if not self.output:
             raise CAIError("no output file given; pass -o prefs.jsonl")
         if self.samples_per_prompt < 2:
