@@ -152,6 +152,8 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
 
     # Everything that can be wrong with the input is checked before any model loads.
     out = _check_output(config)
+    if grader is None:
+        config.check_grader()
     use_attacker = bool(config.attacker or attacker is not None)
     attacks = check_attacks(config.attacks or attack_names(jailbreaks=bool(config.jailbreaks), attacker=use_attacker),
                             jailbreaks=bool(config.jailbreaks), attacker=use_attacker)

@@ -46,6 +46,8 @@ class AnsweringConfig(GraderConfig):
             raise CAIError(f"--limit must be a positive number, got {self.limit}")
         if self.max_tokens < 1:
             raise CAIError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        if self.bootstrap < 1:
+            raise CAIError(f"--bootstrap must be at least 1 (resamples for the 95% intervals), got {self.bootstrap}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None) -
     from cai.evals.graders.agreement import agreement_summary, check_output
 
     config.check()
+    config.check_grader()
     check_output(config.output)
     if config.grader_agreement and not Path(config.grader_agreement).is_file():
         raise CAIError(f"--grader-agreement {config.grader_agreement}: no such file; run cai eval grader first")
