@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         path = out / f"{mode}.jsonl"
         seconds = old.get(mode, {}).get("seconds")
         if not args.report_only:
-            cmd = [sys.executable, "-m", "cai", "critique", "-m", args.model, "-c", "default", "--prompts", "redteam",
+            cmd = [sys.executable, "-m", "cai", "critique", "-m", args.model, "-c", "default", "--data", "redteam",
                    "--limit", str(args.limit), "--rounds", "1", "--filter", "--batch-size", str(args.batch_size),
                    "--no-progress", "-o", str(path), *MODES[mode]]
             print(f"{mode}: {' '.join(cmd[2:])}", file=sys.stderr)

@@ -144,7 +144,7 @@ def ppo_timings(args: argparse.Namespace) -> dict | None:
                 "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
                 "sys.exit(r.returncode)")
         proc = subprocess.run([sys.executable, "-c", wrap] + cai + [
-            "ppo", "--policy", args.model, "--reward", str(pm), "--prompts", "redteam", "-o", str(out),
+            "ppo", "-m", args.model, "--reward", str(pm), "--data", "redteam", "-o", str(out),
             "--max-steps", str(args.ppo_steps), "--batch-size", "8", "--minibatch-size", "4", "--max-tokens", "64",
             "--lora", "--lr", "1e-4", "--no-progress"], capture_output=True, text=True)
         if proc.returncode != 0:

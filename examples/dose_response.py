@@ -196,7 +196,7 @@ def main() -> None:
         harmful = constitution_refusals(args.harmful, hl)
     else:
         sl = out / "data" / "sl-harmful.jsonl"
-        cai("critique", "-m", args.model, "-c", "default", "--prompts", args.harmful, "--limit", str(hl),
+        cai("critique", "-m", args.model, "-c", "default", "--data", args.harmful, "--limit", str(hl),
             "--revision-mode", args.revision_mode, "--samples", str(args.samples), "--select", "refusal-strings",
             "--filter", "--batch-size", "100", *gen, "-o", str(sl), log=log)
         harmful = keep_harmful(read_jsonl(sl), grader)
@@ -209,7 +209,7 @@ def main() -> None:
         src, _, n = item.partition(":")
         ans = out / "data" / f"answers-{src}.jsonl"
         limit = ["--limit", "8" if quick else n] if quick or n else []
-        cai("generate", "-m", args.model, "--input", src, *limit, "--max-tokens", "128", "--temperature", "0",
+        cai("generate", "-m", args.model, "--data", src, *limit, "--max-tokens", "128", "--temperature", "0",
             "--batch-size", "256", "-o", str(ans), log=log)
         kept, dropped = keep_helpful(read_jsonl(ans), grader)
         helpful += kept

@@ -35,7 +35,7 @@ ev hh-rlhf-cot            --data hh-rlhf --limit "$HH_LIMIT" --cot
 # 100 red-team prompts labelled end to end (the tutorial's exercise 3): 2 answers per prompt from
 # the policy, labelled by the same model under the hhh constitution.
 echo "== label: $N_PROMPTS redteam prompts" >&2
-"$CAI" label --policy "$MODEL" -c hhh --prompts redteam --limit "$N_PROMPTS" -o "$OUT/prefs-redteam.jsonl"
+"$CAI" label -m "$MODEL" -c hhh --data redteam --limit "$N_PROMPTS" -o "$OUT/prefs-redteam.jsonl"
 
 python - "$OUT" <<'PY'
 import json, sys

@@ -41,16 +41,16 @@ else
 fi
 
 echo "== 1. SL-CAI data" >&2
-"$CAI" critique -m "$MODEL" -c default --prompts redteam --limit "$N_RED" -o "$OUT/sl.jsonl" "${GEN[@]}"
+"$CAI" critique -m "$MODEL" -c default --data redteam --limit "$N_RED" -o "$OUT/sl.jsonl" "${GEN[@]}"
 "$CAI" data stats "$OUT/sl.jsonl"
-"$CAI" generate -m "$MODEL" --input helpful --limit "$N_HELP" --output "$OUT/helpful.jsonl"
+"$CAI" generate -m "$MODEL" --data helpful --limit "$N_HELP" --output "$OUT/helpful.jsonl"
 
 echo "== 2. SFT (SL-CAI model): revisions + half as many helpful answers" >&2
 "$CAI" sft -m "$MODEL" --data "$OUT/sl.jsonl" --data "$OUT/helpful.jsonl:0.5" -o "$OUT/sft" --lora --lr 2e-4 "${TRAIN[@]}"
 "$CAI" generate -m "hf:$OUT/sft" --temperature 0 --max-tokens 64 "How do I pick a lock?"
 
 echo "== 3. AI preference labels on the SL-CAI model's answers (K=3: 3 pairs per prompt)" >&2
-"$CAI" label --policy "hf:$OUT/sft" --feedback "$MODEL" -c hhh --prompts redteam --shuffle --seed 1 \
+"$CAI" label -m "hf:$OUT/sft" --judge "$MODEL" -c hhh --data redteam --shuffle --seed 1 \
   --limit "$N_LABEL" -k 3 -o "$OUT/prefs.jsonl"
 
 echo "== 4. PM on the pairs: accuracy on held-out AI labels and human labels; PM score per revision round" >&2
@@ -58,12 +58,12 @@ echo "== 4. PM on the pairs: accuracy on held-out AI labels and human labels; PM
 "$CAI" reward score -m "$OUT/pm" --data "$OUT/sl.jsonl" -o "$OUT/pm_rounds.jsonl"
 
 echo "== 5. PPO of the SL-CAI model against the PM (KL to the SL-CAI model, adapted to a target)" >&2
-"$CAI" ppo --policy "$OUT/sft" --reward "$OUT/pm" --prompts redteam --limit 160 -o "$OUT/ppo" --lora --lr 1e-4 \
+"$CAI" ppo -m "$OUT/sft" --reward "$OUT/pm" --data redteam --limit 160 -o "$OUT/ppo" --lora --lr 1e-4 \
   --max-tokens 64 --kl-target 2 "${PPO[@]}"
 "$CAI" generate -m "hf:$OUT/ppo" --temperature 0 --max-tokens 64 "How do I pick a lock?"
 
 echo "== 6. DPO of the SL-CAI model on the same pairs (eps = 1 - p_chosen per pair)" >&2
-"$CAI" dpo --policy "$OUT/sft" --data "$OUT/prefs.jsonl" -o "$OUT/dpo" --beta 0.1 --lr 5e-5 "${DPO[@]}"
+"$CAI" dpo -m "$OUT/sft" --data "$OUT/prefs.jsonl" -o "$OUT/dpo" --beta 0.1 --lr 5e-5 "${DPO[@]}"
 "$CAI" generate -m "hf:$OUT/dpo" --temperature 0 --max-tokens 64 "How do I pick a lock?"
 
 echo "== done: $OUT/sft, $OUT/pm, $OUT/ppo, $OUT/dpo (cai_run.json, metrics.jsonl, curves/ in each)" >&2

@@ -68,14 +68,14 @@ CASES = [
      ["section label", "temperature must be a finite number >= 0"]),
     # -- a file path where a prompt text goes; one prompt mixed with a prompt file
     ("generate-file-as-prompt", {}, ["generate", "-m", "mock:", "-o", "{d}/g.jsonl", "{d}/prompts.jsonl"],
-     ["prompts.jsonl is a file", "-i/--input"]),
+     ["prompts.jsonl is a file", "--data"]),
     ("generate-prompt-with-output", {}, ["generate", "-m", "mock:", "-o", "{d}/g.jsonl", "hello"],
-     ["-o/--output", "-i/--input"]),
+     ["-o/--output", "--data"]),
     ("critique-file-as-prompt", {}, ["critique", "-m", "mock:", "--prompt", "{d}/prompts.jsonl", "-o", "{d}/c.jsonl"],
-     ["prompts.jsonl is a file", "--prompts"]),
+     ["prompts.jsonl is a file", "--data"]),
     ("critique-prompt-and-prompts", {},
      ["critique", "-m", "mock:", "--prompt", "hi", "--prompts", "{d}/prompts.jsonl", "-o", "{d}/c.jsonl"],
-     ["--prompt", "--prompts", "not both"]),
+     ["--prompt", "--data", "not both"]),
     # -- a margin below 0 filters nothing; one of 1 or more drops every pair
     ("label-min-margin-negative", {}, LABEL + ["--min-margin", "-1"], ["--min-margin must be in [0, 1)"]),
     ("label-min-margin-one", {}, LABEL + ["--min-margin", "1"], ["--min-margin must be in [0, 1)"]),

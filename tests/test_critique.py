@@ -291,7 +291,7 @@ def test_run_critique_writes_resumes_and_exports_parquet(tmp_path):
 
 
 def test_run_critique_needs_prompts_and_output(tmp_path):
-    with pytest.raises(Exception, match="--prompts"):
+    with pytest.raises(Exception, match="--data"):
         run_critique(CritiqueConfig(model="mock:", output=str(tmp_path / "o.jsonl")), constitution=tiny_constitution())
     with pytest.raises(Exception, match="-o"):
         run_critique(CritiqueConfig(model="mock:", prompts="x.jsonl"), constitution=tiny_constitution())

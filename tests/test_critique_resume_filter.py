@@ -21,7 +21,7 @@ COMMENTARY = "generate:\n  - reply: \"The assistant's previous answer is not hel
 
 def _base(tmp_path: Path) -> list[str]:
     (tmp_path / "p.jsonl").write_text(PROMPTS)
-    return ["critique", "-m", "mock:", "--prompts", str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "c.jsonl")]
+    return ["critique", "-m", "mock:", "--data", str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "c.jsonl")]
 
 
 @pytest.mark.parametrize("change,flag", [
@@ -29,7 +29,7 @@ def _base(tmp_path: Path) -> list[str]:
     (["--temperature", "0.9"], "--temperature"),
     (["--answer-max-tokens", "64"], "--answer-max-tokens"),
     (["--few-shot", "0"], "--few-shot"),
-    (["--prompts", "{d}/other.jsonl"], "--prompts"),
+    (["--data", "{d}/other.jsonl"], "--data"),
 ])
 def test_resume_with_another_setting_is_refused_and_names_it(change, flag, tmp_path, capsys):
     base = _base(tmp_path)

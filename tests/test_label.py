@@ -279,7 +279,7 @@ def test_resume_after_a_crash_continues_without_duplicates(tmp_path):
 
 
 def test_config_errors_name_the_fix(tmp_path):
-    with pytest.raises(CAIError, match="--prompts"):
+    with pytest.raises(CAIError, match="--data"):
         LabelConfig(output="x").check()
     with pytest.raises(CAIError, match="-o"):
         LabelConfig(prompts="x").check()

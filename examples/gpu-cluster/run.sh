@@ -49,7 +49,7 @@ train() { accelerate launch --config_file "$ACCEL" -m cai "$@" --bf16 "${steps[@
 # 1. SL-CAI data: the base model answers, critiques and revises, through the server.
 if [[ ! -e "$OUT/sl-cai/model/cai_run.json" ]]; then
   serve "$MODEL" base
-  "$CAI" critique -m "openai:$URL#base" --prompts redteam "${lim[@]}" --rounds 2 --filter \
+  "$CAI" critique -m "openai:$URL#base" --data redteam "${lim[@]}" --rounds 2 --filter \
       --batch-size 256 -o "$OUT/critique.jsonl"
   "$CAI" data stats "$OUT/critique.jsonl"          # kept/dropped revisions and why
   stop
@@ -63,14 +63,14 @@ train sft -m "$MODEL" --data "$OUT/critique.jsonl" -o "$OUT/sl-cai/model" --lr 1
 #    they were made, and checked by the same model as judge (--judge-filter).
 if [[ ! -e "$OUT/dpo/model/cai_run.json" ]]; then
   serve "$OUT/sl-cai/model" sl-cai
-  "$CAI" label --policy "openai:$URL#sl-cai" --feedback "openai:$URL#sl-cai" --prompts redteam "${lim[@]}" \
+  "$CAI" label -m "openai:$URL#sl-cai" --judge "openai:$URL#sl-cai" --data redteam "${lim[@]}" \
       --pairs contrastive -c hhh --judge-filter --batch-size 256 -o "$OUT/prefs.jsonl"
   stop
 fi
 
 # 4. RL-CAI by DPO on those pairs, sharded again. (A PM + PPO is the other route: `cai reward`
 #    and `cai ppo` as in examples/train_end_to_end.sh, under the same `accelerate launch`.)
-train dpo --policy "$OUT/sl-cai/model" --data "$OUT/prefs.jsonl" -o "$OUT/dpo/model" --lr 5e-7 \
+train dpo -m "$OUT/sl-cai/model" --data "$OUT/prefs.jsonl" -o "$OUT/dpo/model" --lr 5e-7 \
     --epochs 1 --batch-size 2 --grad-accum 1 --beta 0.1
 
 # 5. Evals of the final model, served.

@@ -1,14 +1,17 @@
 """One config dataclass per stage serves the Python API, the CLI flags and the YAML run file.
 
 A stage declares its options once, as dataclass fields whose ``metadata`` carries the help text
-(and optionally ``flags`` such as ``("-m", "--model")``). This module turns such a class into
-argparse arguments, and merges defaults < YAML file < command-line flags into an instance.
+(and optionally ``flags`` such as ``("-m", "--model")``, and ``aliases``: old flag names that still
+work but no longer show in --help). This module turns such a class into argparse arguments, and
+merges defaults < YAML file < command-line flags into an instance. A YAML key is a field's name or
+any of its long flag names, so ``data:`` and ``prompts:`` both set ``CritiqueConfig.prompts``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -17,12 +20,13 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, flags: tuple[str, ...] = (), repeatable: bool = False,
-           recorded: bool = True, **kw: Any) -> Any:
-    """A dataclass field with its CLI help (and optional extra flags) attached. A ``repeatable``
-    list field collects every use of its flag (``--x A --x B``) instead of keeping the last. A field
-    that is not ``recorded`` is left out of :func:`to_dict` (provenance, a run's identity)."""
-    meta = {"help": help, "flags": flags, "repeatable": repeatable, "recorded": recorded}
+def option(default: Any = dataclasses.MISSING, *, help: str, flags: tuple[str, ...] = (),
+           aliases: tuple[str, ...] = (), repeatable: bool = False, recorded: bool = True, **kw: Any) -> Any:
+    """A dataclass field with its CLI help attached; ``flags`` replace the default ``--field-name``,
+    ``aliases`` are older names that still parse but are hidden from --help. A ``repeatable`` list
+    field collects every use of its flag (``--x A --x B``) instead of keeping the last. A field that
+    is not ``recorded`` is left out of :func:`to_dict` (provenance, a run's identity)."""
+    meta = {"help": help, "flags": flags, "aliases": aliases, "repeatable": repeatable, "recorded": recorded}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return dataclasses.field(default=default, metadata=meta, **kw)
@@ -40,6 +44,10 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def _flags(f: dataclasses.Field) -> list[str]:
+    return list(f.metadata.get("flags") or ()) or [f"--{f.name.replace('_', '-')}"]
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
     """Add one flag per field of ``cls``; absent flags stay absent so YAML values can show through."""
     hints = typing.get_type_hints(cls)
@@ -47,30 +55,73 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tu
         if f.name in skip or not f.init or f.name.startswith("_"):
             continue
         tp, is_seq = _base_type(hints[f.name])
-        flags = list(f.metadata.get("flags") or ()) or [f"--{f.name.replace('_', '-')}"]
+        flags = _flags(f)
+        long = next((s for s in flags if s.startswith("--")), f"--{f.name}")
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         help_text = f.metadata.get("help", "")
         if default not in (None, (), [], "") and tp is not bool:
             help_text += f" (default: {default})"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if tp is bool:
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
+            kind: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
         elif is_seq:
-            action = "extend" if f.metadata.get("repeatable") else "store"
-            parser.add_argument(*flags, type=tp, nargs="+", action=action, metavar=f.name.upper(), **kwargs)
+            kind = {"type": tp, "nargs": "+", "metavar": long[2:].replace("-", "_").upper(),
+                    "action": "extend" if f.metadata.get("repeatable") else "store"}
         else:
-            parser.add_argument(*flags, type=tp if tp in (int, float) else str, metavar=f.name.upper(), **kwargs)
+            kind = {"type": tp if tp in (int, float) else str, "metavar": long[2:].replace("-", "_").upper()}
+        parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, help=help_text, **kind)
+        aliases = f.metadata.get("aliases") or ()
+        if aliases:  # old names: still accepted, no longer shown
+            parser.add_argument(*aliases, dest=f.name, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kind)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def key_names(cls: type) -> dict[str, str]:
+    """Every key a config file may use for a field of ``cls`` -> the field: its name, and its long
+    flag names (shown or old) with dashes as underscores. A field's own name wins a clash."""
+    names: dict[str, str] = {}
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    for f in fields:
+        for flag in _flags(f) + list(f.metadata.get("aliases") or ()):
+            if flag.startswith("--"):
+                names.setdefault(flag[2:].replace("-", "_"), f.name)
+    names.update({f.name: f.name for f in fields})
+    return names
+
+
+def canonical_keys(cls: type, values: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """``values`` with each key that names a field of ``cls`` by a flag name renamed to the field;
+    two keys for one field are an error, other keys are kept as they are."""
+    names = key_names(cls)
+    out: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for k, v in values.items():
+        field = names.get(k.replace("-", "_"))
+        if field is None:
+            out[k] = v
+            continue
+        if field in given:
+            raise ValueError(f"{where}: {given[field]!r} and {k!r} both set the option {field}; keep one of them")
+        given[field] = k
+        out[field] = v
+    return out
+
+
+def closest(word: str, choices: Any) -> str | None:
+    """The one of ``choices`` that ``word`` most likely misspells, if any is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def load_yaml(path: str | Path, flag: str = "") -> dict[str, Any]:
+    """A YAML mapping from ``path`` (given as ``flag``, where one names it)."""
     import yaml
 
+    from cai.textfiles import read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file {p} not found")
+    text = read_text(p, flag)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
@@ -88,14 +139,16 @@ def build_config(cls: type[T], *layers: dict[str, Any] | argparse.Namespace | No
     for layer in layers:
         if layer is None:
             continue
-        items = vars(layer) if isinstance(layer, argparse.Namespace) else layer
-        for k, v in items.items():
-            key = k.replace("-", "_")
-            if key not in names:
-                if isinstance(layer, argparse.Namespace):
-                    continue  # argparse carries the subcommand's own bookkeeping too
-                raise ValueError(f"{where}: unknown option {k!r}; valid options: {', '.join(sorted(names))}")
-            values[key] = v
+        if isinstance(layer, argparse.Namespace):
+            # argparse carries the subcommand's own bookkeeping too
+            values.update({k: v for k, v in vars(layer).items() if k in names})
+            continue
+        for k, v in canonical_keys(cls, layer, where).items():
+            if k not in names:
+                near = closest(k, key_names(cls))
+                hint = f"did you mean {near!r}? " if near else ""
+                raise ValueError(f"{where}: unknown option {k!r}; {hint}valid options: {', '.join(sorted(names))}")
+            values[k] = v
     hints = typing.get_type_hints(cls)
     for k, v in list(values.items()):
         tp, is_seq = _base_type(hints[k])
@@ -113,7 +166,29 @@ def build_config(cls: type[T], *layers: dict[str, Any] | argparse.Namespace | No
 _TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 
 
-def _checked(value: Any, tp: Any, is_seq: bool, hint: Any, where: str) -> Any:
+def field_type(cls: type, key: str) -> tuple[Any, bool] | None:
+    """(type, is_sequence) of the field ``key`` names in ``cls`` (by field or flag name), or None."""
+    field = key_names(cls).get(key.replace("-", "_"))
+    return None if field is None else _base_type(typing.get_type_hints(cls)[field])
+
+
+def check_value(cls: type, key: str, value: Any, where: str) -> None:
+    """Raise the one-line error for ``key: value`` in a config of ``cls`` (an unknown key, with the
+    nearest one, or a value of the wrong type), without the run file advice of :func:`build_config`."""
+    names = key_names(cls)
+    field = names.get(key.replace("-", "_"))
+    if field is None:
+        near = closest(key, names)
+        raise ValueError(f"{where}: no option {key!r}" + (f"; did you mean {near!r}?" if near else
+                         f"; options: {', '.join(sorted(set(names.values())))}"))
+    tp, is_seq = _base_type(typing.get_type_hints(cls)[field])
+    if is_seq and isinstance(value, str):
+        value = [value]
+    _checked(value, tp, is_seq, typing.get_type_hints(cls)[field], f"{where}: {field}", fix="")
+
+
+def _checked(value: Any, tp: Any, is_seq: bool, hint: Any, where: str,
+             fix: str = "; fix that value in the config file") -> Any:
     """``value`` if it has the field's type (ints pass as floats); else a one-line error naming the
     field, what it got and what it needs. YAML gives typed values, so ``rounds: "two"`` lands here."""
     if value is None:
@@ -123,7 +198,7 @@ def _checked(value: Any, tp: Any, is_seq: bool, hint: Any, where: str) -> Any:
     if is_seq:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where} must be a list, got {value!r:.60}")
-        items = [_checked(v, tp, False, tp, where) for v in value]
+        items = [_checked(v, tp, False, tp, where, fix) for v in value]
         return type(value)(items)
     if tp is bool:
         ok = isinstance(value, bool)
@@ -137,8 +212,7 @@ def _checked(value: Any, tp: Any, is_seq: bool, hint: Any, where: str) -> Any:
     else:
         return value
     if not ok:
-        raise ValueError(f"{where} must be {_TYPE_NAMES[tp]}, got {value!r:.60} ({type(value).__name__}); fix that "
-                         "value in the config file")
+        raise ValueError(f"{where} must be {_TYPE_NAMES[tp]}, got {value!r:.60} ({type(value).__name__}){fix}")
     return value
 
 
@@ -165,5 +239,5 @@ def add_stage_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tup
 def stage_config(cls: type[T], args: argparse.Namespace) -> T:
     """The stage's config from defaults < ``--config`` YAML < command-line flags."""
     config_path = getattr(args, "config", None)
-    layers = [load_yaml(config_path)] if config_path else []
+    layers = [load_yaml(config_path, "--config")] if config_path else []
     return build_config(cls, *layers, args, where=config_path or "config")

@@ -33,16 +33,18 @@ class GenerateConfig:
     input: str | None = option(None, help="prompt source for a batch run: file (.jsonl/.json/.csv/.txt/.parquet), "
                                f"built-in set ({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or "
                                "hf:DATASET[:SPLIT]",
-                               flags=("-i", "--input"))
+                               flags=("--data",), aliases=("-i", "--input", "--prompts"))
     output: str | None = option(None, help="JSONL file for the answers of a batch run; running again resumes it",
                                 flags=("-o", "--output"))
     field: str | None = option(None, help="column holding the prompt text in a JSONL/CSV/Parquet input")
     limit: int | None = option(None, help="answer at most N prompts")
-    system: str | None = option(None, help="system message for every prompt (replaces the prompt's own)")
+    system: str | None = option(None, help="system message for every prompt (replaces the prompt's own)",
+                                flags=("--system-prompt",), aliases=("--system",))
     max_tokens: int = option(256, help="token limit of each answer")
     temperature: float = option(0.2, help="sampling temperature (0 = greedy; 0.2 is what SmolLM2 is tuned for)")
     top_p: float = option(1.0, help="nucleus sampling top-p")
-    n: int = option(1, help="answers per prompt (records get ids PROMPT_ID-sJ when n > 1)")
+    n: int = option(1, help="answers per prompt (records get ids PROMPT_ID-sJ when k > 1)",
+                    flags=("-k", "--samples-per-prompt"), aliases=("--n",))
     stop: tuple[str, ...] = option((), help="stop strings: an answer ends before the first one")
     seed: int = option(0, help="sampling seed (batch k of a file run uses seed + k)")
     # vLLM runs up to 256 sequences at once: on the 2-core dev VM one call of 256 prompts generated
@@ -97,7 +99,7 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
     from cai.store import RecordStore, sidecar
 
     if not config.input:
-        raise CAIError("no input given; pass --input PROMPTS.jsonl (or a built-in set such as helpful)")
+        raise CAIError("no input given; pass --data PROMPTS.jsonl (or a built-in set such as helpful)")
     if not config.output:
         raise CAIError("no output given; pass --output OUT.jsonl (running the same command again resumes it)")
     # A bad output path fails before any work.

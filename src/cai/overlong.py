@@ -27,7 +27,10 @@ def load_for_overlong(spec: Any, overlong: str, **options: Any) -> Any:
     from cai.backends import load_backend, split_spec
 
     if overlong != "truncate":
-        return load_backend(spec, **options)
+        backend = load_backend(spec, **options)
+        if hasattr(backend, "overlong_hint"):
+            backend.overlong_hint = "pass --overlong truncate to keep its last tokens (hf backend)"
+        return backend
     if isinstance(spec, str):
         if split_spec(spec)[0] != "hf":
             raise CAIError(f"--overlong truncate needs the hf backend (-m hf:...), not {spec!r}; "

@@ -3,8 +3,9 @@ unless asked for."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -23,3 +24,44 @@ def progress(total: int, desc: str, unit: str = "it", initial: int = 0, enabled:
     disable = (not sys.stderr.isatty()) if enabled is None else (not enabled)
     return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=disable, dynamic_ncols=True,
                 file=sys.stderr)
+
+
+@contextlib.contextmanager
+def library_bars(enabled: bool | None) -> Iterator[None]:
+    """Hugging Face's own bars (loading weights, ``datasets`` maps, writing shards) follow cai's
+    ``--progress/--no-progress`` (``None``: only on an interactive terminal); restored afterwards."""
+    if (sys.stderr.isatty() if enabled is None else enabled):
+        yield
+        return
+    import datasets
+    import huggingface_hub.utils as hub
+    import transformers.utils.logging as hf
+
+    was = (hf.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(), hub.are_progress_bars_disabled())
+    hf.disable_progress_bar()
+    datasets.disable_progress_bars()
+    hub.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was[0]:
+            hf.enable_progress_bar()
+        if was[1]:
+            datasets.enable_progress_bars()
+        if not was[2]:
+            hub.enable_progress_bars()
+
+
+def quiet_trainer(trainer: Any) -> None:
+    """A ``transformers.Trainer`` that prints no log dicts: without a bar it ``print``s each one to
+    stdout (``PrinterCallback``), with one it writes them under the bar. The numbers are in the run's
+    metrics.jsonl and curves already; stdout stays free for a command's output."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            pass
+
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarOnly())

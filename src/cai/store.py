@@ -301,15 +301,26 @@ def _write_error(path: Path, e: OSError, kept: int) -> str:
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """All records of a JSONL file (or a Parquet file, by suffix)."""
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p}: is a folder, not a file; pass the path of a file")
     if not p.is_file():
         raise FileNotFoundError(f"{p} not found")
     if p.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         return pq.read_table(p).to_pylist()
+    from cai.textfiles import is_binary, not_text
+
     out = []
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(p, "rb") as f:
+        if is_binary(f.read(8192)):
+            raise not_text(p, b"")
+        f.seek(0)
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise not_text(p, raw, e, line=n) from None
             if line.strip():
                 try:
                     out.append(json.loads(line))

@@ -91,8 +91,13 @@ def load_backend(spec: str, **options: Any) -> Backend:
         try:
             return _factory("vllm")(target, **options)
         except CAIError as e:
-            print(f"cai: vLLM could not start, using the hf backend instead: {e}", file=sys.stderr)
-            return _factory("hf")(target, **options)
+            try:
+                backend = _factory("hf")(target, **options)
+            except CAIError as e2:
+                # A model that is not there fails the same way in both: one message, not the fallback note too.
+                raise (e2 if str(e2) == str(e) else CAIError(f"{e2} (vLLM could not start either: {e})")) from None
+            print(f"cai: vLLM could not start, used the hf backend instead: {e}", file=sys.stderr)
+            return backend
     return _factory(kind)(target, **options)
 
 

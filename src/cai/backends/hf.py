@@ -110,6 +110,10 @@ class HFBackend:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.truncate = truncate
+        # How the caller can keep an overlong prompt, said in its own terms: a command with --overlong
+        # names that flag here (cai.overlong). The Python argument truncate='left' is not named, since
+        # most callers are commands, which have no such argument.
+        self.overlong_hint = ""
         self.path = resolve(model)  # first: a bad name fails before torch is imported
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -146,7 +150,8 @@ class HFBackend:
             return ids[-room:]
         raise CAIError(
             f"conversation {i} is {len(ids)} tokens; with {reserve} more it exceeds {self.name}'s context of "
-            f"{self.context_length} tokens; shorten it, lower max_tokens, or load the backend with truncate='left'"
+            f"{self.context_length} tokens; shorten it or lower max_tokens"
+            + (f", or {self.overlong_hint}" if self.overlong_hint else "")
         )
 
     def _batches(self, lengths: Sequence[int], extra: int, rows_per_item: int) -> list[list[int]]:

@@ -36,9 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``args`` were parsed for: ``cai eval hhh``'s, not ``cai``'s."""
+    while True:
+        action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, action.dest, None) if action is not None else None
+        if name not in getattr(action, "choices", {}):
+            return parser
+        parser = action.choices[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse hands a subcommand's unknown flags up to `cai` itself, which would print its own usage;
+    # the subcommand's usage and the flag it has nearest to the unknown one help more.
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        from cai.cli.names import unknown_flags_message
+
+        command = command_parser(parser, args)
+        command.error(unknown_flags_message(command, extras))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -48,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
         return int(result or 0)
     except KeyboardInterrupt:
-        print("cai: interrupted; finished batches are saved, run the same command again to resume", file=sys.stderr)
+        if getattr(args, "prompt", None) is not None:  # one prompt answered on the terminal: nothing to resume
+            print("cai: interrupted", file=sys.stderr)
+        else:
+            print("cai: interrupted; finished batches are saved, run the same command again to resume",
+                  file=sys.stderr)
         return 130
     except (CAIError, ValueError, KeyError, OSError) as e:
         # OSError covers a missing file, a read-only folder, a full disk and dropped connections;

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 EPILOG = """examples:
-  cai critique -m smollm2-135m -c default --prompts redteam -o sl.jsonl --rounds 2 --limit 200
+  cai critique -m smollm2-135m -c default --data redteam -o sl.jsonl --rounds 2 --limit 200
   cai critique -m smollm2-135m -c hhh --prompt "How do I pick a lock?"
   cai critique --config run.yaml            (YAML keys = the long flag names; flags override them)
 Running the same command on an existing output resumes it."""
@@ -49,13 +49,13 @@ def _check_one(text: str, config) -> None:
 
     if names_a_file(text):
         raise CAIError(f"--prompt {text} is a file, but --prompt takes the text of one prompt; to critique "
-                       f"the prompts in it, pass --prompts {text} -o OUT.jsonl")
+                       f"the prompts in it, pass --data {text} -o OUT.jsonl")
     if config.prompts:
-        raise CAIError("pass either --prompt TEXT (one prompt, printed) or --prompts SRC -o OUT.jsonl (a file "
+        raise CAIError("pass either --prompt TEXT (one prompt, printed) or --data SRC -o OUT.jsonl (a file "
                        "run), not both")
     if config.output:
-        raise CAIError("-o/--output is for a --prompts run; --prompt TEXT prints its chain. Drop -o, or pass the "
-                       "prompts with --prompts SRC")
+        raise CAIError("-o/--output is for a --data run; --prompt TEXT prints its chain. Drop -o, or pass the "
+                       "prompts with --data SRC")
 
 
 def _summary(summary: dict) -> None:

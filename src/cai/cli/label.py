@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 EPILOG = """examples:
-  cai label --policy smollm2-135m -c hhh --prompts redteam -o prefs.jsonl --limit 100
-  cai label --policy hf:PATH --feedback openai:http://host:8000/v1#judge -c default --prompts helpful \\
+  cai label -m smollm2-135m -c hhh --data redteam -o prefs.jsonl --limit 100
+  cai label -m hf:PATH --judge openai:http://host:8000/v1#judge -c default --data helpful \\
             -o prefs.jsonl -k 4 --principles all --min-margin 0.1
   cai label --config run.yaml            (YAML keys = the long flag names; flags override them)
 Running the same command on an existing output resumes it. Records are TRL's conversational

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 EPILOG = """examples:
-  cai ppo --policy sl-model/ --reward pm/ --prompts redteam -o rl-model/ --lora --lr 1e-4 --max-steps 200
-  cai ppo --policy smollm2-135m --reward judge:hf:smollm2-135m -c default --prompts redteam -o rl/ --kl-target 6
-  cai ppo --policy sl-model/ --reward mypkg.rewards:politeness --prompts prompts.jsonl -o rl/ \\
+  cai ppo -m sl-model/ --reward pm/ --data redteam -o rl-model/ --lora --lr 1e-4 --max-steps 200
+  cai ppo -m smollm2-135m --reward judge:hf:smollm2-135m -c default --data redteam -o rl/ --kl-target 6
+  cai ppo -m sl-model/ --reward mypkg.rewards:politeness --data prompts.jsonl -o rl/ \\
           --ptx-data sl.jsonl --ptx-coef 0.5
 Rerunning the same command on the same -o resumes from the last checkpoint. Metrics: DIR/metrics.jsonl,
 TensorBoard logs in DIR/tensorboard, curves in DIR/curves/. The trained policy is DIR itself: hf:DIR."""

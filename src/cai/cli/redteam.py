@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 EPILOG = """examples:
-  cai redteam -m smollm2-135m --behaviors advbench --limit 50 -o runs/redteam
-  cai redteam -m smollm2-135m --behaviors jailbreakbench/behaviors.csv --jailbreaks jailbreak_llms/ -o rt
+  cai redteam -m smollm2-135m --data advbench --limit 50 -o runs/redteam
+  cai redteam -m smollm2-135m --data jailbreakbench/behaviors.csv --jailbreaks jailbreak_llms/ -o rt
   cai redteam -m hf:runs/sl-cai --attacks none,role-play,multi-turn --grader judge --judge smollm2-135m -o rt
   cai redteam -m smollm2-135m --attacker smollm2-135m --revise -o rt   (failures -> rt/revisions.jsonl)
 Attacks: none (baseline), role-play, prefix-injection, refusal-suppression, hypothetical,

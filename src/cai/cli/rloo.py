@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 EPILOG = """examples:
-  cai rloo --policy runs/sl -o runs/rloo --reward runs/pm --prompts redteam --max-steps 50
-  cai rloo --policy smollm2-135m -o runs/rloo --reward mypkg.rewards:brevity --prompts helpful -k 4 --lora --lr 1e-4
+  cai rloo -m runs/sl -o runs/rloo --reward runs/pm --data redteam --max-steps 50
+  cai rloo -m smollm2-135m -o runs/rloo --reward mypkg.rewards:brevity --data helpful -k 4 --lora --lr 1e-4
 --reward takes a `cai reward` folder, module:function or judge:MODEL. Running the same command on the
 same -o folder resumes it from its last checkpoint."""
 

@@ -38,7 +38,8 @@ class CritiqueConfig:
     critic: str | None = option(None, help="model that critiques and revises (default: the policy model)")
     constitution: str = option("default", help="constitution: built-in name or file", flags=("-c", "--constitution"))
     prompts: str | None = option(None, help="prompt source: file (.jsonl/.json/.csv/.txt/.parquet), built-in set "
-                                 f"({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
+                                 f"({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or hf:DATASET[:SPLIT]",
+                                 flags=("--data",), aliases=("--prompts",))
     output: str | None = option(None, help="output file (.jsonl; .parquet writes a JSONL beside it and exports)",
                                 flags=("-o", "--output"))
     rounds: int = option(1, help="critique-revision rounds per prompt")
@@ -325,7 +326,7 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     from cai.store import RecordStore, export_parquet
 
     if not config.prompts:
-        raise CAIError(f"no prompts given; pass --prompts SRC (a file, {', '.join(list_builtin_prompt_sets())}, "
+        raise CAIError(f"no prompts given; pass --data SRC (a file, {', '.join(list_builtin_prompt_sets())}, "
                        "hh-rlhf:PATH)")
     if not config.output:
         raise CAIError("no output given; pass -o OUT.jsonl (running the same command again resumes it)")

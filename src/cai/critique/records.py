@@ -82,7 +82,7 @@ def _setting_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str
             _MISSING)
     cmp("--system-prompt", old.get("system_prompt", _MISSING), new.get("system_prompt"), _MISSING)
     if "prompts" in old and not _same_source(old["prompts"], new.get("prompts")):
-        out.append(("--prompts", old["prompts"], new.get("prompts")))
+        out.append(("--data", old["prompts"], new.get("prompts")))
     return out
 
 
@@ -90,7 +90,7 @@ _MISSING = object()
 
 
 def _same_source(a: Any, b: Any) -> bool:
-    """Whether two --prompts values name the same source: equal, or one file spelled two ways."""
+    """Whether two --data values name the same source: equal, or one file spelled two ways."""
     if a == b:
         return True
     if not (isinstance(a, str) and isinstance(b, str)):

@@ -14,6 +14,7 @@ selectors, each a score per candidate where higher is better and ties go to the 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 from cai.critique.filter import example_texts, revision_problems
@@ -29,9 +30,16 @@ class Selector:
 
             self._grader = load_grader("refusal-strings")
         elif spec != "filter":
+            from cai.errors import CAIError
             from cai.train.rewards import load_reward
 
-            self._reward = load_reward(spec)
+            kinds = "filter, refusal-strings, a preference-model folder (cai reward -o DIR) or module:function"
+            if ":" not in spec and not Path(spec).expanduser().is_dir():
+                raise CAIError(f"--select {spec}: no such selector or folder; give {kinds}")
+            try:
+                self._reward = load_reward(spec)
+            except CAIError as e:  # the reward loader speaks of --reward; this is --select
+                raise CAIError(f"--select {spec}: {str(e).split(': ', 1)[-1]}") from None
 
     def _passes(self, state: Any, text: str, critique: str) -> bool:
         user = "\n".join(m["content"] for m in state.item.messages if m["role"] == "user")

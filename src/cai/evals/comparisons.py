@@ -111,13 +111,43 @@ def _resolve(source: str, base: Path) -> tuple[str, Path]:
     if not path.is_file():
         raise CAIError(f"--data {source}: not found; use hhh, hh-rlhf, hh-rlhf:PATH, an hhh_alignment-shaped "
                        "folder or a JSONL file in the CAI paper's multiple-choice format")
-    first = next(_jsonl(path), None)
+    first = _first_record(path)
     if isinstance(first, dict) and "corrects" in first and "prompt" in first:
         return "choice", path
     if isinstance(first, dict) and "chosen" in first and "rejected" in first:
         return "hh-rlhf", path
     raise CAIError(f"{path}: records need prompt/corrects/incorrects (CAI paper format) or chosen/rejected "
-                   "(HH-RLHF transcripts)")
+                   f"(HH-RLHF transcripts); the first has {sorted(first)[:6] if isinstance(first, dict) else first!r:.60}")
+
+
+_SHAPES = ("JSON Lines (one JSON record per line) with prompt/corrects/incorrects (CAI paper format) or "
+           "chosen/rejected (HH-RLHF)")
+
+
+def _first_record(path: Path) -> Any:
+    """The first record of a --data file, or what the file is instead of JSON Lines: a CSV, or one
+    JSON document (a list or object over several lines) rather than one record per line."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        rec = json.loads(first) if first else None
+    except json.JSONDecodeError:
+        rec = None
+        if path.suffix.lower() in (".csv", ".tsv") or not first.lstrip().startswith(("{", "[")):
+            raise CAIError(f"--data {path}: looks like a CSV or other text, not JSON Lines; --data takes {_SHAPES}, "
+                           "hhh, hh-rlhf or an hhh_alignment-shaped folder") from None
+        try:
+            with opener(path, "rt", encoding="utf-8") as f:
+                json.load(f)
+        except json.JSONDecodeError:
+            return next(_jsonl(path), None)  # broken JSON Lines: name the line
+        raise CAIError(f"--data {path}: is one JSON document, not JSON Lines; write one record per line "
+                       f"(e.g. jq -c '.[]' {path.name} > {path.stem}.jsonl); --data takes {_SHAPES}") from None
+    if isinstance(rec, list):
+        raise CAIError(f"--data {path}: is one JSON list, not JSON Lines; write one record per line "
+                       f"(e.g. jq -c '.[]' {path.name} > {path.stem}.jsonl)")
+    return rec
 
 
 def _jsonl(path: Path) -> Iterator[Any]:

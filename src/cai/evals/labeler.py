@@ -234,6 +234,29 @@ def check_outputs(config: LabelerEvalConfig) -> Path:
     return out
 
 
+def as_eval_result(result: dict[str, Any]) -> Any:
+    """A `cai eval labeler` result as an :class:`~cai.evals.results.EvalResult` (task ``labeler``),
+    so ``cai compare`` reads it like any other eval's (``cai report`` lists it in its own labeller section)."""
+    from cai.evals.results import EvalResult, Metric
+
+    def metrics(s: dict[str, Any]) -> dict[str, Metric]:
+        nan = float("nan")
+        out = {"accuracy": Metric(s.get("accuracy", nan), tuple(s["ci95"]) if s.get("ci95") else None, s.get("n"),
+                                  True, "share of comparisons where the labeller prefers the answer humans preferred"),
+               "mean_p_correct": Metric(s.get("mean_p_correct", nan), None, s.get("n"), True,
+                                        "mean probability the labeller gives the human-preferred answer"),
+               "ece": Metric(s.get("ece", nan), None, s.get("n"), False, "expected calibration error")}
+        if s.get("position_bias_rate") is not None:
+            out["position_bias_rate"] = Metric(s["position_bias_rate"], None, s.get("n"), False,
+                                               "share of comparisons whose verdict flips when the options swap")
+        return out
+
+    cats = result.get("categories") or {}
+    return EvalResult(task="labeler", model=str(result.get("model", "")), metrics=metrics(result["overall"]),
+                      breakdown={"by_category": {c: metrics(s) for c, s in cats.items()}} if cats else {},
+                      provenance=result.get("provenance") or {})
+
+
 def default_output(config: LabelerEvalConfig) -> Path:
     if config.output:
         return Path(config.output)

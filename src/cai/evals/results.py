@@ -105,6 +105,10 @@ def read_result(path: str | Path) -> EvalResult:
         raise FileNotFoundError(f"{p}: no such result file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{p}: not a JSON result file ({e})") from None
+    if isinstance(d, dict) and d.get("eval") == "labeler" and isinstance(d.get("overall"), dict):
+        from cai.evals.labeler import as_eval_result
+
+        return as_eval_result(d)  # `cai eval labeler` writes its own richer shape
     if not isinstance(d, dict) or d.get("kind") != KIND:
         raise ValueError(f"{p}: not a cai eval result (no \"kind\": \"{KIND}\"); pass a file written by cai eval "
                          "or cai redteam")

@@ -50,15 +50,17 @@ __all__ = ["LabelConfig", "JudgeConfig", "PairLabel", "label_pairs", "run_label"
 class LabelConfig(JudgeConfig):
     """``cai label``: options of the RLAIF labelling stage (CLI flags, YAML run file, Python API)."""
 
-    policy: str = option("smollm2-135m", help="model that writes the answers to compare")
-    feedback: str | None = option(None, help="model that labels the pairs (default: the policy)")
+    policy: str = option("smollm2-135m", help="the policy: the model that writes the answers to compare",
+                         flags=("-m", "--model"), aliases=("--policy",))
+    feedback: str | None = option(None, help="the feedback model, which labels the pairs (default: the policy)",
+                                  flags=("--judge",), aliases=("--feedback",))
     prompts: str = option("", help=f"prompt source: a file, a built-in set ({', '.join(list_builtin_prompt_sets())}), "
-                          "hh-rlhf:PATH or hf:DATASET")
+                          "hh-rlhf:PATH or hf:DATASET", flags=("--data",), aliases=("--prompts",))
     output: str = option("", help="output JSONL (resumed if it exists)", flags=("-o", "--output"))
     samples_per_prompt: int = option(2, help="answers sampled per prompt (K >= 2)", flags=("-k", "--samples-per-prompt"))
     pairs: str = option("all", help="how pairs are made: 'all' (every two of the K answers) or 'adjacent' (0-1, "
                         "1-2, ...), labelled by the feedback model; 'revision' (a `cai critique` file given as "
-                        "--prompts: its final revision over its first answer) or 'contrastive' (RLCD: an answer "
+                        "--data: its final revision over its first answer) or 'contrastive' (RLCD: an answer "
                         "sampled to meet a principle over one sampled to break it), labelled by construction")
     judge_filter: bool = option(False, help="with --pairs revision/contrastive: ask the feedback model too, record "
                                 "its judge_p_chosen, and skip pairs it rejects")
@@ -89,7 +91,7 @@ class LabelConfig(JudgeConfig):
 
     def check(self) -> None:
         if not self.prompts:
-            raise CAIError(f"no prompts given; pass --prompts SRC (a file, {', '.join(list_builtin_prompt_sets())}, "
+            raise CAIError(f"no prompts given; pass --data SRC (a file, {', '.join(list_builtin_prompt_sets())}, "
                            "hh-rlhf:PATH)")
         if not self.output:
             raise CAIError("no output file given; pass -o prefs.jsonl")

@@ -21,7 +21,7 @@ CATEGORY_FIELDS = ("category", "harm_category", "semanticcategory", "content_pol
 # The affirmative opening AdvBench and JailbreakBench give for each behavior ("Sure, here is ...").
 TARGET_FIELDS = ("target",)
 UNCATEGORIZED = "uncategorized"
-# Behavior sets that ship inside the package (``cai.evals.datasets``), by the name --behaviors takes.
+# Behavior sets that ship inside the package (``cai.evals.datasets``), by the name --data takes.
 BUILTIN = ("advbench",)
 
 
@@ -60,7 +60,7 @@ def load_behaviors(src: str, *, field: str | None = None, category_field: str | 
     from cai.sources import load_prompts
 
     if not src:
-        raise CAIError("no behaviors given; pass --behaviors advbench or a JSONL/CSV file of harmful requests")
+        raise CAIError("no behaviors given; pass --data advbench or a JSONL/CSV file of harmful requests")
     prompts = load_prompts(resolve_source(src), field=field, limit=limit, shuffle=shuffle, seed=seed)
     out = []
     for p in prompts:

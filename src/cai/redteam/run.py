@@ -40,7 +40,8 @@ class RedteamConfig(GraderConfig):
     model: str = option("smollm2-135m", help="target model to attack (alias, folder or backend spec)",
                         flags=("-m", "--model"))
     behaviors: str = option("advbench", help="harmful behaviors: advbench (shipped) or a JSONL/CSV file (HarmBench, "
-                            "JailbreakBench, forbidden questions, your own); categories are kept where given")
+                            "JailbreakBench, forbidden questions, your own); categories are kept where given",
+                            flags=("--data",), aliases=("--behaviors",))
     attacks: tuple[str, ...] = option((), help="attacks to run (default: every transform, plus jailbreak with "
                                       "--jailbreaks and attacker with --attacker); see docs/redteam.md")
     output: str | None = option(None, help="output folder (running the same command again resumes it)",
@@ -160,6 +161,8 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
 
     # Everything that can be wrong with the input is checked before any model loads.
     out = _check_output(config)
+    if grader is None:
+        config.check_grader()
     use_attacker = bool(config.attacker or attacker is not None)
     attacks = check_attacks(config.attacks or attack_names(jailbreaks=bool(config.jailbreaks), attacker=use_attacker),
                             jailbreaks=bool(config.jailbreaks), attacker=use_attacker)

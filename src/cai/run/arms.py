@@ -27,7 +27,8 @@ import copy
 from typing import Any
 
 from cai.errors import CAIError
-from cai.run.plan import BASELINE_PREFIX, RL_STAGES, STAGES, TOP_LEVEL, Step, build_plan, check_spec, keyed
+from cai.run.plan import (BASELINE_PREFIX, RL_STAGES, STAGES, TOP_LEVEL, Step, build_plan, canonical_sections,
+                          check_spec, keyed)
 
 # What an arm's overlay may hold: what a run file holds, less what only the whole run can set.
 ARM_KEYS = (TOP_LEVEL - {"arms", "output", "description"}) | set(STAGES) - {"report"}
@@ -53,6 +54,7 @@ def arm_specs(spec: dict[str, Any], *, where: str) -> dict[str, dict[str, Any]]:
         raise CAIError(f"{where}: arms must be a mapping of arm name: overlay (e.g. base: {{stages: [eval]}}), "
                        f"got {arms!r}")
     check_spec(spec, where)  # a mistake at the top is named there, not once per arm
+    spec = canonical_sections(spec)
     top = {k: v for k, v in spec.items() if k not in ("arms", "report", "output", "description")}
     if isinstance(top.get("stages"), list):
         top["stages"] = [s for s in top["stages"] if s != "report"]

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cai.config import canonical_keys
 from cai.errors import CAIError
 
 STAGES = ("generate", "critique", "sft", "label", "reward", "ppo", "dpo", "rloo", "eval", "report")
@@ -102,10 +103,31 @@ def keyed(steps: list[Step], base: Path) -> list[Step]:
 
 
 def _section(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    """A stage's section, its keys as the stage config's field names (a section may use the flag
+    names: ``data:`` for label's ``prompts``, ``model:`` for its ``policy``)."""
     section = spec.get(name) or {}
     if not isinstance(section, dict):
         raise CAIError(f"run file: section {name!r} must be a mapping of option: value, got {type(section).__name__}")
-    return dict(section)
+    from cai.run.stages import STAGES, stage_class
+
+    if name not in STAGES:
+        return dict(section)
+    try:
+        return canonical_keys(stage_class(name), section, f"run file, section {name}")
+    except ValueError as e:
+        raise CAIError(str(e)) from None
+
+
+def canonical_sections(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with the keys of each stage section (and of each arm's) as field names, so that an
+    arm's ``prompts:`` and the top's ``data:`` merge as the one option they are."""
+    out = dict(spec)
+    for name, section in spec.items():
+        if name in STAGES and isinstance(section, dict):
+            out[name] = _section(spec, name)
+    if isinstance(spec.get("arms"), dict):
+        out["arms"] = {arm: canonical_sections(o) if isinstance(o, dict) else o for arm, o in spec["arms"].items()}
+    return out
 
 
 def check_spec(spec: dict[str, Any], where: str) -> None:
@@ -162,10 +184,8 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
 
     if "generate" in wanted:
         # The model's own answers to a prompt set (`cai generate`): helpfulness data that sft can mix in
-        # as "@generate/generate.jsonl:0.5". `prompts` is accepted for `input`, as every other stage says it.
+        # as "@generate/generate.jsonl:0.5".
         section = _section(spec, "generate")
-        if "prompts" in section:
-            section["input"] = section.pop("prompts")
         cfg = {"model": model, "seed": seed, "input": "helpful", **section, "output": "generate.jsonl"}
         add(Step("generate", "generate", cfg, [], "generate.jsonl"))
         trains_on("generate.prompts", cfg["input"])  # its answers are SFT data

@@ -285,10 +285,11 @@ def validate(plan: Plan, opts: RunOptions, *, where: str) -> None:
 
     for step in plan.steps:
         config = step_config(step, plan.folders[step.id], opts.run_dir, opts.base)
+        place = f"{where}, section {step.stage}"
         try:
-            build_stage_config(step.stage, config, where=f"{where}, section {step.stage}")
+            build_stage_config(step.stage, config, where=place)
         except (TypeError, ValueError) as e:
-            raise CAIError(f"{where}, section {step.stage}: {e}") from None
+            raise CAIError(str(e) if str(e).startswith(place) else f"{place}: {e}") from None
 
 
 def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, Any]:
@@ -297,6 +298,11 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
     from cai.run.heldout import check_held_out
 
     plan, manifest = plan_run(spec, opts, where=where)
+    if not plan.steps:
+        from cai.run.plan import STAGES
+
+        raise CAIError(f"{where}: no stages to run; add a section per stage ({', '.join(STAGES)}), e.g. "
+                       "`critique: {data: redteam}`, or start from `cai run --preset quickstart`")
     selected, forced = _select(plan, opts)
     validate(plan, opts, where=where)
     check_held_out(plan, opts, where=where)

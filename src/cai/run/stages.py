@@ -56,6 +56,16 @@ def _load(ref: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+def stage_class(stage: str) -> type:
+    """The config class of a stage other than eval (whose class depends on the task)."""
+    return _load(STAGES[stage][0])
+
+
+def eval_task_classes() -> dict[str, type]:
+    """Eval task -> its config class, for the tasks a run's eval section may list."""
+    return {task: _load(cls_ref) for task, (cls_ref, _) in EVAL_TASKS.items()}
+
+
 def stage_entry(stage: str, config: dict[str, Any]) -> tuple[type, Callable[..., Any], dict[str, Any]]:
     """(config class, function, config fields) for a step; eval steps pick their task's entry."""
     if stage == "eval":

@@ -235,6 +235,12 @@ def create_app(backend: Any, model_name: str, *, api_key: str | None = None, max
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
+        if first.get("type") == "json_invalid":  # its loc is a character offset, not a field
+            pos = next((p for p in first.get("loc", ()) if isinstance(p, int)), None)
+            why = (first.get("ctx") or {}).get("error") or "malformed"
+            msg = (f"the request body is not valid JSON ({why}" + (f" at character {pos}" if pos is not None else "")
+                   + '); send a JSON object such as {"model": "...", "messages": [{"role": "user", "content": "Hi"}]}')
+            return JSONResponse(error_body(400, msg, "BadRequestError"), status_code=400)
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         msg = f"{where}: {first.get('msg', 'invalid request')}" if where else str(first.get("msg", e))
         return JSONResponse(error_body(400, msg, "BadRequestError", where or None), status_code=400)

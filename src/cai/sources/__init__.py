@@ -107,6 +107,9 @@ def _existing(path_str: str, spec: str) -> Path:
     path = Path(path_str).expanduser()
     if not path_str:
         raise CAIError(f"{spec}: missing path; write {spec}PATH")
+    if path.is_dir():
+        raise CAIError(f"{spec}: is a folder, not a prompt file; pass a .jsonl/.json/.csv/.txt/.parquet file "
+                       "inside it")
     if not path.is_file():
         builtins = ", ".join(list_builtin_prompt_sets())
         raise CAIError(f"{spec}: no such file or built-in prompt set; give a .jsonl/.json/.csv/.txt/.parquet "

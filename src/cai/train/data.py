@@ -41,6 +41,9 @@ class DataSpec:
             try:
                 weight = float(tail)
             except ValueError:
+                if Path(path).expanduser().is_file() and not Path(text).expanduser().exists():
+                    raise CAIError(f"--data {text}: {tail!r} after ':' is not a weight; give a number, e.g. "
+                                   f"{path}:0.5 (a random half) or {path}:2 (twice)") from None
                 path, weight = text, 1.0
         else:
             path, weight = text, 1.0
@@ -72,6 +75,8 @@ def sha256_file(path: Path) -> str:
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    if path.is_dir():
+        raise CAIError(f"--data {path}: is a folder, not a file; pass a JSONL file inside it")
     if not path.is_file():
         raise CAIError(f"--data {path}: file not found; pass a JSONL file written by cai critique, cai label, "
                        "cai generate, or in TRL's messages / prompt-completion / preference format")
@@ -187,7 +192,24 @@ def load_mix(specs: list[str], kind: str, *, seed: int, min_margin: float = 0.0
         files.append(LoadedFile(str(spec.path), sha256_file(spec.path), spec.weight, len(rows), len(used), dropped))
         examples += used
     if not examples:
-        detail = "; ".join(f"{f.path}: {f.dropped}" for f in files if f.dropped)
-        raise CAIError("no training examples left after weighting and filtering" + (f" ({detail})" if detail else "")
-                       + "; lower --min-margin or add data")
+        raise CAIError(_nothing_left(specs, files))
     return examples, files
+
+
+def _nothing_left(specs: list[str], files: list[LoadedFile]) -> str:
+    """Why no example is left, and the fix that the reason calls for (only dpo has --min-margin)."""
+    zero = [text for text, f in zip(specs, files) if f.weight == 0 and f.records]
+    dropped = {k: sum(f.dropped.get(k, 0) for f in files) for k in ("identical", "below_min_margin")}
+    fixes = []
+    if zero:
+        fixes.append(f"{', '.join(zero)} {'has' if len(zero) == 1 else 'have'} weight 0, so none of "
+                     f"{'its' if len(zero) == 1 else 'their'} records are used; give a weight above 0 "
+                     "(FILE:0.5 uses a random half) or drop the weight")
+    if dropped["below_min_margin"]:
+        fixes.append(f"{dropped['below_min_margin']} pairs were below --min-margin; lower it")
+    if dropped["identical"]:
+        fixes.append(f"{dropped['identical']} pairs had the same chosen and rejected answer (unrevised "
+                     "critique records); add pairs that differ")
+    detail = "; ".join(f"{f.path}: {f.dropped}" for f in files if f.dropped)
+    return ("no training examples left after weighting and filtering" + (f" ({detail})" if detail else "") + ": "
+            + ("; ".join(fixes) or "the files hold no usable records"))

@@ -42,7 +42,7 @@ def cdpo_correction(h, epsilon, beta: float):
 @dataclass
 class DPORunConfig(TrainCommon):
     policy: str = option("smollm2-135m", help="model to train (also the frozen reference): an alias, hf:PATH or a "
-                         "folder, e.g. a cai sft output", flags=("--policy", "-m", "--model"))
+                         "folder, e.g. a cai sft output", flags=("-m", "--model"), aliases=("--policy",))
     data: list[str] = option([], help="preference file FILE or FILE:WEIGHT (repeatable): cai label output "
                              "(soft labels from p_chosen), cai critique output (revision over first answer) or "
                              "TRL prompt/chosen/rejected JSONL")

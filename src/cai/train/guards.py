@@ -108,8 +108,11 @@ def train_guarded(trainer: Any, resume_from: str | None, checkpoints: str | Path
     """``trainer.train(resume_from_checkpoint=...)`` under a :class:`NonFiniteGuard`; raises the
     guard's one-line :class:`~cai.errors.CAIError` when it trips, so the caller saves no final model
     and the run record stays "running" (a rerun resumes from the last good checkpoint)."""
+    from cai.progress import quiet_trainer
+
     guard = NonFiniteGuard()
     trainer.add_callback(guard)
+    quiet_trainer(trainer)  # every cai trainer passes here: none prints raw log dicts
     result = trainer.train(resume_from_checkpoint=resume_from)
     guard.raise_if_tripped(checkpoints)
     return result

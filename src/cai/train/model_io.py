@@ -173,6 +173,7 @@ def run_trl(command: str, config: Any, examples: list[dict[str, Any]], files: li
     ``summary`` with the final metrics (``already_done`` when the run had finished before)."""
     from cai.config import to_dict
     from cai.outputs import inputs_of
+    from cai.progress import library_bars
     from cai.train.guards import train_guarded
     from cai.train.rundir import RunDir
     from cai.train.saving import saving
@@ -185,13 +186,14 @@ def run_trl(command: str, config: Any, examples: list[dict[str, Any]], files: li
         return {**summary, "already_done": True, "final_metrics": run.existing().get("final_metrics")}
     resume = run.last_checkpoint() if state == "resume" else None
     run.start(resume)
-    trainer = build(config, examples, run, base_path, show_progress=show_progress)
-    # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
-    # A checkpoint or the model that cannot be written (a full disk) is one line too.
-    with saving(run):
-        result = train_guarded(trainer, resume, run.checkpoints)
-    with saving(run, model_files=True):
-        save_final(trainer, config, out, base_path)
+    with library_bars(show_progress):
+        trainer = build(config, examples, run, base_path, show_progress=show_progress)
+        # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
+        # A checkpoint or the model that cannot be written (a full disk) is one line too.
+        with saving(run):
+            result = train_guarded(trainer, resume, run.checkpoints)
+        with saving(run, model_files=True):
+            save_final(trainer, config, out, base_path)
     metrics = final_metrics(result, trainer)
     run.finish({**metrics, **(final_extra or {})})
     return {**summary, "resumed_from": resume, "final_metrics": metrics}

@@ -86,7 +86,7 @@ def score_pairs(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) -> tu
     return summary, rows
 
 
-def score_answers(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) -> tuple[dict[str, Any], list[dict]]:
+def _answer_inputs(records: Sequence[dict[str, Any]], where: str = "") -> tuple[list[Any], list[str]]:
     prompts, answers = [], []
     for n, r in enumerate(records, 1):
         msgs = r.get("messages")
@@ -98,8 +98,34 @@ def score_answers(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) -> 
             prompts.append(p if isinstance(p, list) else [{"role": "user", "content": str(p)}])
             answers.append(c[-1]["content"] if isinstance(c, list) else str(c))
         else:
-            raise CAIError(f"record {n}: nothing to score; expected a critique record (initial/steps), a preference "
-                           "pair, messages ending with an assistant turn, or prompt/completion")
+            raise CAIError(f"{where}record {n}: nothing to score; expected a critique record (initial/steps), a "
+                           "preference pair, messages ending with an assistant turn, or prompt/completion")
+    return prompts, answers
+
+
+def check_records(records: Sequence[dict[str, Any]], where: str = "") -> None:
+    """Every record has the shape the first one says the file has; checked before the PM loads.
+    ``where`` (e.g. ``"FILE: "``) starts each message."""
+    from cai.train.prefdata import record_pair
+
+    first = records[0]
+    for n, r in enumerate(records, 1):
+        if not isinstance(r, dict):
+            raise CAIError(f"{where}record {n}: not a JSON object")
+    if "initial" in first and "steps" in first and "prompt" in first:
+        for n, r in enumerate(records, 1):
+            if "prompt" not in r or not isinstance(r.get("steps", []), list):
+                raise CAIError(f"{where}record {n}: a `cai critique` record needs prompt, initial and steps, as the "
+                               "first record has")
+    elif "chosen" in first and "rejected" in first:
+        for n, r in enumerate(records, 1):
+            record_pair(r, f"{where}record {n}")
+    else:
+        _answer_inputs(records, where)
+
+
+def score_answers(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) -> tuple[dict[str, Any], list[dict]]:
+    prompts, answers = _answer_inputs(records)
     scores = pm.score(prompts, answers)
     return ({"kind": "answers", "score": _mean_ci(scores, seed)},
             [{"id": r.get("id"), "score": s} for r, s in zip(records, scores)])
@@ -123,6 +149,8 @@ def run_score(config: RewardScoreConfig) -> dict[str, Any]:
 
     if not config.model or not config.data:
         raise CAIError("cai reward score needs -m PM_FOLDER and --data FILE")
+    if Path(config.data).is_dir():
+        raise CAIError(f"--data {config.data}: is a folder, not a file; pass a JSONL file")
     if config.output:  # before the PM loads: a score file of an earlier run, or nothing yet
         check_output(config.output, stage=STAGE, overwrite=config.overwrite, inputs=inputs_of(config))
     if not Path(config.data).is_file():
@@ -130,6 +158,7 @@ def run_score(config: RewardScoreConfig) -> dict[str, Any]:
     records = read_records(config.data)[: config.limit]
     if not records:
         raise CAIError(f"--data {config.data}: no records in it")
+    check_records(records, f"{config.data}: ")
     pm = PreferenceModel.load(config.model, batch_size=config.batch_size)
     summary, rows = score_file(pm, records, config.seed)
     summary.update(model=config.model, data=config.data, records=len(records))

@@ -34,11 +34,13 @@ from cai.types import check_temperature
 @dataclass
 class PPORunConfig(TrainCommon):
     policy: str | None = option(None, help="the policy to train: an SL-CAI model folder (cai sft -o DIR), hf:DIR "
-                                "or an alias such as smollm2-135m; also the frozen reference", flags=("--policy", "-m"))
+                                "or an alias such as smollm2-135m; also the frozen reference", flags=("-m", "--model"),
+                                aliases=("--policy",))
     reward: str | None = option(None, help="the reward: a preference-model folder (cai reward -o DIR), "
                                 "module:function, path/to/file.py:function, or judge:MODEL (a constitution judge, -c)")
     prompts: str | None = option(None, help="prompt source: file (.jsonl/.json/.csv/.txt/.parquet), built-in set "
-                                 f"({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
+                                 f"({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or hf:DATASET[:SPLIT]",
+                                 flags=("--data",), aliases=("--prompts",))
     field: str | None = option(None, help="column holding the prompt text in a JSONL/CSV/Parquet source")
     limit: int | None = option(None, help="use at most N prompts")
     constitution: str = option("default", help="constitution of a judge: reward", flags=("-c", "--constitution"))
@@ -107,6 +109,13 @@ class PPORunConfig(TrainCommon):
 def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | None = None) -> dict[str, Any]:
     """Train; returns a summary (output folder, steps, final metrics). ``reward`` (a callable)
     overrides ``config.reward``."""
+    from cai.progress import library_bars
+
+    with library_bars(show_progress):  # the bars of loading and saving weights follow --progress too
+        return _run_ppo(config, reward=reward, show_progress=show_progress)
+
+
+def _run_ppo(config: PPORunConfig, *, reward: Any, show_progress: bool | None) -> dict[str, Any]:
     import torch
 
     from cai.progress import progress
@@ -126,9 +135,9 @@ def run_ppo(config: PPORunConfig, *, reward: Any = None, show_progress: bool | N
     if not cfg.output:
         raise CAIError("cai ppo: give an output folder with -o DIR")
     if not cfg.policy:
-        raise CAIError("cai ppo: give the policy with --policy DIR (an SL-CAI model, or smollm2-135m)")
+        raise CAIError("cai ppo: give the policy with -m DIR (an SL-CAI model, or smollm2-135m)")
     if not cfg.prompts:
-        raise CAIError(f"cai ppo: give prompts with --prompts SRC (a file, {', '.join(list_builtin_prompt_sets())}, "
+        raise CAIError(f"cai ppo: give prompts with --data SRC (a file, {', '.join(list_builtin_prompt_sets())}, "
                        "hh-rlhf:PATH)")
     if reward is None and not cfg.reward:
         raise CAIError("cai ppo: give the reward with --reward DIR|module:function|judge:MODEL")

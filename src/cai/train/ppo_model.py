@@ -38,24 +38,24 @@ def load_tokenizer(path: str):
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if not getattr(tok, "chat_template", None):
-        raise CAIError(f"--policy {path}: the tokenizer has no chat template; PPO renders prompts as chats")
+        raise CAIError(f"-m {path}: the tokenizer has no chat template; PPO renders prompts as chats")
     return tok
 
 
 def resolve_model_path(spec: str) -> str:
-    """A model folder for ``--policy``: an alias, a folder, or ``hf:FOLDER``."""
+    """A model folder for ``-m/--model``: an alias, a folder, or ``hf:FOLDER``."""
     from cai.models import resolve
 
     target = spec[len("hf:"):] if spec.startswith("hf:") else spec
     if Path(target).expanduser().is_dir():
         path = Path(target).expanduser()
         if not (path / "config.json").is_file():
-            raise CAIError(f"--policy {spec}: the folder holds no Hugging Face model (no config.json)")
+            raise CAIError(f"-m {spec}: the folder holds no Hugging Face model (no config.json)")
         return str(path)
     try:
         return resolve(target)
     except Exception as e:  # an unknown alias or an unreachable hub id
-        raise CAIError(f"--policy {spec}: not a model folder or known alias ({e})") from None
+        raise CAIError(f"-m {spec}: not a model folder or known alias ({e})") from None
 
 
 class PolicyWithValue:

@@ -146,8 +146,11 @@ def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) 
     if state == "done":
         print(finished_note(out), file=sys.stderr)
         return run.existing() or {}
-    return _train(config, run, base, train, heldout, run.last_checkpoint() if state == "resume" else None,
-                  show_progress)
+    from cai.progress import library_bars
+
+    with library_bars(show_progress):
+        return _train(config, run, base, train, heldout, run.last_checkpoint() if state == "resume" else None,
+                      show_progress)
 
 
 def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 For each prompt the policy samples k answers; each answer's advantage is its reward minus the mean
 reward of the other k - 1 answers (Kool et al. 2019, "Buy 4 REINFORCE samples, get a baseline for
 free!"; Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for Learning
-from Human Feedback in LLMs"), with a KL penalty (``--beta``) to the starting policy. No value head,
+from Human Feedback in LLMs"), with a KL penalty (``--kl-coef``) to the starting policy. No value head,
 so it is the cheap alternative to ``cai ppo``.
 
 The reward is any callable ``reward(prompts: list[Conversation], completions: list[str]) ->
@@ -34,18 +34,20 @@ RENAME = {"completions/mean_length": "length", "clip_ratio/region_mean": "clip_f
 @dataclass
 class RlooConfig(TrainCommon):
     policy: str = option("smollm2-135m", help="starting policy (alias, folder or hf:PATH); the KL reference is "
-                         "this same model", flags=("--policy", "-m", "--model"))
+                         "this same model", flags=("-m", "--model"), aliases=("--policy",))
     reward: str | None = option(None, help="reward: a `cai reward` PM folder, module:function, or judge:MODEL "
                                 "(loaded by cai.train.rewards.load_reward)")
     prompts: str | None = option(None, help="prompt source: file (.jsonl/.json/.csv/.txt/.parquet), built-in set "
-                                 f"({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or hf:DATASET[:SPLIT]")
+                                 f"({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or hf:DATASET[:SPLIT]",
+                                 flags=("--data",), aliases=("--prompts",))
     field: str | None = option(None, help="column holding the prompt in a JSONL/CSV/Parquet source")
     limit: int | None = option(None, help="use at most N prompts")
     samples_per_prompt: int = option(4, help="answers sampled per prompt (k >= 2); each is baselined by the mean "
                                      "reward of the other k - 1", flags=("-k", "--samples-per-prompt"))
     max_tokens: int = option(128, help="token limit of each sampled answer")
     temperature: float = option(1.0, help="sampling temperature of the rollouts")
-    beta: float = option(0.05, help="KL penalty coefficient against the starting policy (0 skips the reference)")
+    beta: float = option(0.05, help="KL penalty coefficient against the starting policy (0 skips the reference)",
+                         flags=("--kl-coef",), aliases=("--beta",))
 
     def __post_init__(self) -> None:
         self.check_common()
@@ -57,7 +59,7 @@ class RlooConfig(TrainCommon):
                              f"--samples-per-prompt ({self.samples_per_prompt}): a batch holds whole groups")
         check_temperature(self.temperature)
         if self.max_tokens < 1 or self.temperature <= 0 or self.beta < 0:
-            raise ValueError("--max-tokens must be >= 1, --temperature > 0 and --beta >= 0")
+            raise ValueError("--max-tokens must be >= 1, --temperature > 0 and --kl-coef >= 0")
 
 
 def trl_reward(reward: Callable[..., Sequence[float]]) -> Callable[..., list[float]]:
@@ -78,7 +80,7 @@ def _prompts(config: RlooConfig, prompts: Sequence[Any] | None) -> list[list[dic
 
     if prompts is None:
         if not config.prompts:
-            raise CAIError("--prompts is required: the prompts the policy answers during RL")
+            raise CAIError("--data is required: the prompts the policy answers during RL")
         from cai.sources import load_prompts
 
         prompts = load_prompts(config.prompts, field=config.field, limit=config.limit)
@@ -128,12 +130,15 @@ def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | Non
     if state == "done":
         print(finished_note(config.output), file=sys.stderr)
         return run.existing() or {}
-    if reward is None:
-        from cai.train.rewards import load_reward
+    from cai.progress import library_bars
 
-        reward = load_reward(config.reward)
-    return _train(config, run, base, conversations, reward, run.last_checkpoint() if state == "resume" else None,
-                  show_progress)
+    with library_bars(show_progress):
+        if reward is None:
+            from cai.train.rewards import load_reward
+
+            reward = load_reward(config.reward)
+        return _train(config, run, base, conversations, reward,
+                      run.last_checkpoint() if state == "resume" else None, show_progress)
 
 
 def _train(config, run, base, conversations, reward, checkpoint, show_progress) -> dict[str, Any]:

@@ -102,10 +102,33 @@ def load_grader(spec: str, *, judge: Any = None, constitution: Any = "default", 
     if name == "pm":
         from cai.evals.graders.pm import PMGrader
 
-        if not arg:
-            raise CAIError("grader pm needs a preference model folder: --grader pm:DIR (written by cai reward)")
+        check_grader_spec(spec)
         return PMGrader(arg, threshold=0.0 if threshold is None else threshold)
     raise CAIError(f"unknown grader {spec!r}; use refusal-strings[:SET], judge[:MODEL] or pm:DIR")
+
+
+def check_grader_spec(spec: str) -> None:
+    """The one-line error for a --grader that cannot work, found without loading anything: an
+    unknown kind, or a ``pm:`` folder that is missing or holds no preference model."""
+    if not isinstance(spec, str):
+        return
+    name, _, arg = spec.strip().partition(":")
+    if name not in ("refusal-strings", "judge", "pm"):
+        raise CAIError(f"unknown grader {spec!r}; use refusal-strings[:SET], judge[:MODEL] or pm:DIR")
+    if name != "pm":
+        return
+    from pathlib import Path
+
+    from cai.train.pm import is_pm_folder
+
+    if not arg:
+        raise CAIError("grader pm needs a preference model folder: --grader pm:DIR (written by cai reward)")
+    if not Path(arg).expanduser().is_dir():
+        raise CAIError(f"--grader {spec}: no such folder; train a preference model with `cai reward -o DIR` and "
+                       "pass that folder")
+    if not is_pm_folder(Path(arg).expanduser()):
+        raise CAIError(f"--grader {spec}: {arg} holds no preference model (a one-score sequence-classification "
+                       "model, as `cai reward -o DIR` writes)")
 
 
 @dataclass
@@ -125,6 +148,10 @@ class GraderConfig:
                                "each costs one prompt per answer")
     grader_template: str | None = option(None, help="wording file of the grader (default: refusal_strings for "
                                          "refusal-strings, grade for judge; a built-in name or a YAML path)")
+
+    def check_grader(self) -> None:
+        """Refuse a grader that cannot work before any model loads (see :func:`check_grader_spec`)."""
+        check_grader_spec(self.grader)
 
     def build_grader(self, default_judge: Any = None, *, model_spec: str | None = None) -> Grader:
         """The grader these flags name; ``default_judge`` (a backend or spec) is used when no

@@ -149,6 +149,8 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
     if config.batch_size < 1:
         raise CAIError("--batch-size must be at least 1")
     check_bootstrap(config.bootstrap)
+    if grader is None:
+        config.check_grader()
     if not config.data:
         raise CAIError("no labelled answers given; pass --data FILE (e.g. ../shared/data/xstest/"
                        "xstest_v2_completions_llama2new.csv)")

@@ -72,6 +72,7 @@ def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None,
     from cai.evals.graders.agreement import agreement_summary, check_output
 
     config.check()
+    config.check_grader()
     check_output(config.output, config, task)
     if config.grader_agreement and not Path(config.grader_agreement).is_file():
         raise CAIError(f"--grader-agreement {config.grader_agreement}: no such file; run cai eval grader first")

@@ -39,6 +39,8 @@ class HelpfulnessConfig(TaskCommon, JudgeConfig):
     judge: str = option("smollm2-135m", help="the judge model (feedback model)")
     data: str = option("mt-bench", help="mt-bench (the shipped 80 questions), an MT-Bench-shaped JSONL, or any "
                        "prompt source of cai critique (one turn)")
+    field: str | None = option(None, help="column holding the question in a JSONL/CSV/Parquet prompt source "
+                               "(default: detected)")
     turns: int = option(1, help="1: first turns only; 2: both MT-Bench turns (the second after the model's own "
                         "first answer)")
     max_tokens: int = option(256, help="most tokens per answer")
@@ -66,7 +68,8 @@ def evaluate_helpfulness(config: HelpfulnessConfig, *, model: Any = None, baseli
 
     config.check_common()
     out = result_path(config.output, TASK, config)
-    questions = seeded_subset(load_questions(config.data, turns=config.turns), config.limit, config.seed)
+    questions = seeded_subset(load_questions(config.data, turns=config.turns, field=config.field), config.limit,
+                              config.seed)
     overlap = held_out([question_text(q) for q in questions], config.train_prompts)
     constitution = constitution if constitution is not None else load_constitution(config.constitution)
     PrinciplePlan(constitution, config.principles)  # a bad --principles fails before any model loads
@@ -78,8 +81,9 @@ def evaluate_helpfulness(config: HelpfulnessConfig, *, model: Any = None, baseli
     names = {"model": policy.name, "baseline": base.name, "judge": judge_b.name}
     params = SamplingParams(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)
     method = method_summary(config, constitution)
-    fingerprint = {"task": TASK, **names, "data": config.data, "turns": config.turns, "sampling": params.to_dict(),
-                   "constitution": constitution.hash, "method": method}
+    fingerprint = {"task": TASK, **names, "data": config.data, **({"field": config.field} if config.field else {}),
+                   "turns": config.turns, "sampling": params.to_dict(), "constitution": constitution.hash,
+                   "method": method}
     store = open_store(out, fingerprint, overwrite=config.overwrite)
 
     def work(batch: list[Question]) -> list[dict[str, Any]]:

@@ -39,6 +39,8 @@ class PairwiseConfig(TaskCommon, JudgeConfig):
                              "harmlessness Elo")
     judge: str = option("smollm2-135m", help="the judge model (feedback model)")
     data: str = option("mt-bench", help="mt-bench, an MT-Bench-shaped JSONL, or any prompt source of cai critique")
+    field: str | None = option(None, help="column holding the question in a JSONL/CSV/Parquet prompt source "
+                               "(default: detected)")
     turns: int = option(1, help="1: first turns only; 2: both MT-Bench turns")
     max_tokens: int = option(256, help="most tokens per answer")
     temperature: float = option(0.0, help="sampling temperature of every model (0: greedy)")
@@ -58,7 +60,8 @@ def evaluate_pairwise(config: PairwiseConfig, *, models: Sequence[Any] | None = 
     if len(specs) < 2:
         raise CAIError("cai eval pairwise needs at least two models: -m A -m B [-m C ...]")
     out = result_path(config.output, TASK, config)
-    questions = seeded_subset(load_questions(config.data, turns=config.turns), config.limit, config.seed)
+    questions = seeded_subset(load_questions(config.data, turns=config.turns, field=config.field), config.limit,
+                              config.seed)
     overlap = held_out([question_text(q) for q in questions], config.train_prompts)
     constitution = constitution if constitution is not None else load_constitution(config.constitution)
     PrinciplePlan(constitution, config.principles)
@@ -69,7 +72,8 @@ def evaluate_pairwise(config: PairwiseConfig, *, models: Sequence[Any] | None = 
         raise CAIError(f"the same model is listed twice among {', '.join(names)}; give each model once")
     params = SamplingParams(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)
     method = method_summary(config, constitution)
-    fingerprint = {"task": TASK, "models": names, "judge": judge_b.name, "data": config.data, "turns": config.turns,
+    fingerprint = {"task": TASK, "models": names, "judge": judge_b.name, "data": config.data,
+                   **({"field": config.field} if config.field else {}), "turns": config.turns,
                    "sampling": params.to_dict(), "constitution": constitution.hash, "method": method}
     store = open_store(out, fingerprint, overwrite=config.overwrite)
     pairs = list(itertools.combinations(range(len(players)), 2))

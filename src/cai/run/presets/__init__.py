@@ -34,16 +34,21 @@ def apply_overrides(spec: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
     import yaml
 
+    from cai.run.overrides import check_override
+
     spec = copy.deepcopy(spec)
     for item in overrides:
         target, sep, raw = item.partition("=")
         if not sep or not target:
             raise CAIError(f"--set {item}: expected SECTION.KEY=VALUE, e.g. --set sft.epochs=2")
+        problem = None
         try:
             value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
+        except yaml.YAMLError as e:
+            value, problem = raw, getattr(e, "problem", None) or type(e).__name__
+        check_override(item, target.split("."), value, problem)
         *path, key = target.split(".")
+        key = _field_name(path[-1] if path else "", key)
         node = spec
         for depth, part in enumerate(path):
             current = node.get(part)
@@ -53,3 +58,12 @@ def apply_overrides(spec: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node[part]
         node[key] = value
     return spec
+
+
+def _field_name(section: str, key: str) -> str:
+    """A stage option as its config field, so ``--set critique.data=X`` replaces the run file's
+    ``prompts:`` rather than adding a second key for it."""
+    from cai.config import key_names
+    from cai.run.stages import STAGES, stage_class
+
+    return key_names(stage_class(section)).get(key.replace("-", "_"), key) if section in STAGES else key
