@@ -131,10 +131,12 @@ def evaluate_harmlessness(config: HarmlessnessConfig, *, backend: Any = None, gr
         if r.get("category"):
             by_cat.setdefault(r["category"], []).append(r)
     b, s = config.bootstrap, config.seed
-    breakdown = {"by_category": {c: harmlessness_metrics(rs, n_resamples=b, seed=s) for c, rs in sorted(by_cat.items())}}
+    breakdown = {"by_category": {c: harmlessness_metrics(rs, n_resamples=b, seed=s)
+                                 for c, rs in sorted(by_cat.items())}}
     from cai.evals.graders.agreement import default_examples_path
 
-    return EvalResult(task="harmlessness", model=backend.name, metrics=harmlessness_metrics(records, n_resamples=b, seed=s),
+    return EvalResult(task="harmlessness", model=backend.name,
+                      metrics=harmlessness_metrics(records, n_resamples=b, seed=s),
                       grader=block, breakdown=breakdown if by_cat else {},
                       examples=default_examples_path(config.output).name, overlap=overlap,
                       provenance=result_provenance(config, backend, grader, task="harmlessness", data=config.data,
