@@ -80,6 +80,6 @@ def test_run_stops_at_the_critique_step_when_the_filter_keeps_nothing(tmp_path, 
     assert main(["run", str(tmp_path / "run.yaml"), "-o", str(run_dir)]) == 2
     err = capfd.readouterr().err
     assert "the filter kept 0 of 2 records" in err and "commentary 2" in err and "critique.dropped.jsonl" in err
-    assert "step critique failed" in err and "file not found" not in err
+    assert "step critique stopped on the error above" in err and "file not found" not in err
     stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
     assert stages["critique"]["status"] == "failed" and "sft" not in stages

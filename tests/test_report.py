@@ -201,6 +201,39 @@ def test_screenshot_flag(report, run_dir, tmp_path):
     assert Path(summary["screenshot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.skipif(not shutil.which("true"), reason="posix only")
+def test_screenshot_on_a_full_disk_is_one_line_and_leaves_no_partial_png(run_dir, tmp_path, capsys, monkeypatch):
+    """The disk fills while the PNG is written: one line naming the PNG and the cause, the earlier
+    screenshot intact and no temporary beside it."""
+    import errno
+    import hashlib
+    import pathlib
+
+    from cai.cli import main
+
+    _browser()
+    argv = ["report", str(run_dir), "-o", str(tmp_path / "r.html"), "--screenshot", str(tmp_path / "r.png")]
+    assert main(argv) == 0
+    before = hashlib.sha256((tmp_path / "r.png").read_bytes()).hexdigest()
+    real = pathlib.Path.write_bytes
+
+    def full(self, data, *a, **k):
+        if self.name.startswith("r.png"):  # the PNG, or any temporary beside it: half of it fits
+            real(self, data[: len(data) // 2], *a, **k)
+            raise OSError(errno.ENOSPC, "No space left on device")  # write(2) names no file
+        return real(self, data, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert str(tmp_path / "r.png") in lines[0] and "disk is full" in lines[0] and "resume" not in lines[0]
+    assert hashlib.sha256((tmp_path / "r.png").read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("r.png")) == ["r.png"]
+
+
 def test_run_manifest_lists_the_stages(tmp_path):
     from cai.report.collect import collect
 

@@ -158,8 +158,89 @@ def test_a_failing_step_stops_the_run_with_its_reason(tmp_path, capfd):
     run_dir = tmp_path / "run"
     assert main(["run", str(_spec(tmp_path, critique__prompts="no/such.jsonl")), "-o", str(run_dir)]) == 2
     err = capfd.readouterr().err  # the step's own message comes from its process
-    assert "no/such.jsonl" in err and "step critique failed" in err and "run the same command again" in err
+    last = err.strip().splitlines()[-1]
+    assert "no/such.jsonl" in err and "step critique stopped on the error above" in last
+    # A rerun meets the same error: the advice is to fix its cause, not to resume.
+    assert "fix the cause it names" in last and "resume" not in last
     assert _manifest(run_dir)["stages"]["critique"]["status"] == "failed"
+
+
+def test_a_step_the_filter_leaves_empty_is_not_called_resumable(tmp_path, capfd):
+    (tmp_path / "critic.yaml").write_text("generate:\n  - reply: \"The assistant's previous answer is not helpful.\"\n")
+    spec = _spec(tmp_path, critique__limit=2)
+    data = yaml.safe_load(spec.read_text())
+    data.update(model=f"mock:{tmp_path / 'critic.yaml'}", stages=["critique", "sft"], sft={"max_steps": 1})
+    spec.write_text(yaml.safe_dump(data))
+    assert main(["run", str(spec), "-o", str(tmp_path / "run")]) == 2
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert "the filter kept 0 of 2 records" in lines[-2]
+    assert "fix the cause it names" in lines[-1] and "resume" not in lines[-1]
+
+
+@pytest.mark.parametrize("code,what", [(130, "was interrupted"), (-9, "was killed (SIGKILL, often out of memory)"),
+                                       (-15, "was killed (SIGTERM)"), (1, "crashed (exit 1; the traceback is above)")])
+def test_an_interrupted_or_crashed_step_is_resumed_by_running_again(code, what, tmp_path, monkeypatch):
+    import cai.run.runner
+
+    monkeypatch.setattr(cai.run.runner, "_run_child", lambda step_file: (code, 0.0))
+    with pytest.raises(CAIError) as e:
+        from cai.run import RunOptions, execute
+
+        execute(yaml.safe_load(_spec(tmp_path).read_text()), RunOptions(tmp_path / "run"), where="run.yaml")
+    assert str(e.value) == f"step critique {what}; run the same command again to resume from it"
+    assert _manifest(tmp_path / "run")["stages"]["critique"]["status"] == "interrupted"
+
+
+def test_a_step_names_its_place_once(tmp_path, capsys):
+    """The step's process prints "in step label-1: ...", without "run file, section label" again."""
+    from cai.run.stages import main as step_main
+
+    step = tmp_path / "step.json"
+    step.write_text(json.dumps({"name": "label-1", "stage": "label", "section": "label",
+                                "config": {"temperature": "x"}}))
+    assert step_main([str(step)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "cai: error in step label-1: temperature must be a number, got 'x' (str); fix that value in the " \
+                  "config file"
+
+
+@pytest.mark.parametrize("text", ["1e-4", "1E-4", "1e9", "+2e3", ".5e-3", "1.0e-4"])
+def test_numbers_with_an_exponent_are_numbers_in_run_files_and_set(text, tmp_path, capsys):
+    """PyYAML reads YAML 1.1, where 1e-4 is text (a float needs a dot and a signed exponent); a run
+    file, --config and --set read it as the number everyone means."""
+    from cai.run import RunOptions, execute
+    from cai.run.presets import apply_overrides, load_run_file
+
+    want = float(text)
+    spec = _spec(tmp_path)
+    spec.write_text(spec.read_text() + f"sft: {{lr: {text}}}\n")
+    loaded, _, _ = load_run_file(str(spec), None)
+    assert loaded["sft"]["lr"] == want
+    assert apply_overrides(loaded, [f"label.min_margin={text}"])["label"]["min_margin"] == want
+    assert apply_overrides(loaded, [f"sft.lr={text}"])["sft"]["lr"] == want
+    if want < 1:  # a valid learning rate: the whole run file plans
+        execute(apply_overrides(loaded, [f"sft.lr={text}"]), RunOptions(tmp_path / "run", dry_run=True),
+                where="run.yaml")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"min_margin: {text}\n")
+    from cai.config import load_yaml
+
+    assert load_yaml(cfg) == {"min_margin": want}
+
+
+def test_set_temperature_1e9_is_a_number_too_hot_named_once(tmp_path, capsys):
+    """`--set label.temperature=1e9` said "must be a number, got '1e9' (str)"; it is a number, and
+    too hot, and the error names its place once."""
+    spec = _spec(tmp_path)
+    rc = main(["run", str(spec), "-o", str(tmp_path / "run"), "--dry-run", "--set", "label.temperature=1e9"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "temperature must be at most 10" in err and "got 1e+09" in err and "(str)" not in err
+    assert err.count("section label") == 1 and err.count("run.yaml") == 1
+    spec.write_text(spec.read_text().replace("  limit: 4\n", "  limit: 4\n  temperature: 1e9\n"))
+    assert main(["run", str(spec), "-o", str(tmp_path / "run"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "temperature must be at most 10" in err and err.count("section label") == 1 and "(str)" not in err
 
 
 def test_killed_run_resumes_and_finishes(tmp_path):

@@ -112,6 +112,24 @@ def closest(word: str, choices: Any) -> str | None:
     return close[0] if close else None
 
 
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that reads ``1e9`` and ``1e-5`` as numbers. PyYAML follows YAML 1.1,
+    where a float needs a dot and a signed exponent (``1.0e-4``), so ``lr: 1e-4`` was text and
+    failed as "must be a number, got '1e-4' (str)"; YAML 1.2, and every user, reads a number."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # add_implicit_resolver copies the resolver table onto the subclass: SafeLoader is unchanged.
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)
+
+
 def load_yaml(path: str | Path, flag: str = "") -> dict[str, Any]:
     """A YAML mapping from ``path`` (given as ``flag``, where one names it)."""
     import yaml
@@ -121,7 +139,7 @@ def load_yaml(path: str | Path, flag: str = "") -> dict[str, Any]:
     p = Path(path)
     text = read_text(p, flag)
     try:
-        data = yaml.safe_load(text) or {}
+        data = parse_yaml(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)

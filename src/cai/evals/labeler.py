@@ -213,7 +213,7 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
         "seconds": round(time.perf_counter() - started, 1),
         "items": results,
         "provenance": provenance(constitution=constitution, models={"feedback": getattr(backend, "name", "")},
-                                 seed=config.seed, stage="eval-labeler"),
+                                 seed=config.seed, stage="eval-labeler", n_resamples=config.bootstrap),
     }
 
 

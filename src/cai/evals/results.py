@@ -49,14 +49,16 @@ class Metric:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
-def mean_metric(values: Sequence[float], *, help: str = "", higher_is_better: bool | None = True,
-                seed: int = 0) -> Metric:
-    """The mean of per-item scores with its percentile-bootstrap 95% interval."""
+def mean_metric(values: Sequence[float], *, n_resamples: int, help: str = "",
+                higher_is_better: bool | None = True, seed: int = 0) -> Metric:
+    """The mean of per-item scores with its percentile-bootstrap 95% interval. ``n_resamples`` has
+    no default: it is the eval's ``--bootstrap``, and a default here once let two evals ignore it."""
     from cai.evals.metrics import bootstrap_ci
 
     vals = [float(v) for v in values]
     value = sum(vals) / len(vals) if vals else float("nan")
-    return Metric(value, bootstrap_ci(vals, seed=seed) if vals else None, len(vals), higher_is_better, help)
+    return Metric(value, bootstrap_ci(vals, n_resamples=n_resamples, seed=seed) if vals else None, len(vals),
+                  higher_is_better, help)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.graders import GraderConfig
+from cai.evals.metrics import check_bootstrap
 from cai.evals.overlap import train_prompts_option
 from cai.outputs import overwrite_option
 from cai.types import SamplingParams, check_temperature
@@ -52,6 +53,7 @@ class RedteamConfig(GraderConfig):
     category_field: str | None = option(None, help="column holding the harm category (default: detected: category, "
                                         "SemanticCategory, content_policy_name, ...)")
     seed: int = option(0, help="seed for shuffling, template sampling, the attacker and the bootstrap")
+    bootstrap: int = option(2000, help="bootstrap resamples for the 95 percent intervals")
     jailbreaks: str | None = option(None, help="in-the-wild jailbreak templates: a CSV with columns prompt and "
                                     "jailbreak (jailbreak_llms shape), or a folder of them")
     jailbreak_templates: int = option(5, help="how many usable templates to sample (behavior i gets template i mod N)")
@@ -90,6 +92,7 @@ class RedteamConfig(GraderConfig):
             raise ValueError(f"worst must be >= 0, got {self.worst}")
         check_temperature(self.temperature)
         check_temperature(self.attacker_temperature, "attacker_temperature")
+        check_bootstrap(self.bootstrap)
 
     def sampling(self, key: str) -> SamplingParams:
         seed = int.from_bytes(hashlib.sha256(f"{self.seed}:target:{key}".encode()).digest()[:4], "big") >> 1
@@ -244,7 +247,7 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
 
     wanted = {it.id for it in items}
     records = [r for r in store if r["id"] in wanted]
-    head, breakdown = metrics(records, attacks, seed=config.seed)
+    head, breakdown = metrics(records, attacks, seed=config.seed, n_resamples=config.bootstrap)
     result = EvalResult(task="redteam", model=target_b.name, metrics=head, grader=grader_block, breakdown=breakdown,
                         examples=EXAMPLES, overlap=overlap,
                         provenance={**prov, "config": to_dict(config), "attacks": attacks,

@@ -101,11 +101,7 @@ def build_report(config: ReportConfig) -> dict[str, Any]:
 
         with Page() as page:
             page.open(out.resolve().as_uri())
-            tmp = Path(config.screenshot).with_name(Path(config.screenshot).name + ".tmp.png")
-            try:
-                data = page.screenshot(tmp).read_bytes()
-            finally:
-                tmp.unlink(missing_ok=True)
+            data = page.png()  # bytes, not a file: the one write below is the one that can fail
         _write(Path(config.screenshot), mark_png(data))  # marked as cai's, so a rerun may replace it
         shot = config.screenshot
     kinds: dict[str, int] = {}

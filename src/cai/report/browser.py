@@ -164,14 +164,17 @@ class Page:
             raise CAIError(f"JavaScript error: {d.get('exception', {}).get('description') or d.get('text')}")
         return r.get("result", {}).get("value")
 
-    def screenshot(self, path: str | Path, *, full_page: bool = False) -> Path:
+    def png(self, *, full_page: bool = False) -> bytes:
+        """The page as PNG bytes; the caller writes them (``cai report`` writes whole or not at all)."""
         params: dict[str, Any] = {"format": "png"}
         if full_page:
             size = self.send("Page.getLayoutMetrics", session=True)["cssContentSize"]
             params.update(captureBeyondViewport=True,
                           clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
-        data = self.send("Page.captureScreenshot", session=True, **params)["data"]
+        return base64.b64decode(self.send("Page.captureScreenshot", session=True, **params)["data"])
+
+    def screenshot(self, path: str | Path, *, full_page: bool = False) -> Path:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(base64.b64decode(data))
+        p.write_bytes(self.png(full_page=full_page))
         return p

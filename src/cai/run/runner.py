@@ -24,6 +24,7 @@ from cai.errors import CAIError
 from cai.run.plan import Step, build_plan, keyed, resolve_refs
 
 MANIFEST = "manifest.json"
+STEP_ERROR = 2  # the exit code of a step that stopped on a cai error (cai.run.stages.main)
 
 
 @dataclass
@@ -244,6 +245,28 @@ def _run_child(step_file: Path) -> tuple[int, float]:
     return proc.returncode, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
+def failure_advice(step: str, code: int) -> str:
+    """What to do after a step's process ended with ``code``. Only an interruption (Ctrl-C, a
+    signal, a crash) is undone by running again, which resumes the step; a step that stopped on a
+    cai error (bad data, a filter that kept nothing) stops there again until its cause is fixed."""
+    import signal
+
+    if code == STEP_ERROR:
+        return (f"{step} stopped on the error above, which running again as is would meet again; fix the cause it "
+                "names, then run the same command again (the steps already done are kept)")
+    if code == 130:
+        what = "was interrupted"
+    elif code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        what = f"was killed ({name}{', often out of memory' if code == -signal.SIGKILL else ''})"
+    else:
+        what = f"crashed (exit {code}; the traceback is above)"
+    return f"{step} {what}; run the same command again to resume from it"
+
+
 def _fmt(seconds: float) -> str:
     return str(dt.timedelta(seconds=int(seconds)))
 
@@ -352,10 +375,9 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
         record = manifest["stages"][step.id]
         record.update(ended=_now(), seconds=round(time.monotonic() - t0, 1), peak_rss_mb=round(peak, 1))
         if code != 0:
-            record["status"] = "failed" if code != 130 else "interrupted"
+            record["status"] = "failed" if code == STEP_ERROR else "interrupted"
             write_manifest(opts.run_dir, manifest)
-            raise CAIError(f"step {step.name}{arms} {'was interrupted' if code == 130 else f'failed (exit {code})'}; "
-                           f"fix the cause and run the same command again to resume from it")
+            raise CAIError(failure_advice(f"step {step.name}{arms}", code))
         summary_file = folder / "summary.json"
         record.update(status="done", outputs={"output": config["output"]},
                       summary=json.loads(summary_file.read_text())["summary"] if summary_file.exists() else {})

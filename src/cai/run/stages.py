@@ -110,13 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run the step described by a JSON file; write its summary beside it."""
     path = Path((argv or sys.argv[1:])[0])
     step = json.loads(path.read_text())
+    where = f"run file, section {step['section']}"
     try:
-        summary = run_step(step["stage"], step["config"], where=f"run file, section {step['section']}")
+        summary = run_step(step["stage"], step["config"], where=where)
     except KeyboardInterrupt:
         return 130
     except (CAIError, ValueError, FileNotFoundError, KeyError) as e:
-        print(f"cai: error in step {step['name']}: {e}", file=sys.stderr)
-        return 2
+        # The step names the place once: "in step label", not "in step label: run file, section label".
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        msg = msg[len(where):].lstrip(": ") if msg.startswith(where) else msg
+        print(f"cai: error in step {step['name']}: {msg}", file=sys.stderr)
+        return 2  # cai.run.runner.STEP_ERROR: the runner says to fix the cause, not to resume
     # Wrapped, so that a summary that is itself a run record is not mistaken for one by the report.
     path.with_name("summary.json").write_text(json.dumps({"step": step["name"], "summary": summary}, indent=2,
                                                          default=str))

@@ -200,7 +200,8 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
 
     breakdown["grader_labels"] = {lab: {"share": mean_metric([r["grade"]["label"] == lab for r in recs],
                                                              help="share of answers given this label",
-                                                             higher_is_better=None, seed=config.seed)}
+                                                             higher_is_better=None, seed=config.seed,
+                                                             n_resamples=config.bootstrap)}
                                   for lab in labels}
     return EvalResult(
         task="grader", model="", metrics=metrics, grader={**desc, "agreement": None}, breakdown=breakdown,

@@ -137,11 +137,6 @@ def credit(better: float, worse: float) -> float:
 def mean_ci(values: Sequence[float], *, help: str = "", seed: int = 0, n_resamples: int = 2000,
             higher_is_better: bool | None = True) -> Any:
     """:func:`cai.evals.results.mean_metric` with the run's number of bootstrap resamples."""
-    from cai.evals.metrics import bootstrap_ci
-    from cai.evals.results import Metric
+    from cai.evals.results import mean_metric
 
-    vals = [float(v) for v in values]
-    if not vals:
-        return Metric(float("nan"), None, 0, higher_is_better, help)
-    return Metric(sum(vals) / len(vals), bootstrap_ci(vals, n_resamples=n_resamples, seed=seed), len(vals),
-                  higher_is_better, help)
+    return mean_metric(values, n_resamples=n_resamples, help=help, higher_is_better=higher_is_better, seed=seed)

@@ -34,6 +34,7 @@ def apply_overrides(spec: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
     import yaml
 
+    from cai.config import parse_yaml
     from cai.run.overrides import check_override
 
     spec = copy.deepcopy(spec)
@@ -43,7 +44,7 @@ def apply_overrides(spec: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise CAIError(f"--set {item}: expected SECTION.KEY=VALUE, e.g. --set sft.epochs=2")
         problem = None
         try:
-            value = yaml.safe_load(raw)
+            value = parse_yaml(raw)
         except yaml.YAMLError as e:
             value, problem = raw, getattr(e, "problem", None) or type(e).__name__
         check_override(item, target.split("."), value, problem)
