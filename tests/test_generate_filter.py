@@ -107,7 +107,7 @@ def test_a_killed_filtered_run_resumes_without_answering_dropped_prompts_again(t
 def test_filter_on_an_unfiltered_output_is_refused(tmp_path):
     out = tmp_path / "own.jsonl"
     generate_file(_config(tmp_path, out, limit=2, filter=False), _backend())
-    with pytest.raises(CAIError, match="filter"):
+    with pytest.raises(CAIError, match=r"other settings \(filter differ"):
         generate_file(_config(tmp_path, out), _backend())
 
 
@@ -175,3 +175,18 @@ def test_the_dose_study_keeps_the_same_helpful_records_fresh_or_resumed(tmp_path
     assert kept[0] == {"id": "p0", "prompt": [{"role": "user", "content": "Plan a picnic."}],
                        "completion": [{"role": "assistant", "content": "Pack sandwiches and water."}],
                        "provenance": {"from": "own-answer", "source_id": "p0"}}
+
+
+def test_a_refusal_in_the_cut_off_tail_still_counts():
+    """Trimming keeps the first sentence, but the answer as written refuses: as in the dose study,
+    the refusal grader reads the whole answer."""
+    from cai.evals.graders.refusal_strings import RefusalStrings
+    from cai.generation_filter import filter_answers
+
+    rec = {"id": "a", "messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content":
+           "Here is a short first sentence. Actually I can't help with that request because it"}],
+           "completion": {"finish_reason": "length"}}
+    assert filter_answers([rec], RefusalStrings("extended"))[0]["dropped"] == ["refuses"]
+    whole = {**rec, "completion": {"finish_reason": "stop"}}
+    whole["messages"] = [rec["messages"][0], {"role": "assistant", "content": "Here is a short first sentence."}]
+    assert "dropped" not in filter_answers([whole], RefusalStrings("extended"))[0]

@@ -102,6 +102,9 @@ def test_own_template_sources_and_categories(tmp_path):
     assert [r["id"] for r in records] == ["h0", "h2"]
     assert {r["completion"][0]["content"] for r in records} <= {"No, I will not help with that.",
                                                               "That could hurt someone; I decline."}
+    # Lists take commas or spaces: `--include-sources redteam,forbidden-questions`.
+    assert RefusalsConfig(include_sources=("redteam,forbidden-questions",)).include_sources == \
+        RefusalsConfig().include_sources == ("redteam", "forbidden-questions")
     every = refusal_records(RefusalsConfig(prompts=str(prompts), template=str(own), include_sources=("all",),
                                            exclude_categories=("none",)))
     assert [r["id"] for r in every] == ["h0", "h1", "h2"]
