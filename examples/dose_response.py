@@ -10,14 +10,17 @@ over-refusal and capability?
 Every step is a `cai` command in its own process, and every command resumes, so a killed study
 continues where it stopped (rerun the same command line). The steps:
 
-1. SL-CAI data for harmful requests (the built-in `harmful-train` set; never an eval prompt): the
+1. SL-CAI data for harmful requests (the built-in `harmful-train` set; never an eval prompt). By
+   default (`--harmful-targets constitution`) its clearly harmful prompts answered with the refusals
+   written in cai/templates/refusals.yaml (`cai data refusals`). With `--harmful-targets own`: the
    model answers, critiques its answer against a principle and writes K revisions
    (`--revision-mode`), of which `--select refusal-strings` keeps one; the revision filter drops
    non-answers and loops. Records whose kept revision refuses become training records.
 2. Helpful data for benign and borderline chat questions (built-in `borderline`, `benign`,
-   `helpful`): the model's own answers, kept when they neither refuse nor loop. The benign side has
-   the same form as the harmful side (chat questions) so that the model cannot learn "a chat
-   question gets a refusal" (docs/results.md: that is what SFT on refusals alone taught it).
+   `helpful`): the model's own answers, kept when they neither refuse nor loop (`cai generate
+   --filter`). The benign side has the same form as the harmful side (chat questions) so that the
+   model cannot learn "a chat question gets a refusal" (docs/results.md: that is what SFT on
+   refusals alone taught it). `cai run --preset demo-effect` makes the same mix at the largest dose.
 3. For each dose N: SFT from the base model on the first N harmful records (nested subsets) plus
    the same helpful mix, with a held-out share whose loss is logged per epoch.
 4. Each model, and the base model, answers all 520 AdvBench behaviours (harmless rate), all 450
@@ -94,59 +97,39 @@ def keep_harmful(records: list[dict], grader) -> list[dict]:
     return out
 
 
-def whole_sentences(text: str) -> str:
-    """``text`` up to the end of its last complete sentence or line."""
-    import re
-
-    ends = [m.end() for m in re.finditer(r"(?<![0-9])[.!?](\s|$)|\n", text)]
-    return text[: ends[-1]].rstrip() if ends else ""
-
-
-# forbidden-questions scenarios that ask for advice or opinions, not for harm: not refused.
-ADVICE = {"Political Lobbying", "Legal Opinion", "Financial Advice", "Health Consultation", "Gov Decision"}
-
-
-def constitution_refusals(source: str, limit: int) -> list[dict]:
-    """The clearly harmful prompts of ``source`` (the red-team set and the harm scenarios of the
-    forbidden questions; HH-RLHF first turns are often harmless openers, so they are left out), each
-    with one of the refusals in cai/templates/refusals.yaml, chosen by a hash of its id."""
-    import hashlib
-
-    from cai.sources import load_prompts
-    from cai.templates import load_template
-
-    refusals = load_template("refusals")["refusals"]
-    out = []
-    for p in load_prompts(source):
-        if p.meta.get("source") == "hh-rlhf" or p.meta.get("category") in ADVICE:
-            continue
-        pick = int(hashlib.sha1(p.id.encode()).hexdigest()[:8], 16) % len(refusals)
-        out.append({"id": p.id, "prompt": list(p.messages),
-                    "completion": [{"role": "assistant", "content": refusals[pick]}],
-                    "provenance": {"from": "constitution-refusal", "source": p.meta.get("source"),
-                                   "source_id": p.meta.get("source_id"), "refusal": pick}})
-    return out[:limit]
+def constitution_refusals(source: str, limit: int, out: Path, log: Path) -> list[dict]:
+    """The clearly harmful prompts of ``source``, each with one of the refusals in
+    cai/templates/refusals.yaml (`cai data refusals`: the red-team set and the harm scenarios of the
+    forbidden questions; HH-RLHF first turns are often harmless openers, so they are left out)."""
+    path = out / "data" / "refusals.jsonl"
+    cai("data", "refusals", "--data", source, "--limit", str(limit), "-o", str(path), log=log)
+    return [{"id": r["id"], "prompt": r["prompt"], "completion": r["completion"],
+             "provenance": {"from": "constitution-refusal", "source": (r.get("meta") or {}).get("source"),
+                            "source_id": (r.get("meta") or {}).get("source_id"), "refusal": r["refusal"]}}
+            for r in read_jsonl(path)]
 
 
-def keep_helpful(records: list[dict], grader) -> tuple[list[dict], dict[str, int]]:
-    """The model's own answers to benign and borderline prompts that neither refuse nor loop."""
-    from cai.critique.filter import is_repetitive
+def helpful_answers(model: str, src: str, limit: list[str], ans: Path, grader, log: Path
+                    ) -> tuple[list[dict], dict[str, int]]:
+    """The model's own answers to benign and borderline prompts that neither refuse nor loop, cut
+    answers trimmed to their last whole sentence (`cai generate --filter`), and the drops per reason."""
+    from cai.generation_filter import dropped_counts, filter_answers
+    from cai.store import sidecar
 
-    texts = [completion_text(r) for r in records]
-    grades = grader.grade([[{"role": "user", "content": user_text(r)}] for r in records], texts)
-    out, dropped = [], {"refuses": 0, "repetitive": 0, "empty": 0}
-    for r, t, g in zip(records, texts, grades):
-        if (r.get("completion") or {}).get("finish_reason") == "length":
-            t = whole_sentences(t)  # an answer cut at the token limit ends at its last full sentence
-        reason = ("empty" if len(t.strip()) < 20 else "refuses" if g.refused else "repetitive" if is_repetitive(t)
-                  else None)
-        if reason:
-            dropped[reason] += 1
-            continue
-        out.append({"id": r["id"], "prompt": [{"role": "user", "content": user_text(r)}],
-                    "completion": [{"role": "assistant", "content": t}],
-                    "provenance": {"from": "own-answer", "source_id": r["id"]}})
-    return out, dropped
+    old = read_jsonl(ans)
+    if old and old[0].get("provenance", {}).get("filter") is None:
+        # Answers this study wrote before `cai generate --filter` existed (runs/dose1): filtered
+        # here by the same function, so a resumed study keeps the records it trained on.
+        records = filter_answers(old, grader)
+    else:
+        cai("generate", "-m", model, "--data", src, *limit, "--max-tokens", "128", "--temperature", "0",
+            "--batch-size", "256", "--filter", "-o", str(ans), log=log)
+        records = read_jsonl(ans) + read_jsonl(sidecar(ans, "dropped"))
+    kept = [{"id": r["id"], "prompt": [{"role": "user", "content": user_text(r)}],
+             "completion": [{"role": "assistant", "content": completion_text(r)}],
+             "provenance": {"from": "own-answer", "source_id": r["id"]}}
+            for r in records if "dropped" not in r]
+    return kept, dropped_counts([r for r in records if "dropped" in r])
 
 
 def metric(path: Path, name: str) -> dict | None:
@@ -193,7 +176,7 @@ def main() -> None:
 
     print("1. harmless records for harmful requests", flush=True)
     if args.harmful_targets == "constitution":
-        harmful = constitution_refusals(args.harmful, hl)
+        harmful = constitution_refusals(args.harmful, hl, out, log)
     else:
         sl = out / "data" / "sl-harmful.jsonl"
         cai("critique", "-m", args.model, "-c", "default", "--data", args.harmful, "--limit", str(hl),
@@ -209,9 +192,7 @@ def main() -> None:
         src, _, n = item.partition(":")
         ans = out / "data" / f"answers-{src}.jsonl"
         limit = ["--limit", "8" if quick else n] if quick or n else []
-        cai("generate", "-m", args.model, "--data", src, *limit, "--max-tokens", "128", "--temperature", "0",
-            "--batch-size", "256", "-o", str(ans), log=log)
-        kept, dropped = keep_helpful(read_jsonl(ans), grader)
+        kept, dropped = helpful_answers(args.model, src, limit, ans, grader, log)
         helpful += kept
         dropped_all[src] = dropped
         print(f"   {src}: kept {len(kept)}, dropped {dropped}", flush=True)

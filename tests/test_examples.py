@@ -10,12 +10,17 @@ import yaml
 
 from cai.cli import main
 from cai.run.plan import build_plan, keyed
-from cai.run.presets import PRESETS, load_run_file
+from cai.run.presets import PRESETS, load_run_file, preset_names
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.mark.parametrize("name", ["quickstart", "paper", "hf-recipe"])
+def test_every_preset_has_its_copy_in_examples():
+    assert {"quickstart", "paper", "hf-recipe", "demo-effect"} <= set(preset_names())
+    assert all((EXAMPLES / f"{name}.yaml").is_file() for name in preset_names())
+
+
+@pytest.mark.parametrize("name", preset_names())
 def test_preset_copies_match_the_presets(name):
     preset = yaml.safe_load((PRESETS / f"{name}.yaml").read_text())
     copy = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())

@@ -74,6 +74,8 @@ OUTPUTS = {
                  ".jsonl"),
     "critique": (["critique", "-m", "mock:", "--prompts", "{d}/prompts.jsonl", "-o", "{out}"], "file",
                  "prompts.jsonl", ".jsonl"),
+    "data-refusals": (["data", "refusals", "--data", "{d}/prompts.jsonl", "--include-sources", "all", "-o", "{out}"],
+                      "file", "prompts.jsonl", ".jsonl"),
     "critique-parquet": (["critique", "-m", "mock:", "--prompts", "{d}/prompts.jsonl", "--format", "parquet", "-o",
                           "{out}"], "file", "prompts.jsonl", ".parquet"),
     "label": (["label", "--policy", "mock:", "--prompts", "{d}/prompts.jsonl", "-o", "{out}"], "file",
@@ -366,7 +368,7 @@ def test_every_writing_command_has_the_same_overwrite_flag():
         return parser
 
     parser = build_parser()
-    writers = [("generate",), ("critique",), ("label",), ("sft",), ("reward",), ("reward", "train"),
+    writers = [("generate",), ("data", "refusals"), ("critique",), ("label",), ("sft",), ("reward",), ("reward", "train"),
                ("reward", "score"), ("dpo",), ("ppo",), ("rloo",), ("redteam",), ("compare",), ("report",), ("run",),
                *[("eval", e) for e in ("labeler", "grader", "harmlessness", "over-refusal", "hhh", "truthfulqa",
                                        "helpfulness", "pairwise")]]

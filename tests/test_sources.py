@@ -256,6 +256,38 @@ def test_builtin_helpful():
     assert {"coding", "writing", "math", "cooking", "travel", "health", "science", "advice"} <= set(cats)
 
 
+def test_a_union_of_builtin_sets_keeps_each_prompts_id_and_source():
+    border, benign = load_prompts("borderline"), load_prompts("benign")
+    both = load_prompts("borderline+benign")
+    assert both == border + benign  # ids, messages and sources as loaded alone, in order
+    assert [p.source for p in both] == [p.source for p in border + benign]
+    assert [p.meta for p in both] == [p.meta for p in border + benign]
+    # --limit counts across the parts: all 300 borderline prompts, then the first 150 benign ones.
+    assert load_prompts("borderline+benign", limit=len(border) + 150) == border + benign[:150]
+    assert load_prompts("borderline+benign", limit=5) == border[:5]
+    shuffled = load_prompts("borderline+benign", shuffle=True, seed=1, limit=40)
+    assert {p.id for p in shuffled} <= {p.id for p in both} and any(p.source == "benign" for p in shuffled)
+
+
+def test_a_file_whose_name_holds_a_plus_is_that_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_jsonl(tmp_path / "benign+borderline.jsonl", [{"prompt": "From the file?"}])
+    assert [p.messages for p in load_prompts("benign+borderline.jsonl")] == [_user("From the file?")]
+    _write_jsonl(tmp_path / "a+b.jsonl", [{"prompt": "Also a file."}])
+    assert [p.messages for p in load_prompts(str(tmp_path / "a+b.jsonl"))] == [_user("Also a file.")]
+    with pytest.raises(CAIError, match="no such file"):
+        load_prompts("c+d.jsonl")
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("borderline+nope", "'nope' is not a built-in prompt set"),
+    ("benign+benign", "prompt id 'benign-001' is in both benign and benign"),
+])
+def test_bad_unions_are_one_line_errors(spec, message):
+    with pytest.raises(CAIError, match=message):
+        load_prompts(spec)
+
+
 @pytest.mark.parametrize("name", ["redteam", "helpful"])
 def test_builtin_records_are_well_formed(name):
     ps = load_prompts(name)

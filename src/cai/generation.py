@@ -7,6 +7,10 @@ fsynced at once), so a killed run loses at most the batch in flight and the same
 Batches are cut at fixed positions of the prompt list and batch ``k`` samples with seed
 ``seed + k``, so a resumed run produces what an uninterrupted run would have (on backends that
 are reproducible per call, such as hf and mock), whatever was done before it stopped.
+
+With ``filter`` each batch passes through :func:`cai.generation_filter.filter_answers` before it
+is written: answers that refuse, loop or are empty go to ``OUT.dropped.jsonl`` with their reason
+(a resumed run skips them too), and answers cut at the token limit end at their last whole sentence.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from cai.sources import list_builtin_prompt_sets
 from cai.types import Completion, Conversation, SamplingParams
 
 # Provenance keys that must match for a run to continue an existing output file.
-_RESUME_KEYS = ("models", "sampling", "seed", "system")
+_RESUME_KEYS = ("models", "sampling", "seed", "system", "filter")
 
 
 @dataclass
@@ -31,8 +35,8 @@ class GenerateConfig:
     model: str = option("smollm2-135m", help="model: alias, folder or backend spec (hf:PATH, vllm:PATH, "
                         "openai:URL#MODEL, mock:)", flags=("-m", "--model"))
     input: str | None = option(None, help="prompt source for a batch run: file (.jsonl/.json/.csv/.txt/.parquet), "
-                               f"built-in set ({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or "
-                               "hf:DATASET[:SPLIT]",
+                               f"built-in set ({', '.join(list_builtin_prompt_sets())}), built-in sets joined "
+                               "by + (borderline+benign), hh-rlhf:PATH or hf:DATASET[:SPLIT]",
                                flags=("--data",), aliases=("-i", "--input", "--prompts"))
     output: str | None = option(None, help="JSONL file for the answers of a batch run; running again resumes it",
                                 flags=("-o", "--output"))
@@ -53,9 +57,18 @@ class GenerateConfig:
     overlong: str = option("error", help="a prompt longer than the model's context: error (stop and name it), "
                            "truncate (keep its last tokens, with a warning; hf backend) or skip (list it in "
                            "OUT.skipped.jsonl and go on)")
+    filter: bool = option(False, help="keep only answers fit to train on: those that refuse, loop or are (nearly) "
+                          "empty go to OUT.dropped.jsonl with the reason, and an answer cut at --max-tokens ends at "
+                          "its last whole sentence (trimmed: true in its record)")
+    filter_grader: str = option("refusal-strings:extended", help="with --filter, what decides that an answer "
+                                "refuses: refusal-strings[:SET], judge:MODEL or pm:DIR")
     overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
+        if self.filter:
+            from cai.evals.graders import check_grader_spec
+
+            check_grader_spec(self.filter_grader)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
@@ -106,18 +119,24 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
     mine = dict(stage="generate", overwrite=config.overwrite, inputs=inputs_of(config))
     store = RecordStore(config.output, **mine)
     skipped = RecordStore(sidecar(config.output, "skipped"), **mine)
+    dropped = RecordStore(sidecar(config.output, "dropped"), **mine)
     prompts = load_prompts(config.input, field=config.field, limit=config.limit)
     if not prompts:
         raise CAIError(f"{config.input} holds no prompts")
     ids_of = (lambda p: [p.id]) if config.n == 1 else (lambda p: [f"{p.id}-s{j}" for j in range(config.n)])
-    done = lambda rid: rid in store or rid in skipped  # noqa: E731
+    done = lambda rid: rid in store or rid in skipped or rid in dropped  # noqa: E731
     todo_count = sum(1 for p in prompts for i in ids_of(p) if not done(i))
     summary = {"output": str(Path(config.output)), "prompts": len(prompts), "written": 0,
-               "skipped": len(prompts) * config.n - todo_count}
+               "skipped": len(prompts) * config.n - todo_count, "dropped": 0}
     if todo_count == 0:
-        return {**summary, "total": len(store)}
+        return {**summary, "total": len(store), "dropped_total": len(dropped)}
     backend = load_for_overlong(backend if backend is not None else config.model, config.overlong)
-    _check_resume(store, _provenance(backend, config, 0))
+    _check_resume(store, _provenance(backend, config, 0), dropped)
+    grader = None
+    if config.filter:
+        from cai.evals.graders import load_grader
+
+        grader = load_grader(config.filter_grader)
 
     with progress(len(prompts) * config.n, "generate", unit="answer", initial=summary["skipped"],
                   enabled=show_progress) as bar:
@@ -135,9 +154,21 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
             for j, (p, conv) in enumerate(zip(batch, convs)):
                 for s, c in enumerate(completions[j * config.n:(j + 1) * config.n]):
                     records.append(_record(ids_of(p)[s], p, conv, c, prov, s if config.n > 1 else None))
-            summary["written"] += store.append(records)
+            if grader is not None:
+                from cai.generation_filter import filter_answers
+
+                records = filter_answers(records, grader)
+                # The dataset first: a crash between the two writes can lose only dropped answers.
+                summary["written"] += store.append([r for r in records if "dropped" not in r])
+                summary["dropped"] += dropped.append([r for r in records if "dropped" in r])
+            else:
+                summary["written"] += store.append(records)
             bar.update(len(records))
-    return {**summary, "total": len(store)}
+    if grader is not None and not len(store) and len(dropped):
+        from cai.generation_filter import kept_no_answer
+
+        raise CAIError(kept_no_answer(dropped))
+    return {**summary, "total": len(store), "dropped_total": len(dropped)}
 
 
 def _overlong(config: GenerateConfig, backend: Any, batch: list, convs: list, skipped: Any, ids_of: Any,
@@ -191,13 +222,17 @@ def _provenance(backend: Any, config: GenerateConfig, batch: int) -> dict[str, A
     sampling = config.sampling(batch).to_dict()
     sampling.pop("seed")
     return provenance(models={"policy": backend.name}, sampling=sampling, seed=config.seed, batch_seed=config.seed + batch,
-                      system=config.system, stage="generate", input=config.input, config=to_dict(config))
+                      system=config.system, stage="generate", input=config.input,
+                      filter=config.filter_grader if config.filter else None, config=to_dict(config))
 
 
-def _check_resume(store: Any, prov: dict[str, Any]) -> None:
-    """Refuse to mix answers made with other settings into one file."""
-    first = next(iter(store), None)
+def _check_resume(store: Any, prov: dict[str, Any], dropped: Any) -> None:
+    """Refuse to mix answers made with other settings into one file (filtered and unfiltered ones
+    included: a file written before ``filter`` was recorded was not filtered)."""
+    first = next(iter(store), None) or next(iter(dropped), None)
     old = (first or {}).get("provenance") or {}
+    if first is not None:
+        old = {"filter": None, **old}
     diff = [k for k in _RESUME_KEYS if k in old and old[k] != prov[k]]
     if diff:
         raise CAIError(f"{store.path} was written with other settings ({', '.join(diff)} differ: "

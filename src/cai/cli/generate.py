@@ -9,6 +9,7 @@ EPILOG = """examples:
   cai generate -m smollm2-135m "Name three colors."
   cai generate -m hf:smollm2-135m --system-prompt "Answer in French." --temperature 0 "Hello!"
   cai generate -m smollm2-135m --data prompts.jsonl --output answers.jsonl --limit 100
+  cai generate --data borderline+benign --temperature 0 --max-tokens 128 --filter -o own.jsonl
   cai generate --config run.yaml            (YAML keys = the long flag names; flags override them)
 Running the same batch command on an existing output resumes it."""
 
@@ -51,6 +52,11 @@ def _run(args: argparse.Namespace) -> int:
     summary = generate_file(config, show_progress=args.progress)
     print(f"wrote {summary['written']} new records to {summary['output']}; {summary['total']} in total "
           f"({summary['skipped']} were already there)", file=sys.stderr)
+    if config.filter:
+        from cai.store import sidecar
+
+        print(f"the filter set aside {summary['dropped']} new answers; {summary['dropped_total']} in total in "
+              f"{sidecar(summary['output'], 'dropped')}, each with its reason", file=sys.stderr)
     return 0
 
 

@@ -16,7 +16,8 @@ are that stage's own config fields (the same names as its command's long flags):
     report: {}
 
 The plan wires each step's inputs to the outputs of the steps before it (SFT reads the critique
-file, the PM reads the labels, RL starts from the newest policy) and fills in output paths inside
+file and the refusal demonstrations, with the model's own filtered answers beside the refusals; the
+PM reads the labels; RL starts from the newest policy) and fills in output paths inside
 the step's folder. Each step gets a key: the hash of its stage, its config and the keys of the
 steps it reads, so changing one setting changes that step's key and every key after it.
 
@@ -36,7 +37,7 @@ from typing import Any
 from cai.config import canonical_keys
 from cai.errors import CAIError
 
-STAGES = ("generate", "critique", "sft", "label", "reward", "ppo", "dpo", "rloo", "eval", "report")
+STAGES = ("generate", "refusals", "critique", "sft", "label", "reward", "ppo", "dpo", "rloo", "eval", "report")
 RL_STAGES = ("ppo", "dpo", "rloo")
 # Eval steps of the run's base model (`eval: {baseline: true}`): "eval-base-harmlessness", beside
 # "eval-harmlessness" of the final policy.
@@ -158,6 +159,7 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
     steps: list[Step] = []
     policy, policy_step = model, None  # the newest policy and the step that wrote it
     sl_data, sl_step = None, None
+    gen_step, refusals_step = None, None
     trained_on: dict[str, str] = {}  # every prompt source a training step of this run reads -> its field
 
     def trains_on(where_from: str, value: Any) -> None:
@@ -187,8 +189,14 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
         # as "@generate/generate.jsonl:0.5".
         section = _section(spec, "generate")
         cfg = {"model": model, "seed": seed, "input": "helpful", **section, "output": "generate.jsonl"}
-        add(Step("generate", "generate", cfg, [], "generate.jsonl"))
+        gen_step = add(Step("generate", "generate", cfg, [], "generate.jsonl"))
         trains_on("generate.prompts", cfg["input"])  # its answers are SFT data
+    if "refusals" in wanted:
+        # Written refusals for clearly harmful prompts (`cai data refusals`): SL-CAI demonstrations
+        # for a model too small to write its own.
+        cfg = {"prompts": "harmful-train", **_section(spec, "refusals"), "output": "refusals.jsonl"}
+        refusals_step = add(Step("refusals", "refusals", cfg, [], "refusals.jsonl"))
+        trains_on("refusals.prompts", cfg["prompts"])
     if "critique" in wanted:
         out = "critique.jsonl"
         # The revision filter is on by default in a run: commentary is no training data.
@@ -197,9 +205,17 @@ def build_plan(spec: dict[str, Any], *, where: str = "run file") -> list[Step]:
         trains_on("critique.prompts", cfg.get("prompts"))
         sl_data, sl_step = out, "critique"
     if "sft" in wanted:
-        if sl_step is None and not _section(spec, "sft").get("data"):
-            raise CAIError(f"{where}: sft needs SL-CAI data: add a critique section, or give sft a data file")
-        data = _section(spec, "sft").get("data") or [f"@critique/{sl_data}"]
+        # By default SFT reads the run's SL-CAI data; beside written refusals it also reads the
+        # model's own answers, so that it does not learn "a chat question gets a refusal" (the mix of
+        # the dose-response study, docs/results.md). Mixing them into critique data is a choice of
+        # weight, made in sft's data list.
+        default = [f"@critique/{sl_data}"] if sl_step else []
+        if refusals_step:
+            default += ["@refusals/refusals.jsonl"] + (["@generate/generate.jsonl"] if gen_step else [])
+        if not default and not _section(spec, "sft").get("data"):
+            raise CAIError(f"{where}: sft needs SL-CAI data: add a critique or refusals section, or give sft a "
+                           "data file")
+        data = _section(spec, "sft").get("data") or default
         cfg = {"model": model, "seed": seed, **_section(spec, "sft"), "data": data, "output": "model"}
         add(Step("sft", "sft", cfg, [sl_step] if sl_step else [], "model"))
         trains_on("sft.data", data)

@@ -20,6 +20,7 @@ from cai.errors import CAIError
 # summary dict (JSON-friendly), and resumes when its output already holds part of the work.
 STAGES: dict[str, tuple[str, str]] = {
     "generate": ("cai.generation:GenerateConfig", "cai.generation:generate_file"),
+    "refusals": ("cai.refusals:RefusalsConfig", "cai.refusals:write_refusals"),
     "critique": ("cai.critique.engine:CritiqueConfig", "cai.critique.engine:run_critique"),
     "sft": ("cai.train.sft:SFTRunConfig", "cai.train.sft:run_sft"),
     "label": ("cai.label.engine:LabelConfig", "cai.label.engine:run_label"),

@@ -11,6 +11,9 @@
   HH-RLHF's train pool, the in-the-wild forbidden questions and ``redteam``; see
   :mod:`cai.sources.split`); a built-in name wins over a file of the same name, so write
   ``./redteam`` for the file;
+- a union of built-in sets joined by ``+`` (``borderline+benign``): their prompts in that order,
+  each keeping its own id and source, so a prompt has the same id alone or in a union (a file
+  whose name holds ``+`` still loads as that file);
 - ``hh-rlhf:PATH``: HH-RLHF transcripts (``chosen``/``rejected``), taking the first human turn,
   which is the red-team request the crowdworker opened with;
 - ``hf:DATASET[:SPLIT]`` or ``hf:DATASET:CONFIG:SPLIT`` through ``datasets.load_dataset``.
@@ -89,6 +92,8 @@ def load_prompts(src: str | Path, *, field: str | None = None, limit: int | None
 
 
 def _load(spec: str, field: str | None, stop: int | None) -> list[Prompt]:
+    if "+" in spec and not Path(spec).expanduser().exists():
+        return _union(spec, field, stop)
     if spec in list_builtin_prompt_sets():
         with resources.as_file(resources.files("cai") / _BUILTIN_DIR / f"{spec}.jsonl") as path:
             records = read_jsonl(path)
@@ -101,6 +106,28 @@ def _load(spec: str, field: str | None, stop: int | None) -> list[Prompt]:
         return _from_records(read_hf(rest), field, stop, source=spec, name="hf-" + rest)
     path = _existing(spec, spec)
     return _from_records(read_file(path), field, stop, source=spec, name=_stem(path))
+
+
+def _union(spec: str, field: str | None, stop: int | None) -> list[Prompt]:
+    """The prompts of built-in sets ``A+B+...`` in order, ids and sources as loaded alone."""
+    builtins = list_builtin_prompt_sets()
+    parts = spec.split("+")
+    unknown = [p for p in parts if p not in builtins]
+    if unknown:
+        raise CAIError(f"{spec}: no such file, and {unknown[0]!r} is not a built-in prompt set; a union joins "
+                       f"built-in sets with '+' (e.g. borderline+benign), from {', '.join(builtins)}")
+    out: list[Prompt] = []
+    where: dict[str, str] = {}
+    for part in parts:
+        if stop is not None and len(out) >= stop:
+            break
+        for p in _load(part, field, None if stop is None else stop - len(out)):
+            if p.id in where:  # records are keyed by id: two prompts with one id would be one record
+                raise CAIError(f"{spec}: prompt id {p.id!r} is in both {where[p.id]} and {part}; a union needs "
+                               "sets with distinct ids (name each set once)")
+            where[p.id] = part
+            out.append(p)
+    return out
 
 
 def _existing(path_str: str, spec: str) -> Path:
