@@ -50,6 +50,10 @@ class RefusalsConfig:
     overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
+        # `--include-sources redteam,forbidden-questions` reads as two names, like the space-separated form.
+        self.include_sources = tuple(x for item in self.include_sources for x in str(item).split(",") if x.strip())
+        self.exclude_categories = tuple(x for item in self.exclude_categories for x in str(item).split(",")
+                                        if x.strip())
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}; leave it out to take every selected prompt")
 
