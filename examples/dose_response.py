@@ -252,6 +252,8 @@ def run_evals(out: Path, name: str, spec: str, evals: list[str], args, log: Path
     for task in evals:
         extra = (["--max-tokens", str(args.eval_max_tokens)] if task in ("harmlessness", "over-refusal")
                  else ["--max-tokens", "192"] if task == "ifeval" else [])
+        if (ev / f"{task}.json").exists():
+            continue  # finished: a rerun of `cai eval` would start an engine only to find nothing to do
         cai("eval", task, "-m", spec, *limit, *extra, "-o", str(ev / f"{task}.json"), log=log)
 
 
