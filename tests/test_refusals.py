@@ -129,3 +129,17 @@ def test_another_commands_file_is_not_replaced(tmp_path):
     with pytest.raises(CAIError, match="cai generate"):
         write_refusals(RefusalsConfig(output=str(other), limit=2))
     assert read_records(other) == [{"id": "a", "provenance": {"stage": "generate"}}]
+
+
+def test_shuffle_takes_the_study_s_nested_doses():
+    """--shuffle --limit N gives the first N of the study's seeded order (random.Random(0) over all
+    selected records), so a preset's 30 refusals are the study's N = 30."""
+    import random
+
+    every = refusal_records(RefusalsConfig())
+    order = list(every)
+    random.Random(0).shuffle(order)
+    thirty = refusal_records(RefusalsConfig(shuffle=True, seed=0, limit=30))
+    assert [r["id"] for r in thirty] == [r["id"] for r in order[:30]]
+    assert [r["id"] for r in refusal_records(RefusalsConfig(limit=30))] == [r["id"] for r in every[:30]]
+    assert len({r["meta"]["source"] for r in thirty}) == 2  # both sources, not the file's first 30

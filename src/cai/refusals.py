@@ -40,7 +40,11 @@ class RefusalsConfig:
                                 flags=("-o", "--output"))
     template: str = option("refusals", help="the refusals: built-in template name or a YAML file with a "
                            "'refusals:' list of texts")
-    limit: int | None = option(None, help="at most N records: the first N prompts selected")
+    limit: int | None = option(None, help="at most N records: the first N prompts selected (a seeded random N "
+                               "with --shuffle)")
+    shuffle: bool = option(False, help="shuffle the selected prompts with --seed before --limit, so N records "
+                           "spread over every source and category (examples/dose_response.py's nested doses)")
+    seed: int = option(0, help="seed of --shuffle")
     include_sources: tuple[str, ...] = option(("redteam", "forbidden-questions"), help="keep only prompts whose "
                                               "'source' field is one of these; 'all' keeps every prompt")
     exclude_categories: tuple[str, ...] = option(ADVICE, help="leave out prompts whose 'category' is one of these "
@@ -109,7 +113,12 @@ def refusal_records(config: RefusalsConfig) -> list[dict[str, Any]]:
 
     texts, digest = load_refusals(config.template)
     prompts = load_prompts(config.prompts, field=config.field)
-    chosen = selected(prompts, config)[: config.limit]
+    chosen = selected(prompts, config)
+    if config.shuffle:
+        import random
+
+        random.Random(config.seed).shuffle(chosen)  # as the study orders its doses: N=30 are among N=100
+    chosen = chosen[: config.limit]
     if not chosen:
         found = sorted({str(p.meta.get("source")) for p in prompts})
         raise CAIError(f"{config.prompts}: none of its {len(prompts)} prompts is selected (their sources: "
