@@ -73,7 +73,7 @@ def test_bare_name_falls_back_to_hf_when_vllm_cannot_start(monkeypatch, capsys, 
     backend = load_backend(tiny_llama_dir)
     assert backend.name == f"hf:{tiny_llama_dir}"
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "using the hf backend instead" in err and "0.2 GiB" in err
+    assert err.count("\n") == 1 and "used the hf backend instead" in err and "0.2 GiB" in err
     # An explicit vllm: is a request for vLLM: it fails with the reason instead.
     with pytest.raises(CAIError, match="0.2 GiB"):
         load_backend(f"vllm:{tiny_llama_dir}")
