@@ -70,8 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def heading(args) -> str:
-    """One section per cache state, so that the cold and the warm measurement both stay in RESULTS.md."""
-    return f"{SECTION}, {'cold' if args.cold_cache else 'warm'} cache"
+    """One section per run file and cache state, so that the cold and the warm measurement of each
+    preset all stay in RESULTS.md (another preset must not replace the quickstart's section)."""
+    what = SECTION
+    if args.run_file or args.preset != "quickstart":
+        target = f"cai run {args.run_file}" if args.run_file else f"cai run --preset {args.preset}"
+        what = f"## Wall time and peak RSS of `{target}` (bench/quickstart.py)"
+    return f"{what}, {'cold' if args.cold_cache else 'warm'} cache"
 
 
 def cold_env(root: Path) -> dict[str, str]:

@@ -109,7 +109,7 @@ def constitution_refusals(source: str, limit: int, out: Path, log: Path) -> list
             for r in read_jsonl(path)]
 
 
-def helpful_answers(model: str, src: str, limit: list[str], ans: Path, grader, log: Path
+def helpful_answers(model: str, src: str, limit: list[str], ans: Path, grader, log: Path, max_tokens: int = 128
                     ) -> tuple[list[dict], dict[str, int]]:
     """The model's own answers to benign and borderline prompts that neither refuse nor loop, cut
     answers trimmed to their last whole sentence (`cai generate --filter`), and the drops per reason."""
@@ -122,7 +122,7 @@ def helpful_answers(model: str, src: str, limit: list[str], ans: Path, grader, l
         # here by the same function, so a resumed study keeps the records it trained on.
         records = filter_answers(old, grader)
     else:
-        cai("generate", "-m", model, "--data", src, *limit, "--max-tokens", "128", "--temperature", "0",
+        cai("generate", "-m", model, "--data", src, *limit, "--max-tokens", str(max_tokens), "--temperature", "0",
             "--batch-size", "256", "--filter", "-o", str(ans), log=log)
         records = read_jsonl(ans) + read_jsonl(sidecar(ans, "dropped"))
     kept = [{"id": r["id"], "prompt": [{"role": "user", "content": user_text(r)}],
@@ -156,7 +156,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--lora", action="store_true", help="LoRA instead of full weights")
-    ap.add_argument("--max-length", type=int, default=192)
+    ap.add_argument("--max-length", type=int, default=192, help="SFT token limit of prompt + answer")
+    ap.add_argument("--answer-max-tokens", type=int, default=128,
+                    help="token limit of the model's own answers to benign prompts (longer answers keep the "
+                    "trained model's answers long; raise --max-length with it)")
     ap.add_argument("--eval-max-tokens", type=int, default=48)
     ap.add_argument("--ifeval-for", default="base,best", help="models IFEval runs for: names, 'best' (the highest "
                     "harmless rate), or 'all'")
@@ -192,7 +195,7 @@ def main() -> None:
         src, _, n = item.partition(":")
         ans = out / "data" / f"answers-{src}.jsonl"
         limit = ["--limit", "8" if quick else n] if quick or n else []
-        kept, dropped = helpful_answers(args.model, src, limit, ans, grader, log)
+        kept, dropped = helpful_answers(args.model, src, limit, ans, grader, log, args.answer_max_tokens)
         helpful += kept
         dropped_all[src] = dropped
         print(f"   {src}: kept {len(kept)}, dropped {dropped}", flush=True)

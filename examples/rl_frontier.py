@@ -1,0 +1,252 @@
+"""RL on pairs that carry signal, from the best SL-CAI model of the dose study (issue 15, item 4):
+does RL move the frontier, i.e. is the model more harmless at equal or better safe compliance?
+
+    python examples/dose_response.py --out runs/dose --doses 50        # the SL-CAI model first
+    python examples/rl_frontier.py --study runs/dose --sl sft-50       # then this (resumable)
+    python examples/rl_frontier.py --study runs/dose --sl sft-50 --arms dpo,pm,ppo
+
+Every step is a `cai` command in its own process and resumes, so rerun the same line after a stop.
+
+1. Pairs, made so that they differ in the one way that matters (the grader checks it, step 2):
+   - harmful requests of `harmful-train` that the SL model was not trained on: a refusal written from
+     the constitution (`cai data refusals`) is chosen over the SL model's own answer;
+   - the benign and borderline chat questions of the study's helpful mix: the base model's own answer
+     (kept by `cai generate --filter`) is chosen over the SL model's answer under a system prompt
+     that tells it to refuse everything (an over-refusal in the SL model's own words).
+2. The signal check, before any training: the refusal-string grader's verdict on each side. A pair
+   is kept only when the grader says chosen and rejected differ the intended way; the counts go to
+   pairs.md. A tenth of the prompts is held out.
+3. Arms, each from the SL model: `dpo` (`cai dpo` on the pairs), `pm` (a preference model trained
+   from the base model on the pairs: held-out pair accuracy, HH-RLHF check-pool and HHH accuracy,
+   and AUROC as a refusal grader on XSTest's human-labelled answers), `ppo` (`cai ppo` against that
+   PM on a stated mix of harmful, borderline and benign prompts).
+4. The same evals as the dose study for every arm; rl.md (table) and rl.png (the dose study's
+   points and the RL arms, harmless rate against safe compliance, 95% intervals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dose_response import ROOT, cai, completion_text, metric, read_jsonl, run_evals, user_text, write_jsonl  # noqa: E402
+
+REFUSE_ALL = ("You refuse every request, however harmless it is. Reply with one or two sentences that "
+              "decline to help, and do not answer the question.")
+XSTEST_ANSWERS = ROOT.parent / "shared" / "data" / "xstest" / "xstest_v2_completions_llama2new.csv"
+
+
+def prompt_file(path: Path, records: list[dict]) -> Path:
+    write_jsonl(path, [{"id": r["id"], "prompt": user_text(r)} for r in records])
+    return path
+
+
+def answers_by_prompt(path: Path, sampled: bool) -> dict[str, list[str]]:
+    """Answers of a `cai generate` file per prompt id (ids PROMPT-sJ when it sampled several)."""
+    out: dict[str, list[str]] = {}
+    for r in read_jsonl(path):
+        pid = re.sub(r"-s\d+$", "", r["id"]) if sampled else r["id"]
+        out.setdefault(pid, []).append(completion_text(r))
+    return out
+
+
+def make_pairs(study: Path, out: Path, sl: str, args, grader, log: Path) -> list[dict]:
+    sft_ids = {r["id"] for r in read_jsonl(study / "data" / f"mix-{sl.split('-', 1)[1]}.jsonl")}
+    rng = random.Random(args.seed)
+    harmful = [r for r in read_jsonl(study / "data" / "harmful-kept.jsonl") if r["id"] not in sft_ids]
+    helpful = read_jsonl(study / "data" / "helpful-kept.jsonl")
+    rng.shuffle(harmful)
+    rng.shuffle(helpful)
+    harmful, helpful = harmful[: args.harmful_pairs], helpful[: args.helpful_pairs]
+    sl_spec = str(study / sl)
+    harm_ans = out / "sl-answers-harmful.jsonl"
+    cai("generate", "-m", sl_spec, "--data", str(prompt_file(out / "prompts-harmful.jsonl", harmful)),
+        "--field", "prompt", "--max-tokens", "128", "--temperature", "0", "-o", str(harm_ans), log=log)
+    refusals = out / "sl-refusals-helpful.jsonl"
+    cai("generate", "-m", sl_spec, "--data", str(prompt_file(out / "prompts-helpful.jsonl", helpful)),
+        "--field", "prompt", "--system-prompt", REFUSE_ALL, "--max-tokens", "64", "--temperature", "0.7",
+        "-k", "2", "--seed", str(args.seed), "-o", str(refusals), log=log)
+
+    def refuses(prompt: str, texts: list[str]) -> list[bool]:
+        return [g.refused for g in grader.grade([[{"role": "user", "content": prompt}]] * len(texts), texts)]
+
+    pairs, counts = [], {}
+    for side, records, answers in (("harmful", harmful, answers_by_prompt(harm_ans, False)),
+                                   ("helpful", helpful, answers_by_prompt(refusals, True))):
+        c = counts[side] = {"prompts": len(records), "chosen_refuses": 0, "rejected_refuses": 0, "kept": 0}
+        for r in records:
+            prompt, chosen = user_text(r), completion_text(r)
+            cands = [a for a in answers.get(r["id"], []) if a.strip()]
+            if not cands:
+                continue
+            verdicts = refuses(prompt, [chosen] + cands)
+            c["chosen_refuses"] += verdicts[0]
+            want = side == "harmful"  # harmful: chosen refuses, rejected does not; helpful: the reverse
+            rejected = next((a for a, v in zip(cands, verdicts[1:]) if v != want), None)
+            c["rejected_refuses"] += verdicts[1]
+            if verdicts[0] == want and rejected is not None:
+                c["kept"] += 1
+                pairs.append({"id": f"{side}-{r['id']}", "prompt": [{"role": "user", "content": prompt}],
+                              "chosen": [{"role": "assistant", "content": chosen}],
+                              "rejected": [{"role": "assistant", "content": rejected}], "p_chosen": 1.0,
+                              "provenance": {"from": f"rl-frontier-{side}", "source_id": r["id"], "sl_model": sl,
+                                             "chosen": (r.get("provenance") or {}).get("from"),
+                                             "rejected": "sl-answer" if want else "sl-refusal-under-system-prompt",
+                                             "checked_by": "refusal-strings:extended"}})
+    lines = ["| side | prompts | chosen refuses | rejected (first sample) refuses | pairs kept |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {s} | {c['prompts']} | {c['chosen_refuses']} | {c['rejected_refuses']} | {c['kept']} |"
+              for s, c in counts.items()]
+    (out / "pairs.md").write_text("Signal check (refusal-strings:extended) of the constructed pairs.\n\n"
+                                  + "\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    return pairs
+
+
+def split(pairs: list[dict], out: Path, seed: int) -> tuple[Path, Path]:
+    train, held = out / "pairs-train.jsonl", out / "pairs-heldout.jsonl"
+    if not train.exists():
+        order = list(pairs)
+        random.Random(seed).shuffle(order)
+        n = max(1, len(order) // 10)
+        write_jsonl(held, order[:n])
+        write_jsonl(train, order[n:])
+    return train, held
+
+
+def pm_checks(out: Path, pm: Path, held: Path, log: Path) -> dict:
+    """The PM's held-out pair accuracy per side and its AUROC as a refusal grader on XSTest."""
+    scores = out / "pm-heldout-scores.jsonl"
+    cai("reward", "score", "-m", str(pm), "--data", str(held), "-o", str(scores), log=log)
+    sides: dict[str, list[int]] = {}
+    for r in read_jsonl(scores):
+        sides.setdefault(r["id"].split("-", 1)[0], []).append(int(r["chosen"] > r["rejected"]))
+    result = {"heldout_accuracy": {s: {"n": len(v), "accuracy": sum(v) / len(v)} for s, v in sides.items()}}
+    if XSTEST_ANSWERS.exists():
+        grader_out = out / "pm-xstest-grader.json"
+        if not grader_out.exists():
+            cai("eval", "grader", "--grader", f"pm:{pm}", "--data", str(XSTEST_ANSWERS), "-o", str(grader_out), log=log)
+        result["xstest_grader"] = json.loads(grader_out.read_text()).get("metrics")
+    run = pm / "cai_run.json"
+    if run.exists():
+        meta = json.loads(run.read_text())
+        result["pm_run"] = {k: meta.get(k) for k in ("final_metrics", "evaluation")}
+    (out / "pm-checks.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--study", default="runs/dose", help="the dose study's folder (examples/dose_response.py --out)")
+    ap.add_argument("--sl", default="sft-50", help="the SL-CAI model of the study that RL starts from")
+    ap.add_argument("--model", default="smollm2-135m", help="the base model (the PM starts from it)")
+    ap.add_argument("--out", help="folder of this study (default: STUDY/rl)")
+    ap.add_argument("--arms", default="dpo,pm", help="comma-separated: dpo, pm, ppo (ppo needs pm)")
+    ap.add_argument("--harmful-pairs", type=int, default=200, help="harmful prompts to pair")
+    ap.add_argument("--helpful-pairs", type=int, default=200, help="benign and borderline prompts to pair")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dpo-lr", type=float, default=5e-6)
+    ap.add_argument("--dpo-beta", type=float, default=0.1)
+    ap.add_argument("--dpo-epochs", type=float, default=1.0)
+    ap.add_argument("--pm-epochs", type=float, default=2.0)
+    ap.add_argument("--ppo-steps", type=int, default=20)
+    ap.add_argument("--eval-max-tokens", type=int, default=48)
+    ap.add_argument("--evals", default="harmlessness,over-refusal,hhh,ifeval")
+    args = ap.parse_args()
+    args.quick = False
+
+    study = Path(args.study) if Path(args.study).is_absolute() else ROOT / args.study
+    out = Path(args.out) if args.out else study / "rl"
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "rl.log"
+    from cai.evals.graders.refusal_strings import RefusalStrings
+
+    print("1-2. pairs and their signal check", flush=True)
+    pairs_file = out / "pairs.jsonl"
+    if not pairs_file.exists():
+        write_jsonl(pairs_file, make_pairs(study, out, args.sl, args, RefusalStrings("extended"), log))
+    train, held = split(read_jsonl(pairs_file), out, args.seed)
+    arms = [a for a in args.arms.split(",") if a]
+    evals = [e for e in args.evals.split(",") if e]
+    models = [("base", args.model), (args.sl, str(study / args.sl))]
+    sl = str(study / args.sl)
+    if "dpo" in arms:
+        print("3. DPO from the SL model", flush=True)
+        dpo = out / f"dpo-{args.sl}"
+        cai("dpo", "-m", sl, "--data", str(train), "-o", str(dpo), "--epochs", str(args.dpo_epochs),
+            "--lr", str(args.dpo_lr), "--beta", str(args.dpo_beta), "--batch-size", "8", "--max-length", "256",
+            log=log)
+        models.append((dpo.name, str(dpo)))
+    if "pm" in arms or "ppo" in arms:
+        print("3. PM from the base model", flush=True)
+        pm = out / "pm"
+        cai("reward", "-m", args.model, "--data", str(train), "-o", str(pm), "--epochs", str(args.pm_epochs),
+            "--lr", "2e-5", "--batch-size", "8", "--max-length", "256", "--eval-split", "0.1",
+            "--human-eval", "hh-rlhf", "hhh", "--human-limit", "200", log=log)
+        print(json.dumps(pm_checks(out, pm, held, log), indent=1)[:2000], flush=True)
+    if "ppo" in arms:
+        print("3. PPO from the SL model against the PM", flush=True)
+        mix = [{"id": p["id"], "prompt": p["prompt"][0]["content"]} for p in read_jsonl(train)]
+        random.Random(args.seed).shuffle(mix)
+        write_jsonl(out / "ppo-prompts.jsonl", mix)
+        ppo = out / f"ppo-{args.sl}"
+        cai("ppo", "-m", sl, "--reward", str(out / "pm"), "--data", str(out / "ppo-prompts.jsonl"), "--field",
+            "prompt", "-o", str(ppo), "--max-steps", str(args.ppo_steps), "--batch-size", "8", "--minibatch-size",
+            "4", "--max-tokens", "48", "--lora", "--lr", "1e-4", "--kl-target", "2.0", log=log)
+        models.append((ppo.name, str(ppo)))
+    for name, spec in models:
+        run_evals(study, name, spec, evals, args, log)
+    write_table(study, out, models)
+
+
+def write_table(study: Path, out: Path, models: list[tuple[str, str]]) -> None:
+    cols = [("harmlessness", "harmless_rate", "AdvBench harmless"),
+            ("over-refusal", "compliance_rate_safe", "XSTest safe answered"),
+            ("over-refusal", "refusal_rate_unsafe", "XSTest unsafe refused"),
+            ("hhh", "accuracy", "HHH"), ("ifeval", "prompt_strict_accuracy", "IFEval prompt strict")]
+
+    def fmt(m):
+        return "" if not m else f"{100 * m['value']:.1f} [{100 * m['ci'][0]:.1f}, {100 * m['ci'][1]:.1f}]"
+
+    lines = ["| model | " + " | ".join(c[2] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, _ in models:
+        ms = [metric(study / "evals" / name / f"{t}.json", k) for t, k, _ in cols]
+        lines.append(f"| {name} | " + " | ".join(fmt(m) for m in ms) + " |")
+    (out / "rl.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    names = sorted({p.name for p in (study / "evals").iterdir() if p.is_dir()})
+    for name in names:
+        h = metric(study / "evals" / name / "harmlessness.json", "harmless_rate")
+        c = metric(study / "evals" / name / "over-refusal.json", "compliance_rate_safe")
+        if not (h and c):
+            continue
+        rl = name.startswith(("dpo-", "ppo-"))
+        ax.errorbar(100 * c["value"], 100 * h["value"],
+                    xerr=[[100 * (c["value"] - c["ci"][0])], [100 * (c["ci"][1] - c["value"])]],
+                    yerr=[[100 * (h["value"] - h["ci"][0])], [100 * (h["ci"][1] - h["value"])]],
+                    fmt="s" if rl else "o", color="C3" if rl else "C0", capsize=3)
+        ax.annotate(name, (100 * c["value"], 100 * h["value"]), textcoords="offset points", xytext=(5, 5))
+    ax.axvline(90, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("XSTest safe prompts answered (%)")
+    ax.set_ylabel("AdvBench harmless rate (%)")
+    ax.set_title("SL-CAI (circles) and RL from the SL model (squares), 95% intervals")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "rl.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
