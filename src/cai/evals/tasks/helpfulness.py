@@ -21,7 +21,8 @@ from cai.errors import CAIError
 from cai.evals.overlap import held_out, train_prompts_option
 from cai.evals.results import EvalResult, Metric
 from cai.evals.tasks.answers import Question, answer, backends, judge, load_questions, question_text
-from cai.evals.tasks.itemrun import TaskCommon, examples_path, mean_ci, open_store, result_path, run_items, seeded_subset, unless_finished
+from cai.evals.tasks.itemrun import (TaskCommon, examples_path, mean_ci, open_store, result_path, run_items,
+                                     seeded_subset, unless_finished)
 from cai.label.judge import JudgeConfig
 from cai.label.preference import is_tie
 from cai.types import SamplingParams

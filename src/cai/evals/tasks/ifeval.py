@@ -30,7 +30,8 @@ from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.results import EvalResult
 from cai.evals.overlap import held_out, train_prompts_option
-from cai.evals.tasks.itemrun import TaskCommon, examples_path, open_store, result_path, run_items, seeded_subset, unless_finished
+from cai.evals.tasks.itemrun import (TaskCommon, examples_path, open_store, result_path, run_items,
+                                     seeded_subset, unless_finished)
 from cai.types import SamplingParams
 
 TASK = "ifeval"
