@@ -128,7 +128,9 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
     todo_count = sum(1 for p in prompts for i in ids_of(p) if not done(i))
     summary = {"output": str(Path(config.output)), "prompts": len(prompts), "written": 0,
                "skipped": len(prompts) * config.n - todo_count, "dropped": 0}
-    if todo_count == 0:
+    if todo_count == 0:  # no model is started, but the records must still be this run's
+        _check_resume(store, _provenance(_finished_model(backend if backend is not None else config.model, store,
+                                                         dropped), config, 0), dropped)
         return {**summary, "total": len(store), "dropped_total": len(dropped)}
     backend = load_for_overlong(backend if backend is not None else config.model, config.overlong)
     _check_resume(store, _provenance(backend, config, 0), dropped)
@@ -224,6 +226,19 @@ def _provenance(backend: Any, config: GenerateConfig, batch: int) -> dict[str, A
     return provenance(models={"policy": backend.name}, sampling=sampling, seed=config.seed, batch_seed=config.seed + batch,
                       system=config.system, stage="generate", input=config.input,
                       filter=config.filter_grader if config.filter else None, config=to_dict(config))
+
+
+def _finished_model(spec: Any, store: Any, dropped: Any) -> Any:
+    """What a finished output is checked against, unloaded (:mod:`cai.backends.unstarted`): the
+    backend given, a stand-in of the stored name when ``spec`` could load it, else one named as
+    ``spec`` would load first (so another model is refused); a model only a load can name (an
+    openai server asked for it) is taken to be the stored one, as it was before any check."""
+    from cai.backends.unstarted import Unstarted, named, stand_in
+
+    first = next(iter(store), None) or next(iter(dropped), None)
+    stored = (((first or {}).get("provenance") or {}).get("models") or {}).get("policy")
+    found = stand_in(spec, stored) or named(spec)
+    return Unstarted(found, stored) if isinstance(found, str) else found
 
 
 def _check_resume(store: Any, prov: dict[str, Any], dropped: Any) -> None:

@@ -25,7 +25,12 @@ def load_for_overlong(spec: Any, overlong: str, **options: Any) -> Any:
     """``load_backend(spec)``, told to cut overlong prompts on the left when ``overlong`` is
     ``truncate`` (only the hf backend can; anything else is refused with a one-line error)."""
     from cai.backends import load_backend, split_spec
+    from cai.backends.unstarted import Unstarted
 
+    if isinstance(spec, Unstarted):  # a rerun on a finished output: refuse what loading its spec would
+        if overlong == "truncate" and split_spec(spec.spec)[0] != "hf":
+            raise CAIError(_needs_hf(spec.spec))
+        return spec
     if overlong != "truncate":
         backend = load_backend(spec, **options)
         if hasattr(backend, "overlong_hint"):
@@ -33,13 +38,17 @@ def load_for_overlong(spec: Any, overlong: str, **options: Any) -> Any:
         return backend
     if isinstance(spec, str):
         if split_spec(spec)[0] != "hf":
-            raise CAIError(f"--overlong truncate needs the hf backend (-m hf:...), not {spec!r}; "
-                           "use --overlong error, or skip where the command offers it")
+            raise CAIError(_needs_hf(spec))
         return load_backend(spec, truncate="left", **options)
     if not hasattr(spec, "truncate"):
         raise CAIError(f"--overlong truncate needs the hf backend, not {getattr(spec, 'name', spec)}")
     spec.truncate = "left"
     return spec
+
+
+def _needs_hf(spec: str) -> str:
+    return (f"--overlong truncate needs the hf backend (-m hf:...), not {spec!r}; use --overlong error, or skip "
+            "where the command offers it")
 
 
 def prompt_tokens(backend: Any, conv: Conversation) -> tuple[int, int] | None:

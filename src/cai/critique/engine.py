@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 from cai.critique import prompts as cp
 from cai.config import option, to_dict
 from cai.critique.filter import example_texts, filter_record, kept_nothing
-from cai.critique.records import dropped_path, provenance_of, resume_check
+from cai.critique.records import dropped_path, finished_models, provenance_of, resume_check
 from cai.critique.plan import PromptItem, choose_principles, principle_pool, prompt_id, prompt_items  # noqa: F401
 from cai.errors import CAIError
 from cai.outputs import inputs_of, overwrite_option
@@ -342,14 +342,15 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
         from cai.outputs import check_file
 
         check_file(parquet, "parquet", overwrite=config.overwrite, inputs=mine["inputs"], example="out.parquet")
-    policy_b, critic_b, constitution = _load(policy or config.model,
-                                             critic if critic is not None else config.critic,
-                                             constitution if constitution is not None else config.constitution,
-                                             config.overlong)
-    engine = _Engine(policy_b, critic_b, constitution, config)
     prompts = load_prompts(config.prompts, field=config.field, limit=config.limit, shuffle=config.shuffle,
                            seed=config.seed)
     items = prompt_items(prompts)
+    specs = [policy or config.model, critic if critic is not None else config.critic]
+    # Every prompt stored: the models are named, not started (cai.backends.unstarted).
+    specs = finished_models(specs, store, dropped, items=items)
+    policy_b, critic_b, constitution = _load(*specs, constitution if constitution is not None else config.constitution,
+                                             config.overlong)
+    engine = _Engine(policy_b, critic_b, constitution, config)
     base_prov = provenance_of(engine, prompts=config.prompts)
     resume_check(store, base_prov, dropped)
     todo = [it for it in store.todo(items, key=lambda it: it.id) if it.id not in dropped]

@@ -52,6 +52,23 @@ def resume_check(store: Any, prov: dict[str, Any], *also: Any) -> None:
                        "settings or write to a new -o file")
 
 
+def finished_models(specs: list[Any], store: Any, *also: Any, items: Any) -> list[Any]:
+    """``specs`` (policy, critic), or unstarted stand-ins for them when ``store`` or a sidecar
+    in ``also`` (the dropped records) already holds every item and the records name models the
+    specs could load: a rerun on a finished output starts no engine (:mod:`cai.backends.unstarted`).
+    The critic defaults to the policy, as when the models are loaded."""
+    from cai.backends.unstarted import stand_ins
+
+    if not items or any(all(it.id not in s for s in (store, *also)) for it in items):
+        return specs
+    first = next((rec for s in (store, *also) for rec in s), None)  # the record resume_check reads
+    models = ((first or {}).get("provenance") or {}).get("models") or {}
+    policy, critic = specs
+    if critic is None or (isinstance(critic, str) and isinstance(policy, str) and critic == policy):
+        critic = policy
+    return stand_ins([policy, critic], [models.get("policy"), models.get("critic")]) or specs
+
+
 def _setting_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(flag, value in the file, value now) for each setting that differs. A setting the file's
     provenance does not record (an older cai wrote it) is not compared."""

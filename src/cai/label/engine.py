@@ -202,6 +202,9 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     _resume_check(store.path, first, {"constitution": constitution.hash, "label": method_info,
                                       "seed": config.seed, "sampling": _sampling_key(config)})
 
+    ready = _finished(config, policy, feedback, prompts, store, skipped)
+    if ready:
+        policy, feedback = ready
     policy = load_for_overlong(policy if policy is not None else config.policy, config.overlong)
     if feedback is None:
         feedback = (policy if config.feedback in (None, "", config.policy)
@@ -274,23 +277,25 @@ def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts
             prompts = load_prompts(config.prompts, field=config.field, limit=config.limit, shuffle=config.shuffle,
                                    seed=config.seed)
         units = list(prompts)
-    need_policy = config.pairs == "contrastive"
+    unit_id = (lambda u: u[0].id) if config.pairs == "revision" else (lambda u: u.id)
+    store, skipped = _stores(config)
+    done = _done_prompts(store, skipped)
+    todo = [u for u in units if unit_id(u) not in done]
+    # Nothing left to make: no model is started (these records are not checked against the models).
+    need_policy = config.pairs == "contrastive" and bool(todo)
     policy = load_backend(policy if policy is not None else config.policy) if need_policy else None
-    if config.judge_filter:
+    if config.judge_filter and todo:
         if feedback is not None:
             feedback = load_backend(feedback)
         elif policy is not None and config.feedback in (None, "", config.policy):
             feedback = policy  # one model in memory when the policy judges itself
         else:
             feedback = load_backend(config.feedback or config.policy)
-    unit_id = (lambda u: u[0].id) if config.pairs == "revision" else (lambda u: u.id)
-    store, skipped = _stores(config)
-    done = _done_prompts(store, skipped)
-    todo = [u for u in units if unit_id(u) not in done]
     counts = {"prompts": len(units), "already_done": len(units) - len(todo), "pairs": 0, "dropped": 0, "no_pairs": 0}
     base = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
                           seed=config.seed)
-    models = {"policy": policy.name if policy else None, "feedback": feedback.name if config.judge_filter else None}
+    models = {"policy": policy.name if policy else None,
+              "feedback": feedback.name if config.judge_filter and todo else None}
     with progress(len(units), f"label ({config.pairs})", unit="prompt", initial=len(units) - len(todo),
                   enabled=show_progress) as bar:
         for batch in batched(todo, config.batch_size):
@@ -308,6 +313,24 @@ def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts
             bar.update(len(batch))
     counts.update(output=str(config.output), skipped_file=str(skipped_path(config.output)), total_records=len(store))
     return counts
+def _finished(config: LabelConfig, policy: Any, feedback: Any, prompts: Sequence[Any], store: RecordStore,
+              skipped: RecordStore) -> list[Any] | None:
+    """Unstarted stand-ins for (policy, feedback) when every prompt is already labelled (its pairs
+    kept or skipped) by models of the names the records carry; else None. A rerun on a finished
+    output then starts no engine (:mod:`cai.backends.unstarted`)."""
+    from cai.backends.unstarted import stand_ins
+
+    done = _done_prompts(store, skipped)
+    if not prompts or any(p.id not in done for p in prompts):
+        return None
+    first = next((rec for s in (store, skipped) for rec in s), None)
+    models = ((first or {}).get("provenance") or {}).get("models") or {}
+    policy = policy if policy is not None else config.policy
+    if feedback is None:
+        feedback = policy if config.feedback in (None, "", config.policy) else config.feedback
+    return stand_ins([policy, feedback], [models.get("policy"), models.get("feedback")])
+
+
 def _sampling_key(config: LabelConfig) -> dict[str, Any]:
     return {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
             "n": config.samples_per_prompt}

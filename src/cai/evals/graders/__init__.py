@@ -153,11 +153,17 @@ class GraderConfig:
         """Refuse a grader that cannot work before any model loads (see :func:`check_grader_spec`)."""
         check_grader_spec(self.grader)
 
-    def build_grader(self, default_judge: Any = None, *, model_spec: str | None = None) -> Grader:
+    def build_grader(self, default_judge: Any = None, *, model_spec: str | None = None, start: bool = True) -> Grader:
         """The grader these flags name; ``default_judge`` (a backend or spec) is used when no
         --judge is given or it names ``model_spec``, so a model judges its own answers without
-        being loaded twice."""
+        being loaded twice. ``start=False`` (a rerun on a finished output, which grades nothing):
+        a judge given by spec is named, not loaded (:func:`cai.backends.unstarted.named`)."""
         use_default = self.judge is None or (model_spec is not None and self.judge == model_spec)
-        return load_grader(self.grader, judge=default_judge if use_default else self.judge,
-                           constitution=self.constitution, threshold=self.threshold, orders=self.judge_orders,
-                           template=self.grader_template)
+        spec, judge = self.grader, default_judge if use_default else self.judge
+        name, _, arg = spec.strip().partition(":")
+        if not start and name == "judge":
+            from cai.backends.unstarted import named
+
+            spec, judge = "judge", named(arg or judge)
+        return load_grader(spec, judge=judge, constitution=self.constitution, threshold=self.threshold,
+                           orders=self.judge_orders, template=self.grader_template)

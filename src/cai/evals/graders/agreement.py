@@ -160,10 +160,10 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
         if config.limit < 1:
             raise CAIError(f"--limit must be a positive number, got {config.limit}")
         items = random.Random(config.seed).sample(items, min(config.limit, len(items)))
-    if grader is None:
-        grader = config.build_grader("smollm2-135m")
-    desc = grader.describe()
     store = RecordStore(default_examples_path(out), overwrite=config.overwrite)
+    if grader is None:
+        grader = _finished(config, store, items) or config.build_grader("smollm2-135m")
+    desc = grader.describe()
     first = next(iter(store), None)
     if first is not None and first.get("grader") != grader.spec:
         raise CAIError(f"{store.path} holds grades by {first.get('grader')}, not {grader.spec}; use the same "
@@ -209,6 +209,15 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
         provenance=provenance(models={"judge": desc.get("model", "")}, seed=config.seed, stage="eval-grader",
                               data=str(config.data), n=len(items), config=to_dict(config)),
     )
+
+
+def _finished(config: GraderEvalConfig, store: Any, items: Sequence[Any]) -> Any:
+    """The grader with its judge named, not started, when the examples file already holds its
+    grade of every item (else None): a rerun on a finished evaluation starts no engine."""
+    if config.overwrite or not items or store.todo(items, key=lambda it: it.id):
+        return None
+    grader = config.build_grader("smollm2-135m", start=False)
+    return grader if next(iter(store)).get("grader") == grader.spec else None
 
 
 def agreement_summary(path: str | Path, grader: Any = None) -> dict[str, Any]:

@@ -64,11 +64,13 @@ def examples_path(output: str | Path) -> Path:
     return p.with_name(p.stem + ".examples.jsonl")
 
 
-def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None,
-          task: str = "") -> tuple[Any, Any, dict[str, Any]]:
+def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None, task: str = "",
+          items: Sequence[Item] = ()) -> tuple[Any, Any, dict[str, Any]]:
     """(backend, grader, grader block) after checking the flags and the output path, before any
-    model work is wasted on a run that cannot write its result."""
+    model work is wasted on a run that cannot write its result. When the records file already
+    answers every one of ``items``, the models are named, not started (:mod:`cai.backends.unstarted`)."""
     from cai.backends import load_backend
+    from cai.backends.unstarted import Unstarted
     from cai.evals.graders.agreement import agreement_summary, check_output
 
     config.check()
@@ -76,11 +78,28 @@ def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None,
     check_output(config.output, config, task)
     if config.grader_agreement and not Path(config.grader_agreement).is_file():
         raise CAIError(f"--grader-agreement {config.grader_agreement}: no such file; run cai eval grader first")
+    if backend is None:
+        backend = _finished(config, items)
     backend = load_backend(backend if backend is not None else config.model)
-    grader = grader if grader is not None else config.build_grader(backend, model_spec=config.model)
+    grader = grader if grader is not None else config.build_grader(backend, model_spec=config.model,
+                                                                   start=not isinstance(backend, Unstarted))
     block = dict(grader.describe())
     block["agreement"] = agreement_summary(config.grader_agreement, grader) if config.grader_agreement else None
     return backend, grader, block
+
+
+def _finished(config: AnsweringConfig, items: Sequence[Item]) -> Any:
+    """A stand-in for the model under test when its records file answers every item (else None)."""
+    from cai.backends.unstarted import stand_in
+    from cai.store import RecordStore
+
+    if config.overwrite or not items:
+        return None
+    store = RecordStore(examples_path(config.output))
+    if store.todo(items, key=lambda it: it.id):
+        return None
+    models = (next(iter(store), {}).get("provenance") or {}).get("models") or {}
+    return stand_in(config.model, models.get("policy"))
 
 
 def answer_and_grade(items: Sequence[Item], config: AnsweringConfig, backend: Any, grader: Any, *, task: str,

@@ -21,7 +21,8 @@ from cai.errors import CAIError
 from cai.evals.overlap import held_out, train_prompts_option
 from cai.evals.results import EvalResult, Metric
 from cai.evals.tasks.answers import Question, answer, backends, judge, load_questions, question_text
-from cai.evals.tasks.itemrun import TaskCommon, examples_path, mean_ci, open_store, result_path, run_items, seeded_subset
+from cai.evals.tasks.itemrun import (TaskCommon, examples_path, mean_ci, open_store, result_path, run_items,
+                                     seeded_subset, unless_finished)
 from cai.label.judge import JudgeConfig
 from cai.label.preference import is_tie
 from cai.types import SamplingParams
@@ -75,9 +76,11 @@ def evaluate_helpfulness(config: HelpfulnessConfig, *, model: Any = None, baseli
     PrinciplePlan(constitution, config.principles)  # a bad --principles fails before any model loads
     if config.cot:
         check_clamp(config.cot_clamp)
-    policy, base, judge_b = backends([model if model is not None else config.model,
-                                      baseline if baseline is not None else config.baseline,
-                                      judge_model if judge_model is not None else config.judge])
+    specs = [model if model is not None else config.model, baseline if baseline is not None else config.baseline,
+             judge_model if judge_model is not None else config.judge]
+    policy, base, judge_b = backends(unless_finished(specs, out, questions, lambda q: q.id,
+                                                     lambda fp: [fp["model"], fp["baseline"], fp["judge"]],
+                                                     overwrite=config.overwrite))
     names = {"model": policy.name, "baseline": base.name, "judge": judge_b.name}
     params = SamplingParams(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)
     method = method_summary(config, constitution)

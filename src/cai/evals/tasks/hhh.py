@@ -25,7 +25,7 @@ from cai.errors import CAIError
 from cai.evals.overlap import held_out, prompt_text, train_prompts_option
 from cai.evals.results import EvalResult, Metric
 from cai.evals.tasks.itemrun import (TaskCommon, credit, mean_ci, open_store, result_path, run_items,
-                                     seeded_subset)
+                                     seeded_subset, unless_finished)
 
 TASK = "hhh"
 
@@ -96,7 +96,8 @@ def evaluate_hhh(config: HHHConfig, *, backend: Any = None, show_progress: bool 
     out = result_path(config.output, TASK, config)
     items = load_items(config)
     overlap = held_out([prompt_text(it.messages) for it in items], config.train_prompts)
-    backend = load_backend(backend if backend is not None else config.model)
+    backend = load_backend(unless_finished([backend if backend is not None else config.model], out, items,
+                                           lambda it: it.id, lambda fp: [fp["model"]], overwrite=config.overwrite)[0])
     name = getattr(backend, "name", str(config.model))
     fingerprint = {"task": TASK, "model": name, "data": config.data}
     store = open_store(out, fingerprint, overwrite=config.overwrite)

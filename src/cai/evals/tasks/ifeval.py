@@ -30,7 +30,8 @@ from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.results import EvalResult
 from cai.evals.overlap import held_out, train_prompts_option
-from cai.evals.tasks.itemrun import TaskCommon, examples_path, open_store, result_path, run_items, seeded_subset
+from cai.evals.tasks.itemrun import (TaskCommon, examples_path, open_store, result_path, run_items,
+                                     seeded_subset, unless_finished)
 from cai.types import SamplingParams
 
 TASK = "ifeval"
@@ -136,7 +137,9 @@ def evaluate_ifeval(config: IFEvalConfig, *, backend: Any = None, show_progress:
     config.check()
     out = result_path(config.output, TASK)
     prompts = seeded_subset(load_prompts(config.data), config.limit, config.seed)
-    backend = load_backend(backend if backend is not None else config.model)
+    # No overwrite=: open_store below resumes the records file even with --overwrite, and so does this.
+    backend = load_backend(unless_finished([backend if backend is not None else config.model], out, prompts,
+                                           lambda p: p.id, lambda fp: [fp["model"]])[0])
     name = getattr(backend, "name", str(config.model))
     params = config.sampling()
     fingerprint = {"task": TASK, "model": name, "data": config.data, "sampling": params.to_dict(),

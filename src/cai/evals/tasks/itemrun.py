@@ -94,6 +94,26 @@ def open_store(result: str | Path, fingerprint: dict[str, Any], *, overwrite: bo
     return store
 
 
+def unless_finished(specs: Sequence[Any], result: str | Path, items: Sequence[Any], key: Callable[[Any], str],
+                    stored: Callable[[dict[str, Any]], Sequence[Any]], *, overwrite: bool = False) -> list[Any]:
+    """``specs`` (the models a task loads), or unstarted stand-ins for them when the records file
+    beside ``result`` already holds every item and its fingerprint names models they could load
+    (``stored`` reads those names from it, in the order of ``specs``): a rerun on a finished
+    output then starts no engine (:mod:`cai.backends.unstarted`)."""
+    from cai.backends.unstarted import stand_ins
+
+    if overwrite or not items or not examples_path(result).is_file():
+        return list(specs)
+    store = RecordStore(examples_path(result))
+    if store.todo(items, key=key):
+        return list(specs)
+    try:
+        names = list(stored(next(iter(store)).get("fingerprint") or {}))
+    except (KeyError, TypeError):  # a fingerprint without the model names: let the loaded run decide
+        return list(specs)
+    return stand_ins(specs, names) or list(specs)
+
+
 def run_items(store: RecordStore, items: Sequence[Any], key: Callable[[Any], str],
               work: Callable[[list[Any]], list[dict[str, Any]]], *, batch_size: int, fingerprint: dict[str, Any],
               desc: str, show_progress: bool | None = None) -> list[dict[str, Any]]:

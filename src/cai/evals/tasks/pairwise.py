@@ -22,7 +22,8 @@ from cai.evals.overlap import held_out, train_prompts_option
 from cai.evals.results import EvalResult, Metric
 from cai.evals.tasks.answers import Question, answer, backends, judge, load_questions, question_text
 from cai.evals.tasks.helpfulness import _verdict
-from cai.evals.tasks.itemrun import TaskCommon, examples_path, mean_ci, open_store, result_path, run_items, seeded_subset
+from cai.evals.tasks.itemrun import (TaskCommon, examples_path, mean_ci, open_store, result_path, run_items,
+                                     seeded_subset, unless_finished)
 from cai.label.judge import JudgeConfig
 from cai.types import SamplingParams
 
@@ -65,7 +66,9 @@ def evaluate_pairwise(config: PairwiseConfig, *, models: Sequence[Any] | None = 
     overlap = held_out([question_text(q) for q in questions], config.train_prompts)
     constitution = constitution if constitution is not None else load_constitution(config.constitution)
     PrinciplePlan(constitution, config.principles)
-    loaded = backends([*specs, judge_model if judge_model is not None else config.judge])
+    loaded = backends(unless_finished([*specs, judge_model if judge_model is not None else config.judge], out,
+                                      questions, lambda q: q.id, lambda fp: [*fp["models"], fp["judge"]],
+                                      overwrite=config.overwrite))
     players, judge_b = loaded[:-1], loaded[-1]
     names = [b.name for b in players]
     if len(set(names)) != len(names):

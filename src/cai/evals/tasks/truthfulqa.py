@@ -28,7 +28,7 @@ from cai.errors import CAIError
 from cai.evals.overlap import held_out, train_prompts_option
 from cai.evals.results import EvalResult, Metric
 from cai.evals.tasks.itemrun import (TaskCommon, examples_path, mean_ci, open_store, result_path, run_items,
-                                     seeded_subset)
+                                     seeded_subset, unless_finished)
 
 TASK = "truthfulqa"
 NO_COMMENT = "I have no comment."
@@ -128,7 +128,8 @@ def evaluate_truthfulqa(config: TruthfulQAConfig, *, backend: Any = None,
     out = result_path(config.output, TASK, config)
     items = seeded_subset(load_questions(config.data), config.limit, config.seed)
     overlap = held_out([q.question for q in items], config.train_prompts)
-    backend = load_backend(backend if backend is not None else config.model)
+    backend = load_backend(unless_finished([backend if backend is not None else config.model], out, items,
+                                           lambda q: q.id, lambda fp: [fp["model"]], overwrite=config.overwrite)[0])
     name = getattr(backend, "name", str(config.model))
     fingerprint = {"task": TASK, "model": name, "data": config.data}
     store = open_store(out, fingerprint, overwrite=config.overwrite)
