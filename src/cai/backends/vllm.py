@@ -43,7 +43,8 @@ keeps a core for itself, which a 2-core machine cannot spare), asks for the KV c
 the user win), caps ``max_model_len`` at 4096, runs the engine core in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``:
 faster on few cores; the caller's global RNG states are restored after the engine seeds them), and turns vLLM's AOT compile cache off (``VLLM_USE_AOT_COMPILE=0``, see
 ``__init__``) so that torch.compile's own cache makes later starts about twice as fast. vLLM's logs go to stderr at WARNING unless ``VLLM_LOGGING_STREAM`` or
-``VLLM_LOGGING_LEVEL`` say otherwise, so a command's stdout carries only its results. The first
+``VLLM_LOGGING_LEVEL`` say otherwise, so a command's stdout carries only its results (a ``cai``
+command keeps them to errors: :mod:`cai.quiet`), and its weight-loading bar only draws on a terminal. The first
 start compiles the model (about a minute on a small CPU); later starts reuse vLLM's cache.
 Scripts that load this backend need an ``if __name__ == "__main__":`` guard: vLLM starts worker
 processes.
@@ -224,6 +225,10 @@ class VLLMBackend:
             # No torch.compile warm-up: about half the start time, about 8% slower generation on CPU.
             # No weight-loading bar either: it would sit above a one-line answer.
             kwargs.update(enforce_eager=True, use_tqdm_on_load=False)
+        else:
+            from cai.quiet import third_party_bars
+
+            kwargs["use_tqdm_on_load"] = third_party_bars()  # in a log file each redraw is a line
         kwargs.update(engine_args or {})
         try:
             # An in-process engine seeds the global RNGs as it starts; and vLLM 0.32 trips torch's

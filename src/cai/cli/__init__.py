@@ -13,6 +13,9 @@ import sys
 COMMANDS = ["models", "generate", "serve", "constitution", "critique", "data", "label", "sft", "reward", "dpo",
             "ppo", "rloo", "eval", "redteam", "compare", "report", "run"]
 
+# Flags of `cai` itself that a command's own flags may be followed by -> their dest.
+GLOBAL_FLAGS = {"--traceback": "traceback", "-v": "verbose", "--verbose": "verbose"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -24,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         "hf:PATH, vllm:PATH, openai:http://host:8000/v1#MODEL, mock:. Run `cai COMMAND --help` for more.",
     )
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the log lines, warnings and bars of "
+                        "vLLM, transformers, torch and co., which cai keeps to errors otherwise (also CAI_VERBOSE=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -51,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     # argparse hands a subcommand's unknown flags up to `cai` itself, which would print its own usage;
     # the subcommand's usage and the flag it has nearest to the unknown one help more.
     args, extras = parser.parse_known_args(argv)
+    # `cai`'s own switches read as naturally after the command (`cai run X --verbose`).
+    for flag in [e for e in extras if e in GLOBAL_FLAGS]:
+        setattr(args, GLOBAL_FLAGS[flag], True)
+        extras.remove(flag)
     if extras:
         from cai.cli.names import unknown_flags_message
 
@@ -60,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from cai.errors import CAIError
+    from cai.quiet import quiet_libraries
 
     try:
-        result = args.func(args)
+        with quiet_libraries(verbose=args.verbose or getattr(args, "library_logs", False)):
+            result = args.func(args)
         return int(result or 0)
     except KeyboardInterrupt:
         if getattr(args, "prompt", None) is not None:  # one prompt answered on the terminal: nothing to resume

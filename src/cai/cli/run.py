@@ -15,7 +15,9 @@ EPILOG = """examples:
 Each section of a run file holds that stage's own options (the long flag names of `cai critique`,
 `cai sft`, ...). A rerun skips finished steps and resumes an interrupted one; changing a setting
 reruns that step and the ones after it, in new folders beside the old ones. A run file with `arms:`
-(arm name: overlay of the run file) runs each arm in the same folder: docs/pipeline.md. Presets: """
+(arm name: overlay of the run file) runs each arm in the same folder: docs/pipeline.md. vLLM,
+transformers and torch print only their errors; -v/--verbose (or CAI_VERBOSE=1) shows all they say.
+Presets: """
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "otherwise. Clients: -m openai:http://127.0.0.1:8000/v1#MODEL.")
     p.add_argument("--config", metavar="RUN.yaml", help="YAML file with these options; flags override it")
     add_config_arguments(p, ServeConfig)
-    p.set_defaults(func=_serve)
+    # vLLM's server says through its log when it is up and what it serves: not kept to errors.
+    p.set_defaults(func=_serve, library_logs=True)
 
 
 def _serve(args: argparse.Namespace) -> int:

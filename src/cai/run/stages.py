@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cai.errors import CAIError
+from cai.quiet import quiet_libraries
 
 # stage -> ("module:ConfigClass", "module:function"). The function takes the config and returns a
 # summary dict (JSON-friendly), and resumes when its output already holds part of the work.
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     step = json.loads(path.read_text())
     where = f"run file, section {step['section']}"
     try:
-        summary = run_step(step["stage"], step["config"], where=where)
+        with quiet_libraries():  # `cai run --verbose` reaches here as CAI_VERBOSE=1
+            summary = run_step(step["stage"], step["config"], where=where)
     except KeyboardInterrupt:
         return 130
     except (CAIError, ValueError, FileNotFoundError, KeyError) as e:
