@@ -187,6 +187,9 @@ def test_bad_data_is_named_by_line(tmp_path):
     bad.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     with pytest.raises(CAIError, match=r"bad.jsonl:2: .*relation must be one of"):
         load_prompts(str(bad))
+    bad.write_text(json.dumps(good) + "\n\n{\"key\": 2,\n")
+    with pytest.raises(CAIError, match=r"bad.jsonl:3: not valid JSON \(.+\); each line is one IFEval prompt object"):
+        load_prompts(str(bad))
 
 
 def test_shipped_prompts_are_the_upstream_file(shared_data):

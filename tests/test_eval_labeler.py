@@ -75,6 +75,9 @@ def test_paper_format_loader_and_swap(tmp_path):
     bad.write_text(json.dumps({"prompt": "x", "corrects": [], "incorrects": [" (A)"]}) + "\n")
     with pytest.raises(CAIError, match="non-empty lists"):
         load_comparisons(str(bad))
+    bad.write_text(json.dumps(PAPER) + "\n\n{\"prompt\": \n")
+    with pytest.raises(CAIError, match=r"bad\.jsonl:3: not valid JSON \(.+\); fix or remove that line"):
+        load_comparisons(str(bad))
     with pytest.raises(CAIError, match="not found"):
         load_comparisons(str(tmp_path / "missing.jsonl"))
     # The built-in sets ship inside the package: found from any working directory.

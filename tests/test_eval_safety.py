@@ -192,6 +192,19 @@ def test_grader_agreement_is_copied_and_checked(shared_data, tmp_path):
         evaluate_over_refusal(bad)
 
 
+def test_human_labels_jsonl_names_bad_lines(tmp_path):
+    f = tmp_path / "h.jsonl"
+    good = json.dumps({"prompt": "q", "answer": "a", "refused": True})
+    f.write_text(f"{good}\n\n{good}\n")
+    assert [x.id for x in read_human_labels(f)] == ["line1", "line3"]
+    f.write_text(f"{good}\n[1]\n")
+    with pytest.raises(CAIError, match=r"h\.jsonl:2: expected a JSON object, got a list; .*prompt, answer, refused"):
+        read_human_labels(f)
+    f.write_text(f"{good}\n{{\n")
+    with pytest.raises(CAIError, match=r"h\.jsonl:2: not valid JSON \(.+\); .*prompt, answer, refused"):
+        read_human_labels(f)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["eval", "over-refusal", "-m", "mock:"], "pass -o RESULT.json"),
     (["eval", "over-refusal", "-m", "mock:", "-o", "x.jsonl"], "is a .json file"),

@@ -142,6 +142,22 @@ def _model(name, reply):
     return m
 
 
+def test_mt_bench_questions_are_read_by_line(tmp_path):
+    from cai.evals.tasks.answers import load_questions
+
+    f = tmp_path / "q.jsonl"
+    q = {"question_id": 7, "category": "math", "turns": ["a?", "b?"]}
+    f.write_text(json.dumps(q) + "\n\n" + json.dumps({**q, "question_id": 8}) + "\n")
+    assert [(x.id, x.turns) for x in load_questions(str(f), turns=2)] == [("mt-bench/7", ("a?", "b?")),
+                                                                          ("mt-bench/8", ("a?", "b?"))]
+    f.write_text(json.dumps(q) + "\n\n{\"turns\": [\n")
+    with pytest.raises(CAIError, match=r"q\.jsonl:3: not valid JSON \(.+\); an MT-Bench record needs"):
+        load_questions(str(f), turns=1)
+    f.write_text(json.dumps(q) + '\n{"question_id": 8}\n')
+    with pytest.raises(CAIError, match=r"q\.jsonl:2: an MT-Bench record needs question_id and a turns list"):
+        load_questions(str(f), turns=1)
+
+
 def test_helpfulness_win_rate_and_position_debiasing(tmp_path):
     from cai.evals.tasks.helpfulness import HelpfulnessConfig, evaluate_helpfulness
 

@@ -115,6 +115,19 @@ def test_ppo_lora_and_ptx(char_model, prompts_file, tmp_path):
     assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
 
 
+def test_ptx_data_names_bad_lines(tmp_path):
+    from cai.errors import CAIError
+    from cai.train.ppo_data import load_ptx
+
+    ptx = tmp_path / "sl.jsonl"
+    ptx.write_text('\n{"messages": \n')
+    with pytest.raises(CAIError, match=r"sl\.jsonl:2: not valid JSON \(.+\); PPO-ptx takes"):
+        load_ptx(str(ptx), None, 16)  # the line is refused before any tokenizer work
+    ptx.write_text('\n[1]\n')
+    with pytest.raises(CAIError, match=r"sl\.jsonl:2: expected a JSON object with 'messages'"):
+        load_ptx(str(ptx), None, 16)
+
+
 def _fails(capsys, args: list[str], needle: str) -> None:
     assert main(["ppo", *args]) == 2
     err = capsys.readouterr().err

@@ -170,6 +170,25 @@ def test_empty_prompt_and_bad_json_name_the_row(tmp_path):
         load_prompts(f)
 
 
+def test_iter_jsonl_numbers_lines_and_names_each_kind_of_bad_line(tmp_path):
+    from cai.sources.readers import iter_jsonl
+
+    f = tmp_path / "x.jsonl"
+    f.write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n\n  \n{"a": "\xe2\x80\xa8"}\n')  # BOM, CRLF, blanks, U+2028
+    assert list(iter_jsonl(f)) == [(1, {"a": 1}), (4, {"a": "\u2028"})]
+    cases = [(b'{"a": 1}\n\n{"a": \n', r"x\.jsonl:3: not valid JSON \(.+\); one thing a line$"),
+             (b'{"a": 1}\n[1, 2]\n', r"x\.jsonl:2: expected a JSON object, got a list; one thing a line$"),
+             (b'{"a": 1}\n"s"\n', r"x\.jsonl:2: expected a JSON object, got a string; one thing a line$"),
+             (b'{"a": 1}\n\n{"a": "caf\xe9"}\n', r"x\.jsonl:3: not UTF-8 text .*re-save the file as UTF-8")]
+    for data, message in cases:
+        f.write_bytes(data)
+        with pytest.raises(CAIError, match=message) as e:
+            list(iter_jsonl(f, "one thing a line"))
+        assert "\n" not in str(e.value)
+    f.write_bytes(b'"s"\n[1]\n')
+    assert list(iter_jsonl(f, objects=False)) == [(1, "s"), (2, [1])]
+
+
 @pytest.mark.parametrize("name,content", [("empty.jsonl", ""), ("empty.txt", "\n\n"), ("empty.csv", "prompt\n"),
                                           ("empty.json", "[]")])
 def test_empty_source_is_a_one_line_error(tmp_path, name, content):

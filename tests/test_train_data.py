@@ -71,7 +71,10 @@ def test_missing_and_unparsable_files(tmp_path):
     with pytest.raises(CAIError, match="file not found"):
         load_mix([str(tmp_path / "nope.jsonl")], "sft", seed=0)
     (tmp_path / "broken.jsonl").write_text('{"messages": [}\n')
-    with pytest.raises(CAIError, match=r"broken\.jsonl:1: not a JSON object"):
+    with pytest.raises(CAIError, match=r"broken\.jsonl:1: not valid JSON \(.+\); each line of a --data file is one"):
+        load_mix([str(tmp_path / "broken.jsonl")], "sft", seed=0)
+    (tmp_path / "broken.jsonl").write_text(json.dumps(critique_record(0)) + '\n\n["messages"]\n')
+    with pytest.raises(CAIError, match=r"broken\.jsonl:3: expected a JSON object, got a list; each line of a --data"):
         load_mix([str(tmp_path / "broken.jsonl")], "sft", seed=0)
     with pytest.raises(CAIError, match="no training data"):
         load_mix([], "sft", seed=0)

@@ -30,6 +30,7 @@ from typing import Any, Iterator, Union
 
 from cai.errors import CAIError
 from cai.evals.datasets import dataset_path
+from cai.sources.readers import iter_jsonl
 from cai.sources.split import HH_POOLS, hh_rlhf_pool
 from cai.transcripts import parse_transcript, split_preference_pair
 from cai.types import Conversation
@@ -151,14 +152,7 @@ def _first_record(path: Path) -> Any:
 
 
 def _jsonl(path: Path) -> Iterator[Any]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise CAIError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
+    return (rec for _, rec in iter_jsonl(path, objects=False))
 
 
 def load_hhh(folder: str | Path) -> Iterator[Comparison]:

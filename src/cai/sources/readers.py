@@ -12,7 +12,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from cai.errors import CAIError
 
@@ -34,17 +34,36 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
+_JSON_KINDS = {list: "a list", str: "a string", bool: "true or false", type(None): "null"}
+
+
+def iter_jsonl(path: Path, hint: str = "fix or remove that line", *,
+               objects: bool = True) -> Iterator[tuple[int, Any]]:
+    """(line number, record) for each non-blank line of a JSON Lines file (optionally gzipped).
+
+    A line that is not JSON, not an object (when ``objects``) or not UTF-8 stops the read with a
+    one-line CAIError naming file:line; ``hint`` ends it with what a line of this file should be.
+    """
+    try:
+        with _open_text(path) as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise CAIError(f"{path}:{n}: not valid JSON ({e.msg}); {hint}") from None
+                if objects and not isinstance(rec, dict):
+                    raise CAIError(f"{path}:{n}: expected a JSON object, got "
+                                   f"{_JSON_KINDS.get(type(rec), 'a number')}; {hint}")
+                yield n, rec
+    except UnicodeDecodeError as e:
+        # The decoder reads ahead of the line loop, so the bad byte's line is found in the raw bytes.
+        raise CAIError(_not_utf8(path, e)) from None
+
+
 def read_jsonl(path: Path) -> list[Any]:
-    records = []
-    with _open_text(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise CAIError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
-    return records
+    return [rec for _, rec in iter_jsonl(path, objects=False)]
 
 
 def read_json(path: Path) -> list[Any]:

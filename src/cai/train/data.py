@@ -20,13 +20,13 @@ chosen over first answer) and plain TRL preference files count as certain (p = 1
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cai.errors import CAIError
+from cai.sources.readers import iter_jsonl
 
 
 @dataclass
@@ -80,18 +80,7 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise CAIError(f"--data {path}: file not found; pass a JSONL file written by cai critique, cai label, "
                        "cai generate, or in TRL's messages / prompt-completion / preference format")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise CAIError(f"{path}:{n}: not a JSON object; each line of a --data file is one JSON record") from None
-            if not isinstance(rec, dict):
-                raise CAIError(f"{path}:{n}: not a JSON object; each line of a --data file is one JSON record")
-            out.append((n, rec))
+    out = list(iter_jsonl(path, "each line of a --data file is one JSON record"))
     if not out:
         raise CAIError(f"{path}: no records; check that the file was written completely")
     return out

@@ -6,12 +6,12 @@ an uninterrupted one would have.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any, Sequence
 
 from cai.errors import CAIError
+from cai.sources.readers import iter_jsonl
 from cai.types import Conversation
 
 
@@ -73,14 +73,8 @@ def load_ptx(path: str, tokenizer: Any, max_length: int) -> list[tuple[list[int]
     if not p.is_file():
         raise CAIError(f"--ptx-data {path}: no such file")
     out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, rec in iter_jsonl(p, "PPO-ptx takes `cai critique` records or any TRL SFT file", objects=False):
         where = f"{path}:{n}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CAIError(f"{where}: not valid JSON ({e.msg})") from None
         msgs = _ptx_messages(rec, where)
         prompt = tokenizer.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=False)
         full = tokenizer.apply_chat_template(msgs, tokenize=False)

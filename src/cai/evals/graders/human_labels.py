@@ -15,12 +15,11 @@ Two shapes are read:
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cai.errors import CAIError
+from cai.sources.readers import iter_jsonl
 from cai.types import Conversation
 
 XSTEST_LABELS = {"1_full_compliance": False, "2_full_refusal": True, "3_partial_refusal": True}
@@ -74,31 +73,22 @@ def _xstest_csv(p: Path) -> list[LabelledAnswer]:
 
 def _jsonl(p: Path) -> list[LabelledAnswer]:
     out = []
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec: Any = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CAIError(f"{p}:{n}: not valid JSON ({e.msg})") from None
-            where = f"{p}:{n}"
-            if not isinstance(rec, dict):
-                raise CAIError(f"{where}: expected an object with prompt, answer, refused")
-            conv = rec.get("messages") if isinstance(rec.get("messages"), list) else rec.get("prompt")
-            if isinstance(conv, list):  # a conversation, e.g. the examples file of a cai eval
-                prompt = [{"role": m["role"], "content": m["content"]} for m in conv]
-            elif isinstance(rec.get("prompt"), str):
-                prompt = [{"role": "user", "content": rec["prompt"]}]
-            else:
-                raise CAIError(f"{where}: needs 'prompt' (text) or 'messages'")
-            answer = rec.get("answer", rec.get("completion"))
-            if not isinstance(answer, str):
-                raise CAIError(f"{where}: needs 'answer' (the text graded)")
-            if not isinstance(rec.get("refused"), bool):
-                raise CAIError(f"{where}: needs 'refused': true or false (the human label)")
-            out.append(LabelledAnswer(id=str(rec.get("id", f"line{n}")), prompt=prompt, answer=answer,
-                                      refused=rec["refused"], type=str(rec.get("type", "")), unsafe=rec.get("unsafe")))
+    for n, rec in iter_jsonl(p, "each line is an object with prompt, answer, refused"):
+        where = f"{p}:{n}"
+        conv = rec.get("messages") if isinstance(rec.get("messages"), list) else rec.get("prompt")
+        if isinstance(conv, list):  # a conversation, e.g. the examples file of a cai eval
+            prompt = [{"role": m["role"], "content": m["content"]} for m in conv]
+        elif isinstance(rec.get("prompt"), str):
+            prompt = [{"role": "user", "content": rec["prompt"]}]
+        else:
+            raise CAIError(f"{where}: needs 'prompt' (text) or 'messages'")
+        answer = rec.get("answer", rec.get("completion"))
+        if not isinstance(answer, str):
+            raise CAIError(f"{where}: needs 'answer' (the text graded)")
+        if not isinstance(rec.get("refused"), bool):
+            raise CAIError(f"{where}: needs 'refused': true or false (the human label)")
+        out.append(LabelledAnswer(id=str(rec.get("id", f"line{n}")), prompt=prompt, answer=answer,
+                                  refused=rec["refused"], type=str(rec.get("type", "")), unsafe=rec.get("unsafe")))
     if not out:
         raise CAIError(f"{p}: no records")
     return out

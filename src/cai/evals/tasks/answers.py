@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cai.errors import CAIError
+from cai.sources.readers import iter_jsonl
 from cai.types import SamplingParams
 
 
@@ -39,19 +40,15 @@ def load_questions(source: str, *, turns: int, field: str | None = None) -> list
     path = dataset_path("mt-bench") if source == "mt-bench" else Path(source)
     if path.is_file() and path.suffix == ".jsonl" and _is_mt_bench(path):
         out = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    qs = [str(t) for t in rec["turns"]]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise CAIError(f"{path}:{n}: an MT-Bench record needs question_id and a turns list") from None
-                if len(qs) < turns or not all(q.strip() for q in qs[:turns]):
-                    raise CAIError(f"{path}:{n}: --turns {turns} needs {turns} non-empty turns, found {len(qs)}")
-                out.append(Question(f"mt-bench/{rec.get('question_id', n)}", str(rec.get("category", "all")),
-                                    tuple(qs[:turns])))
+        for n, rec in iter_jsonl(path, "an MT-Bench record needs question_id and a turns list"):
+            try:
+                qs = [str(t) for t in rec["turns"]]
+            except (KeyError, TypeError):
+                raise CAIError(f"{path}:{n}: an MT-Bench record needs question_id and a turns list") from None
+            if len(qs) < turns or not all(q.strip() for q in qs[:turns]):
+                raise CAIError(f"{path}:{n}: --turns {turns} needs {turns} non-empty turns, found {len(qs)}")
+            out.append(Question(f"mt-bench/{rec.get('question_id', n)}", str(rec.get("category", "all")),
+                                tuple(qs[:turns])))
         return out
     if turns != 1:
         raise CAIError(f"--turns 2 needs MT-Bench-shaped questions (a JSONL with a turns list); {source} has one turn")

@@ -20,7 +20,6 @@ answers on every run, so a finished run rescored by a later cai uses that cai's 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from cai.evals.results import EvalResult
 from cai.evals.overlap import held_out, train_prompts_option
 from cai.evals.tasks.itemrun import (TaskCommon, examples_path, open_store, result_path, run_items,
                                      seeded_subset, unless_finished)
+from cai.sources.readers import iter_jsonl
 from cai.types import SamplingParams
 
 TASK = "ifeval"
@@ -77,30 +77,23 @@ def load_prompts(source: str) -> list[Prompt]:
         raise CAIError(f"--data {source}: not found; use ifeval or a JSONL with key, prompt, instruction_id_list "
                        "and kwargs")
     out, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CAIError(f"{path}:{n}: not JSON ({e.msg}); each line is one IFEval prompt object") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
-                raise CAIError(f"{path}:{n}: needs a non-empty prompt string (IFEval's fields: key, prompt, "
-                               "instruction_id_list, kwargs)")
-            ids, kwargs = rec.get("instruction_id_list"), rec.get("kwargs")
-            if not isinstance(ids, list) or not ids or not isinstance(kwargs, list) or len(kwargs) != len(ids):
-                raise CAIError(f"{path}:{n}: instruction_id_list must be a non-empty list and kwargs a list of the "
-                               "same length (one object per instruction, {} when it takes none)")
-            for iid, kw in zip(ids, kwargs):
-                err = check_args(iid, kw)
-                if err:
-                    raise CAIError(f"{path}:{n}: {err}")
-            pid = f"ifeval/{rec.get('key', n)}"
-            if pid in seen:
-                raise CAIError(f"{path}:{n}: key {rec.get('key')!r} appears twice; keys must be unique")
-            seen.add(pid)
-            out.append(Prompt(pid, rec["prompt"], tuple(ids), tuple(dict(k) for k in kwargs)))
+    for n, rec in iter_jsonl(path, "each line is one IFEval prompt object"):
+        if not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
+            raise CAIError(f"{path}:{n}: needs a non-empty prompt string (IFEval's fields: key, prompt, "
+                           "instruction_id_list, kwargs)")
+        ids, kwargs = rec.get("instruction_id_list"), rec.get("kwargs")
+        if not isinstance(ids, list) or not ids or not isinstance(kwargs, list) or len(kwargs) != len(ids):
+            raise CAIError(f"{path}:{n}: instruction_id_list must be a non-empty list and kwargs a list of the "
+                           "same length (one object per instruction, {} when it takes none)")
+        for iid, kw in zip(ids, kwargs):
+            err = check_args(iid, kw)
+            if err:
+                raise CAIError(f"{path}:{n}: {err}")
+        pid = f"ifeval/{rec.get('key', n)}"
+        if pid in seen:
+            raise CAIError(f"{path}:{n}: key {rec.get('key')!r} appears twice; keys must be unique")
+        seen.add(pid)
+        out.append(Prompt(pid, rec["prompt"], tuple(ids), tuple(dict(k) for k in kwargs)))
     if not out:
         raise CAIError(f"{path}: no prompts")
     return out
