@@ -12,7 +12,8 @@ Every step is a `cai` command in its own process and resumes, so rerun the same 
      the constitution (`cai data refusals`) is chosen over the SL model's own answer;
    - the benign and borderline chat questions of the study's helpful mix: the base model's own answer
      (kept by `cai generate --filter`) is chosen over the SL model's answer under a system prompt
-     that tells it to refuse everything (an over-refusal in the SL model's own words).
+     that tells it to refuse everything (an over-refusal in the SL model's own words), or, where
+     none of its 2 samples refuses (most prompts, on the 135M model), over a written refusal.
 2. The signal check, before any training: the refusal-string grader's verdict on each side. A pair
    is kept only when the grader says chosen and rejected differ the intended way; the counts go to
    pairs.md. A tenth of the prompts is held out.
@@ -75,20 +76,28 @@ def make_pairs(study: Path, out: Path, sl: str, args, grader, log: Path) -> list
     def refuses(prompt: str, texts: list[str]) -> list[bool]:
         return [g.refused for g in grader.grade([[{"role": "user", "content": prompt}]] * len(texts), texts)]
 
+    from cai.refusals import load_refusals, pick
+
+    written, _ = load_refusals("refusals")
     pairs, counts = [], {}
     for side, records, answers in (("harmful", harmful, answers_by_prompt(harm_ans, False)),
                                    ("helpful", helpful, answers_by_prompt(refusals, True))):
-        c = counts[side] = {"prompts": len(records), "chosen_refuses": 0, "rejected_refuses": 0, "kept": 0}
+        c = counts[side] = {"prompts": len(records), "chosen_refuses": 0, "rejected_refuses": 0,
+                            "rejected_written": 0, "kept": 0}
         for r in records:
             prompt, chosen = user_text(r), completion_text(r)
             cands = [a for a in answers.get(r["id"], []) if a.strip()]
-            if not cands:
-                continue
             verdicts = refuses(prompt, [chosen] + cands)
             c["chosen_refuses"] += verdicts[0]
+            c["rejected_refuses"] += any(verdicts[1:])
             want = side == "harmful"  # harmful: chosen refuses, rejected does not; helpful: the reverse
             rejected = next((a for a, v in zip(cands, verdicts[1:]) if v != want), None)
-            c["rejected_refuses"] += verdicts[1]
+            source = "sl-answer" if want else "sl-refusal-under-system-prompt"
+            if rejected is None and not want:
+                # The 135M SL model rarely refuses even when told to (pairs.md), so the over-refusal
+                # is one of the written refusals instead, picked by the prompt's id as for SFT.
+                rejected, source = written[pick(r["id"], len(written))], "written-refusal"
+                c["rejected_written"] += 1
             if verdicts[0] == want and rejected is not None:
                 c["kept"] += 1
                 pairs.append({"id": f"{side}-{r['id']}", "prompt": [{"role": "user", "content": prompt}],
@@ -96,11 +105,11 @@ def make_pairs(study: Path, out: Path, sl: str, args, grader, log: Path) -> list
                               "rejected": [{"role": "assistant", "content": rejected}], "p_chosen": 1.0,
                               "provenance": {"from": f"rl-frontier-{side}", "source_id": r["id"], "sl_model": sl,
                                              "chosen": (r.get("provenance") or {}).get("from"),
-                                             "rejected": "sl-answer" if want else "sl-refusal-under-system-prompt",
-                                             "checked_by": "refusal-strings:extended"}})
-    lines = ["| side | prompts | chosen refuses | rejected (first sample) refuses | pairs kept |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {s} | {c['prompts']} | {c['chosen_refuses']} | {c['rejected_refuses']} | {c['kept']} |"
-              for s, c in counts.items()]
+                                             "rejected": source, "checked_by": "refusal-strings:extended"}})
+    lines = ["| side | prompts | chosen refuses | SL answers: any refuses | rejected is a written refusal | pairs kept |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {s} | {c['prompts']} | {c['chosen_refuses']} | {c['rejected_refuses']} | {c['rejected_written']} | "
+              f"{c['kept']} |" for s, c in counts.items()]
     (out / "pairs.md").write_text("Signal check (refusal-strings:extended) of the constructed pairs.\n\n"
                                   + "\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
@@ -150,9 +159,9 @@ def main() -> None:
     ap.add_argument("--harmful-pairs", type=int, default=200, help="harmful prompts to pair")
     ap.add_argument("--helpful-pairs", type=int, default=200, help="benign and borderline prompts to pair")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dpo-lr", type=float, default=5e-6)
+    ap.add_argument("--dpo-lr", type=float, default=2e-5)
     ap.add_argument("--dpo-beta", type=float, default=0.1)
-    ap.add_argument("--dpo-epochs", type=float, default=1.0)
+    ap.add_argument("--dpo-epochs", type=float, default=2.0)
     ap.add_argument("--pm-epochs", type=float, default=2.0)
     ap.add_argument("--ppo-steps", type=int, default=20)
     ap.add_argument("--eval-max-tokens", type=int, default=48)

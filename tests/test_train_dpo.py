@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -102,3 +103,23 @@ def test_dpo_refusals_before_any_model_work(tmp_path):
         run_dpo(DPORunConfig(policy=str(tmp_path), data=[str(prefs)], output=str(tmp_path / "file")))
     with pytest.raises(ValueError, match="min-margin"):
         DPORunConfig(min_margin=0.5)
+
+
+@pytest.mark.parametrize("show", [False, True])
+def test_reference_pass_draws_a_bar_only_with_progress(tmp_path, tiny_llama_dir, capfd, show):
+    """TRL's bar over the reference log-probs pass ignores disable_tqdm; --no-progress must still
+    keep it out of a log (it wrote one redraw per batch), and --progress must keep it."""
+    from cai.train.data import load_mix
+    from cai.train.dpo import DPORunConfig, build_dpo_trainer
+    from cai.train.rundir import RunDir
+
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text(json.dumps({"prompt": [{"role": "user", "content": "Hi?"}],
+                                 "chosen": [{"role": "assistant", "content": "Hello."}],
+                                 "rejected": [{"role": "assistant", "content": "Go away!"}]}) + "\n")
+    config = DPORunConfig(policy=tiny_llama_dir, data=[str(prefs)], output=str(tmp_path / "out"), batch_size=1)
+    examples = with_epsilon(load_mix(config.data, "preference", seed=0)[0], hard=False)
+    run = RunDir(tmp_path / "out", command="dpo", config={}, data=[], base_model=tiny_llama_dir)
+    build_dpo_trainer(config, examples, run, tiny_llama_dir, show_progress=show)
+    assert ("Computing reference log probs" in capfd.readouterr().err) is show
+    assert "TQDM_DISABLE" not in os.environ
