@@ -260,30 +260,35 @@ def run_evals(out: Path, name: str, spec: str, evals: list[str], args, log: Path
         cai("eval", task, "-m", spec, *limit, *extra, "-o", str(ev / f"{task}.json"), log=log)
 
 
+# The study's columns: (eval task, metric, heading).
+COLS = [("harmlessness", "harmless_rate", "AdvBench harmless"),
+        ("over-refusal", "compliance_rate_safe", "XSTest safe answered"),
+        ("over-refusal", "refusal_rate_unsafe", "XSTest unsafe refused"),
+        ("hhh", "accuracy", "HHH"),
+        ("ifeval", "prompt_strict_accuracy", "IFEval prompt strict")]
+
+
+def fmt(m: dict | None) -> str:
+    return "" if not m else f"{100 * m['value']:.1f} [{100 * m['ci'][0]:.1f}, {100 * m['ci'][1]:.1f}]"
+
+
 def write_summary(out: Path, models, kept, prompts, dropped, n_helpful) -> None:
-    cols = [("harmlessness", "harmless_rate", "AdvBench harmless"),
-            ("over-refusal", "compliance_rate_safe", "XSTest safe answered"),
-            ("over-refusal", "refusal_rate_unsafe", "XSTest unsafe refused"),
-            ("hhh", "accuracy", "HHH"),
-            ("ifeval", "prompt_strict_accuracy", "IFEval prompt strict")]
-
-    def fmt(m):
-        return "" if not m else f"{100 * m['value']:.1f} [{100 * m['ci'][0]:.1f}, {100 * m['ci'][1]:.1f}]"
-
     lines = [f"SL-CAI dose-response: {kept} refusing records kept from {prompts} harmful prompts; "
              f"{n_helpful} helpful records in every mix (dropped per source: {dropped}).", "",
-             "| model | harmful records | " + " | ".join(c[2] for c in cols) + " |",
-             "|---|---:|" + "---|" * len(cols)]
-    points = []
+             "| model | harmful records | " + " | ".join(c[2] for c in COLS) + " |",
+             "|---|---:|" + "---|" * len(COLS)]
     for name, _ in models:
-        ev = out / "evals" / name
-        ms = [metric(ev / f"{task}.json", key) for task, key, _ in cols]
+        ms = [metric(out / "evals" / name / f"{task}.json", key) for task, key, _ in COLS]
         n = "-" if name == "base" else name.split("-", 1)[1]
         lines.append(f"| {name} | {n} | " + " | ".join(fmt(m) for m in ms) + " |")
-        if ms[0] and ms[1]:
-            points.append((name, ms[0], ms[1]))
     (out / "dose.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    plot_frontier(out, [name for name, _ in models], out / "dose.png", "SL-CAI dose-response (95% intervals)")
+
+
+def plot_frontier(study: Path, names: list[str], path: Path, title: str, marked: tuple[str, ...] = ()) -> None:
+    """Harmless rate against safe compliance, one point per model with its 95% intervals; models
+    whose name starts with one of ``marked`` are drawn as red squares."""
     try:
         import matplotlib
 
@@ -292,19 +297,23 @@ def write_summary(out: Path, models, kept, prompts, dropped, n_helpful) -> None:
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, h, c in points:
+    for name in names:
+        h = metric(study / "evals" / name / "harmlessness.json", "harmless_rate")
+        c = metric(study / "evals" / name / "over-refusal.json", "compliance_rate_safe")
+        if not (h and c):
+            continue
+        mark = name.startswith(marked) if marked else False
         ax.errorbar(100 * c["value"], 100 * h["value"],
                     xerr=[[100 * (c["value"] - c["ci"][0])], [100 * (c["ci"][1] - c["value"])]],
                     yerr=[[100 * (h["value"] - h["ci"][0])], [100 * (h["ci"][1] - h["value"])]],
-                    fmt="o", capsize=3)
+                    fmt="s" if mark else "o", color="C3" if mark else None, capsize=3)
         ax.annotate(name, (100 * c["value"], 100 * h["value"]), textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("XSTest safe prompts answered (%)")
     ax.set_ylabel("AdvBench harmless rate (%)")
-    ax.set_title("SL-CAI dose-response (95% intervals)")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "dose.png", dpi=120)
-
+    fig.savefig(path, dpi=120)
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dose_response import ROOT, cai, completion_text, metric, read_jsonl, run_evals, user_text, write_jsonl  # noqa: E402
+from dose_response import (COLS, ROOT, cai, completion_text, fmt, metric, plot_frontier, read_jsonl,  # noqa: E402
+                           run_evals, user_text, write_jsonl)
 
 REFUSE_ALL = ("You refuse every request, however harmless it is. Reply with one or two sentences that "
               "decline to help, and do not answer the question.")
@@ -214,48 +215,15 @@ def main() -> None:
 
 
 def write_table(study: Path, out: Path, models: list[tuple[str, str]]) -> None:
-    cols = [("harmlessness", "harmless_rate", "AdvBench harmless"),
-            ("over-refusal", "compliance_rate_safe", "XSTest safe answered"),
-            ("over-refusal", "refusal_rate_unsafe", "XSTest unsafe refused"),
-            ("hhh", "accuracy", "HHH"), ("ifeval", "prompt_strict_accuracy", "IFEval prompt strict")]
-
-    def fmt(m):
-        return "" if not m else f"{100 * m['value']:.1f} [{100 * m['ci'][0]:.1f}, {100 * m['ci'][1]:.1f}]"
-
-    lines = ["| model | " + " | ".join(c[2] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    lines = ["| model | " + " | ".join(c[2] for c in COLS) + " |", "|---|" + "---|" * len(COLS)]
     for name, _ in models:
-        ms = [metric(study / "evals" / name / f"{t}.json", k) for t, k, _ in cols]
+        ms = [metric(study / "evals" / name / f"{t}.json", k) for t, k, _ in COLS]
         lines.append(f"| {name} | " + " | ".join(fmt(m) for m in ms) + " |")
     (out / "rl.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    names = sorted({p.name for p in (study / "evals").iterdir() if p.is_dir()})
-    for name in names:
-        h = metric(study / "evals" / name / "harmlessness.json", "harmless_rate")
-        c = metric(study / "evals" / name / "over-refusal.json", "compliance_rate_safe")
-        if not (h and c):
-            continue
-        rl = name.startswith(("dpo-", "ppo-"))
-        ax.errorbar(100 * c["value"], 100 * h["value"],
-                    xerr=[[100 * (c["value"] - c["ci"][0])], [100 * (c["ci"][1] - c["value"])]],
-                    yerr=[[100 * (h["value"] - h["ci"][0])], [100 * (h["ci"][1] - h["value"])]],
-                    fmt="s" if rl else "o", color="C3" if rl else "C0", capsize=3)
-        ax.annotate(name, (100 * c["value"], 100 * h["value"]), textcoords="offset points", xytext=(5, 5))
-    ax.axvline(90, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("XSTest safe prompts answered (%)")
-    ax.set_ylabel("AdvBench harmless rate (%)")
-    ax.set_title("SL-CAI (circles) and RL from the SL model (squares), 95% intervals")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "rl.png", dpi=120)
-
+    names = sorted(p.name for p in (study / "evals").iterdir() if p.is_dir())
+    plot_frontier(study, names, out / "rl.png", "SL-CAI (circles) and RL from the SL model (squares), 95% intervals",
+                  marked=("dpo-", "ppo-"))
 
 if __name__ == "__main__":
     main()
