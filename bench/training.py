@@ -114,6 +114,14 @@ def sft_examples(n: int) -> list[dict]:
     return out
 
 
+def preference_records(n: int) -> list[dict]:
+    """Preference records in TRL's conversational format: each HH-RLHF transcript's answer as chosen, the
+    next one's as rejected (the labels mean nothing; the lengths are real)."""
+    rows = sft_examples(n)
+    return [{"id": f"bench-{i}", "prompt": r["prompt"], "chosen": r["completion"],
+             "rejected": rows[(i + 1) % len(rows)]["completion"]} for i, r in enumerate(rows)]
+
+
 def ppo_timings(args: argparse.Namespace) -> dict | None:
     """PPO seconds per step, split into rollout, scoring and update, as ``cai ppo`` logs them.
 
@@ -126,12 +134,8 @@ def ppo_timings(args: argparse.Namespace) -> dict | None:
         return None
     with tempfile.TemporaryDirectory(prefix="cai-bench-ppo-") as tmp:
         pairs = Path(tmp) / "pairs.jsonl"
-        rows = sft_examples(8)
         with pairs.open("w") as f:
-            for i, r in enumerate(rows):
-                other = rows[(i + 1) % len(rows)]["completion"]
-                f.write(json.dumps({"id": f"bench-{i}", "prompt": r["prompt"], "chosen": r["completion"],
-                                    "rejected": other}) + "\n")
+            f.writelines(json.dumps(r) + "\n" for r in preference_records(8))
         cai = [sys.executable, "-m", "cai"]
         pm = Path(tmp) / "pm"
         subprocess.run(cai + ["reward", "-m", args.model, "--data", str(pairs), "-o", str(pm), "--max-steps", "1",

@@ -128,7 +128,7 @@ def _run_ppo(config: PPORunConfig, *, reward: Any, show_progress: bool | None) -
     from cai.train.rundir import RunDir, finished_note
     from cai.train.saving import saving
     from cai.train.ppo_math import RunningMoments, kl_controller
-    from cai.train.ppo_model import PolicyWithValue, load_tokenizer, pick_dtype, resolve_model_path
+    from cai.train.ppo_model import build_policy, resolve_model_path
     from cai.train.rewards import load_reward
 
     cfg = config
@@ -166,11 +166,7 @@ def _run_ppo(config: PPORunConfig, *, reward: Any, show_progress: bool | None) -
 
     torch.manual_seed(cfg.seed)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    tok = load_tokenizer(policy_path)
-    model = PolicyWithValue(policy_path, lora=cfg.lora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                            dtype=pick_dtype(cfg.bf16), device=device, seed=cfg.seed)
-    model.eval()  # no dropout in rollouts or updates: PPO's ratio needs the same function both times
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-5)
+    tok, model, opt = build_policy(cfg, policy_path, device)
     ctl = kl_controller(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
     moments = RunningMoments()
     ptx = data.load_ptx(cfg.ptx_data, tok, cfg.max_length) if cfg.ptx_data and cfg.ptx_coef else None

@@ -165,3 +165,14 @@ class PolicyWithValue:
 
         (folder / VALUE_HEAD_FILE).parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.value_head.state_dict().items()}, str(folder / VALUE_HEAD_FILE))
+
+
+def build_policy(cfg: Any, path: str, device: str) -> tuple[Any, PolicyWithValue, Any]:
+    """(tokenizer, policy with value head, AdamW) as ``cai ppo`` trains them (used by the command and the bench)."""
+    import torch
+
+    tok = load_tokenizer(path)
+    model = PolicyWithValue(path, lora=cfg.lora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                            dtype=pick_dtype(cfg.bf16), device=device, seed=cfg.seed)
+    model.eval()  # no dropout in rollouts or updates: PPO's ratio needs the same function both times
+    return tok, model, torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-5)

@@ -153,20 +153,28 @@ def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) 
                       show_progress)
 
 
-def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict[str, Any]:
-    from cai.train.guards import train_guarded
-    from cai.train.saving import saving
-    from cai.train.model_io import final_metrics, load_tokenizer, save_final, shared_dataset
-    from cai.train.pm import PreferenceModel
+def build_reward_trainer(config: RewardTrainConfig, train: Sequence[Any], run: Any, base: str,
+                         *, show_progress: bool | None = None):
+    """TRL's RewardTrainer with the soft-label loss, set up the cai way (used by the command and the bench)."""
+    from cai.train.model_io import load_tokenizer, shared_dataset
     from cai.train.reward_trainer import SoftPreferenceCollator, SoftRewardTrainer
 
     tokenizer = load_tokenizer(base)
     args = _trainer_args(config, run, show_progress)
-    run.start(checkpoint)
-    trainer = SoftRewardTrainer(
+    return SoftRewardTrainer(
         model=base, args=args, train_dataset=shared_dataset(_rows(train, tokenizer, config.max_length), args, run),
         processing_class=tokenizer, data_collator=SoftPreferenceCollator(pad_token_id=tokenizer.pad_token_id),
         peft_config=_peft_config(config), callbacks=[run.callback()])
+
+
+def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict[str, Any]:
+    from cai.train.guards import train_guarded
+    from cai.train.saving import saving
+    from cai.train.model_io import final_metrics, save_final
+    from cai.train.pm import PreferenceModel
+
+    run.start(checkpoint)
+    trainer = build_reward_trainer(config, train, run, base, show_progress=show_progress)
     # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
     with saving(run):  # a checkpoint or the model that cannot be written (a full disk) is one line too
         result = train_guarded(trainer, checkpoint, run.checkpoints)
