@@ -107,6 +107,13 @@ def make_pairs(study: Path, out: Path, sl: str, args, grader, log: Path) -> list
                               "provenance": {"from": f"rl-frontier-{side}", "source_id": r["id"], "sl_model": sl,
                                              "chosen": (r.get("provenance") or {}).get("from"),
                                              "rejected": source, "checked_by": "refusal-strings:extended"}})
+    if args.helpful_ratio is not None:
+        # The written refusals are chosen on one side and rejected on the other; with more helpful
+        # pairs than harmful ones the net push is against refusing at all (measured: docs/results.md).
+        n_harm = counts["harmful"]["kept"]
+        helpful_pairs = [p for p in pairs if p["id"].startswith("helpful-")][: int(args.helpful_ratio * n_harm)]
+        pairs = [p for p in pairs if p["id"].startswith("harmful-")] + helpful_pairs
+        counts["helpful"]["kept"] = len(helpful_pairs)
     lines = ["| side | prompts | chosen refuses | SL answers: any refuses | rejected is a written refusal | pairs kept |",
              "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {s} | {c['prompts']} | {c['chosen_refuses']} | {c['rejected_refuses']} | {c['rejected_written']} | "
@@ -159,6 +166,8 @@ def main() -> None:
     ap.add_argument("--arms", default="dpo,pm", help="comma-separated: dpo, pm, ppo (ppo needs pm)")
     ap.add_argument("--harmful-pairs", type=int, default=200, help="harmful prompts to pair")
     ap.add_argument("--helpful-pairs", type=int, default=200, help="benign and borderline prompts to pair")
+    ap.add_argument("--helpful-ratio", type=float, default=None,
+                    help="at most this many helpful pairs per kept harmful pair (default: no cap)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dpo-lr", type=float, default=2e-5)
     ap.add_argument("--dpo-beta", type=float, default=0.1)

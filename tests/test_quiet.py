@@ -207,3 +207,24 @@ def test_cai_serve_keeps_vllm_servers_own_log():
     from cai.cli import build_parser
 
     assert build_parser().parse_args(["serve", "-m", "mock:"]).library_logs is True
+
+
+def test_pm_load_draws_no_weights_bar(tiny_llama_dir, tmp_path, capfd):
+    """`cai eval grader --grader pm:` and the RL trainers load a PM from a local folder: transformers'
+    per-tensor "Loading weights" bar only filled logs (a redraw per tensor), so it is off while the
+    weights load, and the user's setting is back afterwards."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from cai.train.pm import PreferenceModel
+
+    torch.manual_seed(0)
+    pm_dir = tmp_path / "pm"
+    AutoModelForSequenceClassification.from_pretrained(tiny_llama_dir, num_labels=1).save_pretrained(pm_dir)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(pm_dir)
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    PreferenceModel.load(pm_dir)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()

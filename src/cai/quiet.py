@@ -93,3 +93,19 @@ def _logger_levels() -> Iterator[None]:
     finally:
         for name, level in before.items():
             logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def no_weights_bar(enabled: bool = True) -> Iterator[None]:
+    """transformers' per-tensor "Loading weights" bar turned off while a local folder loads: it only
+    adds noise above the output (and a redraw per tensor in a log). The setting is put back after."""
+    from transformers.utils import logging as hf_logging
+
+    bars = enabled and hf_logging.is_progress_bar_enabled()
+    if bars:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()

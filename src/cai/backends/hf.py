@@ -327,19 +327,16 @@ class HFBackend:
 
 def _load(model: str, path: str, dtype, device: str, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+
+    from cai.quiet import no_weights_bar
 
     local = Path(path).exists()
-    # transformers draws a per-tensor "Loading weights" bar; for local folders it only adds noise
-    # above the answer, so hide it while loading and put the setting back afterwards.
-    bars = hf_logging.is_progress_bar_enabled()
-    if local:
-        hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        # Weights load from safetensors only: a pickled .bin can run code when it is unpickled.
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
-                                                  trust_remote_code=trust_remote_code)
+        with no_weights_bar(local):  # a download from the hub keeps its bar: it can take minutes
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            # Weights load from safetensors only: a pickled .bin can run code when it is unpickled.
+            lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True,
+                                                      trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         if local and not any(Path(path).glob("*.safetensors")) and any(Path(path).glob("*.bin")):
             raise CAIError(f"{path} holds only pickled .bin weights, which cai does not load (unpickling can run "
@@ -353,9 +350,6 @@ def _load(model: str, path: str, dtype, device: str, trust_remote_code: bool = F
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CAIError(f"cannot load model {model!r} from {path}: {first}; point -m at a Hugging Face "
                        f"causal-LM folder") from e
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     rows = lm.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         raise CAIError(f"the tokenizer of {model!r} has {len(tokenizer)} tokens but the model's embedding has "

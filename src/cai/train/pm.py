@@ -99,12 +99,15 @@ class PreferenceModel:
         run = _run_record(p) or {}
         trained_len = (run.get("config") or {}).get("max_length")
         torch_dtype = getattr(torch, dtype) if dtype else torch.float32
-        if (p / "adapter_config.json").is_file():
-            from peft import AutoPeftModelForSequenceClassification
+        from cai.quiet import no_weights_bar
 
-            model = AutoPeftModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=torch_dtype)
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=torch_dtype)
+        with no_weights_bar():
+            if (p / "adapter_config.json").is_file():
+                from peft import AutoPeftModelForSequenceClassification
+
+                model = AutoPeftModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=torch_dtype)
+            else:
+                model = AutoModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(p))
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
