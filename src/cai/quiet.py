@@ -56,17 +56,17 @@ def quiet_libraries(verbose: bool = False) -> Iterator[None]:
     ``verbose`` (or ``CAI_VERBOSE`` set) change nothing but pass ``CAI_VERBOSE=1`` on to step
     processes. The environment and logger levels are restored on exit."""
     if verbose:
-        with _env({VERBOSE_ENV: "1"}, override=True):
+        with env_vars({VERBOSE_ENV: "1"}, override=True):
             yield
     elif verbose_requested():
         yield
     else:
-        with _env(ENV), _logger_levels():
+        with env_vars(ENV), _logger_levels():
             yield
 
 
 @contextlib.contextmanager
-def _env(values: dict[str, str], *, override: bool = False) -> Iterator[None]:
+def env_vars(values: dict[str, str], *, override: bool = False) -> Iterator[None]:
     """Set the variables (only those the user has not set, unless ``override``); restore them after."""
     before = {k: os.environ.get(k) for k in values if override or k not in os.environ}
     os.environ.update({k: values[k] for k in before})

@@ -16,7 +16,6 @@ give ε = 0, plain DPO. ``--min-margin`` drops pairs with |p_chosen − 0.5| bel
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,13 +101,12 @@ def _trainer_class():
         def _precompute_ref_logps(self, *args, **kwargs):
             # TRL's bar over this pass reads only TQDM_DISABLE, not --no-progress (disable_tqdm): in a
             # log it wrote one redraw per batch.
-            if not self.args.disable_tqdm or os.environ.get("TQDM_DISABLE"):
+            if not self.args.disable_tqdm:
                 return super()._precompute_ref_logps(*args, **kwargs)
-            os.environ["TQDM_DISABLE"] = "1"
-            try:
+            from cai.quiet import env_vars
+
+            with env_vars({"TQDM_DISABLE": "1"}):  # a user's own TQDM_DISABLE is left as it is
                 return super()._precompute_ref_logps(*args, **kwargs)
-            finally:
-                os.environ.pop("TQDM_DISABLE", None)
 
         def _set_signature_columns_if_needed(self) -> None:
             super()._set_signature_columns_if_needed()
