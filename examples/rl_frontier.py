@@ -181,6 +181,12 @@ def main() -> None:
     args.quick = False
 
     study = Path(args.study) if Path(args.study).is_absolute() else ROOT / args.study
+    needed = [study / args.sl / "config.json", study / "data" / f"mix-{args.sl.split('-', 1)[-1]}.jsonl",
+              study / "data" / "harmful-kept.jsonl", study / "data" / "helpful-kept.jsonl"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        sys.exit(f"rl_frontier: {missing[0]} not found; run examples/dose_response.py --out {args.study} with "
+                 f"--doses {args.sl.split('-', 1)[-1]} first (or pass --study/--sl of a finished study)")
     out = Path(args.out) if args.out else study / "rl"
     out.mkdir(parents=True, exist_ok=True)
     log = out / "rl.log"
