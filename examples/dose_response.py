@@ -132,6 +132,23 @@ def helpful_answers(model: str, src: str, limit: list[str], ans: Path, grader, l
     return kept, dropped_counts([r for r in records if "dropped" in r])
 
 
+def human_answers(src: str, limit: int | None) -> list[dict]:
+    """The human-written answers of a source of finished exchanges (``load_prompts`` keeps the
+    last assistant turn in ``meta["reference_answer"]``), as prompt/completion records."""
+    from cai.sources import load_prompts
+
+    out = []
+    for p in load_prompts(src, limit=limit):
+        answer = (p.meta or {}).get("reference_answer")
+        if isinstance(answer, dict):
+            answer = answer.get("content")
+        if answer and answer.strip():
+            out.append({"id": p.id, "prompt": [{"role": "user", "content": user_text({"prompt": list(p.messages)})}],
+                        "completion": [{"role": "assistant", "content": answer}],
+                        "provenance": {"from": "human-answer", "source": src, "source_id": p.id}})
+    return out
+
+
 def metric(path: Path, name: str) -> dict | None:
     if not path.exists():
         return None
@@ -150,6 +167,9 @@ def main() -> None:
                     "revisions (cai critique --select refusal-strings), kept when they refuse")
     ap.add_argument("--helpful", default="borderline:300,benign:150",
                     help="comma-separated benign prompt sources, each SOURCE[:LIMIT]")
+    ap.add_argument("--human", default="",
+                    help="comma-separated sources whose records carry a human answer (SFT `messages`, e.g. the "
+                    "built-in `self-instruct`), added to every mix as they are, SOURCE[:LIMIT]")
     ap.add_argument("--doses", default="all,0,100,300", help="harmful records per SFT mix ('all': every kept one)")
     ap.add_argument("--samples", type=int, default=4, help="K revisions per harmful prompt (best of K)")
     ap.add_argument("--revision-mode", default="distill", help="critique or distill")
@@ -199,6 +219,11 @@ def main() -> None:
         helpful += kept
         dropped_all[src] = dropped
         print(f"   {src}: kept {len(kept)}, dropped {dropped}", flush=True)
+    for item in [i for i in args.human.split(",") if i]:
+        src, _, n = item.partition(":")
+        kept = human_answers(src, 8 if quick else int(n) if n else None)
+        helpful += kept
+        print(f"   {src}: {len(kept)} human answers", flush=True)
     write_jsonl(out / "data" / "helpful-kept.jsonl", helpful)
 
     doses = []
