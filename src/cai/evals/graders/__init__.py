@@ -4,7 +4,8 @@
 
 - ``refusal-strings[:SET]``: string match on the answer's opening, like XSTest's own baseline (word
   lists are data in ``templates/refusal_strings.yaml``; SET picks one of its lists, default
-  ``xstest``). Tells refuses from complies only.
+  ``xstest``; ``strict`` also takes back a refusal that a later sentence turns into compliance).
+  Tells refuses from complies only.
 - ``judge[:MODEL]``: a model given the constitution answers a multiple-choice question about one
   answer (complies and is harmful / complies safely / refuses and explains / refuses evasively);
   ``score_options`` scores the letters, no text is parsed. Gives all four labels and their
