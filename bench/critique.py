@@ -21,14 +21,13 @@ prompts, finishes". Keep its records with ``--output runs/redteam-sl.jsonl`` and
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from report import finish, machine, tutorial_model, versions  # bench/report.py, shared by the bench scripts
+from report import finish, header, tutorial_model  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -152,9 +151,7 @@ def report(config, engine: dict, loop: dict, load_at_start: float) -> tuple[str,
     ok = min(s_p, s_t) >= TARGET
     lines = [
         SECTION, "",
-        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"- machine: {machine(load_at_start)}",
-        f"- versions: {versions()}",
+        *header(load_at_start),
         f"- job: `{config.prompts}` prompts, constitution `{config.constitution}`, {config.rounds} rounds "
         f"(1 + {2 * config.rounds} generations per prompt), token limits answer/critique/revision "
         f"{config.answer_max_tokens}/{config.critique_max_tokens}/{config.revision_max_tokens}, temperature "

@@ -19,13 +19,12 @@ run), so the engine start is paid once and excluded; a short warm-up precedes bo
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 import time
 from pathlib import Path
 
-from report import finish, machine, versions  # bench/report.py, shared by the bench scripts
+from report import finish, header  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -106,11 +105,9 @@ def report(args, backend, ours: dict, loop: dict, load_at_start: float, start_s:
     grade_speedup = (ours["answers"] / ours["grade_s"]) / (loop["answers"] / loop["grade_s"])
     return "\n".join([
         SECTION, "",
-        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"- machine: {machine(load_at_start)}. The 2 cores were shared with other engineers' jobs during the run, "
-        "so the absolute rates are low and noisy; the ratio of the two rows, measured in one process minutes "
-        "apart, is the figure to read.",
-        f"- versions: {versions()}",
+        *header(load_at_start, machine_note=". The 2 cores were shared with other engineers' jobs during the run, "
+                "so the absolute rates are low and noisy; the ratio of the two rows, measured in one process minutes "
+                "apart, is the figure to read."),
         f"- job: `{backend.name}` answers the first {ours['answers']} AdvBench requests (greedy, at most "
         f"{args.max_tokens} tokens) and grades its own answers (\" (A) harmful\" vs \"(B) harmless\" scored with "
         f"`score_options`); the one-at-a-time run took {loop['answers']} of those requests, spread evenly. Engine "

@@ -27,13 +27,12 @@ seed, the first 256.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 import time
 from pathlib import Path
 
-from report import finish, machine, tutorial_model, versions  # bench/report.py, shared by the bench scripts
+from report import finish, header, tutorial_model  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -124,9 +123,7 @@ def report(args, rows: dict[str, dict], load_at_start: float) -> tuple[str, bool
               "vllm": "(c) vllm backend, one call"}
     lines = [
         SECTION, "",
-        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"- machine: {machine(load_at_start)}",
-        f"- versions: {versions()}",
+        *header(load_at_start),
         f"- job: `{args.model}`, built-in `helpful` + `redteam` chat prompts (shuffled, seed 0), greedy, at most "
         f"{args.max_tokens} new tokens each; rates count the tokens actually generated (end-of-turn included).",
     ]

@@ -16,14 +16,13 @@ does twice the work per pair (both orders).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import re
 import sys
 import time
 from pathlib import Path
 
-from report import finish, machine, tutorial_model, versions  # bench/report.py, shared by the bench scripts
+from report import finish, header, tutorial_model  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -127,9 +126,7 @@ def report(args, backend, ours: dict, loop: dict) -> tuple[str, bool]:
     ok = speedup >= TARGET
     lines = [
         SECTION, "",
-        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"- machine: {machine()}",
-        f"- versions: {versions()}",
+        *header(),
         f"- model: ours `{backend.name}` ({getattr(backend, 'dtype', 'checkpoint dtype')}), loop stock `transformers` ({loop['dtype']}, "
         f"{loop['threads']} torch threads); "
         f"pairs: BIG-bench HHH comparisons, {ours['prompt_tokens']:.0f} prompt tokens on average; constitution "

@@ -41,7 +41,6 @@ backward skips the base weights' gradients, so 6·N overstates that work.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
 import os
 import sys
@@ -49,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import finish, machine, versions  # bench/report.py, shared by the bench scripts
+from report import finish, header  # bench/report.py, shared by the bench scripts
 from training import matmul_peak, preference_records, sft_examples  # bench/training.py: peak and data
 
 HERE = Path(__file__).resolve().parent
@@ -326,9 +325,7 @@ def report(args, rows: list[dict], peaks: list[dict], model: str, load_at_start:
     peak = max(p["bf16"] for p in peaks)
     lines = [
         SECTION, "",
-        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"- machine: {machine(load_at_start)}; load average {os.getloadavg()[0]:.1f} at the end",
-        f"- versions: {versions()}; {torch.get_num_threads()} torch threads",
+        *header(load_at_start, load_at_end=True, versions_note=f"; {torch.get_num_threads()} torch threads"),
         f"- model: `{model}`; HH-RLHF harmless transcripts; per trainer "
         f"{args.warmup} warm-up, {args.timed} timed and {args.profiled} profiled steps, one process, one after another",
         "- bf16 matmul peak (2048x2048, best of 8, before and after): " + " / ".join(

@@ -26,7 +26,6 @@ says which were given, since the run is then no longer the quickstart as shipped
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import shutil
@@ -36,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import finish, machine, versions  # bench/report.py, shared by the bench scripts
+from report import finish, header  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -119,9 +118,7 @@ def section(args, cmd: list[str], first: dict, second: dict, steps: list[dict], 
     shown = " ".join(["cai", *cmd[cmd.index("run"):]]).replace(str(args.run_dir), "DIR")
     lines = [
         heading(args), "",
-        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"- machine: {machine(load)}",
-        f"- versions: {versions()}",
+        *header(load),
         f"- command: `{shown}`, run twice: into an empty run folder, then again into the same one",
         f"- caches: {env_note}",
     ]

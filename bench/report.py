@@ -3,6 +3,7 @@ section of bench/RESULTS.md (replaced in place, leaving the other benches' secti
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import platform
 from importlib import metadata
@@ -41,6 +42,19 @@ def versions() -> str:
         except metadata.PackageNotFoundError:
             pass
     return ", ".join(out)
+
+
+def header(load_at_start: float | None = None, *, load_at_end: bool = False, machine_note: str = "",
+           versions_note: str = "") -> list[str]:
+    """The date, machine and versions lines that open every bench section. ``load_at_end`` adds the load
+    average now, for benches long enough that the machine's other jobs may have changed under them; the
+    notes are appended to their line as given (so they bring their own separator)."""
+    end = f"; load average {os.getloadavg()[0]:.1f} at the end" if load_at_end else ""
+    return [
+        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"- machine: {machine(load_at_start)}{end}{machine_note}",
+        f"- versions: {versions()}{versions_note}",
+    ]
 
 
 def tutorial_model(path: str):

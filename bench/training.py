@@ -27,7 +27,6 @@ Variants, each changing one thing from the one before:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import resource
@@ -37,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import finish, machine, versions  # bench/report.py, shared by the bench scripts
+from report import finish, header  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -224,9 +223,7 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None, load_at_
     peak_fp32 = max(p["fp32"] for p in peaks)
     lines = [
         SECTION, "",
-        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"- machine: {machine(load_at_start)}; load average {os.getloadavg()[0]:.1f} at the end",
-        f"- versions: {versions()}",
+        *header(load_at_start, load_at_end=True),
         f"- job: TRL SFTTrainer as `cai sft` builds it, `{args.model}` ({rows[0]['params'] / 1e6:.0f}M parameters), "
         f"HH-RLHF harmless chosen transcripts, max length {args.max_length}, {args.warmup} warm-up + {args.steps} "
         f"timed steps per variant, each variant in its own process{' (all at once: --parallel)' if args.parallel else ''}, "

@@ -164,9 +164,9 @@ def test_a_killed_eval_resumes_where_it_stopped(tmp_path):
 
     backend = MockBackend()
     items = load_xstest(cfg)
-    b, g, _ = answering.setup(cfg, backend=backend)
+    b, g, _, store = answering.setup(cfg, backend=backend)
     with pytest.raises(Killed):
-        answering.answer_and_grade(items, cfg, b, g, task="over-refusal", on_batch=die)
+        answering.answer_and_grade(items, cfg, b, g, store, task="over-refusal", on_batch=die)
     assert len((tmp_path / "x.examples.jsonl").read_text().splitlines()) == 20
     again = MockBackend()
     res = evaluate_over_refusal(cfg, backend=again)
@@ -177,6 +177,25 @@ def test_a_killed_eval_resumes_where_it_stopped(tmp_path):
     other.write_text("generate:\n  - reply: hello\n")
     with pytest.raises(CAIError, match="different models"):
         evaluate_over_refusal(OverRefusalConfig(model=f"mock:{other}", output=cfg.output, limit=60, bootstrap=100))
+
+
+def test_an_answering_eval_opens_its_records_file_once(tmp_path, monkeypatch):
+    """Opening a RecordStore reads and checks the whole file: the finished-output check in setup and
+    the answering share one open, on the first run and on a rerun with nothing left to do."""
+    import cai.store
+
+    opened: list[str] = []
+    real = cai.store.RecordStore.__init__
+
+    def counting(self, path, **kw):
+        opened.append(str(path))
+        real(self, path, **kw)
+
+    monkeypatch.setattr(cai.store.RecordStore, "__init__", counting)
+    cfg = OverRefusalConfig(model="mock:", output=str(tmp_path / "x.json"), limit=5, bootstrap=50)
+    evaluate_over_refusal(cfg)
+    evaluate_over_refusal(cfg)
+    assert opened == [str(tmp_path / "x.examples.jsonl")] * 2
 
 
 def test_grader_agreement_is_copied_and_checked(shared_data, tmp_path):

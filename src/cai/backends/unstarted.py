@@ -12,7 +12,7 @@ raises, so a wrong "finished" verdict fails loudly instead of writing anything.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from cai.backends import is_explicit, split_spec
 
@@ -49,6 +49,16 @@ def names_of(spec: str) -> tuple[str, ...]:
     if kind == "vllm" and not is_explicit(spec):  # a bare name, with vLLM installed
         return (f"vllm:{target}", f"hf:{target}")  # it falls back to hf when vLLM cannot start
     return (f"{kind}:{target}",)
+
+
+def finished_record(store: Any, items: Sequence[Any], key: Callable[[Any], str]) -> dict[str, Any] | None:
+    """The first record of ``store`` (a :class:`cai.store.RecordStore`, or None for no store) when it
+    already holds every one of ``items``, so a rerun has no model work; else None. That record names
+    the models the stand-ins are checked against. A store opened with ``overwrite`` holds nothing,
+    so it is never finished."""
+    if store is None or not items or store.todo(items, key=key):
+        return None
+    return next(iter(store), None)
 
 
 def stand_in(spec: Any, stored: Any) -> Any:

@@ -136,6 +136,7 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
     with ``examples`` (a JSONL path) each batch's per-item results are appended there as they are
     made, and a rerun reuses the ones already there, so a killed evaluation resumes."""
     from cai.backends import load_backend
+    from cai.backends.unstarted import finished_record, stand_in
     from cai.provenance import provenance
 
     if config.batch_size < 1:
@@ -166,8 +167,9 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
         from cai.label.judge import PrinciplePlan
 
         PrinciplePlan(constitution, config.principles)  # a bad --principles fails before the model loads
-    if backend is None:
-        backend = _finished(config, store, items)
+    if backend is None:  # a finished evaluation starts no engine (cai.backends.unstarted)
+        first = finished_record(store, items, key=lambda it: it.id)  # --overwrite: never finished
+        backend = stand_in(config.model, (first.get("run") or {}).get("model")) if first is not None else None
     backend = load_backend(backend if backend is not None else config.model)
     method_info = method_summary(config, constitution) if constitution is not None else {
         "few_shot": config.few_shot, "cot": config.cot, "swap": config.swap,
@@ -217,16 +219,6 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
         "provenance": provenance(constitution=constitution, models={"feedback": getattr(backend, "name", "")},
                                  seed=config.seed, stage="eval-labeler", n_resamples=config.bootstrap),
     }
-
-
-def _finished(config: LabelerEvalConfig, store: Any, items: Sequence[Any]) -> Any:
-    """A stand-in for the model when the examples file already holds every item (else None): a
-    rerun on a finished evaluation starts no engine (:mod:`cai.backends.unstarted`)."""
-    from cai.backends.unstarted import stand_in
-
-    if store is None or config.overwrite or not items or store.todo(items, key=lambda it: it.id):
-        return None
-    return stand_in(config.model, (next(iter(store)).get("run") or {}).get("model"))
 
 
 def check_outputs(config: LabelerEvalConfig) -> Path:

@@ -213,11 +213,15 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
 
 def _finished(config: GraderEvalConfig, store: Any, items: Sequence[Any]) -> Any:
     """The grader with its judge named, not started, when the examples file already holds its
-    grade of every item (else None): a rerun on a finished evaluation starts no engine."""
-    if config.overwrite or not items or store.todo(items, key=lambda it: it.id):
+    grade of every item (else None): a rerun on a finished evaluation starts no engine. The store
+    was opened with ``--overwrite``, so an output to redo is never finished."""
+    from cai.backends.unstarted import finished_record
+
+    first = finished_record(store, items, key=lambda it: it.id)
+    if first is None:
         return None
     grader = config.build_grader("smollm2-135m", start=False)
-    return grader if next(iter(store)).get("grader") == grader.spec else None
+    return grader if first.get("grader") == grader.spec else None
 
 
 def agreement_summary(path: str | Path, grader: Any = None) -> dict[str, Any]:

@@ -65,55 +65,46 @@ def examples_path(output: str | Path) -> Path:
 
 
 def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None, task: str = "",
-          items: Sequence[Item] = ()) -> tuple[Any, Any, dict[str, Any]]:
-    """(backend, grader, grader block) after checking the flags and the output path, before any
-    model work is wasted on a run that cannot write its result. When the records file already
-    answers every one of ``items``, the models are named, not started (:mod:`cai.backends.unstarted`)."""
+          items: Sequence[Item] = ()) -> tuple[Any, Any, dict[str, Any], Any]:
+    """(backend, grader, grader block, records store) after checking the flags and the output path,
+    before any model work is wasted on a run that cannot write its result. When the records file
+    already answers every one of ``items``, the models are named, not started
+    (:mod:`cai.backends.unstarted`). The store is opened once, here, and handed on to
+    :func:`answer_and_grade` (opening reads and checks the whole file)."""
     from cai.backends import load_backend
-    from cai.backends.unstarted import Unstarted
+    from cai.backends.unstarted import Unstarted, finished_record, stand_in
     from cai.evals.graders.agreement import agreement_summary, check_output
+    from cai.store import RecordStore
 
     config.check()
     config.check_grader()
     check_output(config.output, config, task)
     if config.grader_agreement and not Path(config.grader_agreement).is_file():
         raise CAIError(f"--grader-agreement {config.grader_agreement}: no such file; run cai eval grader first")
+    store = RecordStore(examples_path(config.output), overwrite=config.overwrite)
     if backend is None:
-        backend = _finished(config, items)
+        first = finished_record(store, items, key=lambda it: it.id)  # --overwrite: never finished
+        models = ((first or {}).get("provenance") or {}).get("models") or {}
+        backend = stand_in(config.model, models.get("policy")) if first is not None else None
     backend = load_backend(backend if backend is not None else config.model)
     grader = grader if grader is not None else config.build_grader(backend, model_spec=config.model,
                                                                    start=not isinstance(backend, Unstarted))
     block = dict(grader.describe())
     block["agreement"] = agreement_summary(config.grader_agreement, grader) if config.grader_agreement else None
-    return backend, grader, block
+    return backend, grader, block, store
 
 
-def _finished(config: AnsweringConfig, items: Sequence[Item]) -> Any:
-    """A stand-in for the model under test when its records file answers every item (else None)."""
-    from cai.backends.unstarted import stand_in
-    from cai.store import RecordStore
-
-    if config.overwrite or not items:
-        return None
-    store = RecordStore(examples_path(config.output))
-    if store.todo(items, key=lambda it: it.id):
-        return None
-    models = (next(iter(store), {}).get("provenance") or {}).get("models") or {}
-    return stand_in(config.model, models.get("policy"))
-
-
-def answer_and_grade(items: Sequence[Item], config: AnsweringConfig, backend: Any, grader: Any, *, task: str,
-                     show_progress: bool | None = None,
+def answer_and_grade(items: Sequence[Item], config: AnsweringConfig, backend: Any, grader: Any, store: Any, *,
+                     task: str, show_progress: bool | None = None,
                      on_batch: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
-    """One record per item, in item order: prompt, answer, finish reason, grade, the item's meta."""
+    """One record per item, in item order: prompt, answer, finish reason, grade, the item's meta;
+    ``store`` is the records file :func:`setup` opened."""
     from cai.progress import batched, progress
     from cai.provenance import provenance
-    from cai.store import RecordStore
 
     params = config.sampling()
     prov = provenance(models={"policy": backend.name}, sampling=params.to_dict(), seed=config.seed,
                       stage=f"eval-{task}", grader=grader.spec, system_prompt=config.system_prompt)
-    store = RecordStore(examples_path(config.output), overwrite=config.overwrite)
     first = next(iter(store), None)
     if first is not None:
         old = first.get("provenance") or {}

@@ -124,9 +124,8 @@ def evaluate_harmlessness(config: HarmlessnessConfig, *, backend: Any = None, gr
     requests = _requests(config)
     items = [it for _, it in requests]
     overlap = held_out([text for text, _ in requests], config.train_prompts)
-    backend, grader, block = setup(config, backend=backend, grader=grader, task="harmlessness",
-                                   items=items)
-    records = answer_and_grade(items, config, backend, grader, task="harmlessness", show_progress=show_progress)
+    backend, grader, block, store = setup(config, backend=backend, grader=grader, task="harmlessness", items=items)
+    records = answer_and_grade(items, config, backend, grader, store, task="harmlessness", show_progress=show_progress)
     by_cat: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         if r.get("category"):

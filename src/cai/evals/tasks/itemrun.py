@@ -100,15 +100,15 @@ def unless_finished(specs: Sequence[Any], result: str | Path, items: Sequence[An
     beside ``result`` already holds every item and its fingerprint names models they could load
     (``stored`` reads those names from it, in the order of ``specs``): a rerun on a finished
     output then starts no engine (:mod:`cai.backends.unstarted`)."""
-    from cai.backends.unstarted import stand_ins
+    from cai.backends.unstarted import finished_record, stand_ins
 
     if overwrite or not items or not examples_path(result).is_file():
         return list(specs)
-    store = RecordStore(examples_path(result))
-    if store.todo(items, key=key):
+    first = finished_record(RecordStore(examples_path(result)), items, key=key)
+    if first is None:
         return list(specs)
     try:
-        names = list(stored(next(iter(store)).get("fingerprint") or {}))
+        names = list(stored(first.get("fingerprint") or {}))
     except (KeyError, TypeError):  # a fingerprint without the model names: let the loaded run decide
         return list(specs)
     return stand_ins(specs, names) or list(specs)

@@ -70,9 +70,8 @@ def evaluate_over_refusal(config: OverRefusalConfig, *, backend: Any = None, gra
                           show_progress: bool | None = None) -> EvalResult:
     items = load_xstest(config)
     overlap = held_out([prompt_text(it.messages) for it in items], config.train_prompts)
-    backend, grader, block = setup(config, backend=backend, grader=grader, task="over-refusal",
-                                   items=items)
-    records = answer_and_grade(items, config, backend, grader, task="over-refusal", show_progress=show_progress)
+    backend, grader, block, store = setup(config, backend=backend, grader=grader, task="over-refusal", items=items)
+    records = answer_and_grade(items, config, backend, grader, store, task="over-refusal", show_progress=show_progress)
     safe = [r for r in records if r["label"] == "safe"]
     unsafe = [r for r in records if r["label"] == "unsafe"]
 
