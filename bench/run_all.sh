@@ -13,7 +13,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-ALL=(generation critique label eval training profile_trainers quickstart)  # bench/report.py is their shared helper
+ALL=(generation best_of_k critique label eval training profile_trainers quickstart)  # bench/report.py is their shared helper
 flags=(); qs_flags=(); only=()
 for arg in "$@"; do
   case "$arg" in

@@ -150,6 +150,61 @@ def test_score_options_runs_each_prompt_once(tiny):
     assert one_pass == [(2, prompt_width)]
 
 
+def test_samples_of_one_prompt_share_one_prefill(tiny):
+    """Best of n pays for one prefill per prompt: the prompts run once (all but their last token),
+    and the n copies of each only decode. transformers' num_return_sequences would run n * rows."""
+    shapes = []
+    handle = tiny.model.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)),
+                                                  with_kwargs=True)
+    convs = [[{"role": "user", "content": "Pick one."}], [{"role": "user", "content": "Pick another, please."}]]
+    try:
+        out = tiny.generate(convs, SamplingParams(temperature=1.0, max_tokens=5, n=3, seed=1))
+    finally:
+        handle.remove()
+    width = max(len(tiny.tokenizer(tiny.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
+                                   add_special_tokens=False)["input_ids"]) for c in convs)
+    assert len(out) == 6
+    assert shapes[0] == (2, width - 1), shapes  # batch_size=2: both prompts, once each
+    assert all(s == (6, 1) for s in shapes[1:]), f"the n copies recomputed their prompt: {shapes}"
+
+
+def test_shared_prefill_samples_what_num_return_sequences_samples(tiny):
+    """The same seed gives the same tokens as transformers' own n-copies path (float32), for
+    prompts of different lengths (left padding) in one batch."""
+    import torch
+    from transformers import GenerationConfig
+
+    convs = [[{"role": "user", "content": "Tell me a story about a cat."}], [{"role": "user", "content": "Hi"}]]
+    params = SamplingParams(temperature=1.0, max_tokens=6, n=4, seed=9)
+    ours = tiny.generate(convs, params)
+    ids, mask = tiny._left_pad([tiny._prompt_ids(c, i, 1) for i, c in enumerate(convs)])
+    cfg = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, num_return_sequences=4,
+                           eos_token_id=sorted(tiny.eos_ids), pad_token_id=tiny.pad_id)
+    with torch.random.fork_rng(), torch.inference_mode():
+        torch.manual_seed(9)
+        rows = tiny.model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)[:, ids.shape[1]:].tolist()
+    theirs = [tiny._completion(r, 0, params, 6, 9).text for r in rows]
+    assert [c.text for c in ours] == theirs
+    assert len(set(theirs)) > 2, "the check needs samples that differ"
+
+
+def test_shared_prefill_cache_continues_each_row_like_its_full_prompt(tiny):
+    """The copied cache, fed each row's last prompt token at the position generate gives it (from
+    the attention mask), predicts what the whole left-padded prompt predicts: the padded rows'
+    positions must count from their first real token, as generate counts them."""
+    import torch
+
+    convs = [[{"role": "user", "content": "Tell me a long story about a cat and a dog."}], [{"role": "user", "content": "Hi"}]]
+    ids, mask = tiny._left_pad([tiny._prompt_ids(c, i, 1) for i, c in enumerate(convs)])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        full = tiny.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
+        cache = tiny._shared_prefill(ids[:, :-1], mask[:, :-1], 3)
+        step = tiny.model(input_ids=ids[:, -1:].repeat_interleave(3, 0), attention_mask=mask.repeat_interleave(3, 0),
+                          position_ids=positions[:, -1:].repeat_interleave(3, 0), past_key_values=cache).logits[:, -1]
+    assert torch.allclose(step.float(), full.repeat_interleave(3, 0), atol=1e-4), (step.float() - full.repeat_interleave(3, 0)).abs().max()
+
+
 def test_overlong_prompt_names_conversation_and_context(tiny, chatty_dir):
     long = [{"role": "user", "content": "word " * 2100}]
     short = [{"role": "user", "content": "Hi"}]

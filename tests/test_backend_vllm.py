@@ -183,6 +183,41 @@ def test_missing_vllm_is_a_clear_error(monkeypatch, tmp_path):
         load_backend(f"vllm:{tmp_path}")
 
 
+def test_k_samples_are_one_request_with_n_outputs(smollm2_path):
+    """Best of K costs one prompt: each conversation goes to vLLM once with SamplingParams(n=K), so
+    its K samples share one prefill through the prefix cache, instead of K copies of the prompt.
+    The engine is a stand-in that records what it is asked and answers samples out of order."""
+    pytest.importorskip("vllm")
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from cai.backends.vllm import VLLMBackend, request_seed
+
+    calls = []
+
+    def fake_generate(prompts, sampling, use_tqdm=False):
+        calls.append((prompts, sampling))
+        return [SimpleNamespace(outputs=[SimpleNamespace(index=j, text=f"c{i}s{j}", token_ids=[1, 2],
+                                                         finish_reason="length") for j in reversed(range(sp.n))])
+                for i, sp in enumerate(sampling)]
+
+    b = VLLMBackend.__new__(VLLMBackend)
+    b.name, b.max_model_len = "vllm:fake", 2048
+    b.tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    b.llm = SimpleNamespace(generate=fake_generate)
+    convs = [HI, [{"role": "user", "content": "Tell me a story."}]]
+    out = b.generate(convs, SamplingParams(temperature=0.7, max_tokens=4, n=4, seed=5))
+    ((prompts, sampling),) = calls
+    assert len(prompts) == 2 and prompts[0] != prompts[1], "one request per conversation, not one per sample"
+    assert [sp.n for sp in sampling] == [4, 4]
+    assert [sp.seed for sp in sampling] == [request_seed(5, 0), request_seed(5, 1)]
+    assert [c.text for c in out] == [f"c{i}s{j}" for i in range(2) for j in range(4)]  # conversation-major
+    calls.clear()
+    greedy = b.generate(convs, SamplingParams(temperature=0, max_tokens=4, n=3))
+    assert [sp.n for sp in calls[0][1]] == [1, 1] and [c.text for c in greedy] == ["c0s0"] * 3 + ["c1s0"] * 3
+
+
 def test_request_seeds_are_distinct_and_stable():
     from cai.backends.vllm import request_seed
 

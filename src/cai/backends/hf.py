@@ -2,7 +2,8 @@
 
 Generation is batched with LEFT padding (decoder-only models continue from the last position, so
 padding must sit on the left and be masked), prompts are sorted by length so a batch wastes little
-on padding, and the KV cache is on. Outputs come back in input order. On CPU, decode steps use
+on padding, and the KV cache is on. Outputs come back in input order. The ``n`` samples of a prompt
+share one prefill (its KV cache is copied ``n`` times). On CPU, decode steps use
 :mod:`cai.backends.hf_attention` (SDPA's CPU kernel is slow for one query token). On CPUs with bf16 matmul
 instructions (AMX / AVX512-BF16) the model runs in bfloat16, several times faster than float32.
 
@@ -209,10 +210,18 @@ class HFBackend:
         max_new = max(1, min(params.max_tokens, self.context_length - max(len(p) for p in prompts)))
         cfg: dict[str, Any] = dict(max_new_tokens=max_new, eos_token_id=sorted(self.eos_ids), pad_token_id=self.pad_id,
                                    use_cache=True, do_sample=not params.greedy)
+        extra: dict[str, Any] = {}
         if not params.greedy:
             # top_k=0 turns off transformers' default top-50 filter: plain temperature/top-p, as in vLLM and OpenAI.
-            cfg.update(temperature=params.temperature, top_p=params.top_p, top_k=0, num_return_sequences=params.n)
-        extra: dict[str, Any] = {}
+            cfg.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+            if params.n > 1 and min(len(p) for p in prompts) > 1:
+                # num_return_sequences copies each prompt n times before the prefill: best of n would
+                # pay n prefills (a 1.7k-token critique prompt, 8 times). One prefill of all but the
+                # last token, its cache copied n times; generate then runs the last token per row.
+                extra["past_key_values"] = self._shared_prefill(input_ids[:, :-1], mask[:, :-1], params.n)
+                input_ids, mask = input_ids.repeat_interleave(params.n, 0), mask.repeat_interleave(params.n, 0)
+            else:
+                cfg["num_return_sequences"] = params.n
         stops = tuple(s for s in params.stop if s)
         if stops:
             # transformers stops each row at its stop string; the text is cut exactly in _completion.
@@ -227,6 +236,17 @@ class HFBackend:
             comps = [self._completion(row, len(prompt), params, max_new, seed) for row in rows]
             groups.append(comps * params.n if params.greedy else comps)
         return groups
+
+    def _shared_prefill(self, ids, mask, copies: int):
+        """The KV cache of ``ids`` (left-padded), computed once and repeated ``copies`` times per row
+        (row-major, as ``num_return_sequences`` orders its rows). Positions count from each row's
+        first real token, as ``generate`` numbers them from the attention mask."""
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs = {"logits_to_keep": 1} if self._keeps_logits else {}
+        cache = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                           **kwargs).past_key_values
+        cache.batch_repeat_interleave(copies)
+        return cache
 
     def _stop_criteria(self, stops: tuple[str, ...]):
         """Built once per stop tuple: the criteria precompute tables over the whole vocabulary

@@ -6,7 +6,12 @@ handed to vLLM as token ids, so the prompt text, including the "a final assistan
 continued" convention, is byte for byte what the hf backend and ``cai serve`` use. A whole batch
 (every conversation times ``n``) goes to vLLM in one ``LLM.generate`` call; vLLM schedules it
 with continuous batching and paged attention, and automatic prefix caching lets prompts that
-share a start (a system prompt, a constitution, a critique chain) reuse its KV cache.
+share a start (a system prompt, a constitution, a critique chain) reuse its KV cache. The ``n``
+samples of a conversation are one request with vLLM's ``n``, not ``n`` copies of the prompt: vLLM
+runs them as ``n`` child requests, and since its scheduler (0.32) puts a prompt's full KV blocks in the
+prefix cache as it allocates them, the children after the first read the prompt from the cache
+and compute only its last, partial block (best of K for about the price of one prompt;
+``bench/best_of_k.py``).
 
 Option scoring asks vLLM for ``prompt_logprobs`` over ``ids(prompt) + ids(option)`` (encoded
 separately by :func:`cai.chat.encode_option_pairs`, as every local backend does) and sums the
