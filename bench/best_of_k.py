@@ -26,13 +26,12 @@ start are excluded; a short warm-up call with n = max K precedes the timed runs.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 import time
 from pathlib import Path
 
-from report import finish, machine, versions  # bench/report.py, shared by the bench scripts
+from report import finish, header  # bench/report.py, shared by the bench scripts
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -126,9 +125,7 @@ def report(args, rows: dict, load_s: float, name: str, load_at_start: float) -> 
     p = args.prompts
     lines = [
         SECTION, "",
-        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"- machine: {machine(load_at_start)}",
-        f"- versions: {versions()}",
+        *header(load_at_start),
         f"- job: `{name}`, the first {p} prompts of `{args.data}` ({rows[min(args.ks)]['prompt_tokens'] / p:.0f} "
         f"prompt tokens each on average), temperature {args.temperature}, at most {args.max_tokens} new tokens per "
         f"sample, seed {args.seed}; one `generate` call per row with `SamplingParams(n=K)`, as `cai generate -k K` "
