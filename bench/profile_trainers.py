@@ -35,6 +35,7 @@ backward skips the base weights' gradients, so 6·N overstates that work.
 
     python bench/profile_trainers.py                 # the embedded model; writes its section of bench/RESULTS.md
     python bench/profile_trainers.py --trainers sft,ppo
+    python bench/profile_trainers.py --trainers sft,dpo --no-completion-logits   # TRL's head on every token
     python bench/profile_trainers.py --quick         # a tiny random model, 1+1+1 steps each; writes nothing
 """
 
@@ -77,6 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="steps before any timing (default: 2)")
     p.add_argument("--timed", type=int, default=3, help="steps timed without the profiler (default: 3)")
     p.add_argument("--profiled", type=int, default=1, help="steps under the profiler (default: 1)")
+    p.add_argument("--no-completion-logits", dest="completion_logits", action="store_false",
+                   help="SFT and DPO with the LM head on every token, as TRL runs it on a CPU (default: on the "
+                   "answer tokens only, as cai sft and cai dpo run it)")
     p.add_argument("--quick", action="store_true", help="smoke run on a tiny random model, 1 step each; writes nothing")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"), help="results file (default: bench/RESULTS.md)")
     args = p.parse_args(argv)
@@ -228,6 +232,8 @@ def run_trl(name: str, build, args, path: str, tmp: str) -> dict:
     run = RunDir(out, command=name, config={}, data=[], base_model=path)
     fields = {"data": ["bench"], "output": str(out), "max_steps": args.warmup + args.timed + args.profiled,
               "save_steps": 10_000}
+    if name in ("sft", "dpo"):
+        fields["completion_logits"] = args.completion_logits
     trainer, config = build(path, run, fields)
     window = Window(trainer.model, args.warmup, args.timed, args.profiled)
 
@@ -238,7 +244,9 @@ def run_trl(name: str, build, args, path: str, tmp: str) -> dict:
     trainer.add_callback(Mark())
     trainer.train()
     row = {"setup": f"batch {config.batch_size} x grad-accum {config.grad_accum}, max length {config.max_length}, "
-                    f"{'LoRA' if config.lora else 'full weights'}, lr {config.lr:g}",
+                    f"{'LoRA' if config.lora else 'full weights'}, lr {config.lr:g}"
+                    + (f", LM head on {'the answers' if config.completion_logits else 'every token'}"
+                       if hasattr(config, "completion_logits") else ""),
            "precision": "bf16" if trainer.args.bf16 else "fp32", "optimiser_steps": 1}
     return finish_row(name, row, window, trainer.model)
 

@@ -11,7 +11,9 @@ Tokens/s counts the real (non-pad) tokens TRL reports in ``num_tokens``, prompt 
 FLOP utilisation = 6·N·tokens/s over the bf16 matmul peak measured in the same run (a 2048×2048
 bf16 matmul, best of several, before and after the variants), N = the model's parameter count.
 6·N per token is the usual forward + backward estimate; it leaves out attention's own FLOPs (small
-at these lengths), so it slightly understates the work done.
+at these lengths), so it slightly understates the work done. The completion-logits variant skips the
+LM head's share of it on prompt tokens, so its figure is an effective one: the work TRL's path does
+for the same tokens, per second.
 
 Variants, each changing one thing from the one before:
   trl-default   TRL's SFTConfig as it comes: bf16, gradient checkpointing on, padded batches of 8
@@ -19,9 +21,12 @@ Variants, each changing one thing from the one before:
   packing       + packing (best-fit decreasing, padding-free: no pad tokens at all)
   batch-16      + 16 sequences per step
   fp32          the packing variant in float32 instead of bf16 (bf16 vs fp32 on the same setup)
+  completion-logits  the no-gc variant with the LM head run on the answer tokens only (`cai sft`'s
+                default, --completion-logits); every other variant runs it on every token, as TRL
+                does on a CPU (--no-completion-logits), so that their figures stay comparable
 
     python bench/training.py            # full run; writes its section of bench/RESULTS.md
-    python bench/training.py --quick    # smoke run: 2 variants, 2 steps; writes nothing
+    python bench/training.py --quick    # smoke run: no-gc and completion-logits, 2 steps; writes nothing
 """
 
 from __future__ import annotations
@@ -43,12 +48,17 @@ RESULTS = HERE / "RESULTS.md"
 SECTION = "## Training throughput (bench/training.py)"
 TARGET_UTILISATION = 0.40
 
+_TRL = {"completion_logits": False}  # TRL's head on every token, as TRL runs it on a CPU
 VARIANTS = {
-    "trl-default": {"bf16": True, "gradient_checkpointing": True, "packing": False, "batch_size": 8},
-    "no-gc": {"bf16": True, "gradient_checkpointing": False, "packing": False, "batch_size": 8},
-    "packing": {"bf16": True, "gradient_checkpointing": False, "packing": True, "batch_size": 8},
-    "batch-16": {"bf16": True, "gradient_checkpointing": False, "packing": True, "batch_size": 16},
-    "fp32": {"bf16": False, "gradient_checkpointing": False, "packing": True, "batch_size": 8},
+    "trl-default": {"bf16": True, "gradient_checkpointing": True, "packing": False, "batch_size": 8, **_TRL},
+    "no-gc": {"bf16": True, "gradient_checkpointing": False, "packing": False, "batch_size": 8, **_TRL},
+    "packing": {"bf16": True, "gradient_checkpointing": False, "packing": True, "batch_size": 8, **_TRL},
+    "batch-16": {"bf16": True, "gradient_checkpointing": False, "packing": True, "batch_size": 16, **_TRL},
+    "fp32": {"bf16": False, "gradient_checkpointing": False, "packing": True, "batch_size": 8, **_TRL},
+    # The best padded variant (no-gc) with the head on the answer tokens only: padded batches are where
+    # the head wastes most (prompt and padding rows); packing removes only the padding ones.
+    "completion-logits": {"bf16": True, "gradient_checkpointing": False, "packing": False, "batch_size": 8,
+                          "completion_logits": True},
 }
 
 
@@ -68,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant in this process, print JSON
     args = p.parse_args(argv)
     if args.quick:
-        args.steps, args.warmup, args.variants, args.ppo_steps = 2, 1, "no-gc,fp32", 2
+        args.steps, args.warmup, args.variants, args.ppo_steps = 2, 1, "no-gc,completion-logits", 2
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
@@ -173,7 +183,7 @@ def run_one(spec: dict) -> dict:
     steps, warmup = spec["steps"], spec["warmup"]
     config = SFTRunConfig(model=spec["path"], data=["bench"], output=spec["out"], max_steps=steps + warmup,
                           batch_size=v["batch_size"], max_length=spec["max_length"], bf16=v["bf16"],
-                          packing=v["packing"], save_steps=10_000, lr=1e-5)
+                          packing=v["packing"], completion_logits=v["completion_logits"], save_steps=10_000, lr=1e-5)
     # Enough that no step gets a short batch (examples whose prompt fills max-length are dropped).
     n_examples = (steps + warmup) * v["batch_size"] * (6 if v["packing"] else 2)
     run = RunDir(spec["out"], command="sft", config={}, data=[], base_model=spec["path"])
@@ -233,8 +243,9 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None, load_at_
         + " / ".join(f"{p['fp32'] / 1e9:.0f}" for p in peaks) + " GFLOP/s; utilisation is against the higher bf16 "
         f"figure ({peak_bf16 / 1e9:.0f} GFLOP/s).",
         "- tokens/s counts real (non-pad) tokens, prompt and answer; utilisation = 6·N·tokens/s / bf16 peak.",
-        "", "| variant | precision | grad. checkpointing | packing | batch | tokens/s | utilisation | peak RSS |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        "", "| variant | precision | grad. checkpointing | packing | LM head on | batch | tokens/s | utilisation | "
+        "peak RSS |",
+        "|---|---|---|---|---|---:|---:|---:|---:|",
     ]
     best = 0.0
     for r in rows:
@@ -243,13 +254,17 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None, load_at_
         util = 6 * r["params"] * rate / peak_bf16
         best = max(best, util)
         lines.append(f"| {r['variant']} | {'bf16' if v['bf16'] else 'fp32'} | {'on' if v['gradient_checkpointing'] else 'off'} "
-                     f"| {'yes' if v['packing'] else 'no'} | {v['batch_size']} | {rate:.0f} | {100 * util:.1f}% | "
+                     f"| {'yes' if v['packing'] else 'no'} | {'answers' if v['completion_logits'] else 'all tokens'} "
+                     f"| {v['batch_size']} | {rate:.0f} | {100 * util:.1f}% | "
                      f"{r['peak_rss_gib']:.1f} GiB |")
     by = {r["variant"]: r["tokens"] / r["seconds"] for r in rows}
     lines.append("")
     if "packing" in by and "fp32" in by:
         lines.append(f"- bf16 vs fp32 (same setup, packing): {by['packing'] / by['fp32']:.2f}x the tokens/s "
                      f"(matmul peaks: {peak_bf16 / peak_fp32:.2f}x).")
+    if "no-gc" in by and "completion-logits" in by:
+        lines.append(f"- LM head on the answer tokens only vs on every token (same setup, padded): "
+                     f"{by['completion-logits'] / by['no-gc']:.2f}x the tokens/s.")
     if "trl-default" in by:
         lines.append("- speed-up of each variant over TRL as it comes: " + ", ".join(
             f"{k} {by[k] / by['trl-default']:.2f}x" for k in by if k != "trl-default") + ".")

@@ -49,6 +49,9 @@ class DPORunConfig(TrainCommon):
     beta: float = option(0.1, help="DPO β: how far the policy may move from the reference (higher: less)")
     min_margin: float = option(0.0, help="drop pairs whose |p_chosen - 0.5| is below this (0.4 keeps only pairs "
                                "the labeller gave p >= 0.9 or <= 0.1)")
+    completion_logits: bool = option(True, help="on a CPU, compute the LM head only at the chosen and rejected "
+                                     "answers' tokens (the same log-probs, faster); --no-completion-logits computes "
+                                     "it at every token, as TRL does on a CPU")
     hard_labels: bool = option(False, help="ignore p_chosen's confidence (ε = 0, plain DPO; a pair with p_chosen "
                                "< 0.5 is flipped)")
 
@@ -84,11 +87,18 @@ def _trainer_class():
     import torch
     from trl import DPOTrainer
 
-    class SoftLabelDPOTrainer(DPOTrainer):
-        """DPOTrainer with per-pair label noise ε (column ``cdpo_epsilon``): the loss becomes cDPO."""
+    from cai.train.completion_logits import score_completions_only
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+    class SoftLabelDPOTrainer(DPOTrainer):
+        """DPOTrainer with per-pair label noise ε (column ``cdpo_epsilon``): the loss becomes cDPO.
+        ``completion_logits``: the LM head runs on the answers' tokens only (cai.train.completion_logits)."""
+
+        def __init__(self, *args: Any, completion_logits: bool = False, **kwargs: Any) -> None:
+            # Read by _precompute_ref_logps, which DPOTrainer.__init__ calls after it adds its fused head.
+            self._completion_logits = completion_logits
             super().__init__(*args, **kwargs)
+            if completion_logits:
+                score_completions_only(self.model)  # again, for a trainer that computes no reference pass
             inner = self.data_collator
 
             def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -99,6 +109,9 @@ def _trainer_class():
             self.data_collator = collate
 
         def _precompute_ref_logps(self, *args, **kwargs):
+            if self._completion_logits:
+                # The reference log-probs from the same head as the policy's, so h starts at 0.
+                score_completions_only(self.model)
             # TRL's bar over this pass reads only TQDM_DISABLE, not --no-progress (disable_tqdm): in a
             # log it wrote one redraw per batch.
             if not self.args.disable_tqdm:
@@ -160,6 +173,7 @@ def build_dpo_trainer(config: DPORunConfig, examples: list[dict[str, Any]], run_
         processing_class=load_tokenizer(base_path),
         peft_config=lora_config(config),
         callbacks=[run_dir.callback()],
+        completion_logits=config.completion_logits,
     )
 
 

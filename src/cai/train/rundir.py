@@ -28,9 +28,10 @@ RUN_FILE = "cai_run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 # Flags that change where or how often things are written, or what is measured or warned about
-# (cai reward's human-label evaluation, cai ppo's KL warning), not what is trained: changing them
-# resumes the run.
-_NOT_IDENTITY = {"output", "save_steps", "logging_steps", "progress", "human_eval", "human_limit", "kl_warn"}
+# (cai reward's human-label evaluation, cai ppo's KL warning), or only how the same loss is computed
+# (--completion-logits), not what is trained: changing them resumes the run.
+_NOT_IDENTITY = {"output", "save_steps", "logging_steps", "progress", "human_eval", "human_limit", "kl_warn",
+                 "completion_logits"}
 # Trainer log keys renamed to the shared metrics.jsonl vocabulary.
 _RENAME = {"learning_rate": "lr"}
 

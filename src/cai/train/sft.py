@@ -26,6 +26,9 @@ class SFTRunConfig(TrainCommon):
                              "half of the file, 2 uses it twice")
     packing: bool = option(False, help="pack several examples into each max-length sequence (fewer pad tokens, "
                            "faster on short examples)")
+    completion_logits: bool = option(True, help="on a CPU, compute the LM head only at the answer tokens the loss "
+                                     "reads (the same loss, faster); --no-completion-logits computes it at every "
+                                     "token, as TRL does on a CPU")
     eval_split: float = option(0.0, help="fraction of the examples held out; their loss is measured after every "
                                "epoch (eval_loss in metrics.jsonl), so you can see when more epochs stop helping")
 
@@ -63,6 +66,7 @@ def build_sft_trainer(config: SFTRunConfig, examples: list[dict[str, Any]], run_
     """TRL's SFTTrainer set up the cai way (used by the command, the tests and the bench)."""
     from trl import SFTConfig, SFTTrainer
 
+    from cai.train.completion_logits import score_completions_only
     from cai.train.model_io import load_model, load_tokenizer, lora_config, shared_dataset, trainer_args
 
     args = SFTConfig(
@@ -74,7 +78,7 @@ def build_sft_trainer(config: SFTRunConfig, examples: list[dict[str, Any]], run_
         eval_strategy="epoch" if eval_examples else "no",
         per_device_eval_batch_size=config.batch_size,
     )
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=load_model(base_path),
         args=args,
         train_dataset=shared_dataset(examples, args, run_dir),
@@ -83,6 +87,11 @@ def build_sft_trainer(config: SFTRunConfig, examples: list[dict[str, Any]], run_
         peft_config=lora_config(config),
         callbacks=[run_dir.callback()],
     )
+    if config.completion_logits:
+        # TRL's compute_loss (mean over answer tokens, num_items_in_batch, its metrics) stays as it is;
+        # only the head under it skips the prompt and padding positions. No forward runs before train().
+        score_completions_only(trainer.model)
+    return trainer
 
 
 def run_sft(config: SFTRunConfig, *, show_progress: bool | None = None) -> dict[str, Any]:
