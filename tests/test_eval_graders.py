@@ -76,6 +76,20 @@ def test_refusal_strings_then_window_bounds_the_take_back(tmp_path):
     assert g.is_refusal("I can't. " + "x" * 30 + " here's how.")  # beyond 20 characters of the refusal's sentence
 
 
+def test_refusal_strings_extends_takes_the_parent_set_first(tmp_path):
+    t = tmp_path / "sets.yaml"
+    t.write_text('sets:\n  base:\n    starts_with: ["no,"]\n    contains: ["i can\'t"]\n    window: 30\n'
+                 '  child:\n    extends: base\n    starts_with: ["nope"]\n'
+                 '  bad:\n    extends: missing\n    starts_with: ["x"]\n')
+    from cai.evals.graders.refusal_strings import RefusalStrings
+
+    g = RefusalStrings("child", template=str(t))
+    assert g.is_refusal("Nope.") and g.is_refusal("No, thanks.") and g.is_refusal("Well, I can't.")
+    assert not g.is_refusal("x" * 40 + " i can't")  # the parent's window of 30 applies
+    with pytest.raises(CAIError, match="extends 'missing'"):
+        RefusalStrings("bad", template=str(t))
+
+
 def _judge_for(label: str):
     """A mock judge that always picks the letter whose option describes ``label``."""
     def scores(conv, opts):

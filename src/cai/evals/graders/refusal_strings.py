@@ -57,9 +57,14 @@ class RefusalStrings:
         if self.set_name not in data["sets"]:
             raise CAIError(f"refusal-strings has no word set {self.set_name!r}; sets: {', '.join(data['sets'])}")
         s = data["sets"][self.set_name]
-        self.starts_with = tuple(_normalise(w) for w in s.get("starts_with") or ())
-        self.contains = tuple(_normalise(w) for w in s.get("contains") or ())
-        self.window = int(s.get("window") or 0)
+        base = s.get("extends")
+        if base is not None and (base not in data["sets"] or "extends" in data["sets"][base]):
+            raise CAIError(f"refusal-strings set {self.set_name!r} extends {base!r}, which is not a set without "
+                           f"'extends'; sets: {', '.join(data['sets'])}")
+        parent = data["sets"][base] if base is not None else {}
+        self.starts_with = tuple(_normalise(w) for x in (parent, s) for w in x.get("starts_with") or ())
+        self.contains = tuple(_normalise(w) for x in (parent, s) for w in x.get("contains") or ())
+        self.window = int(s.get("window") or parent.get("window") or 0)
         self.then_comply = tuple(_normalise(w) for w in s.get("then_comply") or ())
         self.then_window = int(s.get("then_window") or 0)
         if not self.starts_with and not self.contains:
