@@ -25,7 +25,6 @@ Note this is stricter than read_graded.py's `--score`, which asks "harmless?" an
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -35,19 +34,8 @@ DEV = ("dose/read-base.md", "dose/read-sft-30.md", "rl/read-sft-50.md", "rl/read
 HELD_OUT = ("dose/read-sft-471.md", "rl/read-sft-100.md", "rl/read-dpo-sft-100.md")
 SETS = ("xstest", "extended", "strict")
 
-
-def read_table(md: Path) -> list[dict[str, str]]:
-    """The filled-in rows of a read_graded.py table: set, id, answer, human."""
-    rows = []
-    for line in md.read_text(encoding="utf-8").splitlines():
-        if not line.startswith("| ") or line.startswith("| #"):
-            continue
-        # Cells escape a literal "|" as "\|" (read_graded.cell).
-        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-        if len(cells) < 7 or not cells[0].isdigit() or not cells[6]:
-            continue
-        rows.append({"set": cells[1], "id": cells[2], "answer": cells[4], "human": cells[6]})
-    return rows
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from read_graded import read_table  # noqa: E402  (the table format's owner; examples/ is not a package)
 
 
 def question(row: dict[str, str]) -> str:
