@@ -132,20 +132,29 @@ def helpful_answers(model: str, src: str, limit: list[str], ans: Path, grader, l
     return kept, dropped_counts([r for r in records if "dropped" in r])
 
 
-def human_answers(src: str, limit: int | None) -> list[dict]:
-    """The human-written answers of a source of finished exchanges (``load_prompts`` keeps the
-    last assistant turn in ``meta["reference_answer"]``), as prompt/completion records."""
+def human_answers(spec: str, quick: bool) -> list[dict]:
+    """The human-written answers of the sources in ``spec`` (``SOURCE[:LIMIT],...``, finished
+    exchanges: ``load_prompts`` keeps each last assistant turn in ``meta["reference_answer"]``), as
+    prompt/completion records. Read before any model work, so a bad ``--human`` costs nothing."""
+    from cai.errors import CAIError
     from cai.sources import load_prompts
 
     out = []
-    for p in load_prompts(src, limit=limit):
-        answer = (p.meta or {}).get("reference_answer")
-        if isinstance(answer, dict):
-            answer = answer.get("content")
-        if answer and answer.strip():
-            out.append({"id": p.id, "prompt": [{"role": "user", "content": user_text({"prompt": list(p.messages)})}],
-                        "completion": [{"role": "assistant", "content": answer}],
-                        "provenance": {"from": "human-answer", "source": src, "source_id": p.id}})
+    for item in [i for i in spec.split(",") if i]:
+        src, _, n = item.partition(":")
+        try:
+            prompts = load_prompts(src, limit=8 if quick else int(n) if n else None)
+        except (CAIError, ValueError) as e:
+            sys.exit(f"dose study: --human {item}: {e}")
+        kept = [{"id": p.id, "prompt": [{"role": "user", "content": user_text({"prompt": list(p.messages)})}],
+                 "completion": [{"role": "assistant", "content": p.meta["reference_answer"]}],
+                 "provenance": {"from": "human-answer", "source": src, "source_id": p.id}}
+                for p in prompts if (p.meta.get("reference_answer") or "").strip()]
+        if not kept:
+            sys.exit(f"dose study: --human {item}: no record has an answer; give a file of SFT `messages` "
+                     "that end with an assistant turn")
+        print(f"   {src}: {len(kept)} human answers", flush=True)
+        out += kept
     return out
 
 
@@ -196,6 +205,7 @@ def main() -> None:
     from cai.evals.graders.refusal_strings import RefusalStrings
 
     grader = RefusalStrings("extended")
+    human = human_answers(args.human, quick)
 
     print("1. harmless records for harmful requests", flush=True)
     if args.harmful_targets == "constitution":
@@ -219,11 +229,7 @@ def main() -> None:
         helpful += kept
         dropped_all[src] = dropped
         print(f"   {src}: kept {len(kept)}, dropped {dropped}", flush=True)
-    for item in [i for i in args.human.split(",") if i]:
-        src, _, n = item.partition(":")
-        kept = human_answers(src, 8 if quick else int(n) if n else None)
-        helpful += kept
-        print(f"   {src}: {len(kept)} human answers", flush=True)
+    helpful += human
     write_jsonl(out / "data" / "helpful-kept.jsonl", helpful)
 
     doses = []
