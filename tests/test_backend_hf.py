@@ -230,8 +230,8 @@ def test_bad_options_are_errors(chatty_dir):
         load_backend(f"hf:{chatty_dir}", truncate="middle")
 
 
-def test_auto_dtype_follows_cpu_flags(tmp_path):
-    from cai.backends.hf import cpu_has_bf16
+def test_cpu_bf16_flags(tmp_path):
+    from cai.precision import cpu_has_bf16
 
     amx = tmp_path / "amx"
     amx.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n")

@@ -57,7 +57,7 @@ def train(kind: str, tmp_path, model_dir: str, monkeypatch, name: str, **overrid
     from cai.train.rundir import RunDir
 
     out = tmp_path / name
-    # fp32 unless asked: the default (bf16 where the CPU has it) would make the test depend on the machine.
+    # fp32 unless asked: the default (bf16 where measured faster) would make the test depend on the machine.
     common = {**dict(data=[str(tmp_path / f"{kind}.jsonl")], output=str(out), max_steps=STEPS, batch_size=4,
                      lr=1e-3, bf16=False, save_steps=1000), **overrides}
     if kind == "sft":

@@ -4,8 +4,9 @@ Generation is batched with LEFT padding (decoder-only models continue from the l
 padding must sit on the left and be masked), prompts are sorted by length so a batch wastes little
 on padding, and the KV cache is on. Outputs come back in input order. The ``n`` samples of a prompt
 share one prefill (its KV cache is copied ``n`` times). On CPU, decode steps use
-:mod:`cai.backends.hf_attention` (SDPA's CPU kernel is slow for one query token). On CPUs with bf16 matmul
-instructions (AMX / AVX512-BF16) the model runs in bfloat16, several times faster than float32.
+:mod:`cai.backends.hf_attention` (SDPA's CPU kernel is slow for one query token). On a CPU the default dtype
+is bfloat16 only where the CPU has bf16 instructions (AMX / AVX512-BF16) and a measured bf16 matmul
+beats float32 (:mod:`cai.precision`, measured once per machine); elsewhere float32.
 
 Reproducibility: every ``generate`` call seeds torch's RNG from ``params.seed`` inside
 ``torch.random.fork_rng``, so the same inputs and seed give the same outputs and the caller's
@@ -32,19 +33,6 @@ _DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp32": "float32", "float
            "fp16": "float16", "float16": "float16", "half": "float16"}
 
 
-def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True when the CPU has native bf16 matmuls (AMX or AVX512-BF16), read from /proc/cpuinfo."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            return bool(flags & {"amx_bf16", "avx512_bf16"})
-    return False
-
-
 def pick_device(device: str | None) -> str:
     import torch
 
@@ -54,13 +42,18 @@ def pick_device(device: str | None) -> str:
 
 
 def pick_dtype(dtype: str, device: str):
-    """``"auto"``: bf16 on CUDA (fp16 where the GPU lacks bf16) and on bf16-capable CPUs, else fp32."""
+    """``"auto"``: bf16 on CUDA (fp16 where the GPU lacks bf16); on a CPU, bf16 where it has bf16
+    instructions and a measured bf16 matmul is faster than fp32 (:func:`cai.precision.cpu_prefers_bf16`,
+    cached in the cai home), else fp32. An explicit dtype is used as given."""
     import torch
 
     if dtype == "auto":
         if device.startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+        from cai.home import cai_home
+        from cai.precision import CACHE_NAME, cpu_prefers_bf16
+
+        return torch.bfloat16 if cpu_prefers_bf16(cai_home() / CACHE_NAME) else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
