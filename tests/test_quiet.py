@@ -111,10 +111,10 @@ def test_every_command_runs_quiet_unless_verbose(argv, verbose, clean_env):
 
 
 def test_cai_run_hands_the_quiet_environment_to_its_step_processes(clean_env, tmp_path):
-    from cai.run import runner, stages
+    from cai.run import processes, stages
 
     with quiet_libraries():
-        child = runner._child_env()
+        child = processes.child_env()
     assert all(child[k] == v for k, v in ENV.items())
     # ... and each step process keeps its own libraries quiet (it imports them afresh).
     seen: dict = {}

@@ -64,7 +64,12 @@ def finished_record(store: Any, items: Sequence[Any], key: Callable[[Any], str])
 def stand_in(spec: Any, stored: Any) -> Any:
     """What to run with when a finished output's records name the model ``stored``: an
     :class:`Unstarted` for a spec that could have loaded a backend of that name, a ready backend
-    object as it is if it bears that name, else None (the model differs, or only a load tells)."""
+    object as it is if it bears that name, else None (the model differs, or only a load tells). A
+    shared backend not loaded yet (:mod:`cai.backends.deferred`) counts as its spec: loading it
+    to read its name would start the engine this check exists to spare."""
+    from cai.backends.deferred import pending_spec
+
+    spec = pending_spec(spec) or spec
     if not isinstance(spec, str):
         return spec if getattr(spec, "name", None) == stored else None
     return Unstarted(spec, stored) if isinstance(stored, str) and stored in names_of(spec) else None

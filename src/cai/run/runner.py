@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -22,9 +20,9 @@ from typing import Any
 
 from cai.errors import CAIError
 from cai.run.plan import Step, build_plan, keyed, resolve_refs
+from cai.run.processes import Prepared, engine_groups, failure_advice, record_group, run_child
 
 MANIFEST = "manifest.json"
-STEP_ERROR = 2  # the exit code of a step that stopped on a cai error (cai.run.stages.main)
 
 
 @dataclass
@@ -198,11 +196,21 @@ def _line(i: int, s: Step, state: str, manifest: dict[str, Any], note: str = "")
             + (f"   (took {took:.0f} s last time)" if took and state == "done" else "") + note)
 
 
+def _sharing(plan: Plan, manifest: dict[str, Any], opts: RunOptions, selected: set[str],
+             forced: set[str]) -> dict[str, str]:
+    """Step id -> a note naming the step whose process and engine it would share, for the steps to
+    run that join a group (:func:`cai.run.processes.engine_groups`)."""
+    todo = [s for s in plan.steps if _state(s, manifest, opts, selected, forced) not in ("done", "not selected")]
+    configs = {s.id: step_config(s, plan.folders[s.id], opts.run_dir, opts.base) for s in todo}
+    return {s.id: f"   (sharing the engine of {g[0].name})" for g in engine_groups(todo, configs) for s in g[1:]}
+
+
 def describe(plan: Plan, manifest: dict[str, Any], opts: RunOptions) -> str:
     selected, forced = _select(plan, opts)
+    sharing = _sharing(plan, manifest, opts, selected, forced)
     lines = [f"run folder: {opts.run_dir}"]
     if not plan.arms:
-        lines += [_line(i, s, _state(s, manifest, opts, selected, forced), manifest)
+        lines += [_line(i, s, _state(s, manifest, opts, selected, forced), manifest, sharing.get(s.id, ""))
                   for i, s in enumerate(plan.steps, 1)]
         return "\n".join(lines)
     owners: dict[str, list[str]] = {}
@@ -214,7 +222,7 @@ def describe(plan: Plan, manifest: dict[str, Any], opts: RunOptions) -> str:
         for i, s in enumerate(steps, 1):
             others = [a for a in owners[s.id] if a != arm]
             note = ("" if not others else f"   shared with {', '.join(others)}" if len(others) <= 2
-                    else f"   shared with {len(others)} other arms")
+                    else f"   shared with {len(others)} other arms") + sharing.get(s.id, "")
             lines.append(_line(i, s, _state(s, manifest, opts, selected, forced), manifest, note))
     for s in plan.steps:
         if s.stage == "report":
@@ -224,47 +232,6 @@ def describe(plan: Plan, manifest: dict[str, Any], opts: RunOptions) -> str:
     arm_steps = len([s for s in plan.steps if s.stage != "report"])
     lines.append(f"{len(plan.arms)} arms, {total} steps, {arm_steps} to compute ({total - arm_steps} shared)")
     return "\n".join(lines)
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-def _run_child(step_file: Path) -> tuple[int, float]:
-    """Run one step in its own process; (exit code, its peak RSS in MiB)."""
-    proc = subprocess.Popen([sys.executable, "-m", "cai.run.stages", str(step_file)], env=_child_env())
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except KeyboardInterrupt:
-        proc.wait()
-        raise
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024  # Linux reports KiB
-
-
-def failure_advice(step: str, code: int) -> str:
-    """What to do after a step's process ended with ``code``. Only an interruption (Ctrl-C, a
-    signal, a crash) is undone by running again, which resumes the step; a step that stopped on a
-    cai error (bad data, a filter that kept nothing) stops there again until its cause is fixed."""
-    import signal
-
-    if code == STEP_ERROR:
-        return (f"{step} stopped on the error above, which running again as is would meet again; fix the cause it "
-                "names, then run the same command again (the steps already done are kept)")
-    if code == 130:
-        what = "was interrupted"
-    elif code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        what = f"was killed ({name}{', often out of memory' if code == -signal.SIGKILL else ''})"
-    else:
-        what = f"crashed (exit {code}; the traceback is above)"
-    return f"{step} {what}; run the same command again to resume from it"
 
 
 def _fmt(seconds: float) -> str:
@@ -345,43 +312,30 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
         manifest["arms"] = {arm: [s.id for s in arm_steps] for arm, arm_steps in plan.arms.items()}
     # An estimate from what each step took last time, where the manifest remembers it.
     known = {s.id: manifest["stages"].get(s.id, {}).get("seconds") for s in todo}
+    configs = {s.id: step_config(s, plan.folders[s.id], opts.run_dir, opts.base) for s in todo}
     started = time.monotonic()
-    for n, step in enumerate(todo, 1):
-        folders = plan.folders[step.id]
-        folder = folders[step.name]
-        entry = manifest["stages"].get(step.id, {})
-        if folder.exists() and (opts.overwrite or (entry.get("key") == step.key and entry.get("status") == "done")):
-            # --from (or --overwrite): run again from scratch, keeping the old outputs beside it
-            folder.rename(folder.with_name(f"{folder.name}.old-{int(time.time())}"))
-        if plan.arms and step.stage == "report":
-            _compare(plan, opts.run_dir, quiet=True)  # the report shows the comparison, so it is written first
-        folder.mkdir(parents=True, exist_ok=True)
-        config = step_config(step, folders, opts.run_dir, opts.base)
-        step_file = folder / "step.json"
-        step_file.write_text(json.dumps({"name": step.name, "stage": step.stage, "section": step.stage,
-                                         "key": step.key, "config": config}, indent=2))
-        rest = [known.get(s.id) for s in todo[n - 1:]]
-        eta = f", about {_fmt(sum(rest))} left" if all(rest) else ""
-        arms = f" (arm {', '.join(owners[step.id])})" if step.id in owners else ""
-        print(f"cai run: [{n}/{len(todo)}] {step.name}{arms} (elapsed {_fmt(time.monotonic() - started)}{eta})",
-              file=sys.stderr)
-        manifest["stages"][step.id] = {"name": step.name, "stage": step.stage, "key": step.key, "folder": step.folder,
-                                      **({"arms": owners[step.id]} if step.id in owners else {}),
-                                      "config": config, "inputs": step.inputs, "reads": step.reads,
-                                      "status": "running", "started": _now()}
+    n = 0
+    for group in engine_groups(todo, configs):
+        prepared = []
+        for step in group:
+            n += 1
+            rest = [known.get(s.id) or 0.0 for s in todo[n - 1:]]
+            prepared.append(_prepare(step, plan, opts, manifest, configs[step.id], group, owners,
+                                     line=f"[{n}/{len(todo)}]", elapsed=time.monotonic() - started,
+                                     eta=sum(rest) if all(rest) else None))
         write_manifest(opts.run_dir, manifest)
         t0 = time.monotonic()
-        code, peak = _run_child(step_file)
-        record = manifest["stages"][step.id]
-        record.update(ended=_now(), seconds=round(time.monotonic() - t0, 1), peak_rss_mb=round(peak, 1))
-        if code != 0:
-            record["status"] = "failed" if code == STEP_ERROR else "interrupted"
+        try:
+            code, peak = run_child(*(p.folder / "step.json" for p in prepared))
+        except KeyboardInterrupt:  # Ctrl-C reaches the runner and the step's process alike
+            record_group(manifest["stages"], group, prepared, 130, None, time.monotonic() - t0, _now())
             write_manifest(opts.run_dir, manifest)
-            raise CAIError(failure_advice(f"step {step.name}{arms}", code))
-        summary_file = folder / "summary.json"
-        record.update(status="done", outputs={"output": config["output"]},
-                      summary=json.loads(summary_file.read_text())["summary"] if summary_file.exists() else {})
+            raise
+        stopped = record_group(manifest["stages"], group, prepared, code, peak, time.monotonic() - t0, _now())
         write_manifest(opts.run_dir, manifest)
+        if stopped is not None:
+            arms = f" (arm {', '.join(owners[stopped.id])})" if stopped.id in owners else ""
+            raise CAIError(failure_advice(f"step {stopped.name}{arms}", code))
     manifest["plan"] = [s.id for s in steps]
     if plan.arms:
         manifest["experiment"] = _compare(plan, opts.run_dir)
@@ -393,6 +347,43 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
 
     print_headline(plan, opts.run_dir)
     return manifest
+
+
+def _prepare(step: Step, plan: Plan, opts: RunOptions, manifest: dict[str, Any], config: dict[str, Any],
+             group: list[Step], owners: dict[str, list[str]], *, line: str, elapsed: float,
+             eta: float | None) -> Prepared:
+    """Make a step's folder and step.json, say that it starts, and enter it in the manifest as
+    running; what was there before is kept in the result, to put back if its group stops first."""
+    folder = plan.folders[step.id][step.name]
+    before = manifest["stages"].get(step.id)
+    entry = before or {}
+    moved, made = None, not folder.exists()
+    if folder.exists() and (opts.overwrite or (entry.get("key") == step.key and entry.get("status") == "done")):
+        # --from (or --overwrite): run again from scratch, keeping the old outputs beside it
+        moved = folder.with_name(f"{folder.name}.old-{int(time.time())}")
+        folder.rename(moved)
+    if plan.arms and step.stage == "report":
+        _compare(plan, opts.run_dir, quiet=True)  # the report shows the comparison, so it is written first
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").unlink(missing_ok=True)  # only the summary written now says the step finished
+    arms = f" (arm {', '.join(owners[step.id])})" if step.id in owners else ""
+    first = group[0]
+    if step is first:
+        left = f", about {_fmt(eta)} left" if eta else ""
+        print(f"cai run: {line} {step.name}{arms} (elapsed {_fmt(elapsed)}{left})", file=sys.stderr)
+        announce = None
+    else:  # its group's process prints it when the step starts
+        announce = f"cai run: {line} {step.name}{arms} (sharing the engine of {first.name}, in its process)"
+    (folder / "step.json").write_text(json.dumps({"name": step.name, "stage": step.stage, "section": step.stage,
+                                                  "key": step.key, "config": config,
+                                                  **({"announce": announce} if announce else {})}, indent=2))
+    shared = [s.name for s in group if s is not step]
+    manifest["stages"][step.id] = {"name": step.name, "stage": step.stage, "key": step.key, "folder": step.folder,
+                                   **({"arms": owners[step.id]} if step.id in owners else {}),
+                                   "config": config, "inputs": step.inputs, "reads": step.reads,
+                                   "status": "running", "started": _now(),
+                                   **({"shared_process_with": shared} if shared else {})}
+    return Prepared(folder, before, moved, made)
 
 
 def _compare(plan: Plan, run_dir: Path, *, quiet: bool = False) -> dict[str, Any]:

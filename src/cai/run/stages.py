@@ -4,13 +4,17 @@ own command, so ``cai run`` holds no logic that ``cai critique``, ``cai sft``, .
 ``python -m cai.run.stages STEP.json`` runs one step in a process of its own (the runner starts
 it): each stage's memory (a vLLM engine, a model being trained) is returned to the system when the
 step ends, and the runner reads the step's peak memory from the finished process.
+``python -m cai.run.stages STEP1.json STEP2.json ...`` runs eval steps of one model in one process
+(:func:`shared_model`), one after the other, on one engine started by the first that needs it.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -97,9 +101,21 @@ def eval_prompt_texts(task: str, config: Any) -> list[str] | None:
     return _load(ref)(config) if ref else None
 
 
-def run_step(stage: str, config: dict[str, Any], *, where: str) -> dict[str, Any]:
+def shared_model(stage: str, config: dict[str, Any]) -> str | None:
+    """The model of an eval step whose task takes a ready backend (``backend=``), which the steps
+    before it in the same process may have started; None for every other step. The eval tasks
+    load their model with ``load_backend(model)`` and no other setting, so the model alone decides
+    whether two steps can share one. Helpfulness loads three models (``model=``, baseline, judge)
+    and is never shared."""
+    if stage != "eval" or not isinstance(config.get("model"), str):
+        return None
+    _, fn, _ = stage_entry(stage, config)
+    return config["model"] if "backend" in inspect.signature(fn).parameters else None
+
+
+def run_step(stage: str, config: dict[str, Any], *, where: str, backend: Any = None) -> dict[str, Any]:
     cfg, fn = build_stage_config(stage, config, where=where)
-    summary = fn(cfg)
+    summary = fn(cfg, backend=backend) if backend is not None else fn(cfg)
     if hasattr(summary, "metrics") and hasattr(summary, "to_json"):  # an EvalResult
         from cai.evals.results import write_result
 
@@ -108,14 +124,30 @@ def run_step(stage: str, config: dict[str, Any], *, where: str) -> dict[str, Any
     return summary if isinstance(summary, dict) else {}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the step described by a JSON file; write its summary beside it."""
-    path = Path((argv or sys.argv[1:])[0])
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _run_file(path: Path, shared: dict[str, Any] | None) -> int:
+    """Run the step of one JSON file and write its summary beside it; its exit code. ``shared``
+    (model -> :class:`cai.backends.deferred.Deferred`) is the process's engines when it runs
+    several steps; None for a step alone in its process, which loads its own as its command does."""
     step = json.loads(path.read_text())
     where = f"run file, section {step['section']}"
+    if step.get("announce"):  # the runner's "[n/N] name" line of a step after the first in this process
+        print(step["announce"], file=sys.stderr)
+    started, t0 = _now(), time.monotonic()
     try:
-        with quiet_libraries():  # `cai run --verbose` reaches here as CAI_VERBOSE=1
-            summary = run_step(step["stage"], step["config"], where=where)
+        backend = None
+        model = shared_model(step["stage"], step["config"]) if shared is not None else None
+        if model is not None:
+            from cai.backends.deferred import Deferred
+
+            backend = shared.setdefault(model, Deferred(model))
+        shared_backend = {"backend": backend} if backend is not None else {}
+        summary = run_step(step["stage"], step["config"], where=where, **shared_backend)
     except KeyboardInterrupt:
         return 130
     except (CAIError, ValueError, FileNotFoundError, KeyError) as e:
@@ -123,11 +155,31 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         msg = msg[len(where):].lstrip(": ") if msg.startswith(where) else msg
         print(f"cai: error in step {step['name']}: {msg}", file=sys.stderr)
-        return 2  # cai.run.runner.STEP_ERROR: the runner says to fix the cause, not to resume
+        return 2  # cai.run.processes.STEP_ERROR: the runner says to fix the cause, not to resume
     # Wrapped, so that a summary that is itself a run record is not mistaken for one by the report.
-    path.with_name("summary.json").write_text(json.dumps({"step": step["name"], "summary": summary}, indent=2,
-                                                         default=str))
+    # The step's own time and clock, for the runner, which sees only the whole process when it runs several.
+    path.with_name("summary.json").write_text(json.dumps(
+        {"step": step["name"], "summary": summary, "started": started, "ended": _now(),
+         "seconds": round(time.monotonic() - t0, 1)}, indent=2, default=str))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the steps described by JSON files, in order, stopping at the first that fails; each
+    writes its summary beside its file. Eval steps of one model share one engine."""
+    paths = [Path(p) for p in (argv or sys.argv[1:])]
+    shared: dict[str, Any] | None = {} if len(paths) > 1 else None
+    # One quiet scope for all the steps: an engine started in one step logs in the next and at close.
+    with quiet_libraries():  # `cai run --verbose` reaches here as CAI_VERBOSE=1
+        try:
+            for path in paths:
+                code = _run_file(path, shared)
+                if code:
+                    return code
+            return 0
+        finally:
+            for backend in (shared or {}).values():
+                backend.close()  # frees a vLLM engine's workers now, not at interpreter exit
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None, t
     (:mod:`cai.backends.unstarted`). The store is opened once, here, and handed on to
     :func:`answer_and_grade` (opening reads and checks the whole file)."""
     from cai.backends import load_backend
+    from cai.backends.deferred import pending_spec
     from cai.backends.unstarted import Unstarted, finished_record, stand_in
     from cai.evals.graders.agreement import agreement_summary, check_output
     from cai.store import RecordStore
@@ -82,10 +83,12 @@ def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None, t
     if config.grader_agreement and not Path(config.grader_agreement).is_file():
         raise CAIError(f"--grader-agreement {config.grader_agreement}: no such file; run cai eval grader first")
     store = RecordStore(examples_path(config.output), overwrite=config.overwrite)
-    if backend is None:
+    if backend is None or pending_spec(backend):  # a shared backend not loaded yet is checked as its spec
         first = finished_record(store, items, key=lambda it: it.id)  # --overwrite: never finished
         models = ((first or {}).get("provenance") or {}).get("models") or {}
-        backend = stand_in(config.model, models.get("policy")) if first is not None else None
+        if first is not None:
+            spare = stand_in(backend if backend is not None else config.model, models.get("policy"))
+            backend = spare if spare is not None else backend
     backend = load_backend(backend if backend is not None else config.model)
     grader = grader if grader is not None else config.build_grader(backend, model_spec=config.model,
                                                                    start=not isinstance(backend, Unstarted))
