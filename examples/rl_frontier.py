@@ -20,8 +20,8 @@ Every step is a `cai` command in its own process and resumes, so rerun the same 
 3. Arms, each from the SL model: `dpo` (`cai dpo` on the pairs), `pm` (a preference model trained
    from the base model on the pairs: held-out pair accuracy, HH-RLHF check-pool and HHH accuracy,
    and AUROC as a refusal grader on XSTest's human-labelled answers), `ppo` (`cai ppo` against that
-   PM on the training pairs' prompts, harmful and helpful as they come; this arm has not been run
-   yet: docs/results.md has the dpo and pm arms).
+   PM on the training pairs' prompts, harmful and helpful as they come; docs/results.md has a run of
+   all three: with the defaults PPO's KL outgrew its 2-nat target and the policy hacked the PM).
 4. The same evals as the dose study for every arm; rl.md (table) and rl.png (the dose study's
    points and the RL arms, harmless rate against safe compliance, 95% intervals).
 """

@@ -28,6 +28,7 @@ from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.sources import list_builtin_prompt_sets
 from cai.train.common import TrainCommon
+from cai.train.ppo_guards import check_horizon, warn_drift
 from cai.types import check_temperature
 
 
@@ -171,6 +172,7 @@ def _run_ppo(config: PPORunConfig, *, reward: Any, show_progress: bool | None) -
     moments = RunningMoments()
     ptx = data.load_ptx(cfg.ptx_data, tok, cfg.max_length) if cfg.ptx_data and cfg.ptx_coef else None
     total = total_steps(cfg, len(prompts))
+    check_horizon(ctl, cfg, total)
 
     step0 = 0
     ckpt = checkpoints.latest() if state != "new" else None
@@ -207,7 +209,7 @@ def _run_ppo(config: PPORunConfig, *, reward: Any, show_progress: bool | None) -
             if step % cfg.logging_steps == 0 or step == total:
                 run.log(step, {k: v for k, v in rec.items() if k != "step"})
                 tb.log(rec)
-            _guards(rec, cfg, first, warned)
+            warn_drift(rec, cfg, first, warned)
             last = rec
             if step % cfg.save_steps == 0 or step == total:
                 with saving(run, checkpoint=checkpoints.clean_latest):  # a full disk: one line, step-N kept
@@ -373,29 +375,6 @@ def _update(model: Any, opt: Any, ctl: Any, moments: Any, roll: dict, raw: Any, 
     ctl.update(kl, B)
     stats = {k: v / n_updates for k, v in sums.items()}
     return {"kl": kl, "kl_coef": beta, "entropy": entropy, "score": scores.mean().item(), **stats}
-
-
-def _guards(rec: dict[str, Any], cfg: PPORunConfig, first: dict[str, float], warned: set[str]) -> None:
-    """Warn, once each, when KL or answer length runs away (the signs of reward hacking)."""
-    if not first:
-        first.update(length=rec["length"], truncated=rec["truncated"])
-    limit = cfg.kl_warn if cfg.kl_warn is not None else (2 * cfg.kl_target if cfg.kl_target else 20.0)
-    if rec["kl"] > limit and "kl" not in warned:
-        warned.add("kl")
-        # With a target set, the controller moves beta by at most 20% x batch/horizon a step, so a short run
-        # at the default horizon keeps beta where it started: say which knob acts within this run.
-        fix = (f"lower --kl-horizon (now {cfg.kl_horizon:g} rollouts; beta moves little in a run shorter than that)"
-               if cfg.kl_target else "set --kl-target")
-        print(f"cai ppo: warning: step {rec['step']}: KL to the reference is {rec['kl']:.2f} nats per answer, over "
-              f"{limit:g}; the policy is drifting away (reward hacking?). Lower --lr, raise --kl-coef or {fix}",
-              file=sys.stderr)
-    grew = rec["length"] > 2 * max(first["length"], 1.0) or (rec["truncated"] >= 0.5 > first["truncated"])
-    if grew and "length" not in warned:
-        warned.add("length")
-        print(f"cai ppo: warning: step {rec['step']}: answers are running long (mean {rec['length']:.0f} tokens, "
-              f"{rec['truncated']:.0%} cut off at --max-tokens {cfg.max_tokens}; at the start {first['length']:.0f}"
-              f" and {first['truncated']:.0%}); the reward may favour length. Check it, raise "
-              "--missing-eos-penalty or lower --max-tokens", file=sys.stderr)
 
 
 def _save_checkpoint(checkpoints: Any, step: int, model: Any, opt: Any, ctl: Any, moments: Any) -> None:

@@ -172,6 +172,15 @@ class AdaptiveKLController:
         self.value *= 1.0 + error * n_steps / self.horizon
         return self.value
 
+    def reach(self, n_steps: int, updates: int) -> float:
+        """The largest factor beta can grow by in ``updates`` updates of ``n_steps`` rollouts each
+        (every error clipped at +0.2): how far the controller can correct a drifting KL in a run."""
+        return (1.0 + 0.2 * n_steps / self.horizon) ** updates
+
+    def horizon_for(self, n_steps: int, updates: int, factor: float = 10.0) -> float:
+        """The horizon at which :meth:`reach` is ``factor`` over ``updates`` updates."""
+        return 0.2 * n_steps / (factor ** (1.0 / max(1, updates)) - 1.0)
+
     def state_dict(self) -> dict[str, float]:
         return {"value": self.value, "target": self.target, "horizon": self.horizon}
 
