@@ -398,3 +398,18 @@ def test_relative_paths_are_read_beside_the_run_file(tmp_path, monkeypatch):
     assert entry["config"]["prompts"] == str((folder / "prompts.jsonl").resolve())
     records = (elsewhere / "run" / entry["folder"] / "critique.jsonl").read_text().splitlines()
     assert len(records) == 2
+
+
+def test_set_eval_baseline_true_or_false_is_the_switch(tmp_path):
+    """`--set eval.baseline=false` said "baseline is text ... quote it" (helpfulness's `baseline`
+    option names an opponent model); true/false is the run's own switch, as in the run file."""
+    from cai.run.presets import apply_overrides
+
+    spec = {"model": "mock:", "critique": {"prompts": "redteam"}, "sft": {"lr": 1e-4},
+            "eval": {"tasks": ["harmlessness"], "limit": 8, "baseline": True}, "report": {}}
+    off = apply_overrides(spec, ["eval.baseline=false"])
+    assert off["eval"]["baseline"] is False
+    assert [s.name for s in keyed(build_plan(off), tmp_path)] == ["critique", "sft", "eval-harmlessness", "report"]
+    assert apply_overrides(off, ["eval.baseline=true"])["eval"]["baseline"] is True
+    with pytest.raises(ValueError, match="baseline is text"):  # other non-text values still need quotes
+        apply_overrides(spec, ["eval.baseline=7"])

@@ -78,8 +78,8 @@ def _check_option(stage: str, rest: list[str], value: Any, where: str) -> None:
         classes = eval_task_classes()
         if rest[0] in classes and len(rest) > 1:
             stage, classes, rest = f"eval.{rest[0]}", {rest[0]: classes[rest[0]]}, rest[1:]
-        elif rest[0] == "tasks" or rest[0] in classes:
-            return
+        elif rest[0] == "tasks" or rest[0] in classes or (rest == ["baseline"] and isinstance(value, bool)):
+            return  # `baseline: true/false` is the run's own switch (cai.run.plan); a name is helpfulness's
         key = rest[0]
         owners = [cls for cls in classes.values() if key.replace("-", "_") in key_names(cls)]
         if not owners:
