@@ -411,5 +411,5 @@ def test_set_eval_baseline_true_or_false_is_the_switch(tmp_path):
     assert off["eval"]["baseline"] is False
     assert [s.name for s in keyed(build_plan(off), tmp_path)] == ["critique", "sft", "eval-harmlessness", "report"]
     assert apply_overrides(off, ["eval.baseline=true"])["eval"]["baseline"] is True
-    with pytest.raises(ValueError, match="baseline is text"):  # other non-text values still need quotes
+    with pytest.raises(CAIError, match="baseline is text"):  # other non-text values still need quotes
         apply_overrides(spec, ["eval.baseline=7"])
