@@ -101,7 +101,7 @@ def test_run_refuses_a_bad_setting_before_any_step_starts(setting, tmp_path, cap
     def no_step(*a, **k):
         raise AssertionError("a step was started")
 
-    monkeypatch.setattr(cai.run.runner, "_run_child", no_step)
+    monkeypatch.setattr(cai.run.runner, "run_child", no_step)
     _make(tmp_path, {"run.yaml": RUN})
     rc, err = run_bad(["run", str(tmp_path / "run.yaml"), "-o", str(tmp_path / "run"), "--set", setting], capsys)
     assert_one_line_error(rc, err, [f"section {setting.split('.')[0]}"])
