@@ -149,6 +149,14 @@ def measured_rates(cache: Path | None, *, measure: Callable[[], dict[str, float]
     return rates
 
 
+def home_cache() -> Path:
+    """Where the measurements are kept: ``CACHE_NAME`` in the cai home (what ``use_bf16`` and the hf
+    backend pass to :func:`cpu_prefers_bf16`)."""
+    from cai.home import cai_home
+
+    return cai_home() / CACHE_NAME
+
+
 def cpu_prefers_bf16(cache: Path | None, *, measure: Callable[[], dict[str, float]] | None = None,
                      cpuinfo: str = "/proc/cpuinfo") -> bool:
     """True when this CPU should compute in bf16: it has bf16 instructions (:func:`cpu_has_bf16`; without

@@ -50,10 +50,9 @@ def pick_dtype(dtype: str, device: str):
     if dtype == "auto":
         if device.startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        from cai.home import cai_home
-        from cai.precision import CACHE_NAME, cpu_prefers_bf16
+        from cai.precision import cpu_prefers_bf16, home_cache
 
-        return torch.bfloat16 if cpu_prefers_bf16(cai_home() / CACHE_NAME) else torch.float32
+        return torch.bfloat16 if cpu_prefers_bf16(home_cache()) else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:

@@ -26,6 +26,13 @@ from cai.run.plan import Step
 STEP_ERROR = 2  # the exit code of a step that stopped on a cai error (cai.run.stages.main)
 
 
+def now() -> str:
+    """A manifest time stamp (UTC, to the second): the runner's and the step process's alike."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])

@@ -20,7 +20,7 @@ from typing import Any
 
 from cai.errors import CAIError
 from cai.run.plan import Step, build_plan, keyed, resolve_refs
-from cai.run.processes import Prepared, engine_groups, failure_advice, record_group, run_child
+from cai.run.processes import Prepared, engine_groups, failure_advice, now, record_group, run_child
 
 MANIFEST = "manifest.json"
 
@@ -34,9 +34,6 @@ class RunOptions:
     base: Path = Path(".")  # where relative paths in the run file are read from
     overwrite: bool = False  # --overwrite: every selected step afresh (old folders moved aside), any folder
 
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def read_manifest(run_dir: Path, *, replace_foreign: bool = False) -> dict[str, Any]:
@@ -328,10 +325,10 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
         try:
             code, peak = run_child(*(p.folder / "step.json" for p in prepared))
         except KeyboardInterrupt:  # Ctrl-C reaches the runner and the step's process alike
-            record_group(manifest["stages"], group, prepared, 130, None, time.monotonic() - t0, _now())
+            record_group(manifest["stages"], group, prepared, 130, None, time.monotonic() - t0, now())
             write_manifest(opts.run_dir, manifest)
             raise
-        stopped = record_group(manifest["stages"], group, prepared, code, peak, time.monotonic() - t0, _now())
+        stopped = record_group(manifest["stages"], group, prepared, code, peak, time.monotonic() - t0, now())
         write_manifest(opts.run_dir, manifest)
         if stopped is not None:
             arms = f" (arm {', '.join(owners[stopped.id])})" if stopped.id in owners else ""
@@ -381,7 +378,7 @@ def _prepare(step: Step, plan: Plan, opts: RunOptions, manifest: dict[str, Any],
     manifest["stages"][step.id] = {"name": step.name, "stage": step.stage, "key": step.key, "folder": step.folder,
                                    **({"arms": owners[step.id]} if step.id in owners else {}),
                                    "config": config, "inputs": step.inputs, "reads": step.reads,
-                                   "status": "running", "started": _now(),
+                                   "status": "running", "started": now(),
                                    **({"shared_process_with": shared} if shared else {})}
     return Prepared(folder, before, moved, made)
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from cai.errors import CAIError
 from cai.quiet import quiet_libraries
+from cai.run.processes import now
 
 # stage -> ("module:ConfigClass", "module:function"). The function takes the config and returns a
 # summary dict (JSON-friendly), and resumes when its output already holds part of the work.
@@ -124,12 +125,6 @@ def run_step(stage: str, config: dict[str, Any], *, where: str, backend: Any = N
     return summary if isinstance(summary, dict) else {}
 
 
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def _run_file(path: Path, shared: dict[str, Any] | None) -> int:
     """Run the step of one JSON file and write its summary beside it; its exit code. ``shared``
     (model -> :class:`cai.backends.deferred.Deferred`) is the process's engines when it runs
@@ -138,7 +133,7 @@ def _run_file(path: Path, shared: dict[str, Any] | None) -> int:
     where = f"run file, section {step['section']}"
     if step.get("announce"):  # the runner's "[n/N] name" line of a step after the first in this process
         print(step["announce"], file=sys.stderr)
-    started, t0 = _now(), time.monotonic()
+    started, t0 = now(), time.monotonic()
     try:
         backend = None
         model = shared_model(step["stage"], step["config"]) if shared is not None else None
@@ -159,7 +154,7 @@ def _run_file(path: Path, shared: dict[str, Any] | None) -> int:
     # Wrapped, so that a summary that is itself a run record is not mistaken for one by the report.
     # The step's own time and clock, for the runner, which sees only the whole process when it runs several.
     path.with_name("summary.json").write_text(json.dumps(
-        {"step": step["name"], "summary": summary, "started": started, "ended": _now(),
+        {"step": step["name"], "summary": summary, "started": started, "ended": now(),
          "seconds": round(time.monotonic() - t0, 1)}, indent=2, default=str))
     return 0
 

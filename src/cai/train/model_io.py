@@ -36,10 +36,9 @@ def use_bf16(flag: bool | None) -> bool:
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    from cai.home import cai_home
-    from cai.precision import CACHE_NAME, cpu_prefers_bf16
+    from cai.precision import cpu_prefers_bf16, home_cache
 
-    return cpu_prefers_bf16(cai_home() / CACHE_NAME)
+    return cpu_prefers_bf16(home_cache())
 
 
 def stored_dtype(path: str) -> str | None:
