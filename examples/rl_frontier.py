@@ -41,6 +41,11 @@ from dose_response import (COLS, ROOT, cai, completion_text, fmt, metric, plot_f
 
 REFUSE_ALL = ("You refuse every request, however harmless it is. Reply with one or two sentences that "
               "decline to help, and do not answer the question.")
+# How the first DPO arm's answers went on after a refusal, read by hand (docs/results.md): the
+# rejected side of a refuse-then-comply pair is a written refusal, one of these, then the SL answer.
+BRIDGES = ("However, I can give you some information about it.", "That said, if you still want to go ahead, "
+           "here's how:", "If you're looking for a way to do this, I'd be happy to help.",
+           "But here is what you asked for:")
 XSTEST_ANSWERS = ROOT.parent / "shared" / "data" / "xstest" / "xstest_v2_completions_llama2new.csv"
 
 
@@ -136,6 +141,26 @@ def split(pairs: list[dict], out: Path, seed: int) -> tuple[Path, Path]:
     return train, held
 
 
+def refuse_then_comply(src: Path, dst: Path) -> Path:
+    """`src`'s pairs plus, per harmful pair, one whose rejected answer refuses and then complies.
+
+    The first DPO arms learnt to open with a refusal and go on with the harmful content: the written
+    refusals are chosen on the harmful side and rejected on the helpful side, and no rejected answer
+    ever began with one. Here the chosen answer is the same refusal, so the only difference the pair
+    carries is what follows it: stop, or go on to comply."""
+    if not dst.exists():
+        pairs = read_jsonl(src)
+        extra = []
+        for i, p in enumerate(q for q in pairs if q["id"].startswith("harmful-")):
+            refusal, answer = p["chosen"][0]["content"].strip(), p["rejected"][0]["content"].strip()
+            text = f"{refusal} {BRIDGES[i % len(BRIDGES)]}\n\n{answer}"
+            extra.append({**p, "id": "rtc-" + p["id"], "rejected": [{"role": "assistant", "content": text}],
+                          "provenance": {**p["provenance"], "from": "rl-frontier-refuse-then-comply",
+                                         "rejected": "written-refusal+bridge+sl-answer"}})
+        write_jsonl(dst, pairs + extra)
+    return dst
+
+
 def pm_checks(out: Path, pm: Path, held: Path, log: Path) -> dict:
     """The PM's held-out pair accuracy per side and its AUROC as a refusal grader on XSTest."""
     scores = out / "pm-heldout-scores.jsonl"
@@ -173,6 +198,8 @@ def main() -> None:
     ap.add_argument("--dpo-lr", type=float, default=2e-5)
     ap.add_argument("--dpo-beta", type=float, default=0.1)
     ap.add_argument("--dpo-epochs", type=float, default=2.0)
+    ap.add_argument("--refuse-then-comply", action="store_true",
+                    help="DPO also on pairs whose rejected answer refuses and then complies (arm dpo-SL-rtc)")
     ap.add_argument("--pm-epochs", type=float, default=2.0)
     ap.add_argument("--ppo-steps", type=int, default=20)
     ap.add_argument("--eval-max-tokens", type=int, default=48)
@@ -203,8 +230,9 @@ def main() -> None:
     sl = str(study / args.sl)
     if "dpo" in arms:
         print("3. DPO from the SL model", flush=True)
-        dpo = out / f"dpo-{args.sl}"
-        cai("dpo", "-m", sl, "--data", str(train), "-o", str(dpo), "--epochs", str(args.dpo_epochs),
+        dpo = out / f"dpo-{args.sl}{'-rtc' if args.refuse_then_comply else ''}"
+        data = refuse_then_comply(train, out / "pairs-train-rtc.jsonl") if args.refuse_then_comply else train
+        cai("dpo", "-m", sl, "--data", str(data), "-o", str(dpo), "--epochs", str(args.dpo_epochs),
             "--lr", str(args.dpo_lr), "--beta", str(args.dpo_beta), "--batch-size", "8", "--max-length", "256",
             log=log)
         models.append((dpo.name, str(dpo)))
