@@ -33,6 +33,9 @@ class RewardTrainConfig(TrainCommon):
                                          "training (hh-rlhf: its check pool; hhh; or a path `cai eval labeler` reads); "
                                          "'none' to skip")
     human_limit: int | None = option(500, help="at most this many comparisons per human set (a seeded subset)")
+    group_by_length: bool = option(True, help="batch pairs of similar length (transformers' length-grouped sampler: "
+                                   "still shuffled, every pair once per epoch, far less padding); "
+                                   "--no-group-by-length draws batches uniformly at random, as TRL does")
 
     def __post_init__(self) -> None:
         self.check_common()
@@ -94,12 +97,18 @@ def evaluate_pm(pm: Any, heldout: Sequence[Any], config: RewardTrainConfig) -> d
 
 
 def _rows(pairs: Sequence[Any], tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
-    """Pairs tokenised here, by the same function the PM scores with, so TRL skips its own tokenising."""
+    """Pairs tokenised here, by the same function the PM scores with, so TRL skips its own tokenising.
+    ``length`` is what a pair costs in a batch (both sides are padded to the batch's longest), for
+    the length-grouped sampler; the collator reads only the ids and ``p_chosen``."""
     from cai.train.pm import encode
 
-    return [{"chosen_ids": encode(tokenizer, p.prompt, p.chosen, max_length),
-             "rejected_ids": encode(tokenizer, p.prompt, p.rejected, max_length),
-             "p_chosen": p.p_chosen} for p in pairs]
+    rows = []
+    for p in pairs:
+        chosen = encode(tokenizer, p.prompt, p.chosen, max_length)
+        rejected = encode(tokenizer, p.prompt, p.rejected, max_length)
+        rows.append({"chosen_ids": chosen, "rejected_ids": rejected, "p_chosen": p.p_chosen,
+                     "length": max(len(chosen), len(rejected))})
+    return rows
 
 
 def _trainer_args(config: RewardTrainConfig, run_dir: Any, show_progress: bool | None):
@@ -109,7 +118,11 @@ def _trainer_args(config: RewardTrainConfig, run_dir: Any, show_progress: bool |
 
     kw = trainer_args(config, run_dir, show_progress=show_progress)
     kw.update(max_length=None,  # sequences are already left-truncated by cai.train.pm.encode
-              remove_unused_columns=False)  # keeps p_chosen for the collator
+              remove_unused_columns=False,  # keeps p_chosen for the collator
+              # A pair's loss does not depend on its batch-mates (right padding, causal attention, the
+              # score read at the last real token), so grouping changes only which pairs share a step.
+              train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+              length_column_name="length")  # from _rows, so the sampler does not measure the rows again
     return RewardConfig(**kw)
 
 

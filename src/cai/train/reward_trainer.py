@@ -4,8 +4,9 @@ TRL 1.16's RewardTrainer takes hard labels (and a margin). RLAIF labels are prob
 feedback model's P(chosen is better), ``p_chosen``. The CAI paper trains its preference model on
 these soft targets (Bai et al. 2022, "Constitutional AI", section 4.1: "we ... use the normalized
 probabilities as targets"), i.e. a cross-entropy against p of the Bradley-Terry probability
-sigma(r_c - r_r). We override only the loss; the rest (tokenised pairs, padding, logging,
-checkpoints, PEFT) is TRL's.
+sigma(r_c - r_r). We override the loss, and seed transformers' length-grouped sampler per epoch
+(:class:`EpochSeededLengthSampler`); the rest (tokenised pairs, padding, logging, checkpoints, PEFT)
+is TRL's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
@@ -41,9 +43,36 @@ class SoftPreferenceCollator(DataCollatorForPreference):
         return out
 
 
+class EpochSeededLengthSampler(LengthGroupedSampler):
+    """transformers' length-grouped order (shuffle, sort by length within megabatches), drawn from
+    ``seed + epoch`` instead of the global torch RNG. A resumed run skips the batches it already
+    trained by count, so it must draw the order the killed run drew; the global RNG is in another
+    state by then (transformers restores the saved state only after the skip). The random sampler
+    is already seeded this way (accelerate's SeedableRandomSampler)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by accelerate's dataloader before each epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class SoftRewardTrainer(RewardTrainer):
     """RewardTrainer whose loss is :func:`soft_bt_loss`. Its datasets must keep the ``p_chosen``
     column (``remove_unused_columns=False``) and use :class:`SoftPreferenceCollator`."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is not LengthGroupedSampler:
+            return sampler
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        # list(): a datasets Column answers each index with an Arrow lookup.
+        return EpochSeededLengthSampler(sampler.batch_size, list(sampler.lengths), seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         p_chosen = inputs.pop("p_chosen", None)
