@@ -22,6 +22,9 @@ Every step is a `cai` command in its own process and resumes, so rerun the same 
    and AUROC as a refusal grader on XSTest's human-labelled answers), `ppo` (`cai ppo` against that
    PM on the training pairs' prompts, harmful and helpful as they come; docs/results.md has a run of
    all three: with the defaults PPO's KL outgrew its 2-nat target and the policy hacked the PM).
+   `--refuse-then-comply` adds, per harmful training pair, one whose rejected answer is the same
+   written refusal followed by the SL answer (arm `dpo-SL-rtc`; without them DPO learnt to refuse
+   and then comply, with them it stopped doing so: docs/results.md).
 4. The same evals as the dose study for every arm; rl.md (table) and rl.png (the dose study's
    points and the RL arms, harmless rate against safe compliance, 95% intervals).
 """
