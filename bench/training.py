@@ -54,7 +54,10 @@ from report import finish, header  # bench/report.py, shared by the bench script
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
+# Each family of variants has its own section, so a run of one family leaves the others' results alone.
 SECTION = "## Training throughput (bench/training.py)"
+PM_SECTION = "## Preference-model batches: random against length-grouped (bench/training.py)"
+PPO_SECTION = "## PPO seconds per step (bench/training.py)"
 TARGET_UTILISATION = 0.40
 
 _TRL = {"completion_logits": False}  # TRL's head on every token, as TRL runs it on a CPU
@@ -295,22 +298,24 @@ def collect(variant: str, proc: subprocess.Popen) -> dict:
     return json.loads(lines[-1])
 
 
-def pm_lines(args, rows: list[dict], peak_bf16: float) -> list[str]:
-    """The PM variants' table: one epoch each, random against length-grouped batches."""
+def pm_lines(args, rows: list[dict], peak_bf16: float, peak_fp32: float) -> list[str]:
+    """The PM variants' table: one epoch each, random against length-grouped batches. Utilisation is
+    against the peak of the precision the PM ran in (cai picks it by a measured matmul rate)."""
     if not rows:
         return []
     r0, v0 = rows[0], VARIANTS[rows[0]["variant"]]
     lines = [f"- PM: TRL RewardTrainer as `cai reward` builds it, one epoch of {r0['pairs']} HH-RLHF pairs "
              f"({r0['steps']} optimiser steps of {v0['batch_size']} pairs x {v0['grad_accum']} accumulation), max length "
              f"{args.reward_max_length}, all timed.", "",
-             "| variant | batches | precision | epoch | pairs/s | tokens/s | padding | utilisation | peak RSS |",
+             "| variant | batches | precision | epoch | pairs/s | tokens/s | padding | utilisation (of that precision's "
+             "peak) | peak RSS |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         rate = r["tokens"] / r["seconds"]
         lines.append(f"| {r['variant']} | {'length-grouped' if VARIANTS[r['variant']]['group_by_length'] else 'random'} "
                      f"| {'bf16' if r['bf16'] else 'fp32'} | {r['seconds']:.0f} s | {r['pairs'] / r['seconds']:.2f} "
                      f"| {rate:.0f} | {100 * (1 - r['tokens'] / r['padded_tokens']):.0f}% "
-                     f"| {100 * 6 * r['params'] * rate / peak_bf16:.1f}% | {r['peak_rss_gib']:.1f} GiB |")
+                     f"| {100 * 6 * r['params'] * rate / (peak_bf16 if r['bf16'] else peak_fp32):.1f}% | {r['peak_rss_gib']:.1f} GiB |")
     by = {r["variant"]: r for r in rows}
     if "reward" in by and "reward-grouped" in by:
         lines += ["", f"- length-grouped vs random PM batches (same pairs, same epoch): "
@@ -318,23 +323,24 @@ def pm_lines(args, rows: list[dict], peak_bf16: float) -> list[str]:
     return lines + [""]
 
 
-def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None, load_at_start: float) -> tuple[str, bool]:
+def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None,
+           load_at_start: float) -> tuple[list[tuple[str, str]], bool]:
+    """(heading, section) for each family that ran (SFT, PM, PPO), and whether SFT met its target."""
     peak_bf16 = max(p["bf16"] for p in peaks)
     peak_fp32 = max(p["fp32"] for p in peaks)
     pm_rows = [r for r in rows if _is_pm(r["variant"])]
     rows = [r for r in rows if not _is_pm(r["variant"])]
-    first = (rows or pm_rows)[0]
-    lines = [
-        SECTION, "",
+    first = (rows or pm_rows or [None])[0]
+    common = [
         *header(load_at_start, load_at_end=True),
-        f"- `{args.model}` ({first['params'] / 1e6:.0f}M parameters), each variant in its own process"
-        f"{' (all at once: --parallel)' if args.parallel else ''}, {first['threads']} torch threads.",
+        *([] if first is None else [f"- `{args.model}` ({first['params'] / 1e6:.0f}M parameters), each variant in its own process"
+        f"{' (all at once: --parallel)' if args.parallel else ''}, {first['threads']} torch threads."]),
         f"- matmul peak (2048x2048, best of 8, measured before and after the variants): bf16 "
         + " / ".join(f"{p['bf16'] / 1e9:.0f}" for p in peaks) + " GFLOP/s, fp32 "
-        + " / ".join(f"{p['fp32'] / 1e9:.0f}" for p in peaks) + " GFLOP/s; utilisation is against the higher bf16 "
-        f"figure ({peak_bf16 / 1e9:.0f} GFLOP/s).",
-        "- tokens/s counts real (non-pad) tokens, prompt and answer; utilisation = 6·N·tokens/s / bf16 peak.",
+        + " / ".join(f"{p['fp32'] / 1e9:.0f}" for p in peaks) + " GFLOP/s.",
     ]
+    lines = [SECTION, "", *common, "- tokens/s counts real (non-pad) tokens, prompt and answer; utilisation = "
+             f"6·N·tokens/s / the higher bf16 peak ({peak_bf16 / 1e9:.0f} GFLOP/s)."]
     if rows:
         lines += [f"- SFT: TRL SFTTrainer as `cai sft` builds it, HH-RLHF harmless chosen transcripts, max length "
                   f"{args.max_length}, {args.warmup} warm-up + {args.steps} timed steps per variant.",
@@ -361,20 +367,19 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None, load_at_
     if "trl-default" in by:
         lines.append("- speed-up of each variant over TRL as it comes: " + ", ".join(
             f"{k} {by[k] / by['trl-default']:.2f}x" for k in by if k != "trl-default") + ".")
-    lines += pm_lines(args, pm_rows, peak_bf16)
-    if ppo:
-        lines.append(f"- PPO (`cai ppo`, LoRA policy, a PM of the same size as reward, batch 8, minibatch 4, "
-                     f"at most 64 new tokens, {ppo['length']:.0f} on average; mean of {ppo['steps']} steps after "
-                     f"the first): rollout {ppo['rollout_s']:.1f} s, scoring {ppo['scoring_s']:.1f} s, "
-                     f"update {ppo['update_s']:.1f} s per step; peak RSS {ppo['peak_rss_gib']:.1f} GiB.")
-    else:
-        lines.append("- PPO seconds per step: not measured yet (`ppo_timings` in bench/training.py).")
     # The target is SFT's (the PM variants compare two batch orders, not a utilisation).
     ok = best >= TARGET_UTILISATION or not rows
     if rows:
         lines.append(f"- utilisation >= {TARGET_UTILISATION:.0%}: best {best:.1%}, **{'PASS' if ok else 'FAIL'}**")
-    lines.append("")
-    return "\n".join(lines), ok
+    sections = [(SECTION, "\n".join(lines + [""]))] if rows else []
+    if pm_rows:
+        sections.append((PM_SECTION, "\n".join([PM_SECTION, "", *common, *pm_lines(args, pm_rows, peak_bf16, peak_fp32), ""])))
+    if ppo:
+        sections.append((PPO_SECTION, "\n".join([PPO_SECTION, "", *common[:3], f"- PPO (`cai ppo`, LoRA policy, a PM of the same size as reward, batch 8, minibatch 4, "
+                     f"at most 64 new tokens, {ppo['length']:.0f} on average; mean of {ppo['steps']} steps after "
+                     f"the first): rollout {ppo['rollout_s']:.1f} s, scoring {ppo['scoring_s']:.1f} s, "
+                     f"update {ppo['update_s']:.1f} s per step; peak RSS {ppo['peak_rss_gib']:.1f} GiB.", ""])))
+    return sections, ok
 
 
 def main(argv=None) -> int:
@@ -401,8 +406,10 @@ def main(argv=None) -> int:
         for r in rows:
             print(f"{r['variant']}: {r['tokens'] / r['seconds']:.0f} tokens/s", file=sys.stderr)
     peaks.append(matmul_peak())
-    section, ok = report(args, rows, peaks, ppo_timings(args), load_at_start)
-    return finish(section, ok, quick=args.quick, results=args.results, heading=SECTION)
+    sections, ok = report(args, rows, peaks, ppo_timings(args), load_at_start)
+    for heading, section in sections:
+        finish(section, ok, quick=args.quick, results=args.results, heading=heading)
+    return 0 if ok or args.quick else 1
 
 
 if __name__ == "__main__":
