@@ -298,26 +298,20 @@ def _update(model: Any, opt: Any, ctl: Any, moments: Any, roll: dict, raw: Any, 
     import torch
 
     from cai.train import ppo_math as pm
-    from cai.train.ppo_data import ptx_batch, unpadded
+    from cai.train.ppo_data import ptx_batch
 
     ids, attn, mask, start = roll["ids"], roll["attn"], roll["mask"], roll["prompt_width"]
     resp = ids[:, start:]
     B, mb = ids.shape[0], cfg.minibatch
     old_logp, ref_logp, old_values, ent = [], [], [], []
-    T = resp.shape[1]
-
-    def full(x):  # an answer tensor of a minibatch's own width, back at the rollout's (padding is masked)
-        return torch.nn.functional.pad(x, (0, T - x.shape[1]))
-
     with torch.no_grad():
         for i in range(0, B, mb):
-            rows = torch.arange(i, min(i + mb, B), device=ids.device)
-            x, a, s, T_mb = unpadded(ids, attn, mask, start, rows)
-            logits, values = model.forward(x, a, s)
-            old_logp.append(full(_logprobs(logits, resp[rows, :T_mb], cfg.temperature)))
-            ent.append(full(pm.entropy_from_logits(logits / (cfg.temperature or 1.0))))
-            old_values.append(full(values))
-            ref_logp.append(full(_logprobs(model.ref_logits(x, a, s), resp[rows, :T_mb], cfg.temperature)))
+            sl = slice(i, i + mb)
+            logits, values = model.forward(ids[sl], attn[sl], start)
+            old_logp.append(_logprobs(logits, resp[sl], cfg.temperature))
+            ent.append(pm.entropy_from_logits(logits / (cfg.temperature or 1.0)))
+            old_values.append(values)
+            ref_logp.append(_logprobs(model.ref_logits(ids[sl], attn[sl], start), resp[sl], cfg.temperature))
     old_logp, ref_logp, old_values = torch.cat(old_logp), torch.cat(ref_logp), torch.cat(old_values)
     entropy = pm.masked_mean(torch.cat(ent), mask).item()
 
@@ -350,14 +344,11 @@ def _update(model: Any, opt: Any, ctl: Any, moments: Any, roll: dict, raw: Any, 
             part: dict[str, float] = {}
             for j, m_idx in enumerate(micro):
                 w = len(m_idx) / len(idx)
-                x, a, s, T_mb = unpadded(ids, attn, mask, start, m_idx)
-                logits, values = model.forward(x, a, s)
-                logp = _logprobs(logits, resp[m_idx, :T_mb], cfg.temperature)
-                m = mask[m_idx, :T_mb]
-                pg, clip_frac, approx_kl = pm.policy_loss(logp, old_logp[m_idx, :T_mb], adv[m_idx, :T_mb], m,
-                                                          cfg.clip_range)
-                vl, vclip = pm.value_loss(values, old_values[m_idx, :T_mb], returns[m_idx, :T_mb], m,
-                                          cfg.clip_range_value)
+                logits, values = model.forward(ids[m_idx], attn[m_idx], start)
+                logp = _logprobs(logits, resp[m_idx], cfg.temperature)
+                m = mask[m_idx]
+                pg, clip_frac, approx_kl = pm.policy_loss(logp, old_logp[m_idx], adv[m_idx], m, cfg.clip_range)
+                vl, vclip = pm.value_loss(values, old_values[m_idx], returns[m_idx], m, cfg.clip_range_value)
                 loss = pg + cfg.vf_coef * vl
                 if cfg.entropy_coef:
                     loss = loss - cfg.entropy_coef * pm.masked_mean(pm.entropy_from_logits(logits), m)

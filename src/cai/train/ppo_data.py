@@ -111,19 +111,3 @@ def ptx_batch(examples: Sequence[tuple[list[int], int]], size: int, cursor: int,
         mask[r, : len(seq)] = 1
         labels[r, start: len(seq)] = torch.tensor(seq[start:])
     return ids, mask, labels
-
-
-def unpadded(ids: Any, attn: Any, mask: Any, start: int, rows: Any) -> tuple[Any, Any, int, int]:
-    """The rows of a rollout without the columns that are padding in every one of them.
-
-    The rollout pads all prompts on the left to the batch's longest and all answers on the right to
-    its longest; a minibatch of a few rows usually needs fewer columns. Padding changes no result
-    (its keys are masked, positions come from the mask, every loss is masked), only the work, so
-    the update runs each minibatch on its own width. Returns (ids, attention mask, prompt width,
-    answer width): answer tensors of the rollout are cut to ``[:, :answer width]`` to match.
-    """
-    a = attn[rows]
-    leading = (a[:, :start].sum(0) == 0).long().cumprod(0).sum().item()
-    left = min(int(leading), start - 1)  # keep a prompt column: the first answer token is predicted from it
-    width = max(int(mask[rows].sum(-1).max().item()), 1)
-    return ids[rows][:, left:start + width], a[:, left:start + width], start - left, width
