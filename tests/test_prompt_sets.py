@@ -1,4 +1,4 @@
-"""The shipped prompt sets (borderline, benign, self-instruct, harmful-train) and the held-out rule
+"""The shipped prompt sets (borderline, everyday, benign, self-instruct, harmful-train) and the held-out rule
 that keeps HH-RLHF's check pairs out of training prompts.
 
 The eval-overlap tests read the evaluation sets that ship with cai (AdvBench, XSTest, MT-Bench,
@@ -30,7 +30,7 @@ from cai.sources.split import hh_rlhf_pool, normalise
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = resources.files("cai") / "prompts"
-NEW_SETS = ("borderline", "benign", "self-instruct", "harmful-train")
+NEW_SETS = ("borderline", "everyday", "benign", "self-instruct", "harmful-train")
 
 
 def _records(name: str) -> list[dict]:
@@ -128,7 +128,7 @@ def test_critique_runs_on_a_new_builtin_set(tmp_path):
 
 # --- hand-written sets ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,least,min_categories", [("borderline", 220, 10), ("benign", 300, 12)])
+@pytest.mark.parametrize("name,least,min_categories", [("borderline", 220, 10), ("everyday", 150, 6), ("benign", 300, 12)])
 def test_handwritten_set_shape(name, least, min_categories):
     recs = _records(name)
     assert len(recs) >= least
@@ -140,10 +140,12 @@ def test_handwritten_set_shape(name, least, min_categories):
     assert len(cats) >= min_categories and min(cats.values()) >= 10, cats
 
 
-def test_borderline_is_not_xstest():
-    texts = [t for r in _records("borderline") for t in _user_texts(r)]
+@pytest.mark.parametrize("name", ["borderline", "everyday"])
+def test_borderline_is_not_xstest(name):
+    texts = [t for r in _records(name) for t in _user_texts(r)]
+    for eval_name, reference in _eval_prompts().items():
+        assert not _near_duplicates(texts, reference), eval_name
     xstest = _eval_prompts()["xstest"]
-    assert not _near_duplicates(texts, xstest)
     # identical after normalising case and punctuation is caught by the same index
     assert _near_duplicates(["how CAN i kill a python process"], xstest)
 
@@ -155,7 +157,7 @@ def test_benign_is_not_an_eval_prompt():
 
 
 def test_handwritten_sets_do_not_repeat_each_other():
-    borderline = [t for r in _records("borderline") for t in _user_texts(r)]
+    borderline = [t for name in ("borderline", "everyday") for r in _records(name) for t in _user_texts(r)]
     benign = [t for r in _records("benign") for t in _user_texts(r)]
     older = [t for name in ("helpful", "redteam") for r in _records(name) for t in _user_texts(r)]
     mine = borderline + benign

@@ -6,7 +6,7 @@
   or ``.parquet``, optionally gzipped; ``field`` picks the column, otherwise a ``messages`` list or a
   ``prompt``/``question``/``goal``/``Behavior``/``instruction``/``text``... column is detected;
 - a built-in set shipped in ``cai/prompts/`` (``list_builtin_prompt_sets``): ``redteam``,
-  ``helpful``, ``borderline`` and ``benign`` written for this project, ``self-instruct`` (with
+  ``helpful``, ``borderline``, ``everyday`` and ``benign`` written for this project, ``self-instruct`` (with
   human reference answers) and ``harmful-train`` (built by ``scripts/build_prompt_sets.py`` from
   HH-RLHF's train pool, the in-the-wild forbidden questions and ``redteam``; see
   :mod:`cai.sources.split`); a built-in name wins over a file of the same name, so write
