@@ -7,6 +7,14 @@ over-refusal and capability?
     python examples/dose_response.py --quick                # a few prompts and steps: a smoke test
     python examples/dose_response.py --model hf:PATH --out runs/dose-big   # another model
 
+The sixth session's mixes (docs/results.md, "More SFT epochs" and after): long answers, 2 epochs,
+the harmful records kept at 12.8% of the mix as helpful sets are added:
+
+    python examples/dose_response.py --out runs/dose2f --doses 66 --epochs 2 --answer-max-tokens 256 \
+        --max-length 320 --helpful borderline:300,benign:150,everyday:150
+    python examples/dose_response.py --out runs/dose2g --doses 82 --epochs 2 --answer-max-tokens 256 \
+        --max-length 320 --helpful borderline:300,benign:150,everyday:150,self-instruct:150
+
 Every step is a `cai` command in its own process, and every command resumes, so a killed study
 continues where it stopped (rerun the same command line). The steps:
 
@@ -16,8 +24,8 @@ continues where it stopped (rerun the same command line). The steps:
    model answers, critiques its answer against a principle and writes K revisions
    (`--revision-mode`), of which `--select refusal-strings` keeps one; the revision filter drops
    non-answers and loops. Records whose kept revision refuses become training records.
-2. Helpful data for benign and borderline chat questions (built-in `borderline`, `benign`,
-   `helpful`): the model's own answers, kept when they neither refuse nor loop (`cai generate
+2. Helpful data for benign and borderline chat questions (built-in `borderline`, `everyday`,
+   `benign`, `helpful`, `self-instruct`): the model's own answers, kept when they neither refuse nor loop (`cai generate
    --filter`). The benign side has the same form as the harmful side (chat questions) so that the
    model cannot learn "a chat question gets a refusal" (docs/results.md: that is what SFT on
    refusals alone taught it). `cai run --preset demo-effect` makes the same mix at the largest dose.
