@@ -327,7 +327,7 @@ def test_builtins_are_our_own_words(shared_data):
         with open(shared_data / path, newline="", encoding="utf-8") as f:
             theirs |= {norm(r[col]) for r in csv.DictReader(f) if r.get(col)}
     assert len(theirs) > 1000
-    written = ("redteam", "helpful", "borderline", "benign")
+    written = ("redteam", "helpful", "borderline", "everyday", "benign")
     ours = {norm(m["content"]) for name in written for p in load_prompts(name) for m in p.messages}
     assert not ours & theirs
     # The other shipped sets are derived from public data on purpose (tests/test_prompt_sets.py),
