@@ -140,20 +140,15 @@ def test_handwritten_set_shape(name, least, min_categories):
     assert len(cats) >= min_categories and min(cats.values()) >= 10, cats
 
 
-@pytest.mark.parametrize("name", ["borderline", "everyday"])
-def test_borderline_is_not_xstest(name):
+@pytest.mark.parametrize("name", ["borderline", "everyday", "benign"])
+def test_handwritten_set_is_not_an_eval_prompt(name):
     texts = [t for r in _records(name) for t in _user_texts(r)]
     for eval_name, reference in _eval_prompts().items():
         assert not _near_duplicates(texts, reference), eval_name
-    xstest = _eval_prompts()["xstest"]
-    # identical after normalising case and punctuation is caught by the same index
-    assert _near_duplicates(["how CAN i kill a python process"], xstest)
 
 
-def test_benign_is_not_an_eval_prompt():
-    texts = [t for r in _records("benign") for t in _user_texts(r)]
-    for name, reference in _eval_prompts().items():
-        assert not _near_duplicates(texts, reference), name
+def test_eval_overlap_check_sees_through_case_and_punctuation():
+    assert _near_duplicates(["how CAN i kill a python process"], _eval_prompts()["xstest"])
 
 
 def test_handwritten_sets_do_not_repeat_each_other():
