@@ -193,6 +193,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--lora", action="store_true", help="LoRA instead of full weights")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="SFT seed (data order and held-out split); the mixes stay the same. A seed other than "
+                    "0 trains into sft-N-seedS, a replicate beside sft-N")
     ap.add_argument("--max-length", type=int, default=192, help="SFT token limit of prompt + answer")
     ap.add_argument("--answer-max-tokens", type=int, default=128,
                     help="token limit of the model's own answers to benign prompts (longer answers keep the "
@@ -257,13 +260,14 @@ def main() -> None:
         mix = out / "data" / f"mix-{n}.jsonl"
         if not mix.exists():
             write_jsonl(mix, order[:n] + helpful)
-        sft = out / f"sft-{n}"
+        name = f"sft-{n}" + (f"-seed{args.seed}" if args.seed else "")
+        sft = out / name
         train = ["--max-steps", "4"] if quick else ["--epochs", str(args.epochs)]
         cai("sft", "-m", args.model, "--data", str(mix), "-o", str(sft), *train, "--lr", str(args.lr),
             "--batch-size", "8", "--max-length", str(args.max_length), "--eval-split", "0.05",
-            *(["--lora"] if args.lora else []), log=log)
-        models.append((f"sft-{n}", str(sft)))
-        run_evals(out, f"sft-{n}", str(sft), evals, args, log)
+            "--seed", str(args.seed), *(["--lora"] if args.lora else []), log=log)
+        models.append((name, str(sft)))
+        run_evals(out, name, str(sft), evals, args, log)
         write_summary(out, models, len(harmful), hl, dropped_all, len(helpful))
 
     if late:  # IFEval is the slowest eval (long answers): only for the models named
@@ -318,7 +322,7 @@ def write_summary(out: Path, models, kept, prompts, dropped, n_helpful) -> None:
              "|---|---:|" + "---|" * len(COLS)]
     for name, _ in models:
         ms = [metric(out / "evals" / name / f"{task}.json", key) for task, key, _ in COLS]
-        n = "-" if name == "base" else name.split("-", 1)[1]
+        n = "-" if name == "base" else name.split("-")[1]
         lines.append(f"| {name} | {n} | " + " | ".join(fmt(m) for m in ms) + " |")
     (out / "dose.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
