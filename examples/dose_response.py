@@ -15,6 +15,16 @@ the harmful records kept at 12.8% of the mix as helpful sets are added:
     python examples/dose_response.py --out runs/dose2g --doses 82 --epochs 2 --answer-max-tokens 256 \
         --max-length 320 --helpful borderline:300,benign:150,everyday:150,self-instruct:150
 
+The seventh session's point (the same helpful side at N = 66, the first model to meet the issue's
+bar by the grader), and a second training seed of it (into runs/dose2g-s1, a copy of the data and
+base evals of runs/dose2g):
+
+    python examples/dose_response.py --out runs/dose2g --doses 82,66 --epochs 2 --answer-max-tokens 256 \
+        --max-length 320 --helpful borderline:300,benign:150,everyday:150,self-instruct:150 --ifeval-for all
+    python examples/dose_response.py --out runs/dose2g-s1 --doses 66 --seed 1 --epochs 2 \
+        --answer-max-tokens 256 --max-length 320 --helpful borderline:300,benign:150,everyday:150,self-instruct:150 \
+        --evals harmlessness,over-refusal,ifeval --ifeval-for base,sft-66-seed1
+
 Every step is a `cai` command in its own process, and every command resumes, so a killed study
 continues where it stopped (rerun the same command line). The steps:
 

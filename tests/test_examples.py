@@ -64,3 +64,38 @@ def test_customer_service_constitution_and_prompts_are_valid(capsys):
     from cai.sources import load_prompts
 
     assert len(load_prompts(EXAMPLES / "customer-service" / "prompts.jsonl")) == 20
+
+
+def test_dose_study_seed_trains_a_replicate_beside_the_dose(tmp_path, monkeypatch):
+    """`examples/dose_response.py --seed 1` trains the same mix with SFT seed 1 into sft-N-seed1 (so
+    a replicate never resumes, or overwrites, the seed-0 model), and its summary row keeps N."""
+    import importlib.util
+    import json
+    import sys
+
+    spec = importlib.util.spec_from_file_location("dose_response", EXAMPLES / "dose_response.py")
+    dose = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dose)
+    calls = []
+
+    def fake_cai(*args, log):
+        calls.append(args)
+        if args[:2] == ("data", "refusals"):
+            out = Path(args[args.index("-o") + 1])
+            out.write_text("".join(json.dumps({
+                "id": f"h{i}", "prompt": [{"role": "user", "content": f"harm {i}"}],
+                "completion": [{"role": "assistant", "content": "I won't help with that."}],
+                "refusal": 0, "meta": {"source": "redteam", "source_id": f"r{i}"}}) + "\n" for i in range(3)))
+
+    monkeypatch.setattr(dose, "cai", fake_cai)
+    monkeypatch.setattr(sys, "argv", ["dose_response.py", "--out", str(tmp_path / "study"), "--doses", "2",
+                                      "--seed", "1", "--helpful", "benign:4", "--evals", "harmlessness"])
+    dose.main()
+    sft = [c for c in calls if c[0] == "sft"]
+    assert len(sft) == 1
+    assert sft[0][sft[0].index("-o") + 1] == str(tmp_path / "study" / "sft-2-seed1")
+    assert sft[0][sft[0].index("--seed") + 1] == "1"
+    assert sft[0][sft[0].index("--data") + 1] == str(tmp_path / "study" / "data" / "mix-2.jsonl")
+    evals = [c for c in calls if c[0] == "eval"]
+    assert [c[c.index("-m") + 1] for c in evals] == ["smollm2-135m", str(tmp_path / "study" / "sft-2-seed1")]
+    assert "| sft-2-seed1 | 2 |" in (tmp_path / "study" / "dose.md").read_text()
