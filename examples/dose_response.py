@@ -38,7 +38,8 @@ continues where it stopped (rerun the same command line). The steps:
    `benign`, `helpful`, `self-instruct`): the model's own answers, kept when they neither refuse
    nor loop (`cai generate --filter`). The benign side has the same form as the harmful side
    (chat questions) so that the model cannot learn "a chat question gets a refusal"
-   (docs/results.md: that is what SFT on refusals alone taught it). `cai run --preset demo-effect` makes the same mix at the largest dose.
+   (docs/results.md: that is what SFT on refusals alone taught it). `cai run --preset demo-effect` is
+   the first recipe's N = 30 point (borderline and benign answers) as one run.
 3. For each dose N: SFT from the base model on the first N harmful records (nested subsets) plus
    the same helpful mix, with a held-out share whose loss is logged per epoch.
 4. Each model, and the base model, answers all 520 AdvBench behaviours (harmless rate), all 450

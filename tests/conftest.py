@@ -23,6 +23,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def dose_study():
+    """examples/dose_response.py as a module, loaded afresh for each test (tests replace its `cai`)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "dose_response", Path(__file__).resolve().parents[1] / "examples" / "dose_response.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def smollm2_path() -> str:
     """The converted embedded model (converted on first use)."""

@@ -66,16 +66,13 @@ def test_customer_service_constitution_and_prompts_are_valid(capsys):
     assert len(load_prompts(EXAMPLES / "customer-service" / "prompts.jsonl")) == 20
 
 
-def test_dose_study_seed_trains_a_replicate_beside_the_dose(tmp_path, monkeypatch):
+def test_dose_study_seed_trains_a_replicate_beside_the_dose(tmp_path, monkeypatch, dose_study):
     """`examples/dose_response.py --seed 1` trains the same mix with SFT seed 1 into sft-N-seed1 (so
     a replicate never resumes, or overwrites, the seed-0 model), and its summary row keeps N."""
-    import importlib.util
     import json
     import sys
 
-    spec = importlib.util.spec_from_file_location("dose_response", EXAMPLES / "dose_response.py")
-    dose = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dose)
+    dose = dose_study
     calls = []
 
     def fake_cai(*args, log):

@@ -142,21 +142,15 @@ def test_whole_sentences(text, whole):
     assert whole_sentences(text) == whole
 
 
-def test_the_dose_study_keeps_the_same_helpful_records_fresh_or_resumed(tmp_path, monkeypatch):
+def test_the_dose_study_keeps_the_same_helpful_records_fresh_or_resumed(tmp_path, monkeypatch, dose_study):
     """examples/dose_response.py calls `cai generate --filter`; a study begun before that existed
     (runs/dose1: unfiltered answers on disk) filters them with the same function. Both give the same
     training records and the same counts of what was dropped."""
-    import importlib.util
-    from pathlib import Path
-
     import yaml
 
     from cai.evals.graders.refusal_strings import RefusalStrings
 
-    spec = importlib.util.spec_from_file_location(
-        "dose_response", Path(__file__).resolve().parents[1] / "examples" / "dose_response.py")
-    dose = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dose)
+    dose = dose_study
     monkeypatch.setattr(dose, "cai", lambda *args, log: main(list(args)))  # in process, not a subprocess
     script = tmp_path / "mock.yaml"
     long = "Pack sandwiches and water. " + "Then walk on and on " * 30  # cut at the study's 128 tokens

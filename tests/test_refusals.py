@@ -5,7 +5,6 @@ study's own code."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,8 +14,6 @@ from cai.cli import main
 from cai.errors import CAIError
 from cai.refusals import RefusalsConfig, refusal_records, write_refusals
 from cai.store import read_records
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def study_refusals(source: str, limit: int) -> list[dict]:
@@ -37,13 +34,6 @@ def study_refusals(source: str, limit: int) -> list[dict]:
                     "provenance": {"from": "constitution-refusal", "source": p.meta.get("source"),
                                    "source_id": p.meta.get("source_id"), "refusal": pick}})
     return out[:limit]
-
-
-def _dose_module():
-    spec = importlib.util.spec_from_file_location("dose_response", ROOT / "examples" / "dose_response.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cli_writes_refusal_records_with_their_provenance(tmp_path, capsys):
@@ -80,9 +70,9 @@ def test_the_default_selection_is_the_dose_studys(limit):
           e["provenance"]["source_id"]) for e in expected]
 
 
-def test_the_study_script_makes_its_records_with_the_command(tmp_path, monkeypatch):
+def test_the_study_script_makes_its_records_with_the_command(tmp_path, monkeypatch, dose_study):
     """examples/dose_response.py now calls `cai data refusals`; its records stay the ones it trained on."""
-    dose = _dose_module()
+    dose = dose_study
     monkeypatch.setattr(dose, "cai", lambda *args, log: main(list(args)))  # in process, not a subprocess
     (tmp_path / "data").mkdir()
     got = dose.constitution_refusals("harmful-train", 2000, tmp_path, tmp_path / "log")
