@@ -413,3 +413,27 @@ def test_set_eval_baseline_true_or_false_is_the_switch(tmp_path):
     assert apply_overrides(off, ["eval.baseline=true"])["eval"]["baseline"] is True
     with pytest.raises(CAIError, match="baseline is text"):  # other non-text values still need quotes
         apply_overrides(spec, ["eval.baseline=7"])
+
+
+@pytest.mark.parametrize("flag, bars", [([], False), (["--progress"], True), (["--no-progress"], False)])
+def test_progress_flag_reaches_the_step_processes(flag, bars, tmp_path, capfd):
+    """`cai run` had no --progress: its steps, processes of their own, drew bars only on a terminal."""
+    assert main(["run", str(_spec(tmp_path)), "-o", str(tmp_path / "run"), *flag]) == 0
+    err = capfd.readouterr().err
+    assert ("it/s]" in err or "%|" in err) is bars, err[-2000:]
+    assert "CAI_PROGRESS" not in os.environ  # put back when the command returns
+
+
+def test_bars_follow_the_argument_then_the_environment_then_the_terminal(monkeypatch):
+    from cai.progress import PROGRESS_ENV, bars_wanted
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    assert bars_wanted() is True and bars_wanted(False) is False
+    monkeypatch.setenv(PROGRESS_ENV, "0")
+    assert bars_wanted() is False and bars_wanted(True) is True
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    monkeypatch.setenv(PROGRESS_ENV, "1")
+    assert bars_wanted() is True
+    monkeypatch.setenv(PROGRESS_ENV, "")
+    assert bars_wanted() is False

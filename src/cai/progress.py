@@ -4,6 +4,7 @@ unless asked for."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import Any, Iterator, Sequence, TypeVar
 
@@ -17,11 +18,29 @@ def batched(items: Sequence[T], size: int) -> Iterator[list[T]]:
         yield list(items[i : i + size])
 
 
+# ``cai run --progress/--no-progress`` reaches its step processes through this variable: the steps
+# are other processes, whose stderr is the same terminal or log as the runner's.
+PROGRESS_ENV = "CAI_PROGRESS"
+
+
+def bars_wanted(enabled: bool | None = None) -> bool:
+    """Whether to draw bars: ``enabled`` when given; else ``CAI_PROGRESS`` (1 or 0) when set; else
+    only on an interactive terminal, since in a log file every redraw is a line."""
+    if enabled is not None:
+        return enabled
+    env = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if env in ("1", "true", "yes", "on"):
+        return True
+    if env in ("0", "false", "no", "off"):
+        return False
+    return sys.stderr.isatty()
+
+
 def progress(total: int, desc: str, unit: str = "it", initial: int = 0, enabled: bool | None = None):
-    """A tqdm bar with rate and ETA. ``enabled=None`` shows it only on an interactive terminal."""
+    """A tqdm bar with rate and ETA. ``enabled=None``: see :func:`bars_wanted`."""
     from tqdm.auto import tqdm
 
-    disable = (not sys.stderr.isatty()) if enabled is None else (not enabled)
+    disable = not bars_wanted(enabled)
     return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=disable, dynamic_ncols=True,
                 file=sys.stderr)
 
@@ -29,8 +48,8 @@ def progress(total: int, desc: str, unit: str = "it", initial: int = 0, enabled:
 @contextlib.contextmanager
 def library_bars(enabled: bool | None) -> Iterator[None]:
     """Hugging Face's own bars (loading weights, ``datasets`` maps, writing shards) follow cai's
-    ``--progress/--no-progress`` (``None``: only on an interactive terminal); restored afterwards."""
-    if (sys.stderr.isatty() if enabled is None else enabled):
+    ``--progress/--no-progress`` (``None``: :func:`bars_wanted`); restored afterwards."""
+    if bars_wanted(enabled):
         yield
         return
     import datasets

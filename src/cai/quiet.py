@@ -46,7 +46,12 @@ def verbose_requested() -> bool:
 
 def third_party_bars() -> bool:
     """Whether a library's own progress bar (vLLM loading weights) may draw: on a terminal, where a
-    bar redraws in place; in a log file each redraw is a line. ``--verbose`` shows them anyway."""
+    bar redraws in place; in a log file each redraw is a line. ``--verbose`` shows them anyway, unless
+    ``cai run --no-progress`` (``CAI_PROGRESS``) said otherwise."""
+    from cai.progress import PROGRESS_ENV, bars_wanted
+
+    if os.environ.get(PROGRESS_ENV, "").strip():
+        return bars_wanted()
     return sys.stderr.isatty() or verbose_requested()
 
 

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting (VALUE is read as YAML), e.g. --set sft.epochs=2, or one arm's: "
                    "--set arms.NAME.sft.epochs=2; repeatable")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars with ETA in every step (default: when stderr is a terminal; in a log, "
+                   "one line per step)")
     add_overwrite_argument(p)
     p.set_defaults(func=_run)
 
@@ -57,6 +60,15 @@ def _run(args: argparse.Namespace) -> int:
     spec = apply_overrides(spec, args.overrides)
     name = args.preset or Path(args.run_file).stem
     run_dir = Path(args.output or spec.get("output") or Path("runs") / name)
-    execute(spec, RunOptions(run_dir=run_dir, from_stage=args.from_stage, until_stage=args.until_stage,
-                             dry_run=args.dry_run, base=base, overwrite=args.overwrite), where=where)
+    options = RunOptions(run_dir=run_dir, from_stage=args.from_stage, until_stage=args.until_stage,
+                         dry_run=args.dry_run, base=base, overwrite=args.overwrite)
+    if args.progress is None:
+        execute(spec, options, where=where)
+        return 0
+    from cai.progress import PROGRESS_ENV
+    from cai.quiet import env_vars
+
+    # The steps run in processes of their own, which read the choice from their environment.
+    with env_vars({PROGRESS_ENV: "1" if args.progress else "0"}, override=True):
+        execute(spec, options, where=where)
     return 0

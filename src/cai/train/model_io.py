@@ -5,7 +5,6 @@ run itself (:func:`run_trl`: refuse another run, resume a killed one, train, wri
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +81,9 @@ def trainer_args(config: Any, run_dir: Any, *, show_progress: bool | None) -> di
     """TrainingArguments fields every cai trainer sets from :class:`cai.train.common.TrainCommon`."""
     import torch
 
-    if show_progress is None:
-        show_progress = sys.stderr.isatty()
+    from cai.progress import bars_wanted
+
+    show_progress = bars_wanted(show_progress)
     return dict(
         use_cpu=not torch.cuda.is_available(),
         output_dir=str(run_dir.checkpoints),
