@@ -289,7 +289,7 @@ def run_ppo(args, model_path: str) -> dict:
     import torch
 
     from cai.sources import load_prompts
-    from cai.train import ppo
+    from cai.train import ppo, ppo_rollout
     from cai.train.ppo_math import RunningMoments, kl_controller
     from cai.train.ppo_model import build_policy
 
@@ -297,7 +297,7 @@ def run_ppo(args, model_path: str) -> dict:
     torch.manual_seed(cfg.seed)
     tok, model, opt = build_policy(cfg, model_path, "cpu")
     prompts = load_prompts(cfg.prompts, field=cfg.field, limit=cfg.limit)[: cfg.batch_size]
-    roll = ppo._rollout(model, tok, [p.messages for p in prompts], cfg, ppo._eos_ids(tok, model.model), seed=cfg.seed)
+    roll = ppo_rollout.rollout(model, tok, [p.messages for p in prompts], cfg, ppo._eos_ids(tok, model.model), seed=cfg.seed)
     raw = torch.randn(cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed))
     ctl, moments = kl_controller(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon), RunningMoments()
     window = Window(model.model, args.warmup, args.timed, args.profiled)

@@ -160,3 +160,38 @@ def test_bad_input(char_model, prompts_file, tmp_path, capsys):
     _fails(capsys, [*base, "--reward", "judge:mock:", "--prompts", prompts_file, "-o", str(stray)], "holds no cai run")
     _fails(capsys, [*base, "--reward", "judge:mock:", "--prompts", prompts_file, "-o", str(tmp_path / "b"),
                     "--ptx-coef", "0.5"], "--ptx-coef needs --ptx-data")
+
+
+@pytest.mark.parametrize("lora, temperature", [(False, 1.0), (True, 0.7)])
+def test_rollout_views_match_a_separate_forward_pass(char_model, prompts_file, tmp_path, lora, temperature):
+    """--old-logprobs rollout takes the sampling policy's log-probs, entropy and values from
+    generate's own logits and hidden states; they must be the numbers the no-grad pass computes."""
+    import torch
+
+    from cai.sources import load_prompts
+    from cai.train import ppo
+    from cai.train.ppo_model import build_policy
+    from cai.train.ppo_rollout import rollout
+
+    cfg = _cfg(char_model, prompts_file, tmp_path / "unused", lora=lora, lora_r=4, lora_alpha=8, temperature=temperature)
+    tok, model, _ = build_policy(cfg, char_model, "cpu")
+    if lora:  # adapters that change the function, so the views are the policy's, not the base model's
+        with torch.no_grad():
+            for name, p in model.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+    convs = [p.messages for p in load_prompts(prompts_file)] * 2
+    roll = rollout(model, tok, convs, cfg, ppo._eos_ids(tok, model.model), seed=1)
+    mask = roll["mask"].bool()
+    assert roll["old_logp"].shape == mask.shape and mask.sum() > len(convs)  # answers of several tokens
+    with torch.no_grad():
+        logits, values = model.forward(roll["ids"], roll["attn"], roll["prompt_width"])
+    from cai.train.ppo_math import entropy_from_logits
+
+    logp = ppo._logprobs(logits, roll["ids"][:, roll["prompt_width"]:], temperature)
+    torch.testing.assert_close(roll["old_logp"][mask], logp[mask], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(roll["old_values"][mask], values[mask], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(roll["entropy"][mask], entropy_from_logits(logits / temperature)[mask],
+                               atol=1e-4, rtol=1e-4)
+    forward_cfg = _cfg(char_model, prompts_file, tmp_path / "unused", old_logprobs="forward")
+    assert "old_logp" not in rollout(model, tok, convs, forward_cfg, ppo._eos_ids(tok, model.model), seed=1)

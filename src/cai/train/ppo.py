@@ -78,6 +78,9 @@ class PPORunConfig(TrainCommon):
     ptx_data: str | None = option(None, help="PPO-ptx: SL-CAI data (cai critique records or any SFT JSONL) whose "
                                   "final answers' NLL is added to each update")
     ptx_coef: float = option(0.0, help="PPO-ptx: alpha in L = L_PPO + alpha * L_SL (needs --ptx-data)")
+    old_logprobs: str = option("rollout", help="where the sampling policy's log-probs, values and entropy come "
+                               "from: rollout (the logits and hidden states generation computed anyway; no extra "
+                               "pass) or forward (a separate no-grad pass over the finished answers)")
     device: str = option("auto", help="cpu, cuda, cuda:N or auto")
 
     def __post_init__(self) -> None:
@@ -92,6 +95,8 @@ class PPORunConfig(TrainCommon):
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1")
         if self.minibatch_size is not None and not 1 <= self.minibatch_size <= self.batch_size:
             raise ValueError(f"minibatch-size must be within 1..batch-size ({self.batch_size})")
+        if self.old_logprobs not in ("rollout", "forward"):
+            raise ValueError(f"old-logprobs must be rollout or forward, got {self.old_logprobs!r}")
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"kl-estimator must be k1 or k3, got {self.kl_estimator!r}")
         if self.kl_target is not None and self.kl_target <= 0:
@@ -130,6 +135,7 @@ def _run_ppo(config: PPORunConfig, *, reward: Any, show_progress: bool | None) -
     from cai.train.saving import saving
     from cai.train.ppo_math import RunningMoments, kl_controller
     from cai.train.ppo_model import build_policy, resolve_model_path
+    from cai.train.ppo_rollout import rollout
     from cai.train.rewards import load_reward
 
     cfg = config
@@ -192,7 +198,7 @@ def _run_ppo(config: PPORunConfig, *, reward: Any, show_progress: bool | None) -
         for step in range(step0 + 1, total + 1):
             batch = [prompts[i] for i in data.batch_indices(len(prompts), cfg.batch_size, step, cfg.seed)]
             t0 = time.perf_counter()
-            roll = _rollout(model, tok, [p.messages for p in batch], cfg, eos_ids, seed=_seed(cfg.seed, step, "gen"))
+            roll = rollout(model, tok, [p.messages for p in batch], cfg, eos_ids, seed=_seed(cfg.seed, step, "gen"))
             t1 = time.perf_counter()
             raw = torch.tensor(reward_fn([p.messages for p in batch], roll["texts"]), dtype=torch.float32)
             t2 = time.perf_counter()
@@ -256,36 +262,6 @@ def _eos_ids(tok: Any, model: Any) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def _rollout(model: Any, tok: Any, convs: list, cfg: PPORunConfig, eos_ids: list[int], *, seed: int) -> dict[str, Any]:
-    """Sample answers; returns ids (prompt left-padded + answer right-padded), masks and texts."""
-    import torch
-
-    from cai.train.ppo_data import encode_prompts, left_pad
-
-    device = model.value_head.weight.device
-    enc = encode_prompts(tok, convs, cfg.max_length - cfg.max_tokens)
-    p_ids, p_mask = left_pad(enc, tok.pad_token_id)
-    p_ids, p_mask = p_ids.to(device), p_mask.to(device)
-    torch.manual_seed(seed)
-    sample = cfg.temperature > 0
-    gen_kw = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0) if sample else \
-        dict(do_sample=False)
-    with torch.no_grad():
-        out = model.model.generate(input_ids=p_ids, attention_mask=p_mask, max_new_tokens=cfg.max_tokens,
-                                   eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, **gen_kw)
-    resp = out[:, p_ids.shape[1]:]
-    is_eos = torch.isin(resp, torch.tensor(eos_ids, device=device))
-    # Answer tokens: up to and including the first end-of-turn token.
-    after = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
-    mask = (~after).long()
-    truncated = ~is_eos.any(-1)
-    width = max(int(mask.sum(-1).max().item()), 1)
-    resp, mask = resp[:, :width].masked_fill(mask[:, :width] == 0, tok.pad_token_id), mask[:, :width]
-    texts = [tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(resp, mask)]
-    return {"prompt_width": p_ids.shape[1], "ids": torch.cat([p_ids, resp], 1),
-            "attn": torch.cat([p_mask, mask], 1), "mask": mask.float(), "truncated": truncated.cpu(), "texts": texts}
-
-
 def _logprobs(logits: Any, tokens: Any, temperature: float) -> Any:
     import torch
 
@@ -303,17 +279,23 @@ def _update(model: Any, opt: Any, ctl: Any, moments: Any, roll: dict, raw: Any, 
     ids, attn, mask, start = roll["ids"], roll["attn"], roll["mask"], roll["prompt_width"]
     resp = ids[:, start:]
     B, mb = ids.shape[0], cfg.minibatch
+    from_rollout = "old_logp" in roll
     old_logp, ref_logp, old_values, ent = [], [], [], []
     with torch.no_grad():
         for i in range(0, B, mb):
             sl = slice(i, i + mb)
-            logits, values = model.forward(ids[sl], attn[sl], start)
-            old_logp.append(_logprobs(logits, resp[sl], cfg.temperature))
-            ent.append(pm.entropy_from_logits(logits / (cfg.temperature or 1.0)))
-            old_values.append(values)
+            if not from_rollout:
+                logits, values = model.forward(ids[sl], attn[sl], start)
+                old_logp.append(_logprobs(logits, resp[sl], cfg.temperature))
+                ent.append(pm.entropy_from_logits(logits / (cfg.temperature or 1.0)))
+                old_values.append(values)
             ref_logp.append(_logprobs(model.ref_logits(ids[sl], attn[sl], start), resp[sl], cfg.temperature))
-    old_logp, ref_logp, old_values = torch.cat(old_logp), torch.cat(ref_logp), torch.cat(old_values)
-    entropy = pm.masked_mean(torch.cat(ent), mask).item()
+    ref_logp = torch.cat(ref_logp)
+    if from_rollout:
+        old_logp, old_values, ent = roll["old_logp"], roll["old_values"], roll["entropy"]
+    else:
+        old_logp, old_values, ent = torch.cat(old_logp), torch.cat(old_values), torch.cat(ent)
+    entropy = pm.masked_mean(ent, mask).item()
 
     # Scores -> normalise -> clip -> truncation penalty (in the units PPO sees).
     scores = raw.clone()
