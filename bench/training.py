@@ -93,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     p.add_argument("--ppo-steps", type=int, default=5, help="PPO steps to time, the first left out (0: skip PPO) "
                    "(default: 5)")
+    p.add_argument("--ppo-old-logprobs", default="forward,rollout", help="PPO rows, one per --old-logprobs value, "
+                   "one after the other on the same PM (default: forward,rollout: the separate no-grad pass, then "
+                   "generate's own logits)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 variants x 2 steps; writes nothing")
     p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
     p.add_argument("--parallel", action="store_true", help="run the variants at the same time (on a machine shared "
@@ -155,7 +158,9 @@ def preference_records(n: int) -> list[dict]:
 
 
 def ppo_timings(args: argparse.Namespace) -> dict | None:
-    """PPO seconds per step, split into rollout, scoring and update, as ``cai ppo`` logs them.
+    """PPO seconds per step, split into rollout, scoring and update, as ``cai ppo`` logs them: one
+    row per ``--old-logprobs`` mode (``forward``: the separate no-grad pass for the sampling policy's
+    log-probs and values, as before; ``rollout``: generate's own logits and hidden states).
 
     The policy is the model (LoRA, as the presets train it); the reward is a PM of the same size,
     made by ``cai reward`` with one step on a few HH-RLHF pairs (its scores mean nothing, but
@@ -173,25 +178,30 @@ def ppo_timings(args: argparse.Namespace) -> dict | None:
         subprocess.run(cai + ["reward", "-m", args.model, "--data", str(pairs), "-o", str(pm), "--max-steps", "1",
                               "--batch-size", "2", "--human-eval", "none", "--eval-split", "0"],
                        check=True, capture_output=True, text=True)
-        out = Path(tmp) / "ppo"
-        # A wrapper process, so that the peak RSS is PPO's alone (RUSAGE_CHILDREN here also holds the
-        # SFT variants').
-        wrap = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-                "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
-                "sys.exit(r.returncode)")
-        proc = subprocess.run([sys.executable, "-c", wrap] + cai + [
-            "ppo", "-m", args.model, "--reward", str(pm), "--data", "redteam", "-o", str(out),
-            "--max-steps", str(args.ppo_steps), "--batch-size", "8", "--minibatch-size", "4", "--max-tokens", "64",
-            "--lora", "--lr", "1e-4", "--no-progress"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"cai ppo failed:\n{proc.stderr[-3000:]}")
-        rss = int(proc.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
-        logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        timed = [r for r in logged if r["step"] > 1] or logged
-        mean = lambda k: sum(r[k] for r in timed) / len(timed)  # noqa: E731
-        return {"steps": len(timed), "rollout_s": mean("time_rollout"), "scoring_s": mean("time_score"),
-                "update_s": mean("time_update"), "length": mean("length"),
-                "peak_rss_gib": rss / 2**20}
+        return {mode: _ppo_row(args, cai, pm, Path(tmp) / f"ppo-{mode}", mode)
+                for mode in [m.strip() for m in args.ppo_old_logprobs.split(",") if m.strip()]}
+
+
+def _ppo_row(args: argparse.Namespace, cai: list[str], pm: Path, out: Path, mode: str) -> dict:
+    # A wrapper process, so that the peak RSS is PPO's alone (RUSAGE_CHILDREN here also holds the
+    # SFT variants').
+    wrap = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+            "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+            "sys.exit(r.returncode)")
+    print(f"ppo --old-logprobs {mode} ...", file=sys.stderr)
+    proc = subprocess.run([sys.executable, "-c", wrap] + cai + [
+        "ppo", "-m", args.model, "--reward", str(pm), "--data", "redteam", "-o", str(out),
+        "--max-steps", str(args.ppo_steps), "--batch-size", "8", "--minibatch-size", "4", "--max-tokens", "64",
+        "--lora", "--lr", "1e-4", "--old-logprobs", mode, "--no-progress"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"cai ppo failed:\n{proc.stderr[-3000:]}")
+    rss = int(proc.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+    logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    timed = [r for r in logged if r["step"] > 1] or logged
+    mean = lambda k: sum(r[k] for r in timed) / len(timed)  # noqa: E731
+    return {"steps": len(timed), "rollout_s": mean("time_rollout"), "scoring_s": mean("time_score"),
+            "update_s": mean("time_update"), "length": mean("length"), "kl": mean("kl"),
+            "peak_rss_gib": rss / 2**20}
 
 
 def run_one(spec: dict) -> dict:
@@ -375,11 +385,23 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None,
     if pm_rows:
         sections.append((PM_SECTION, "\n".join([PM_SECTION, "", *common, *pm_lines(args, pm_rows, peak_bf16, peak_fp32), ""])))
     if ppo:
-        sections.append((PPO_SECTION, "\n".join([PPO_SECTION, "", *common[:3], f"- PPO (`cai ppo`, LoRA policy, a PM of the same size as reward, batch 8, minibatch 4, "
-                     f"at most 64 new tokens, {ppo['length']:.0f} on average; mean of {ppo['steps']} steps after "
-                     f"the first): rollout {ppo['rollout_s']:.1f} s, scoring {ppo['scoring_s']:.1f} s, "
-                     f"update {ppo['update_s']:.1f} s per step; peak RSS {ppo['peak_rss_gib']:.1f} GiB.", ""])))
+        sections.append((PPO_SECTION, "\n".join([PPO_SECTION, "", *common[:3], *ppo_lines(ppo), ""])))
     return sections, ok
+
+
+def ppo_lines(ppo: dict[str, dict]) -> list[str]:
+    """One row per --old-logprobs mode; the update's ratio against the first row (same run, same PM)."""
+    first = next(iter(ppo.values()))
+    lines = [f"- job: `cai ppo`, LoRA policy, a PM of the same size as reward, batch 8, minibatch 4, 2 PPO epochs, "
+             f"at most 64 new tokens; mean of {first['steps']} steps after the first; one row per "
+             "`--old-logprobs`, one after the other", "",
+             "| --old-logprobs | rollout | scoring | update | update vs first row | answer tokens | KL | peak RSS |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for mode, r in ppo.items():
+        lines.append(f"| {mode} | {r['rollout_s']:.1f} s | {r['scoring_s']:.1f} s | {r['update_s']:.1f} s | "
+                     f"{r['update_s'] / first['update_s']:.2f}x | {r['length']:.0f} | {r['kl']:.3f} | "
+                     f"{r['peak_rss_gib']:.1f} GiB |")
+    return lines
 
 
 def main(argv=None) -> int:
