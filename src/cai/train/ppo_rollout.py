@@ -46,7 +46,7 @@ def sampling_views(model: Any, out: Any, resp: Any, width: int, temperature: flo
     """The old policy's log-probs, entropy and values of the answer tokens, from what ``generate``
     computed while sampling them: step t's logits predict token t, and the last layer's state at
     the position before token t is what the value head reads in :meth:`PolicyWithValue.forward`.
-    The same numbers as a separate no-grad pass (up to float rounding: the pass uses a KV cache),
+    The same numbers as a separate no-grad pass (up to float rounding: generation reads a KV cache),
     for none of its cost; ``tests/test_ppo.py`` holds them to that."""
     import torch
 
