@@ -392,7 +392,7 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None,
 def ppo_lines(ppo: dict[str, dict]) -> list[str]:
     """One row per --old-logprobs mode; the update's ratio against the first row (same run, same PM)."""
     first = next(iter(ppo.values()))
-    lines = [f"- job: `cai ppo`, LoRA policy, a PM of the same size as reward, batch 8, minibatch 4, 2 PPO epochs, "
+    lines = [f"- job: `cai ppo`, LoRA policy, a PM of the same size as reward, batch 8, minibatch 4, 4 PPO epochs (the default), "
              f"at most 64 new tokens; mean of {first['steps']} steps after the first; one row per "
              "`--old-logprobs`, one after the other", "",
              "| --old-logprobs | rollout | scoring | update | update vs first row | answer tokens | KL | peak RSS |",
