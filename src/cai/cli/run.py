@@ -62,13 +62,11 @@ def _run(args: argparse.Namespace) -> int:
     run_dir = Path(args.output or spec.get("output") or Path("runs") / name)
     options = RunOptions(run_dir=run_dir, from_stage=args.from_stage, until_stage=args.until_stage,
                          dry_run=args.dry_run, base=base, overwrite=args.overwrite)
-    if args.progress is None:
-        execute(spec, options, where=where)
-        return 0
     from cai.progress import PROGRESS_ENV
     from cai.quiet import env_vars
 
     # The steps run in processes of their own, which read the choice from their environment.
-    with env_vars({PROGRESS_ENV: "1" if args.progress else "0"}, override=True):
+    choice = {} if args.progress is None else {PROGRESS_ENV: "1" if args.progress else "0"}
+    with env_vars(choice, override=True):
         execute(spec, options, where=where)
     return 0
