@@ -205,6 +205,10 @@ def main() -> None:
                     help="DPO also on pairs whose rejected answer refuses and then complies (arm dpo-SL-rtc)")
     ap.add_argument("--pm-epochs", type=float, default=2.0)
     ap.add_argument("--ppo-steps", type=int, default=20)
+    ap.add_argument("--ppo-kl-coef", type=float, default=0.05, help="PPO's starting beta (cai ppo --kl-coef)")
+    ap.add_argument("--ppo-kl-horizon", type=float, default=None,
+                    help="cai ppo --kl-horizon, in rollouts; about --ppo-steps x 8 / 10 lets the 2-nat target act "
+                         "(the default horizon, 10,000, left beta where it started: docs/results.md)")
     ap.add_argument("--eval-max-tokens", type=int, default=48)
     ap.add_argument("--evals", default="harmlessness,over-refusal,hhh,ifeval")
     args = ap.parse_args()
@@ -254,7 +258,8 @@ def main() -> None:
         ppo = out / f"ppo-{args.sl}"
         cai("ppo", "-m", sl, "--reward", str(out / "pm"), "--data", str(out / "ppo-prompts.jsonl"), "--field",
             "prompt", "-o", str(ppo), "--max-steps", str(args.ppo_steps), "--batch-size", "8", "--minibatch-size",
-            "4", "--max-tokens", "48", "--lora", "--lr", "1e-4", "--kl-target", "2.0", log=log)
+            "4", "--max-tokens", "48", "--lora", "--lr", "1e-4", "--kl-target", "2.0", "--kl-coef", str(args.ppo_kl_coef),
+            *(["--kl-horizon", str(args.ppo_kl_horizon)] if args.ppo_kl_horizon else []), log=log)
         models.append((ppo.name, str(ppo)))
     for name, spec in models:
         run_evals(study, name, spec, evals, args, log)
