@@ -8,8 +8,10 @@ same thing everywhere, and a ``cai run`` YAML section uses the same keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from cai.config import option
+from cai.errors import CAIError
 from cai.outputs import overwrite_option
 
 
@@ -49,3 +51,13 @@ class TrainCommon:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.keep_adapter and not self.lora:
             raise ValueError("--keep-adapter needs --lora")
+
+    def check_output_and_data(self, data: list, missing: str) -> None:
+        """Before any data or model is loaded: an output folder is named and is not a file, and some
+        data is given (``missing`` says how to pass it)."""
+        if not self.output:
+            raise CAIError("no output folder; pass -o DIR (running the same command again resumes it)")
+        if Path(self.output).is_file():
+            raise CAIError(f"-o {self.output} is a file; pass a folder for the trained model")
+        if not data:
+            raise CAIError(missing)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from cai.config import option
-from cai.errors import CAIError
 from cai.train.common import TrainCommon
 
 EPSILON = "cdpo_epsilon"
@@ -64,12 +63,7 @@ class DPORunConfig(TrainCommon):
             raise ValueError(f"min-margin must be in [0, 0.5), got {self.min_margin}")
 
     def check(self) -> None:
-        if not self.output:
-            raise CAIError("no output folder; pass -o DIR (running the same command again resumes it)")
-        if Path(self.output).is_file():
-            raise CAIError(f"-o {self.output} is a file; pass a folder for the trained model")
-        if not self.data:
-            raise CAIError("no preference data; pass --data prefs.jsonl (cai label or cai critique output)")
+        self.check_output_and_data(self.data, "no preference data; pass --data prefs.jsonl (cai label or cai critique output)")
 
 
 def with_epsilon(examples: list[dict[str, Any]], hard: bool) -> list[dict[str, Any]]:

@@ -39,12 +39,7 @@ class SFTRunConfig(TrainCommon):
             raise ValueError(f"--eval-split must be in [0, 1), got {self.eval_split}")
 
     def check(self) -> None:
-        if not self.output:
-            raise CAIError("no output folder; pass -o DIR (running the same command again resumes it)")
-        if Path(self.output).is_file():
-            raise CAIError(f"-o {self.output} is a file; pass a folder for the trained model")
-        if not self.data:
-            raise CAIError("no training data; pass --data FILE.jsonl (repeat it to mix files, FILE:0.5 to weight one)")
+        self.check_output_and_data(self.data, "no training data; pass --data FILE.jsonl (repeat it to mix files, FILE:0.5 to weight one)")
 
 
 def split_examples(examples: list[dict[str, Any]], fraction: float, seed: int
