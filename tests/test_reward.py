@@ -132,7 +132,13 @@ def test_pm_learns_a_marker_and_half_labels_teach_nothing(tiny_llama_dir, tmp_pa
     run = json.loads((tmp_path / "hard" / "cai_run.json").read_text())
     assert run["kind"] == "cai-train-run" and run["command"] == "reward" and run["data"][0]["sha256"]
     rows = [json.loads(x) for x in (tmp_path / "hard" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30] and all("loss" in r for r in rows)
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [5, 10, 15, 20, 25, 30]
+    # --eval-split: the held-out pairs' loss after every epoch (16 steps of 8 of the 128 training pairs),
+    # and at the last step, where --max-steps ends the second epoch early.
+    evals = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [16, 30], evals
+    assert evals[-1]["eval_loss"] < 0.69 * 0.5 and evals[-1]["eval_accuracy"] >= 0.95, evals
     assert (tmp_path / "hard" / "curves" / "loss.png").is_file()
 
 

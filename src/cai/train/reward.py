@@ -27,8 +27,9 @@ class RewardTrainConfig(TrainCommon):
                         flags=("-m", "--model"))
     data: tuple[str, ...] = option((), help="preference files: `cai label` output or any TRL prompt/chosen/rejected "
                                    "JSONL (p_chosen is the soft label; absent means 1)")
-    eval_split: float = option(0.1, help="fraction of the prompts held out to measure accuracy on unseen AI labels "
-                               "(0 to skip)")
+    eval_split: float = option(0.1, help="fraction of the prompts held out: their loss and accuracy are measured "
+                               "after every epoch (eval_loss in metrics.jsonl) and their accuracy with a bootstrap interval at "
+                               "the end (0 to skip)")
     human_eval: tuple[str, ...] = option(("hh-rlhf", "hhh"), help="human-labelled sets to measure accuracy on after "
                                          "training (hh-rlhf: its check pool; hhh; or a path `cai eval labeler` reads); "
                                          "'none' to skip")
@@ -111,7 +112,7 @@ def _rows(pairs: Sequence[Any], tokenizer: Any, max_length: int) -> list[dict[st
     return rows
 
 
-def _trainer_args(config: RewardTrainConfig, run_dir: Any, show_progress: bool | None):
+def _trainer_args(config: RewardTrainConfig, run_dir: Any, show_progress: bool | None, evaluate: bool = False):
     from trl import RewardConfig
 
     from cai.train.model_io import trainer_args
@@ -122,7 +123,8 @@ def _trainer_args(config: RewardTrainConfig, run_dir: Any, show_progress: bool |
               # A pair's loss does not depend on its batch-mates (right padding, causal attention, the
               # score read at the last real token), so grouping changes only which pairs share a step.
               train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-              length_column_name="length")  # from _rows, so the sampler does not measure the rows again
+              length_column_name="length",  # from _rows, so the sampler does not measure the rows again
+              eval_strategy="epoch" if evaluate else "no", per_device_eval_batch_size=config.batch_size)
     return RewardConfig(**kw)
 
 
@@ -167,16 +169,21 @@ def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) 
 
 
 def build_reward_trainer(config: RewardTrainConfig, train: Sequence[Any], run: Any, base: str,
-                         *, show_progress: bool | None = None):
-    """TRL's RewardTrainer with the soft-label loss, set up the cai way (used by the command and the bench)."""
+                         *, show_progress: bool | None = None, heldout: Sequence[Any] = ()):
+    """TRL's RewardTrainer with the soft-label loss, set up the cai way (used by the command and the bench).
+    With ``heldout`` pairs, their loss, accuracy and margin are measured after every epoch
+    (``eval_loss`` in metrics.jsonl): the curve that says whether more epochs still help."""
     from cai.train.model_io import load_tokenizer, shared_dataset
     from cai.train.reward_trainer import SoftPreferenceCollator, SoftRewardTrainer
 
     tokenizer = load_tokenizer(base)
-    args = _trainer_args(config, run, show_progress)
+    args = _trainer_args(config, run, show_progress, evaluate=bool(heldout))
+    held = shared_dataset(_rows(heldout, tokenizer, config.max_length), args, run, name="eval-dataset") if heldout \
+        else None
     return SoftRewardTrainer(
         model=base, args=args, train_dataset=shared_dataset(_rows(train, tokenizer, config.max_length), args, run),
-        processing_class=tokenizer, data_collator=SoftPreferenceCollator(pad_token_id=tokenizer.pad_token_id),
+        eval_dataset=held, processing_class=tokenizer,
+        data_collator=SoftPreferenceCollator(pad_token_id=tokenizer.pad_token_id),
         peft_config=_peft_config(config), callbacks=[run.callback()])
 
 
@@ -187,7 +194,7 @@ def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict
     from cai.train.pm import PreferenceModel
 
     run.start(checkpoint)
-    trainer = build_reward_trainer(config, train, run, base, show_progress=show_progress)
+    trainer = build_reward_trainer(config, train, run, base, show_progress=show_progress, heldout=heldout)
     # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
     with saving(run):  # a checkpoint or the model that cannot be written (a full disk) is one line too
         result = train_guarded(trainer, checkpoint, run.checkpoints)
