@@ -55,3 +55,8 @@ def test_warn_drift_kl_and_length_once(capsys):
     err = capsys.readouterr().err
     assert err.count("KL to the reference is 4.50") == 1 and err.count("running long") == 1
     assert "collapsing" not in err
+    # How fast beta can move, and where it is, so the user sees which knob acts in this run.
+    assert "beta, 0.05 at this step from 0.05, can grow by at most 0.0% a step" in err
+    first, warned = {}, set()
+    warn_drift({**rec(11, 10.0, kl=4.8), "kl_coef": 0.078}, cfg(kl_horizon=32.0), first, warned)
+    assert "beta, 0.078 at this step from 0.05, can grow by at most 5.0% a step" in capsys.readouterr().err

@@ -28,9 +28,13 @@ def warn_drift(rec: dict[str, Any], cfg: Any, first: dict[str, float], warned: s
     if rec["kl"] > limit and "kl" not in warned:
         warned.add("kl")
         # With a target set, the controller moves beta by at most 20% x batch/horizon a step, so a short run
-        # at the default horizon keeps beta where it started: say which knob acts within this run.
-        fix = (f"lower --kl-horizon (now {cfg.kl_horizon:g} rollouts; beta moves little in a run shorter than that)"
-               if cfg.kl_target else "set --kl-target")
+        # at the default horizon keeps beta where it started: say how fast beta can move, and where it is.
+        if cfg.kl_target:
+            step_max = 0.2 * cfg.batch_size / cfg.kl_horizon
+            fix = (f"lower --kl-horizon (now {cfg.kl_horizon:g} rollouts: beta, {rec.get('kl_coef', cfg.kl_coef):.3g} "
+                   f"at this step from {cfg.kl_coef:g}, can grow by at most {step_max:.1%} a step)")
+        else:
+            fix = "set --kl-target"
         print(f"cai ppo: warning: step {rec['step']}: KL to the reference is {rec['kl']:.2f} nats per answer, over "
               f"{limit:g}; the policy is drifting away (reward hacking?). Lower --lr, raise --kl-coef or {fix}",
               file=sys.stderr)
