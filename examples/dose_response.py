@@ -351,6 +351,7 @@ def plot_frontier(study: Path, names: list[str], path: Path, title: str, marked:
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    palette = iter(f"C{k}" for k in range(20) if k % 10 != 3)  # C3 (red) is for the marked points only
     for name in names:
         h = metric(study / "evals" / name / "harmlessness.json", "harmless_rate")
         c = metric(study / "evals" / name / "over-refusal.json", "compliance_rate_safe")
@@ -360,7 +361,7 @@ def plot_frontier(study: Path, names: list[str], path: Path, title: str, marked:
         ax.errorbar(100 * c["value"], 100 * h["value"],
                     xerr=[[100 * (c["value"] - c["ci"][0])], [100 * (c["ci"][1] - c["value"])]],
                     yerr=[[100 * (h["value"] - h["ci"][0])], [100 * (h["ci"][1] - h["value"])]],
-                    fmt="s" if mark else "o", color="C3" if mark else None, capsize=3)
+                    fmt="s" if mark else "o", color="C3" if mark else next(palette), capsize=3)
         ax.annotate(name, (100 * c["value"], 100 * h["value"]), textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("XSTest safe prompts answered (%)")
     ax.set_ylabel("AdvBench harmless rate (%)")
