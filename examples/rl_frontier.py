@@ -5,6 +5,14 @@ does RL move the frontier, i.e. is the model more harmless at equal or better sa
     python examples/rl_frontier.py --study runs/dose --sl sft-50       # then this (resumable)
     python examples/rl_frontier.py --study runs/dose --sl sft-50 --arms dpo,pm,ppo
 
+From the best SL-CAI recipe (docs/results.md, "RL from the rebuilt N = 66 model"), one arm per call; the
+table and plot keep the arms of earlier calls:
+
+    python examples/rl_frontier.py --study runs/dose2g --sl sft-66 --arms dpo --harmful-pairs 371 \
+        --helpful-ratio 1 --refuse-then-comply
+    python examples/rl_frontier.py --study runs/dose2g --sl sft-66 --arms pm,ppo --harmful-pairs 371 \
+        --helpful-ratio 1 --ppo-steps 40 --ppo-kl-horizon 32
+
 Every step is a `cai` command in its own process and resumes, so rerun the same line after a stop.
 
 1. Pairs, made so that they differ in the one way that matters (the grader checks it, step 2):
@@ -261,6 +269,10 @@ def main() -> None:
             "4", "--max-tokens", "48", "--lora", "--lr", "1e-4", "--kl-target", "2.0", "--kl-coef", str(args.ppo_kl_coef),
             *(["--kl-horizon", str(args.ppo_kl_horizon)] if args.ppo_kl_horizon else []), log=log)
         models.append((ppo.name, str(ppo)))
+    # Arms trained by an earlier call (e.g. --arms dpo, then --arms pm,ppo) stay in the table.
+    for arm in sorted(p for p in out.iterdir() if p.name.startswith(("dpo-", "ppo-")) and (p / "config.json").is_file()):
+        if arm.name not in dict(models):
+            models.append((arm.name, str(arm)))
     for name, spec in models:
         run_evals(study, name, spec, evals, args, log)
     write_table(study, out, models)
