@@ -88,7 +88,9 @@ def trained(steps: int, where: str = "run") -> Callable[[Path | None, Path], Non
         out = _one(work, where)
         record = json.loads((out / "cai_run.json").read_text())
         assert record["status"] == "done", record
-        logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        # Held-out rows (eval_loss after an epoch, e.g. cai reward's --eval-split) share a training step.
+        logged = [r["step"] for r in rows if "eval_loss" not in r]
         assert logged == list(range(1, steps + 1)), f"steps logged: {logged}"
         final = record["final_metrics"]
         assert final.get("global_step", final.get("step")) == steps, final
