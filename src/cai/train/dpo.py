@@ -63,7 +63,8 @@ class DPORunConfig(TrainCommon):
             raise ValueError(f"min-margin must be in [0, 0.5), got {self.min_margin}")
 
     def check(self) -> None:
-        self.check_output_and_data(self.data, "no preference data; pass --data prefs.jsonl (cai label or cai critique output)")
+        self.check_output_and_data(self.data, "no preference data; "
+                                   "pass --data prefs.jsonl (cai label or cai critique output)")
 
 
 def with_epsilon(examples: list[dict[str, Any]], hard: bool) -> list[dict[str, Any]]:

@@ -28,8 +28,8 @@ class RewardTrainConfig(TrainCommon):
     data: tuple[str, ...] = option((), help="preference files: `cai label` output or any TRL prompt/chosen/rejected "
                                    "JSONL (p_chosen is the soft label; absent means 1)")
     eval_split: float = option(0.1, help="fraction of the prompts held out: their loss and accuracy are measured "
-                               "after every epoch (eval_loss in metrics.jsonl) and their accuracy with a bootstrap interval at "
-                               "the end (0 to skip)")
+                               "after every epoch (eval_loss in metrics.jsonl) and their accuracy with a bootstrap "
+                               "interval at the end (0 to skip)")
     human_eval: tuple[str, ...] = option(("hh-rlhf", "hhh"), help="human-labelled sets to measure accuracy on after "
                                          "training (hh-rlhf: its check pool; hhh; or a path `cai eval labeler` reads); "
                                          "'none' to skip")

@@ -39,7 +39,8 @@ class SFTRunConfig(TrainCommon):
             raise ValueError(f"--eval-split must be in [0, 1), got {self.eval_split}")
 
     def check(self) -> None:
-        self.check_output_and_data(self.data, "no training data; pass --data FILE.jsonl (repeat it to mix files, FILE:0.5 to weight one)")
+        self.check_output_and_data(self.data, "no training data; "
+                                   "pass --data FILE.jsonl (repeat it to mix files, FILE:0.5 to weight one)")
 
 
 def split_examples(examples: list[dict[str, Any]], fraction: float, seed: int
