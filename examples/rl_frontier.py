@@ -250,7 +250,6 @@ def main() -> None:
         cai("dpo", "-m", sl, "--data", str(data), "-o", str(dpo), "--epochs", str(args.dpo_epochs),
             "--lr", str(args.dpo_lr), "--beta", str(args.dpo_beta), "--batch-size", "8", "--max-length", "256",
             log=log)
-        models.append((dpo.name, str(dpo)))
     if "pm" in arms or "ppo" in arms:
         print("3. PM from the base model", flush=True)
         pm = out / "pm"
@@ -267,12 +266,10 @@ def main() -> None:
         cai("ppo", "-m", sl, "--reward", str(out / "pm"), "--data", str(out / "ppo-prompts.jsonl"), "--field",
             "prompt", "-o", str(ppo), "--max-steps", str(args.ppo_steps), "--batch-size", "8", "--minibatch-size",
             "4", "--max-tokens", "48", "--lora", "--lr", "1e-4", "--kl-target", "2.0", "--kl-coef", str(args.ppo_kl_coef),
-            *(["--kl-horizon", str(args.ppo_kl_horizon)] if args.ppo_kl_horizon else []), log=log)
-        models.append((ppo.name, str(ppo)))
-    # Arms trained by an earlier call (e.g. --arms dpo, then --arms pm,ppo) stay in the table.
-    for arm in sorted(p for p in out.iterdir() if p.name.startswith(("dpo-", "ppo-")) and (p / "config.json").is_file()):
-        if arm.name not in dict(models):
-            models.append((arm.name, str(arm)))
+            *(["--kl-horizon", str(args.ppo_kl_horizon)] if args.ppo_kl_horizon is not None else []), log=log)
+    # Every trained arm in OUT, this call's and earlier calls' (e.g. --arms dpo, then --arms pm,ppo).
+    models += [(p.name, str(p)) for p in sorted(out.iterdir())
+               if p.name.startswith(("dpo-", "ppo-")) and (p / "config.json").is_file()]
     for name, spec in models:
         run_evals(study, name, spec, evals, args, log)
     write_table(study, out, models)

@@ -178,8 +178,9 @@ def build_reward_trainer(config: RewardTrainConfig, train: Sequence[Any], run: A
 
     tokenizer = load_tokenizer(base)
     args = _trainer_args(config, run, show_progress, evaluate=bool(heldout))
-    held = shared_dataset(_rows(heldout, tokenizer, config.max_length), args, run, name="eval-dataset") if heldout \
-        else None
+    held = None
+    if heldout:
+        held = shared_dataset(_rows(heldout, tokenizer, config.max_length), args, run, name="eval-dataset")
     return SoftRewardTrainer(
         model=base, args=args, train_dataset=shared_dataset(_rows(train, tokenizer, config.max_length), args, run),
         eval_dataset=held, processing_class=tokenizer,
