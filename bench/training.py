@@ -93,9 +93,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     p.add_argument("--ppo-steps", type=int, default=5, help="PPO steps to time, the first left out (0: skip PPO) "
                    "(default: 5)")
-    p.add_argument("--ppo-old-logprobs", default="forward,rollout", help="PPO rows, one per --old-logprobs value, "
-                   "one after the other on the same PM (default: forward,rollout: the separate no-grad pass, then "
-                   "generate's own logits)")
+    p.add_argument("--ppo-rows", default="forward:fp32,rollout:fp32,rollout:auto", help="PPO rows, one after the "
+                   "other on the same PM, each OLD_LOGPROBS:PRECISION (forward or rollout; fp32, bf16 or auto, cai's "
+                   "default) (default: forward:fp32,rollout:fp32,rollout:auto: the separate no-grad pass as when "
+                   "issue 16 was filed, then generate's own logits, then cai's default precision)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 variants x 2 steps; writes nothing")
     p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
     p.add_argument("--parallel", action="store_true", help="run the variants at the same time (on a machine shared "
@@ -106,6 +107,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.steps, args.warmup, args.variants, args.ppo_steps = 2, 1, "no-gc,completion-logits,reward-grouped", 2
         args.reward_steps = 2
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for row in (r.strip() for r in args.ppo_rows.split(",") if r.strip()):
+        mode, _, precision = row.partition(":")
+        if mode not in ("forward", "rollout") or (precision or "auto") not in ("fp32", "bf16", "auto"):
+            p.error(f"--ppo-rows: {row!r} is not OLD_LOGPROBS:PRECISION (forward or rollout; fp32, bf16 or auto)")
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; pick from {', '.join(VARIANTS)}")
@@ -178,21 +183,25 @@ def ppo_timings(args: argparse.Namespace) -> dict | None:
         subprocess.run(cai + ["reward", "-m", args.model, "--data", str(pairs), "-o", str(pm), "--max-steps", "1",
                               "--batch-size", "2", "--human-eval", "none", "--eval-split", "0"],
                        check=True, capture_output=True, text=True)
-        return {mode: _ppo_row(args, cai, pm, Path(tmp) / f"ppo-{mode}", mode)
-                for mode in [m.strip() for m in args.ppo_old_logprobs.split(",") if m.strip()]}
+        rows = [r.strip() for r in args.ppo_rows.split(",") if r.strip()]
+        return {row: _ppo_row(args, cai, pm, Path(tmp) / f"ppo-{i}", *row.split(":")) for i, row in enumerate(rows)}
 
 
-def _ppo_row(args: argparse.Namespace, cai: list[str], pm: Path, out: Path, mode: str) -> dict:
+PRECISION_FLAGS = {"fp32": ["--no-bf16"], "bf16": ["--bf16"], "auto": []}
+
+
+def _ppo_row(args: argparse.Namespace, cai: list[str], pm: Path, out: Path, mode: str, precision: str = "auto") -> dict:
     # A wrapper process, so that the peak RSS is PPO's alone (RUSAGE_CHILDREN here also holds the
     # SFT variants').
     wrap = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
             "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
             "sys.exit(r.returncode)")
-    print(f"ppo --old-logprobs {mode} ...", file=sys.stderr)
+    print(f"ppo --old-logprobs {mode}, {precision} ...", file=sys.stderr)
     proc = subprocess.run([sys.executable, "-c", wrap] + cai + [
         "ppo", "-m", args.model, "--reward", str(pm), "--data", "redteam", "-o", str(out),
         "--max-steps", str(args.ppo_steps), "--batch-size", "8", "--minibatch-size", "4", "--max-tokens", "64",
-        "--lora", "--lr", "1e-4", "--old-logprobs", mode, "--no-progress"], capture_output=True, text=True)
+        "--lora", "--lr", "1e-4", "--old-logprobs", mode, *PRECISION_FLAGS[precision], "--no-progress"],
+        capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"cai ppo failed:\n{proc.stderr[-3000:]}")
     rss = int(proc.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
@@ -390,15 +399,22 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None,
 
 
 def ppo_lines(ppo: dict[str, dict]) -> list[str]:
-    """One row per --old-logprobs mode; the update's ratio against the first row (same run, same PM)."""
+    """One row per --old-logprobs mode and policy precision; the update's ratio against the first row
+    (same run, same PM)."""
+    from cai.precision import cpu_prefers_bf16, home_cache
+
+    auto = "bf16" if cpu_prefers_bf16(home_cache()) else "fp32"  # what cai ppo --lora picks on this CPU
     first = next(iter(ppo.values()))
     lines = [f"- job: `cai ppo`, LoRA policy, a PM of the same size as reward, batch 8, minibatch 4, 4 PPO epochs (the default), "
              f"at most 64 new tokens; mean of {first['steps']} steps after the first; one row per "
-             "`--old-logprobs`, one after the other", "",
-             "| --old-logprobs | rollout | scoring | update | update vs first row | answer tokens | KL | peak RSS |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for mode, r in ppo.items():
-        lines.append(f"| {mode} | {r['rollout_s']:.1f} s | {r['scoring_s']:.1f} s | {r['update_s']:.1f} s | "
+             "`--old-logprobs` and policy precision (auto: cai's default, here " + auto + "), one after the other", "",
+             "| --old-logprobs | precision | rollout | scoring | update | update vs first row | answer tokens | KL | "
+             "peak RSS |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row, r in ppo.items():
+        mode, _, precision = row.partition(":")
+        precision = f"auto ({auto})" if precision in ("", "auto") else precision
+        lines.append(f"| {mode} | {precision} | {r['rollout_s']:.1f} s | {r['scoring_s']:.1f} s | {r['update_s']:.1f} s | "
                      f"{r['update_s'] / first['update_s']:.2f}x | {r['length']:.0f} | {r['kl']:.3f} | "
                      f"{r['peak_rss_gib']:.1f} GiB |")
     return lines

@@ -59,7 +59,8 @@ def _cfg(char_model, prompts_file, out, **kw):
 
     base = dict(policy=char_model, prompts=prompts_file, output=str(out), max_steps=20, batch_size=8,
                 max_tokens=12, max_length=64, lr=3e-3, kl_coef=0.1, kl_target=3.0, kl_horizon=50,
-                missing_eos_penalty=0.0, ppo_epochs=4, minibatch_size=4, save_steps=100, seed=0)
+                missing_eos_penalty=0.0, ppo_epochs=4, minibatch_size=4, save_steps=100, seed=0,
+                bf16=False)  # the default would be bf16 with LoRA on an AMX CPU: the same numbers on every machine
     base.update(kw)
     return PPORunConfig(**base)
 
@@ -162,10 +163,11 @@ def test_bad_input(char_model, prompts_file, tmp_path, capsys):
                     "--ptx-coef", "0.5"], "--ptx-coef needs --ptx-data")
 
 
-@pytest.mark.parametrize("lora, temperature", [(False, 1.0), (True, 0.7)])
-def test_rollout_views_match_a_separate_forward_pass(char_model, prompts_file, tmp_path, lora, temperature):
+@pytest.mark.parametrize("lora, temperature, bf16", [(False, 1.0, False), (True, 0.7, False), (True, 0.7, True)])
+def test_rollout_views_match_a_separate_forward_pass(char_model, prompts_file, tmp_path, lora, temperature, bf16):
     """--old-logprobs rollout takes the sampling policy's log-probs, entropy and values from
-    generate's own logits and hidden states; they must be the numbers the no-grad pass computes."""
+    generate's own logits and hidden states; they must be the numbers the no-grad pass computes
+    (in bf16, up to bf16's rounding: generation reads a KV cache, the pass does not)."""
     import torch
 
     from cai.sources import load_prompts
@@ -173,7 +175,8 @@ def test_rollout_views_match_a_separate_forward_pass(char_model, prompts_file, t
     from cai.train.ppo_model import build_policy
     from cai.train.ppo_rollout import rollout
 
-    cfg = _cfg(char_model, prompts_file, tmp_path / "unused", lora=lora, lora_r=4, lora_alpha=8, temperature=temperature)
+    cfg = _cfg(char_model, prompts_file, tmp_path / "unused", lora=lora, lora_r=4, lora_alpha=8, temperature=temperature,
+               bf16=bf16)
     tok, model, _ = build_policy(cfg, char_model, "cpu")
     if lora:  # adapters that change the function, so the views are the policy's, not the base model's
         with torch.no_grad():
@@ -189,9 +192,63 @@ def test_rollout_views_match_a_separate_forward_pass(char_model, prompts_file, t
     from cai.train.ppo_math import entropy_from_logits
 
     logp = ppo._logprobs(logits, roll["ids"][:, roll["prompt_width"]:], temperature)
-    torch.testing.assert_close(roll["old_logp"][mask], logp[mask], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(roll["old_values"][mask], values[mask], atol=1e-4, rtol=1e-4)
+    tol = 2e-2 if bf16 else 1e-4
+    assert logits.dtype == torch.float32 and roll["old_logp"].dtype == torch.float32
+    torch.testing.assert_close(roll["old_logp"][mask], logp[mask], atol=tol, rtol=tol)
+    torch.testing.assert_close(roll["old_values"][mask], values[mask], atol=tol, rtol=tol)
     torch.testing.assert_close(roll["entropy"][mask], entropy_from_logits(logits / temperature)[mask],
-                               atol=1e-4, rtol=1e-4)
+                               atol=tol, rtol=tol)
     forward_cfg = _cfg(char_model, prompts_file, tmp_path / "unused", old_logprobs="forward")
     assert "old_logp" not in rollout(model, tok, convs, forward_cfg, ppo._eos_ids(tok, model.model), seed=1)
+
+
+def test_ppo_precision_default(monkeypatch):
+    """On a CPU, bf16 weights only for a LoRA policy and only where bf16 matmuls are measured faster;
+    full weights stay fp32 (bf16 weights would be their own master copy); a flag wins."""
+    import torch
+
+    import cai.precision
+    from cai.train.ppo_model import pick_dtype
+
+    monkeypatch.setattr(cai.precision, "cpu_prefers_bf16", lambda cache: True)
+    assert pick_dtype(None, lora=True) is torch.bfloat16
+    assert pick_dtype(None, lora=False) is torch.float32
+    assert pick_dtype(False, lora=True) is torch.float32 and pick_dtype(True, lora=False) is torch.bfloat16
+    monkeypatch.setattr(cai.precision, "cpu_prefers_bf16", lambda cache: False)
+    assert pick_dtype(None, lora=True) is torch.float32
+
+
+def test_bf16_lora_policy_trains_like_fp32(char_model, prompts_file, tmp_path):
+    """A bf16 LoRA policy (the default on an AMX CPU): the same answers, and a first update whose losses
+    are the fp32 policy's within bf16's rounding."""
+    from cai.train.ppo import run_ppo
+
+    first = {}
+    for bf16 in (False, True):
+        out = tmp_path / f"bf16-{bf16}"
+        run_ppo(_cfg(char_model, prompts_file, out, bf16=bf16, max_steps=1, lora=True, lora_r=4, lora_alpha=8),
+                reward=vowel_share)
+        first[bf16] = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first[True]["length"] == first[False]["length"]  # the same answers were sampled
+    for key in ("reward", "policy_loss", "value_loss", "entropy", "approx_kl"):
+        assert first[True][key] == pytest.approx(first[False][key], rel=0.05, abs=2e-3), key
+
+
+def test_bf16_lora_policy_merges_into_fp32_weights(char_model, tmp_path):
+    """The merged folder holds base + B·A in fp32: merged into the bf16 copy, an update this small
+    would be lost in bf16's rounding of the weights (about 0.4% of each)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from cai.train.ppo_model import PolicyWithValue, load_tokenizer
+
+    policy = PolicyWithValue(char_model, lora=True, lora_r=4, lora_alpha=8, dtype=torch.bfloat16)
+    layer = policy.model.get_base_model().model.layers[0].self_attn.q_proj
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_(0, 1e-4)
+    expected = (layer.lora_B["default"].weight @ layer.lora_A["default"].weight) * layer.scaling["default"]
+    policy.save_final(tmp_path, load_tokenizer(char_model), keep_adapter=False)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    merged, base = load_file(str(tmp_path / "model.safetensors"))[name], load_file(f"{char_model}/model.safetensors")[name]
+    assert merged.dtype == torch.float32
+    torch.testing.assert_close(merged - base, expected.float(), atol=1e-7, rtol=1e-4)

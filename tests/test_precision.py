@@ -97,6 +97,18 @@ def test_other_thread_count_is_measured_again(tmp_path, cpuinfo, monkeypatch):
     assert cpu_prefers_bf16(cache, measure=never, cpuinfo=cpuinfo) is False
 
 
+def test_same_cpu_name_with_amx_is_measured_again(tmp_path, cpuinfo):
+    """Cloud VMs share a model name with and without AMX; a cache carried from one to the other (a disk
+    image) must not carry its decision."""
+    cache = tmp_path / CACHE_NAME
+    assert cpu_prefers_bf16(cache, measure=Meter(149.0, 290.0), cpuinfo=cpuinfo) is False
+    amx = tmp_path / "cpuinfo-amx"
+    amx.write_text(BF16_CPU.replace("avx512_bf16", "avx512_bf16 amx_bf16"))
+    assert rates_key(str(amx)) != rates_key(cpuinfo)
+    assert cpu_prefers_bf16(cache, measure=Meter(2700.0, 290.0), cpuinfo=str(amx)) is True
+    assert cpu_prefers_bf16(cache, measure=never, cpuinfo=cpuinfo) is False
+
+
 def test_unwritable_home_measures_without_caching(tmp_path, cpuinfo, capsys):
     blocker = tmp_path / "home"
     blocker.write_text("a file where the home folder should be")

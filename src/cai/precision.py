@@ -6,11 +6,11 @@ the same setup in fp32 (bench/RESULTS.md, "Training throughput"); an AMD VM, als
 bf16 at 424-842 GFLOP/s, faster than its fp32. So the flags are only the first gate (without them
 bf16 is emulated and always slow); past it, :func:`cpu_prefers_bf16` times a square matmul in both
 dtypes and picks bf16 only when it is clearly faster. The measurement is cached as JSON in the cai
-home, keyed by CPU model, torch version and torch thread count, so it runs once per machine (well
-under a second).
+home, keyed by CPU model and bf16 instructions, torch version and torch thread count, so it runs once
+per machine (well under a second).
 
-Used by ``use_bf16(None)`` (SFT, DPO, reward, RLOO) and the hf backend's ``dtype="auto"`` on a
-CPU. CUDA is decided elsewhere, by ``torch.cuda.is_bf16_supported()``.
+Used by ``use_bf16(None)`` (SFT, DPO, reward, RLOO), ``cai ppo --lora`` and the hf backend's
+``dtype="auto"`` on a CPU. CUDA is decided elsewhere, by ``torch.cuda.is_bf16_supported()``.
 """
 
 from __future__ import annotations
@@ -43,13 +43,21 @@ def _cpuinfo_lines(cpuinfo: str) -> list[str]:
         return []
 
 
-def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True when the CPU has native bf16 matmul instructions (AMX or AVX512-BF16), read from /proc/cpuinfo."""
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """The CPU's native bf16 matmul instructions among :data:`BF16_FLAGS`, read from /proc/cpuinfo."""
     for line in _cpuinfo_lines(cpuinfo):
         if line.startswith("flags"):
             flags = set(line.partition(":")[2].split())
-            return bool(flags & {"amx_bf16", "avx512_bf16"})
-    return False
+            return [f for f in BF16_FLAGS if f in flags]
+    return []
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU has native bf16 matmul instructions (AMX or AVX512-BF16), read from /proc/cpuinfo."""
+    return bool(cpu_bf16_flags(cpuinfo))
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
@@ -89,10 +97,13 @@ def matmul_rates(size: int = 1024, repeats: int = 3, budget_s: float = 0.25) -> 
 
 
 def rates_key(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """What a measurement depends on: the CPU, torch's kernels (its version) and the threads it uses."""
+    """What a measurement depends on: the CPU (its model name and bf16 instructions: cloud VMs of one name,
+    "Intel(R) Xeon(R) Processor", come with AMX and without, at 2.7 TFLOP/s and 0.15 in bf16), torch's
+    kernels (its version) and the threads it uses."""
     import torch
 
-    return f"{cpu_model(cpuinfo)} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    flags = "+".join(cpu_bf16_flags(cpuinfo)) or "no bf16"
+    return f"{cpu_model(cpuinfo)} [{flags}] | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
 def _valid(rates: object) -> bool:

@@ -82,6 +82,10 @@ class PPORunConfig(TrainCommon):
                                "from: rollout (the logits and hidden states generation computed anyway; no extra "
                                "pass) or forward (a separate no-grad pass over the finished answers)")
     device: str = option("auto", help="cpu, cuda, cuda:N or auto")
+    bf16: bool | None = option(None, help="policy weights in bf16 (default: on a GPU that supports it; on a CPU "
+                               "only with --lora, where a bf16 matmul runs over 1.1x the fp32 rate (AMX), timed "
+                               "once per machine and kept in $CAI_HOME/cpu_matmul.json; the LoRA adapters, the "
+                               "value head and the LM head's log-probs stay fp32)")
 
     def __post_init__(self) -> None:
         self.check_common()

@@ -21,14 +21,47 @@ from cai.errors import CAIError
 VALUE_HEAD_FILE = "value_head/value_head.safetensors"
 
 
-def pick_dtype(bf16: bool | None):
+def pick_dtype(bf16: bool | None, *, lora: bool, device: str = "cpu"):
+    """The dtype of the policy's weights: ``--bf16/--no-bf16`` when given; else bf16 on a GPU that supports
+    it, and on a CPU only for a LoRA policy where a measured bf16 matmul beats fp32 (AMX:
+    :func:`cai.precision.cpu_prefers_bf16`, the test ``cai sft`` and ``cai reward`` use).
+
+    Why LoRA only on a CPU: its base weights are frozen, so bf16 copies of them lose nothing to the
+    optimiser (the adapters train in fp32); full weights in bf16 would be their own master copy, and
+    updates smaller than bf16's rounding would vanish. The log-probs that PPO's ratio and KL are made
+    of stay fp32 either way: the LM head of a bf16 LoRA policy computes in fp32 (:func:`install_fp32_head`)."""
     import torch
 
     if bf16 is None:
-        # fp32 on CPU unless asked: PPO's ratio and KL are differences of log-probs, which bf16's
-        # 8-bit mantissa makes noisy, and without AMX bf16 matmuls buy little on a CPU.
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if str(device).startswith("cuda"):
+            bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        elif lora:
+            from cai.precision import cpu_prefers_bf16, home_cache
+
+            bf16 = cpu_prefers_bf16(home_cache())
+        else:
+            bf16 = False
     return torch.bfloat16 if bf16 else torch.float32
+
+
+def install_fp32_head(model: Any) -> None:
+    """Give ``model`` (a causal LM with bf16 weights) an LM head that computes in fp32: its hidden state
+    cast up, times an fp32 copy of the head's weights. A bf16 logit of 20 is off by up to 0.06, and
+    PPO's ratio and KL are differences of log-probs; the head is a fifth of a SmolLM2-135M token's
+    FLOPs, and PPO runs it on answer tokens only. For a frozen head only (LoRA): the copy is not tied
+    to the input embeddings, and it is never saved (the adapters are, and
+    :meth:`PolicyWithValue.save_final` merges them into weights loaded afresh)."""
+    import torch
+
+    class Float32Head(torch.nn.Module):
+        def __init__(self, weight: Any) -> None:
+            super().__init__()
+            self.register_buffer("weight", weight.detach().to(torch.float32), persistent=False)
+
+        def forward(self, hidden: Any) -> Any:
+            return torch.nn.functional.linear(hidden.to(torch.float32), self.weight)
+
+    model.set_output_embeddings(Float32Head(model.get_output_embeddings().weight))
 
 
 def load_tokenizer(path: str):
@@ -68,14 +101,17 @@ class PolicyWithValue:
 
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         model.config.use_cache = True
-        self.lora = lora
+        self.path, self.lora = path, lora
         self.ref = None
+        self.fp32_head = lora and dtype != torch.float32
         if lora:
             from peft import LoraConfig, get_peft_model
 
             cfg = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules="all-linear",
                              task_type="CAUSAL_LM")
             model = get_peft_model(model, cfg)
+            if self.fp32_head:
+                install_fp32_head(model.get_base_model())
         else:
             self.ref = copy.deepcopy(model).eval()
             for p in self.ref.parameters():
@@ -154,11 +190,23 @@ class PolicyWithValue:
         """The HF folder every backend loads (merged unless ``keep_adapter``), the value head beside it."""
         model = self.model
         if self.lora and not keep_adapter:
-            model = model.merge_and_unload()
-            self.model, self.lora = model, False
+            model = self._merged_fp32() if self.fp32_head else model.merge_and_unload()
+            self.model, self.lora, self.fp32_head = model, False, False
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         self._save_head(out)
+
+    def _merged_fp32(self) -> Any:
+        """The adapters merged into fp32 base weights loaded afresh. Merged into the bf16 copy, a
+        LoRA update smaller than bf16's rounding of a weight (about 0.4% of it) would be lost."""
+        import torch
+        from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+        fresh = get_peft_model(base, self.model.peft_config["default"])
+        set_peft_model_state_dict(fresh, get_peft_model_state_dict(self.model))
+        return fresh.merge_and_unload()
 
     def _save_head(self, folder: Path) -> None:
         from safetensors.torch import save_file
@@ -173,6 +221,7 @@ def build_policy(cfg: Any, path: str, device: str) -> tuple[Any, PolicyWithValue
 
     tok = load_tokenizer(path)
     model = PolicyWithValue(path, lora=cfg.lora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                            dtype=pick_dtype(cfg.bf16), device=device, seed=cfg.seed)
+                            dtype=pick_dtype(cfg.bf16, lora=cfg.lora, device=device), device=device,
+                            seed=cfg.seed)
     model.eval()  # no dropout in rollouts or updates: PPO's ratio needs the same function both times
     return tok, model, torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-5)
