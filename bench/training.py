@@ -184,7 +184,8 @@ def ppo_timings(args: argparse.Namespace) -> dict | None:
                               "--batch-size", "2", "--human-eval", "none", "--eval-split", "0"],
                        check=True, capture_output=True, text=True)
         rows = [r.strip() for r in args.ppo_rows.split(",") if r.strip()]
-        return {row: _ppo_row(args, cai, pm, Path(tmp) / f"ppo-{i}", *row.split(":")) for i, row in enumerate(rows)}
+        return {row: _ppo_row(args, cai, pm, Path(tmp) / f"ppo-{i}", row.partition(":")[0],
+                              row.partition(":")[2] or "auto") for i, row in enumerate(rows)}
 
 
 PRECISION_FLAGS = {"fp32": ["--no-bf16"], "bf16": ["--bf16"], "auto": []}
