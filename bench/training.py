@@ -58,6 +58,8 @@ RESULTS = HERE / "RESULTS.md"
 SECTION = "## Training throughput (bench/training.py)"
 PM_SECTION = "## Preference-model batches: random against length-grouped (bench/training.py)"
 PPO_SECTION = "## PPO seconds per step (bench/training.py)"
+# cai ppo's flags for each precision of --ppo-rows (auto: cai's default).
+PRECISION_FLAGS = {"fp32": ["--no-bf16"], "bf16": ["--bf16"], "auto": []}
 TARGET_UTILISATION = 0.40
 
 _TRL = {"completion_logits": False}  # TRL's head on every token, as TRL runs it on a CPU
@@ -107,10 +109,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.steps, args.warmup, args.variants, args.ppo_steps = 2, 1, "no-gc,completion-logits,reward-grouped", 2
         args.reward_steps = 2
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    rows = []
     for row in (r.strip() for r in args.ppo_rows.split(",") if r.strip()):
         mode, _, precision = row.partition(":")
-        if mode not in ("forward", "rollout") or (precision or "auto") not in ("fp32", "bf16", "auto"):
+        if mode not in ("forward", "rollout") or (precision or "auto") not in PRECISION_FLAGS:
             p.error(f"--ppo-rows: {row!r} is not OLD_LOGPROBS:PRECISION (forward or rollout; fp32, bf16 or auto)")
+        rows.append((mode, precision or "auto"))
+    args.ppo_rows = rows
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; pick from {', '.join(VARIANTS)}")
@@ -183,15 +188,11 @@ def ppo_timings(args: argparse.Namespace) -> dict | None:
         subprocess.run(cai + ["reward", "-m", args.model, "--data", str(pairs), "-o", str(pm), "--max-steps", "1",
                               "--batch-size", "2", "--human-eval", "none", "--eval-split", "0"],
                        check=True, capture_output=True, text=True)
-        rows = [r.strip() for r in args.ppo_rows.split(",") if r.strip()]
-        return {row: _ppo_row(args, cai, pm, Path(tmp) / f"ppo-{i}", row.partition(":")[0],
-                              row.partition(":")[2] or "auto") for i, row in enumerate(rows)}
+        return {(mode, precision): _ppo_row(args, cai, pm, Path(tmp) / f"ppo-{i}", mode, precision)
+                for i, (mode, precision) in enumerate(args.ppo_rows)}
 
 
-PRECISION_FLAGS = {"fp32": ["--no-bf16"], "bf16": ["--bf16"], "auto": []}
-
-
-def _ppo_row(args: argparse.Namespace, cai: list[str], pm: Path, out: Path, mode: str, precision: str = "auto") -> dict:
+def _ppo_row(args: argparse.Namespace, cai: list[str], pm: Path, out: Path, mode: str, precision: str) -> dict:
     # A wrapper process, so that the peak RSS is PPO's alone (RUSAGE_CHILDREN here also holds the
     # SFT variants').
     wrap = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
@@ -399,12 +400,14 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None,
     return sections, ok
 
 
-def ppo_lines(ppo: dict[str, dict]) -> list[str]:
+def ppo_lines(ppo: dict[tuple[str, str], dict]) -> list[str]:
     """One row per --old-logprobs mode and policy precision; the update's ratio against the first row
     (same run, same PM)."""
-    from cai.precision import cpu_prefers_bf16, home_cache
+    import torch
 
-    auto = "bf16" if cpu_prefers_bf16(home_cache()) else "fp32"  # what cai ppo --lora picks on this CPU
+    from cai.train.ppo_model import pick_dtype
+
+    auto = "bf16" if pick_dtype(None, lora=True) is torch.bfloat16 else "fp32"  # what cai ppo --lora picks here
     first = next(iter(ppo.values()))
     lines = [f"- job: `cai ppo`, LoRA policy, a PM of the same size as reward, batch 8, minibatch 4, 4 PPO epochs (the default), "
              f"at most 64 new tokens; mean of {first['steps']} steps after the first; one row per "
@@ -412,9 +415,8 @@ def ppo_lines(ppo: dict[str, dict]) -> list[str]:
              "| --old-logprobs | precision | rollout | scoring | update | update vs first row | answer tokens | KL | "
              "peak RSS |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for row, r in ppo.items():
-        mode, _, precision = row.partition(":")
-        precision = f"auto ({auto})" if precision in ("", "auto") else precision
+    for (mode, precision), r in ppo.items():
+        precision = f"auto ({auto})" if precision == "auto" else precision
         lines.append(f"| {mode} | {precision} | {r['rollout_s']:.1f} s | {r['scoring_s']:.1f} s | {r['update_s']:.1f} s | "
                      f"{r['update_s'] / first['update_s']:.2f}x | {r['length']:.0f} | {r['kl']:.3f} | "
                      f"{r['peak_rss_gib']:.1f} GiB |")

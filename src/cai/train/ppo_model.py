@@ -32,16 +32,13 @@ def pick_dtype(bf16: bool | None, *, lora: bool, device: str = "cpu"):
     of stay fp32 either way: the LM head of a bf16 LoRA policy computes in fp32 (:func:`install_fp32_head`)."""
     import torch
 
-    if bf16 is None:
-        if str(device).startswith("cuda"):
-            bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        elif lora:
-            from cai.precision import cpu_prefers_bf16, home_cache
+    from cai.train.model_io import use_bf16
 
-            bf16 = cpu_prefers_bf16(home_cache())
-        else:
-            bf16 = False
-    return torch.bfloat16 if bf16 else torch.float32
+    if bf16 is None and not str(device).startswith("cuda"):
+        from cai.precision import cpu_prefers_bf16, home_cache
+
+        bf16 = lora and cpu_prefers_bf16(home_cache())
+    return torch.bfloat16 if use_bf16(bf16) else torch.float32
 
 
 def install_fp32_head(model: Any) -> None:
