@@ -195,3 +195,36 @@ def test_lora_keep_adapter_folder_loads_as_a_pm(tiny_llama_dir, tmp_path):
     assert is_pm_folder(out)
     scores = PreferenceModel.load(out).score([[{"role": "user", "content": "hi"}]] * 2, ["a banana", "b"])
     assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+
+
+def test_pm_scores_at_the_precision_it_trains_in(tiny_llama_dir, tmp_path, monkeypatch):
+    """A PM folder scores under bf16 autocast where `cai reward` trains in bf16 (its --bf16 flag,
+    else the machine's default), in fp32 otherwise; an explicit dtype loads weights in it instead."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from cai.train.pm import PreferenceModel
+
+    pm_dir = tmp_path / "pm"
+    AutoModelForSequenceClassification.from_pretrained(tiny_llama_dir, num_labels=1).save_pretrained(pm_dir)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(pm_dir)
+
+    def trained_with(bf16):
+        (pm_dir / "cai_run.json").write_text(json.dumps({"command": "reward", "config": {"bf16": bf16}}))
+
+    monkeypatch.setattr("cai.train.model_io.use_bf16", lambda flag: True if flag is None else flag)
+    trained_with(None)
+    auto = PreferenceModel.load(pm_dir)
+    assert auto.bf16_autocast and next(auto.model.parameters()).dtype == torch.float32
+    trained_with(False)
+    fp32 = PreferenceModel.load(pm_dir)
+    assert not fp32.bf16_autocast
+    assert not PreferenceModel.load(pm_dir, dtype="bfloat16").bf16_autocast
+
+    seen = []
+    auto.model.register_forward_hook(lambda m, i, out: seen.append(out.logits.dtype))
+    prompts, answers = [[{"role": "user", "content": "hi"}]] * 3, ["a banana", "b", "a longer answer than the others"]
+    got, want = auto.score(prompts, answers), fp32.score(prompts, answers)
+    assert seen and all(d == torch.bfloat16 for d in seen)  # the forward really ran under autocast
+    assert all(isinstance(s, float) for s in got)
+    assert got == pytest.approx(want, abs=0.05 * max(1.0, max(abs(w) for w in want)))

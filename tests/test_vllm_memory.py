@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from cai.backends import is_explicit, load_backend, split_spec
-from cai.backends.vllm_memory import GiB, JOB_TOKENS, QUICK_JOB_TOKENS, cpu_kv_cache_bytes, kv_bytes_per_token
+from cai.backends.vllm_memory import (GiB, QUICK_JOB_TOKENS, SERVER_TOKENS, cpu_kv_cache_bytes, job_tokens,
+                                      kv_bytes_per_token)
 from cai.errors import BackendUnavailable, CAIError
 from cai.types import SamplingParams
 
@@ -36,19 +37,29 @@ def test_kv_bytes_per_token_from_the_config(tmp_path):
     assert kv_bytes_per_token(_model(tmp_path, {"hidden_size": 8})) is None
 
 
-def test_sized_for_the_job_when_memory_is_plentiful(tmp_path):
+def test_sized_for_the_job_when_memory_is_plentiful(tmp_path, monkeypatch):
     path = _model(tmp_path)
-    assert cpu_kv_cache_bytes(path, 4096, free_bytes=20 * GiB) == 23040 * JOB_TOKENS
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert job_tokens() == 64 * 1024  # 2 cores
+    assert cpu_kv_cache_bytes(path, 4096, free_bytes=20 * GiB) == 23040 * 64 * 1024
     assert cpu_kv_cache_bytes(path, 4096, free_bytes=20 * GiB, quick_start=True) == 23040 * QUICK_JOB_TOKENS
+    assert cpu_kv_cache_bytes(path, 4096, free_bytes=20 * GiB, tokens=SERVER_TOKENS) == 23040 * 256 * 1024
+    # Never less than one sequence of the model's length.
+    assert cpu_kv_cache_bytes(path, 128 * 1024, free_bytes=20 * GiB) == 23040 * 128 * 1024
+
+
+def test_a_job_cache_grows_with_the_cores():
+    assert job_tokens(1) == job_tokens(2) == 64 * 1024
+    assert job_tokens(16) == 512 * 1024
 
 
 def test_the_small_node_after_boot_still_gets_a_cache(tmp_path):
     # 8.31 GiB free on a node reporting 9.46: a 10% share of the total minus the process's RSS was
     # negative; in bytes it is half of what is free after weights and a reserve, capped by the job.
     path = _model(tmp_path)
-    kv = cpu_kv_cache_bytes(path, 4096, free_bytes=int(8.31 * GiB))
+    kv = cpu_kv_cache_bytes(path, 4096, free_bytes=int(8.31 * GiB), tokens=SERVER_TOKENS)
     assert 23040 * 4096 <= kv <= (8.31 * GiB - 269_060_552 - GiB) / 2
-    assert kv == min(23040 * JOB_TOKENS, int((int(8.31 * GiB) - 269_060_552 - GiB) * 0.5))
+    assert kv == min(23040 * SERVER_TOKENS, int((int(8.31 * GiB) - 269_060_552 - GiB) * 0.5))
 
 
 def test_too_little_memory_is_one_clear_reason(tmp_path):

@@ -17,9 +17,16 @@ from pathlib import Path
 from typing import Any
 
 GiB = 1 << 30
-# KV cache for a generate or critique batch: 256 sequences of 1024 tokens (prompt + answer), the
-# batch cai's commands send at once. A quick start (one prompt) needs far less.
-JOB_TOKENS = 256 * 1024
+# KV cache for one command's job, per CPU core the engine runs on: 64k tokens on 2 cores. vLLM
+# touches every page of its cache as it starts, about 3.5 s per 100k tokens of SmolLM2's cache on a
+# 2-core VM (start 27.6 s at 256k tokens, 20.7 s at 64k), and a CPU's decode gains little from
+# more sequences in flight than its cores can feed. The quickstart's critique step (64
+# conversations of up to about 1,200 tokens) gave the same records in 63 s with a 45k-token cache
+# as in 72 s with 256k (bench/RESULTS.md). More requests than fit wait their turn in vLLM's queue.
+TOKENS_PER_CPU = 32 * 1024
+# A long-lived server (`cai serve`) starts once and takes whatever batch its clients send.
+SERVER_TOKENS = 256 * 1024
+# A quick start (one prompt) needs far less.
 QUICK_JOB_TOKENS = 16 * 1024
 # Kept free for activations, the tokenizer, Python and whatever else runs beside the engine.
 RESERVE_BYTES = 1 * GiB
@@ -84,17 +91,28 @@ def node_free_bytes() -> int:
     return min(free, cgroup) if cgroup is not None else free
 
 
-def cpu_kv_cache_bytes(path: str | Path, max_model_len: int, *, quick_start: bool = False,
+def job_tokens(cpus: int | None = None) -> int:
+    """Tokens of KV cache for one command's job on a CPU with ``cpus`` cores (default: those this
+    process may run on), counting at least two."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(2, cpus) * TOKENS_PER_CPU
+
+
+def cpu_kv_cache_bytes(path: str | Path, max_model_len: int, *, quick_start: bool = False, tokens: int | None = None,
                        free_bytes: int | None = None, dtype_bytes: int = 2) -> int:
-    """The KV cache to ask vLLM for, in bytes. Raises ``MemoryError`` with a one-line reason when
-    even one sequence of ``max_model_len`` tokens does not fit."""
+    """The KV cache to ask vLLM for, in bytes: ``tokens`` of it (default: :func:`job_tokens`; a
+    quick start's far fewer), at least one sequence of ``max_model_len``. Raises ``MemoryError``
+    with a one-line reason when even that one sequence does not fit."""
     free = node_free_bytes() if free_bytes is None else free_bytes
     budget = int((free - weights_bytes(path) - RESERVE_BYTES) * FREE_SHARE)
     per_token = kv_bytes_per_token(path, dtype_bytes)
     if per_token is None:  # an unusual config: a fixed 2 GiB, within the budget
         want, need = 2 * GiB, 256 * 1024 * 1024
     else:
-        want = per_token * max(QUICK_JOB_TOKENS if quick_start else JOB_TOKENS, max_model_len)
+        if tokens is None:
+            tokens = QUICK_JOB_TOKENS if quick_start else job_tokens()
+        want = per_token * max(tokens, max_model_len)
         need = per_token * max_model_len
     if budget < need:
         raise MemoryError(f"only {free / GiB:.1f} GiB of memory is free on this machine's memory node; the model "

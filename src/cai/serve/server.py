@@ -100,10 +100,10 @@ def vllm_command(config: ServeConfig, *, cuda: bool) -> tuple[list[str], dict[st
         env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         if not env.get("VLLM_CPU_KVCACHE_SPACE") and "--kv-cache-memory-bytes" not in config.vllm_args:
             from cai.backends.vllm import _model_max_len
-            from cai.backends.vllm_memory import cpu_kv_cache_bytes
+            from cai.backends.vllm_memory import SERVER_TOKENS, cpu_kv_cache_bytes
 
             try:
-                kv = cpu_kv_cache_bytes(path, _model_max_len(path) or 4096)
+                kv = cpu_kv_cache_bytes(path, _model_max_len(path) or 4096, tokens=SERVER_TOKENS)
             except MemoryError as e:
                 raise CAIError(f"cannot serve {config.model!r} with vLLM: {e}; or serve -m hf:{config.model}") from None
             argv += ["--kv-cache-memory-bytes", str(kv)]
