@@ -187,3 +187,59 @@ def test_a_failure_in_a_group_keeps_the_steps_before_it_and_a_rerun_resumes_from
     assert children[-1] == ["eval-over-refusal", "eval-hhh"]
     assert "2 step(s) run, 1 already done" in capfd.readouterr().err
     assert {e["status"] for e in _manifest(tmp_path)["stages"].values()} == {"done"}
+
+
+def test_a_small_group_starts_vllm_quickly_and_a_large_or_unknown_one_does_not(tmp_path, monkeypatch):
+    """cai.backends.start_options: a vLLM CPU engine for a job of at most QUICK_START_TOKENS
+    generated tokens (prompts x token limit, summed over the group) skips its compile warm-up."""
+    import cai.backends as backends
+    from cai.backends import QUICK_START_TOKENS, start_options
+    from cai.run.stages import group_start_options, job_tokens
+
+    monkeypatch.setattr(backends, "vllm_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert start_options("smollm2-135m", QUICK_START_TOKENS) == {"quick_start": True}
+    assert start_options("vllm:smollm2-135m", 1000) == {"quick_start": True}
+    assert start_options("smollm2-135m", QUICK_START_TOKENS + 1) == {}
+    assert start_options("smollm2-135m", None) == {}
+    assert start_options("hf:smollm2-135m", 1000) == {} and start_options("mock:", 1000) == {}
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert start_options("vllm:smollm2-135m", 1000) == {}  # eager mode would lose CUDA graphs
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+
+    files = _step_files(tmp_path, ["harmlessness", "over-refusal", "hhh"], model="smollm2-135m")
+    steps = [json.loads(f.read_text()) for f in files]
+    # 3 prompts x the task's default 256 tokens each; hhh scores options: its size is unknown.
+    assert [job_tokens(s["stage"], s["config"]) for s in steps] == [3 * 256, 3 * 256, None]
+    assert group_start_options(files[:2]) == {"smollm2-135m": {"quick_start": True}}
+    assert group_start_options(files) == {"smollm2-135m": {}}
+    for f in files[:2]:  # 2 x 40 prompts x 256 tokens is past the bound
+        step = json.loads(f.read_text())
+        step["config"]["limit"] = 40
+        f.write_text(json.dumps(step))
+    assert group_start_options(files[:2]) == {"smollm2-135m": {}}
+
+
+def test_the_group_engine_is_loaded_with_its_start_options(tmp_path, monkeypatch):
+    import cai.backends as backends
+    from cai.run.stages import main as step_main
+
+    loaded = []
+    monkeypatch.setattr("cai.run.stages.group_start_options", lambda paths: {"mock:": {"quick_start": True}})
+    real = backends.load_backend
+    monkeypatch.setattr(backends, "load_backend", lambda spec, **kw: loaded.append((spec, kw)) or real(spec, **kw))
+    files = _step_files(tmp_path, ["over-refusal", "truthfulqa"])
+    assert step_main([str(f) for f in files]) == 0
+    assert ("mock:", {"quick_start": True}) in loaded
+
+
+def test_an_eval_alone_asks_for_the_start_its_job_size_calls_for(tmp_path, monkeypatch):
+    """`cai eval harmlessness` (or a step alone in its process) sizes its own job: prompts x --max-tokens."""
+    import cai.backends as backends
+    from cai.run.stages import main as step_main
+
+    asked = []
+    monkeypatch.setattr(backends, "start_options", lambda spec, n: asked.append((spec, n)) or {})
+    (f,) = _step_files(tmp_path, ["over-refusal"])
+    assert step_main([str(f)]) == 0
+    assert asked == [("mock:", 3 * 256)]

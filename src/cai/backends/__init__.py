@@ -26,7 +26,14 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 from cai.errors import CAIError
 from cai.types import Completion, Conversation, SamplingParams
 
-__all__ = ["Backend", "load_backend", "split_spec", "is_explicit", "options_per_conversation", "BACKENDS"]
+__all__ = ["Backend", "load_backend", "split_spec", "is_explicit", "options_per_conversation", "start_options",
+           "BACKENDS"]
+
+# A vLLM engine on a CPU is up in about 8 s without its torch.compile warm-up and in 21-23 s with it,
+# and then generates about 30% slower (SmolLM2-135M, 2-core AMX VM; bench/RESULTS.md, "vLLM engine
+# start"): the quick start finishes first below about 30k generated tokens. Jobs up to about half
+# that, by their upper bound (prompts x token limit), take it.
+QUICK_START_TOKENS = 16 * 1024
 
 
 @runtime_checkable
@@ -99,6 +106,23 @@ def load_backend(spec: str, **options: Any) -> Backend:
             print(f"cai: vLLM could not start, used the hf backend instead: {e}", file=sys.stderr)
             return backend
     return _factory(kind)(target, **options)
+
+
+def start_options(spec: Any, job_tokens: int | None) -> dict[str, Any]:
+    """Constructor options for a job that generates at most ``job_tokens`` tokens: ``quick_start``
+    for a small job on a vLLM engine on a CPU; nothing for a job of unknown size, a GPU (where the
+    eager mode loses CUDA graphs), a backend already loaded or any other kind."""
+    if job_tokens is None or job_tokens > QUICK_START_TOKENS or not isinstance(spec, str):
+        return {}
+    try:
+        kind, _ = split_spec(spec)
+    except ValueError:
+        return {}  # load_backend says what is wrong with the spec
+    if kind != "vllm":
+        return {}
+    import torch
+
+    return {} if torch.cuda.is_available() else {"quick_start": True}
 
 
 def _factory(kind: str) -> Any:

@@ -16,8 +16,9 @@ from typing import Any, Sequence
 class Deferred:
     """The backend ``load_backend(spec)`` gives, loaded when first asked for model work or a name."""
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, **options: Any) -> None:
         self.spec = spec
+        self.options = options  # for load_backend, e.g. quick_start for a small group of steps
         self._backend: Any = None
 
     @property
@@ -28,7 +29,7 @@ class Deferred:
         if self._backend is None:
             from cai.backends import load_backend
 
-            self._backend = load_backend(self.spec)
+            self._backend = load_backend(self.spec, **self.options)
         return self._backend
 
     @property

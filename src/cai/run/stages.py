@@ -125,10 +125,11 @@ def run_step(stage: str, config: dict[str, Any], *, where: str, backend: Any = N
     return summary if isinstance(summary, dict) else {}
 
 
-def _run_file(path: Path, shared: dict[str, Any] | None) -> int:
+def _run_file(path: Path, shared: dict[str, Any] | None, options: dict[str, dict[str, Any]] | None = None) -> int:
     """Run the step of one JSON file and write its summary beside it; its exit code. ``shared``
     (model -> :class:`cai.backends.deferred.Deferred`) is the process's engines when it runs
-    several steps; None for a step alone in its process, which loads its own as its command does."""
+    several steps, ``options`` (model -> load_backend options) how to start them; None for a step
+    alone in its process, which loads its own as its command does."""
     step = json.loads(path.read_text())
     where = f"run file, section {step['section']}"
     if step.get("announce"):  # the runner's "[n/N] name" line of a step after the first in this process
@@ -140,7 +141,7 @@ def _run_file(path: Path, shared: dict[str, Any] | None) -> int:
         if model is not None:
             from cai.backends.deferred import Deferred
 
-            backend = shared.setdefault(model, Deferred(model))
+            backend = shared.setdefault(model, Deferred(model, **(options or {}).get(model, {})))
         shared_backend = {"backend": backend} if backend is not None else {}
         summary = run_step(step["stage"], step["config"], where=where, **shared_backend)
     except KeyboardInterrupt:
@@ -164,17 +165,48 @@ def main(argv: list[str] | None = None) -> int:
     writes its summary beside its file. Eval steps of one model share one engine."""
     paths = [Path(p) for p in (argv or sys.argv[1:])]
     shared: dict[str, Any] | None = {} if len(paths) > 1 else None
+    options = group_start_options(paths) if shared is not None else None
     # One quiet scope for all the steps: an engine started in one step logs in the next and at close.
     with quiet_libraries():  # `cai run --verbose` reaches here as CAI_VERBOSE=1
         try:
             for path in paths:
-                code = _run_file(path, shared)
+                code = _run_file(path, shared, options)
                 if code:
                     return code
             return 0
         finally:
             for backend in (shared or {}).values():
                 backend.close()  # frees a vLLM engine's workers now, not at interpreter exit
+
+
+def job_tokens(stage: str, config: dict[str, Any]) -> int | None:
+    """At most how many tokens an eval step generates (its prompts x its answers' token limit);
+    None when it cannot tell (a task that scores options, an unreadable config)."""
+    if stage != "eval":
+        return None
+    try:
+        cfg, _ = build_stage_config(stage, config, where="run file")
+        texts = eval_prompt_texts(config.get("task"), cfg)
+    except (CAIError, ValueError, KeyError, OSError):
+        return None  # the step itself reports it when it runs
+    limit = getattr(cfg, "max_tokens", None)
+    return len(texts) * limit if texts is not None and isinstance(limit, int) else None
+
+
+def group_start_options(paths: list[Path]) -> dict[str, dict[str, Any]]:
+    """Shared model -> the load_backend options its group's whole job calls for
+    (:func:`cai.backends.start_options`: a small group starts vLLM without its compile warm-up)."""
+    from cai.backends import start_options
+
+    steps = [json.loads(p.read_text()) for p in paths]
+    totals: dict[str, int | None] = {}
+    for step in steps:
+        model = shared_model(step["stage"], step["config"])
+        if model is not None:
+            n = job_tokens(step["stage"], step["config"])
+            prev = totals.get(model, 0)
+            totals[model] = None if n is None or prev is None else prev + n
+    return {m: start_options(m, n) for m, n in totals.items()}
 
 
 if __name__ == "__main__":

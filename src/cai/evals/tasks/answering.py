@@ -71,7 +71,7 @@ def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None, t
     already answers every one of ``items``, the models are named, not started
     (:mod:`cai.backends.unstarted`). The store is opened once, here, and handed on to
     :func:`answer_and_grade` (opening reads and checks the whole file)."""
-    from cai.backends import load_backend
+    from cai.backends import load_backend, start_options
     from cai.backends.deferred import pending_spec
     from cai.backends.unstarted import Unstarted, finished_record, stand_in
     from cai.evals.graders.agreement import agreement_summary, check_output
@@ -89,7 +89,9 @@ def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None, t
         if first is not None:
             spare = stand_in(backend if backend is not None else config.model, models.get("policy"))
             backend = spare if spare is not None else backend
-    backend = load_backend(backend if backend is not None else config.model)
+    if backend is None:  # a small job starts vLLM without its compile warm-up (cai.backends.start_options)
+        backend = load_backend(config.model, **start_options(config.model, len(items) * config.max_tokens or None))
+    backend = load_backend(backend)
     grader = grader if grader is not None else config.build_grader(backend, model_spec=config.model,
                                                                    start=not isinstance(backend, Unstarted))
     block = dict(grader.describe())
