@@ -29,10 +29,10 @@ from cai.types import Completion, Conversation, SamplingParams
 __all__ = ["Backend", "load_backend", "split_spec", "is_explicit", "options_per_conversation", "start_options",
            "BACKENDS"]
 
-# A vLLM engine on a CPU is up in about 8 s without its torch.compile warm-up and in 21-23 s with it,
-# and then generates about 30% slower (SmolLM2-135M, 2-core AMX VM; bench/RESULTS.md, "vLLM engine
-# start"): the quick start finishes first below about 30k generated tokens. Jobs up to about half
-# that, by their upper bound (prompts x token limit), take it.
+# A vLLM engine on a CPU is up in about 8 s without its torch.compile warm-up and in about 20 s with
+# it, and then generates at 0.77x the compiled rate (SmolLM2-135M, 2-core AMX VM; bench/RESULTS.md,
+# "vLLM engine start"): the quick start finishes first below about 40k generated tokens. Jobs of at
+# most 16k by their upper bound (prompts x token limit) take it, leaving room for slower machines.
 QUICK_START_TOKENS = 16 * 1024
 
 

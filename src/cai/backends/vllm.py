@@ -153,9 +153,9 @@ class VLLMBackend:
     ``quick_start=True`` is for one short job (``cai generate "..."`` uses it): no torch.compile
     warm-up (``enforce_eager``) and, on CPU, a KV cache for 16k tokens instead of a command's 32k per
     core (:mod:`cai.backends.vllm_memory`). On a 2-core CPU with AMX the engine is up in about 8 s
-    instead of 21 s and generates about 30% slower (728 against 1,038 tokens/s on 64 prompts), so
-    only a job of a few seconds gains. ``engine_args`` go to ``vllm.LLM`` as they are and win over
-    everything set here.
+    instead of about 20 s and generates at 0.77x the compiled rate (bench/engine_start.py), so only
+    a small job gains (:func:`cai.backends.start_options`). ``engine_args`` go to ``vllm.LLM`` as
+    they are and win over everything set here.
     """
 
     def __init__(
