@@ -20,9 +20,10 @@ GiB = 1 << 30
 # KV cache for one command's job, per CPU core the engine runs on: 64k tokens on 2 cores. vLLM
 # touches every page of its cache as it starts, about 2.6 s per 100k tokens of SmolLM2's cache on a
 # 2-core VM (start 27.0 s at 256k tokens, 20.3 s at 64k; bench/engine_start.py), and a CPU's
-# decode gains little from more sequences in flight than its cores can feed. The quickstart's critique step (64
-# conversations of up to about 1,200 tokens) gave the same records in 63 s with a 45k-token cache
-# as in 72 s with 256k (docs/performance.md). More requests than fit wait their turn in vLLM's queue.
+# decode gains little from more sequences in flight than its cores can feed. The quickstart's
+# critique step (64 conversations of up to about 1,200 tokens) gave the same records in 63 s with
+# a 45k-token cache as in 72 s with 256k (docs/performance.md). More requests than fit wait their
+# turn in vLLM's queue.
 TOKENS_PER_CPU = 32 * 1024
 # A long-lived server (`cai serve`) starts once and takes whatever batch its clients send.
 SERVER_TOKENS = 256 * 1024

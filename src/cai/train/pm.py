@@ -93,8 +93,8 @@ class PreferenceModel:
 
         Without ``dtype`` it scores as ``cai reward`` trains: fp32 weights under bf16 autocast where
         bf16 training is chosen (its ``--bf16`` flag, else this machine's default, as
-        :func:`cai.train.model_io.use_bf16` decides), else fp32. On a CPU with AMX that scores in a
-        third of fp32's time (the quickstart PM's checks: 53 s fp32, 24 s autocast). ``dtype``
+        :func:`cai.train.model_io.use_bf16` decides), else fp32. On a CPU with AMX that scores in about
+        half of fp32's time (the quickstart PM's checks: 53 s fp32, 24 s autocast). ``dtype``
         ("float32", "bfloat16") loads the weights in that dtype instead, with no autocast."""
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
