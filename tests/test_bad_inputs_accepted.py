@@ -139,3 +139,30 @@ def test_report_counts_labeler_results(tmp_path, capsys):
     assert "1 stages" in err and "1 eval results" in err, err
     html = (tmp_path / "r.html").read_text()
     assert "Labeller agreement with human labels" in html and "labeler" in html
+
+
+TRAINERS = {  # each trainer's command with its data and model, but no -o
+    "sft": ["sft", "-m", "mock:", "--data", "{d}/d.jsonl"],
+    "dpo": ["dpo", "-m", "mock:", "--data", "{d}/d.jsonl"],
+    "reward": ["reward", "-m", "mock:", "--data", "{d}/d.jsonl"],
+    "ppo": ["ppo", "-m", "mock:", "--data", "{d}/d.jsonl", "--reward", "math:fsum"],
+    "rloo": ["rloo", "-m", "mock:", "--data", "{d}/d.jsonl", "--reward", "math:fsum"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(TRAINERS))
+def test_every_trainer_words_a_missing_or_wrong_output_and_data_alike(command, tmp_path, capsys, monkeypatch):
+    """`-o` missing, `-o` a file and `--data` missing are one line, in the same words, in every trainer."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "d.jsonl").write_text("{}\n")
+    (tmp_path / "file").write_text("mine\n")
+    argv = [a.replace("{d}", str(tmp_path)) for a in TRAINERS[command]]
+    before = _snapshot(tmp_path)
+    rc, err = run_bad(argv, capsys)
+    assert_one_line_error(rc, err, ["no output folder; pass -o DIR"])
+    rc, err = run_bad(argv + ["-o", str(tmp_path / "file")], capsys)
+    assert_one_line_error(rc, err, ["is a file; pass a folder"])
+    data_at = argv.index("--data")
+    rc, err = run_bad(argv[:data_at] + argv[data_at + 2:] + ["-o", str(tmp_path / "m")], capsys)
+    assert_one_line_error(rc, err, ["no ", "pass --data"])
+    assert _snapshot(tmp_path) == before, "a refused command changed or created files"

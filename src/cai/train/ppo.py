@@ -143,13 +143,11 @@ def _run_ppo(config: PPORunConfig, *, reward: Any, show_progress: bool | None) -
     from cai.train.rewards import load_reward
 
     cfg = config
-    if not cfg.output:
-        raise CAIError("cai ppo: give an output folder with -o DIR")
+    cfg.check_output_and_data([cfg.prompts] if cfg.prompts else [],
+                              f"no prompts; pass --data SRC (a file, {', '.join(list_builtin_prompt_sets())}, "
+                              "hh-rlhf:PATH)")
     if not cfg.policy:
         raise CAIError("cai ppo: give the policy with -m DIR (an SL-CAI model, or smollm2-135m)")
-    if not cfg.prompts:
-        raise CAIError(f"cai ppo: give prompts with --data SRC (a file, {', '.join(list_builtin_prompt_sets())}, "
-                       "hh-rlhf:PATH)")
     if reward is None and not cfg.reward:
         raise CAIError("cai ppo: give the reward with --reward DIR|module:function|judge:MODEL")
     # Everything that can be wrong with the input is checked before a model loads.

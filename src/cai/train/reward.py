@@ -146,10 +146,8 @@ def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) 
     from cai.outputs import inputs_of
     from cai.train.rundir import RunDir, finished_note
 
-    if not config.output:
-        raise CAIError("-o/--output is required: the folder the preference model is written to")
-    if not config.data:
-        raise CAIError("--data is required: a `cai label` file or a TRL preference JSONL")
+    config.check_output_and_data(list(config.data), "no preference data; pass --data FILE.jsonl (a `cai label` "
+                                 "file or a TRL prompt/chosen/rejected JSONL; repeat it to mix files)")
     out = Path(config.output)
     pairs = load_pairs(config.data)
     train, heldout = split_pairs(pairs, config.eval_split, config.seed)

@@ -79,8 +79,6 @@ def _prompts(config: RlooConfig, prompts: Sequence[Any] | None) -> list[list[dic
     from cai.critique.plan import prompt_items
 
     if prompts is None:
-        if not config.prompts:
-            raise CAIError("--data is required: the prompts the policy answers during RL")
         from cai.sources import load_prompts
 
         prompts = load_prompts(config.prompts, field=config.field, limit=config.limit)
@@ -109,8 +107,8 @@ def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | Non
     from cai.outputs import inputs_of
     from cai.train.rundir import RunDir, finished_note
 
-    if not config.output:
-        raise CAIError("-o/--output is required: the folder the trained policy is written to")
+    config.check_output_and_data([prompts] if prompts is not None else [config.prompts] if config.prompts else [],
+                                 "no prompts; pass --data SRC (the prompts the policy answers during RL)")
     if reward is None and not config.reward:
         raise CAIError("--reward is required: a `cai reward` PM folder, module:function or judge:MODEL")
     conversations = _prompts(config, prompts)
