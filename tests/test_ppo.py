@@ -252,3 +252,27 @@ def test_bf16_lora_policy_merges_into_fp32_weights(char_model, tmp_path):
     merged, base = load_file(str(tmp_path / "model.safetensors"))[name], load_file(f"{char_model}/model.safetensors")[name]
     assert merged.dtype == torch.float32
     torch.testing.assert_close(merged - base, expected.float(), atol=1e-7, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_a_bf16_lora_policy_computes_its_adapters_in_bf16_and_its_heads_in_fp32(char_model, bf16):
+    """PolicyWithValue.compute: a bf16 LoRA policy's adapters take their layer's bf16 input as it is
+    (no cast of the activations to fp32 and back); log-probs and values stay fp32, and the adapters'
+    weights and gradients fp32. An fp32 policy runs unchanged."""
+    import torch
+
+    from cai.train.ppo_model import PolicyWithValue
+
+    policy = PolicyWithValue(char_model, lora=True, lora_r=4, lora_alpha=8,
+                             dtype=torch.bfloat16 if bf16 else torch.float32)
+    lora_a = policy.model.get_base_model().model.layers[0].mlp.down_proj.lora_A["default"]
+    seen = []
+    lora_a.register_forward_hook(lambda m, i, out: seen.append((i[0].dtype, out.dtype)))
+    ids = torch.randint(3, 20, (2, 9))
+    logits, values = policy.forward(ids, torch.ones_like(ids), start=5)
+    want = torch.bfloat16 if bf16 else torch.float32
+    assert seen == [(want, want)]
+    assert logits.dtype == torch.float32 and values.dtype == torch.float32
+    (torch.log_softmax(logits, -1)[..., 0].mean() + values.mean()).backward()
+    assert lora_a.weight.dtype == torch.float32 and lora_a.weight.grad.dtype == torch.float32
+    assert torch.isfinite(lora_a.weight.grad).all()

@@ -344,7 +344,8 @@ def _update(model: Any, opt: Any, ctl: Any, moments: Any, roll: dict, raw: Any, 
                     cursor = ((step - 1) * updates_per_step + n_updates) * cfg.grad_accum + j
                     p_ids, p_attn, p_lab = (t.to(ids.device) for t in ptx_batch(ptx, len(m_idx), cursor, cfg.seed,
                                                                                  tok.pad_token_id))
-                    l_sl = model.model(input_ids=p_ids, attention_mask=p_attn, labels=p_lab, use_cache=False).loss
+                    with model.compute():
+                        l_sl = model.model(input_ids=p_ids, attention_mask=p_attn, labels=p_lab, use_cache=False).loss
                     loss = loss + cfg.ptx_coef * l_sl
                     got["ptx_loss"] = l_sl.item()
                 (loss * w).backward()
