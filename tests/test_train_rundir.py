@@ -39,3 +39,12 @@ def test_ppo_kl_warn_resumes(tmp_path):
     assert ppo(kl_warn=5.0).check() == "resume"
     with pytest.raises(CAIError, match="differs in --lr"):
         ppo(lr=1.0).check()
+
+
+def test_another_ranks_half_written_record_is_not_a_foreign_file(tmp_path):
+    # Under accelerate launch, rank 1 checks while rank 0 writes cai_run.json through a temp file.
+    (tmp_path / ".cai_run.json.4242.tmp").write_text("{")
+    assert _run(tmp_path).check() == "new"
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(CAIError, match="holds no cai run"):
+        _run(tmp_path).check()

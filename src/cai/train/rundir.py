@@ -50,6 +50,11 @@ def finished_note(path: str | Path) -> str:
     return f"{path} already holds this finished run; nothing to do (delete the folder to train again)"
 
 
+def _is_own_tmp(p: Path) -> bool:
+    """:func:`_write_json`'s half-written run record: rank 0's, seen by another rank mid-write."""
+    return p.name.startswith(f".{RUN_FILE}.") and p.name.endswith(".tmp")
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomic: other ranks and a later rerun never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -102,7 +107,9 @@ class RunDir:
             return "new"
         old = self.existing()
         if old is None:
-            if self.path.exists() and any(self.path.iterdir()):
+            # Under accelerate launch rank 0 may be writing its first record while rank 1 checks:
+            # its temp file is not "something else" in the folder.
+            if self.path.exists() and any(not _is_own_tmp(p) for p in self.path.iterdir()):
                 raise CAIError(f"{self.path} already exists and holds no cai run; pass a new -o folder (or empty "
                                "this one), or add --overwrite to train into it")
             return "new"
