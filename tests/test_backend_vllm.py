@@ -289,7 +289,10 @@ def test_the_aot_cache_stays_off_for_an_engine_in_a_worker_process(monkeypatch):
     from cai.backends.vllm_compile import enable_aot_cache
 
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
-    monkeypatch.delenv("VLLM_USE_AOT_COMPILE", raising=False)
+    # setenv first, so that monkeypatch restores the variable enable_aot_cache sets (a bare delenv
+    # of an unset variable records nothing, and the "0" would leak into later tests' engines).
+    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "unset")
+    monkeypatch.delenv("VLLM_USE_AOT_COMPILE")
     assert enable_aot_cache() is False
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "0")  # the user's own setting wins

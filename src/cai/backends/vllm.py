@@ -69,8 +69,8 @@ import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
-from cai.chat import encode_scoring_requests, ensure_chat_template, render_prompt
 from cai.backends.vllm_compile import enable_aot_cache
+from cai.chat import encode_scoring_requests, ensure_chat_template, render_prompt
 from cai.errors import BackendUnavailable, CAIError
 from cai.types import Completion, Conversation, SamplingParams, check_conversation
 
