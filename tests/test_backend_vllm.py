@@ -9,6 +9,7 @@ attention configuration: head_dim=16"; the backend now refuses such a model up f
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -285,15 +286,46 @@ def test_a_second_engine_start_loads_the_compiled_model_from_disk(tiny_dir, tmp_
     assert counts == ["AOT 1 0", "AOT 1 1"], counts
 
 
-def test_the_aot_cache_stays_off_for_an_engine_in_a_worker_process(monkeypatch):
+@pytest.fixture
+def aot_env(monkeypatch):
+    """No AOT setting of the user's or cai's; monkeypatch restores both variables afterwards (a bare
+    delenv of an unset variable records nothing, and a "0" would leak into later tests' engines)."""
+    from cai.backends.vllm_compile import FLAG, OWN
+
+    for name in (FLAG, OWN):
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    return monkeypatch
+
+
+def test_the_aot_cache_stays_off_for_an_engine_in_a_worker_process(aot_env, tmp_path):
     from cai.backends.vllm_compile import enable_aot_cache
 
-    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
-    # setenv first, so that monkeypatch restores the variable enable_aot_cache sets (a bare delenv
-    # of an unset variable records nothing, and the "0" would leak into later tests' engines).
-    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "unset")
-    monkeypatch.delenv("VLLM_USE_AOT_COMPILE")
-    assert enable_aot_cache() is False
-    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "0")  # the user's own setting wins
-    assert enable_aot_cache() is False
+    aot_env.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    assert enable_aot_cache(tmp_path) is False
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "0"
+
+
+def test_the_aot_cache_is_off_for_a_folder_a_trainer_wrote_and_on_for_others(aot_env, tmp_path):
+    # vLLM keys its AOT cache by the model's path, with an Inductor cache per key: a new folder, such
+    # as each run's SFT model, compiled from nothing (55 s against 18.5 s with the cache off).
+    from cai.backends.vllm_compile import enable_aot_cache
+
+    trained, stable = tmp_path / "sft-model", tmp_path / "base"
+    trained.mkdir(), stable.mkdir()
+    (trained / "cai_run.json").write_text("{}")
+    assert enable_aot_cache(stable) is True and os.environ["VLLM_USE_AOT_COMPILE"] == "1"
+    # cai's own value changes for the next engine of the same process
+    assert enable_aot_cache(trained) is False and os.environ["VLLM_USE_AOT_COMPILE"] == "0"
+    assert enable_aot_cache(stable) is True
+
+
+def test_a_users_own_aot_setting_wins(aot_env, tmp_path):
+    from cai.backends.vllm_compile import enable_aot_cache
+
+    aot_env.setenv("VLLM_USE_AOT_COMPILE", "0")
+    assert enable_aot_cache(tmp_path) is False
+    aot_env.setenv("VLLM_USE_AOT_COMPILE", "1")
+    (tmp_path / "cai_run.json").write_text("{}")
+    assert enable_aot_cache(tmp_path) is True and os.environ["VLLM_USE_AOT_COMPILE"] == "1"

@@ -9,35 +9,58 @@ vLLM caught that, logged a warning and compiled again, which made every start sl
 cache off. An Inductor artifact is complete once torch has loaded it, so there is nothing to
 finalize: giving torch's wrapper a method that does nothing lets the load succeed.
 
-Measured on the 2-core AMX VM (2026-12-04, docs/performance.md): a warm start of the embedded
-model took 12 s with the cache against 19 s without it; a cold one (empty caches) about 63 s either way.
+The cache pays only for a model folder that is started again and again. vLLM keys it by the
+model's path, and under it keeps a torch Inductor cache of its own, so the first start of any new
+path compiles every kernel afresh, while with the cache off torch's shared Inductor cache already
+holds them from other folders of the same architecture. A folder a cai trainer wrote (it holds
+``cai_run.json``) is new in every run, so it keeps the cache off.
+
+Measured on the 2-core AMX VM (2026-12-04, docs/performance.md), one fresh process per start: the
+embedded model started in 12 s with the cache against 19 s without it; a copy of it in a new folder
+took 55 s with the cache and 18.5 s without; a cold start (every cache empty) about 63 s either way.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Any
+
+FLAG = "VLLM_USE_AOT_COMPILE"
+# The value cai last gave FLAG in this process: a value that differs from it is the user's own.
+OWN = "CAI_VLLM_USE_AOT_COMPILE"
 
 
 def _nothing_to_finalize(self: Any, vllm_config: Any) -> None:
     """An Inductor artifact is ready once torch has deserialized it."""
 
 
-def enable_aot_cache() -> bool:
-    """Turn vLLM's AOT compile cache on for an engine that runs in this process, where the fix
-    above applies; a user's own ``VLLM_USE_AOT_COMPILE`` wins. Returns whether it is on.
+def written_by_a_trainer(model_path: str | Path) -> bool:
+    """Whether ``model_path`` is a cai training output (its run record ``cai_run.json`` beside the weights)."""
+    return (Path(model_path) / "cai_run.json").is_file()
+
+
+def enable_aot_cache(model_path: str | Path) -> bool:
+    """Set vLLM's AOT compile cache for the next engine started in this process: on for an in-process
+    engine (where the fix above applies) of a model folder that is started again and again, off for
+    a folder a cai trainer wrote. A user's own ``VLLM_USE_AOT_COMPILE`` wins. Returns whether it is on.
 
     A worker process (``VLLM_ENABLE_V1_MULTIPROCESSING=1``) would not have the fix, fail to load and
     compile twice over, so the cache stays off there, as it does where torch lacks the wrapper."""
+    current = os.environ.get(FLAG)
+    if current is not None and current != os.environ.get(OWN):
+        return current == "1"
     in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
     try:
         from torch._dynamo.aot_compile_types import BundledAOTAutogradSerializableCallable as bundled
     except ImportError:
         bundled = None
-    if not in_process or bundled is None:
-        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
-    else:
-        if not hasattr(bundled, "finalize_loading"):
-            bundled.finalize_loading = _nothing_to_finalize
-        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "1")
-    return os.environ["VLLM_USE_AOT_COMPILE"] == "1"
+    on = in_process and bundled is not None and not written_by_a_trainer(model_path)
+    if on and not hasattr(bundled, "finalize_loading"):
+        bundled.finalize_loading = _nothing_to_finalize
+    os.environ[FLAG] = os.environ[OWN] = "1" if on else "0"
+    if current is not None and current != os.environ[FLAG] and "vllm.envs" in sys.modules:
+        # An engine started earlier in this process froze vLLM's reading of its variables.
+        sys.modules["vllm.envs"].disable_envs_cache()
+    return on
