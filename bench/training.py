@@ -33,6 +33,9 @@ sorted within each megabatch (a quarter of the epoch, at most 50 steps; longest 
 inside the epoch would favour it. Padding = pad tokens / all tokens of the epoch's batches.
   reward          random batches (--no-group-by-length; TRL's default)
   reward-grouped  length-grouped batches (`cai reward`'s default, --group-by-length)
+  reward-sdpa     reward-grouped with SDPA's attention in every layer, as before cai.train.short_attention
+                  (cai reward on a CPU takes the plain form where its memory is small: short batches, so run
+                  this pair with --reward-max-length 256 to see it); written to a section of its own
 
     python bench/training.py            # full run; writes its section of bench/RESULTS.md
     python bench/training.py --quick    # smoke run: no-gc, completion-logits, reward-grouped; writes nothing
@@ -57,6 +60,7 @@ RESULTS = HERE / "RESULTS.md"
 # Each family of variants has its own section, so a run of one family leaves the others' results alone.
 SECTION = "## Training throughput (bench/training.py)"
 PM_SECTION = "## Preference-model batches: random against length-grouped (bench/training.py)"
+PM_ATTENTION_SECTION = "## Preference-model attention: SDPA against the plain form on short batches (bench/training.py)"
 PPO_SECTION = "## PPO seconds per step (bench/training.py)"
 # cai ppo's flags for each precision of --ppo-rows (auto: cai's default).
 PRECISION_FLAGS = {"fp32": ["--no-bf16"], "bf16": ["--bf16"], "auto": []}
@@ -76,6 +80,7 @@ VARIANTS = {
                           "completion_logits": True},
     "reward": {**_PM, "group_by_length": False},
     "reward-grouped": {**_PM, "group_by_length": True},
+    "reward-sdpa": {**_PM, "group_by_length": True, "sdpa": True},
 }
 
 
@@ -267,7 +272,7 @@ def run_reward_one(spec: dict) -> dict:
     from cai.train.reward import RewardTrainConfig, build_reward_trainer
     from cai.train.rundir import RunDir
 
-    v = {k: x for k, x in VARIANTS[spec["variant"]].items() if k != "trainer"}
+    v = {k: x for k, x in VARIANTS[spec["variant"]].items() if k not in ("trainer", "sdpa")}
     config = RewardTrainConfig(model=spec["path"], data=("bench",), output=spec["out"], max_length=spec["max_length"],
                                human_eval=(), save_steps=10_000, lr=2e-5, **v)
     n_pairs = spec["steps"] * config.batch_size * config.grad_accum
@@ -275,6 +280,8 @@ def run_reward_one(spec: dict) -> dict:
     run = RunDir(spec["out"], command="reward", config={}, data=[], base_model=spec["path"])
     Path(spec["out"]).mkdir(parents=True, exist_ok=True)
     trainer = build_reward_trainer(config, pairs, run, spec["path"], show_progress=False)
+    if VARIANTS[spec["variant"]].get("sdpa"):
+        trainer.model.set_attn_implementation("sdpa")
     counts, collate, marks = {"real": 0, "all": 0}, trainer.data_collator, {}
 
     def counting(examples):  # the padded batches as the model gets them
@@ -298,6 +305,7 @@ def run_reward_one(spec: dict) -> dict:
     return {"variant": spec["variant"], "seconds": marks["t1"] - marks["t0"], "tokens": counts["real"],
             "padded_tokens": counts["all"], "pairs": n_pairs, "steps": trainer.state.global_step, "params": n_params,
             "bf16": bool(trainer.args.bf16), "threads": torch.get_num_threads(),
+            "attention": trainer.model.config._attn_implementation,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
@@ -328,19 +336,22 @@ def pm_lines(args, rows: list[dict], peak_bf16: float, peak_fp32: float) -> list
     lines = [f"- PM: TRL RewardTrainer as `cai reward` builds it, one epoch of {r0['pairs']} HH-RLHF pairs "
              f"({r0['steps']} optimiser steps of {v0['batch_size']} pairs x {v0['grad_accum']} accumulation), max length "
              f"{args.reward_max_length}, all timed.", "",
-             "| variant | batches | precision | epoch | pairs/s | tokens/s | padding | utilisation (of that precision's "
+             "| variant | batches | attention | precision | epoch | pairs/s | tokens/s | padding | utilisation (of that precision's "
              "peak) | peak RSS |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         rate = r["tokens"] / r["seconds"]
         lines.append(f"| {r['variant']} | {'length-grouped' if VARIANTS[r['variant']]['group_by_length'] else 'random'} "
-                     f"| {'bf16' if r['bf16'] else 'fp32'} | {r['seconds']:.0f} s | {r['pairs'] / r['seconds']:.2f} "
+                     f"| {r.get('attention', '?')} | {'bf16' if r['bf16'] else 'fp32'} | {r['seconds']:.0f} s | {r['pairs'] / r['seconds']:.2f} "
                      f"| {rate:.0f} | {100 * (1 - r['tokens'] / r['padded_tokens']):.0f}% "
                      f"| {100 * 6 * r['params'] * rate / (peak_bf16 if r['bf16'] else peak_fp32):.1f}% | {r['peak_rss_gib']:.1f} GiB |")
     by = {r["variant"]: r for r in rows}
     if "reward" in by and "reward-grouped" in by:
         lines += ["", f"- length-grouped vs random PM batches (same pairs, same epoch): "
                   f"{by['reward']['seconds'] / by['reward-grouped']['seconds']:.2f}x the pairs/s."]
+    if "reward-sdpa" in by and "reward-grouped" in by:
+        lines += ["", f"- attention `{by['reward-grouped'].get('attention')}` (cai's) vs `sdpa` in every layer (same pairs, "
+                  f"same epoch): {by['reward-sdpa']['seconds'] / by['reward-grouped']['seconds']:.2f}x the pairs/s."]
     return lines + [""]
 
 
@@ -394,7 +405,8 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None,
         lines.append(f"- utilisation >= {TARGET_UTILISATION:.0%}: best {best:.1%}, **{'PASS' if ok else 'FAIL'}**")
     sections = [(SECTION, "\n".join(lines + [""]))] if rows else []
     if pm_rows:
-        sections.append((PM_SECTION, "\n".join([PM_SECTION, "", *common, *pm_lines(args, pm_rows, peak_bf16, peak_fp32), ""])))
+        heading = PM_ATTENTION_SECTION if any(r["variant"] == "reward-sdpa" for r in pm_rows) else PM_SECTION
+        sections.append((heading, "\n".join([heading, "", *common, *pm_lines(args, pm_rows, peak_bf16, peak_fp32), ""])))
     if ppo:
         sections.append((PPO_SECTION, "\n".join([PPO_SECTION, "", *common[:3], *ppo_lines(ppo), ""])))
     return sections, ok
