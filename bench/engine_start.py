@@ -13,11 +13,16 @@ starts a fresh process, as a ``cai run`` step does, builds ``VLLMBackend`` and t
 * peak RSS of the process.
 
 Rows: ``default`` is what cai asks for now (:func:`cai.backends.vllm_memory.job_tokens` tokens of
-cache); ``kvN`` asks for N thousand tokens (1024s) with the compile warm-up; ``quick`` is
-``quick_start=True`` (no warm-up, 16k tokens). The records of every row must be the same, since
-only the memory differs: the script checks it (``quick`` is exempt: eager kernels round differently).
+cache, vLLM's AOT compile cache on for this folder: :mod:`cai.backends.vllm_compile`); ``kvN`` asks
+for N thousand tokens (1024s) with the compile warm-up; ``quick`` is ``quick_start=True`` (no
+warm-up, 16k tokens). The compile-cache rows: ``no-aot`` is default with the AOT cache off
+(``VLLM_USE_AOT_COMPILE=0``); ``new-folder`` starts a copy of the model in a new folder with a
+``cai_run.json``, as each ``cai run`` writes its SFT model (cai keeps the AOT cache off there);
+``new-folder-aot`` the same with the AOT cache forced on (in a vLLM cache root of its own, left
+empty, so that no earlier row's artifact helps it). The texts of every row must be the same as
+default's; the table says where they are not (``quick``: eager kernels round differently).
 
-    python bench/engine_start.py                       # default,kv16,kv64,kv256,quick; writes its section of bench/RESULTS.md
+    python bench/engine_start.py                       # default,kv16,kv256,no-aot,new-folder,new-folder-aot,quick; writes its section
     python bench/engine_start.py --rows kv32,kv128
     python bench/engine_start.py --quick               # 8 prompts x 16 tokens, rows default,quick; writes nothing
 """
@@ -36,14 +41,16 @@ from report import finish, header  # bench/report.py, shared by the bench script
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-SECTION = "## vLLM engine start against the KV cache size (bench/engine_start.py)"
+SECTION = "## vLLM engine start against the KV cache size and the compile cache (bench/engine_start.py)"
+COMPILE_ROWS = ("no-aot", "new-folder", "new-folder-aot")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m", help="model alias or folder (default: smollm2-135m)")
-    p.add_argument("--rows", default="default,kv16,kv64,kv256,quick",
-                   help="comma-separated rows: default, quick, or kvN for N x 1024 tokens (default: %(default)s)")
+    p.add_argument("--rows", default="default,kv16,kv256,no-aot,new-folder,new-folder-aot,quick",
+                   help="comma-separated rows: default, quick, kvN for N x 1024 tokens, no-aot, new-folder, "
+                   "new-folder-aot (default: %(default)s)")
     p.add_argument("--data", default="everyday", help="prompt set or file (default: the built-in everyday set)")
     p.add_argument("--prompts", type=int, default=64, help="prompts P in the job (default: 64)")
     p.add_argument("--max-tokens", type=int, default=128, help="new tokens per answer at most (default: 128)")
@@ -54,8 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     for r in args.rows:
-        if r not in ("default", "quick") and not (r.startswith("kv") and r[2:].isdigit() and int(r[2:]) > 0):
-            p.error(f"--rows: {r!r} is not default, quick or kvN (N thousand tokens, e.g. kv64)")
+        if r not in ("default", "quick", *COMPILE_ROWS) and not (r.startswith("kv") and r[2:].isdigit() and int(r[2:]) > 0):
+            p.error(f"--rows: {r!r} is not default, quick, kvN (N thousand tokens, e.g. kv64), "
+                    f"{', '.join(COMPILE_ROWS)}")
     if args.quick:
         args.prompts, args.max_tokens, args.rows = min(args.prompts, 8), min(args.max_tokens, 16), ["default", "quick"]
     return args
@@ -91,9 +99,25 @@ def measure(args) -> dict:
 
 
 def run_row(args, row: str) -> dict:
-    cmd = [sys.executable, __file__, "--row", row, "--model", args.model, "--data", args.data,
-           "--prompts", str(args.prompts), "--max-tokens", str(args.max_tokens)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    import shutil
+    import tempfile
+
+    from cai.models import resolve
+
+    env, model = dict(os.environ), args.model
+    with tempfile.TemporaryDirectory(prefix="cai-engine-start-") as tmp:
+        if row == "no-aot":
+            env["VLLM_USE_AOT_COMPILE"] = "0"
+        if row.startswith("new-folder"):
+            model = str(Path(tmp) / "model")
+            shutil.copytree(resolve(args.model), model)
+            (Path(model) / "cai_run.json").write_text("{}\n")  # what marks a cai training output
+        if row == "new-folder-aot":
+            env["VLLM_USE_AOT_COMPILE"] = "1"
+            env["VLLM_CACHE_ROOT"] = str(Path(tmp) / "vllm-cache")
+        cmd = [sys.executable, __file__, "--row", row, "--model", model, "--data", args.data,
+               "--prompts", str(args.prompts), "--max-tokens", str(args.max_tokens)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     if proc.returncode or not lines:
         raise SystemExit(f"row {row} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
