@@ -329,3 +329,21 @@ def test_a_users_own_aot_setting_wins(aot_env, tmp_path):
     aot_env.setenv("VLLM_USE_AOT_COMPILE", "1")
     (tmp_path / "cai_run.json").write_text("{}")
     assert enable_aot_cache(tmp_path) is True and os.environ["VLLM_USE_AOT_COMPILE"] == "1"
+
+
+def test_a_changed_aot_setting_reaches_vllm_after_an_earlier_engine(aot_env, tmp_path):
+    # vLLM freezes its reading of environment variables once an engine has started; a later engine
+    # in the same process would otherwise keep the first one's AOT setting.
+    import types
+
+    from cai.backends.vllm_compile import enable_aot_cache
+
+    resets = []
+    aot_env.setitem(sys.modules, "vllm.envs", types.SimpleNamespace(disable_envs_cache=lambda: resets.append(1)))
+    (tmp_path / "cai_run.json").write_text("{}")
+    enable_aot_cache(tmp_path.parent)
+    assert resets == []  # nothing was set before
+    enable_aot_cache(tmp_path)
+    assert resets == [1]
+    enable_aot_cache(tmp_path)
+    assert resets == [1]  # unchanged: nothing to reset

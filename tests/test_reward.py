@@ -212,7 +212,7 @@ def test_pm_scores_at_the_precision_it_trains_in(tiny_llama_dir, tmp_path, monke
     def trained_with(bf16):
         (pm_dir / "cai_run.json").write_text(json.dumps({"command": "reward", "config": {"bf16": bf16}}))
 
-    monkeypatch.setattr("cai.train.model_io.use_bf16", lambda flag: True if flag is None else flag)
+    monkeypatch.setattr("cai.train.model_io.use_bf16", lambda flag, device=None: True if flag is None else flag)
     trained_with(None)
     auto = PreferenceModel.load(pm_dir)
     assert auto.bf16_autocast and next(auto.model.parameters()).dtype == torch.float32
@@ -228,3 +228,22 @@ def test_pm_scores_at_the_precision_it_trains_in(tiny_llama_dir, tmp_path, monke
     assert seen and all(d == torch.bfloat16 for d in seen)  # the forward really ran under autocast
     assert all(isinstance(s, float) for s in got)
     assert got == pytest.approx(want, abs=0.05 * max(1.0, max(abs(w) for w in want)))
+
+
+def test_a_pm_kept_on_the_cpu_of_a_gpu_machine_takes_the_cpus_precision_rule(tiny_llama_dir, tmp_path, monkeypatch):
+    """The GPU's bf16 support says nothing about scoring on the CPU: there the measured CPU rule decides."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from cai.train.pm import PreferenceModel
+
+    pm_dir = tmp_path / "pm"
+    AutoModelForSequenceClassification.from_pretrained(tiny_llama_dir, num_labels=1).save_pretrained(pm_dir)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(pm_dir)
+    (pm_dir / "cai_run.json").write_text(json.dumps({"command": "reward", "config": {"bf16": None}}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr("cai.precision.cpu_prefers_bf16", lambda *a, **k: False)
+    assert not PreferenceModel.load(pm_dir, device="cpu").bf16_autocast
+    monkeypatch.setattr("cai.precision.cpu_prefers_bf16", lambda *a, **k: True)
+    assert PreferenceModel.load(pm_dir, device="cpu").bf16_autocast

@@ -77,7 +77,7 @@ def test_the_plain_form_runs_only_within_its_budget_and_with_gradients(tiny_llam
     use_short_eager_attention(model)
     calls = _count_sdpa(monkeypatch)
     model(input_ids=ids, attention_mask=mask)
-    assert calls == []  # 3 rows x 4 heads x 12 x 12 in 2 layers: far within 1 GiB
+    assert calls == []  # 3 rows x 4 heads x 12 x 12 in 2 layers: far within the budget
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask)
     assert len(calls) == 2  # one per layer: scoring keeps SDPA

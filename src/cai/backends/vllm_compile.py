@@ -60,7 +60,7 @@ def enable_aot_cache(model_path: str | Path) -> bool:
     if on and not hasattr(bundled, "finalize_loading"):
         bundled.finalize_loading = _nothing_to_finalize
     os.environ[FLAG] = os.environ[OWN] = "1" if on else "0"
-    if current is not None and current != os.environ[FLAG] and "vllm.envs" in sys.modules:
-        # An engine started earlier in this process froze vLLM's reading of its variables.
-        sys.modules["vllm.envs"].disable_envs_cache()
+    reset = getattr(sys.modules.get("vllm.envs"), "disable_envs_cache", None)
+    if current is not None and current != os.environ[FLAG] and reset is not None:
+        reset()  # an engine started earlier in this process froze vLLM's reading of its variables
     return on

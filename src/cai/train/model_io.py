@@ -23,17 +23,18 @@ def model_path(spec: str) -> str:
     return resolve(spec)
 
 
-def use_bf16(flag: bool | None) -> bool:
+def use_bf16(flag: bool | None, device: str | None = None) -> bool:
     """``--bf16/--no-bf16`` when given; by default bf16 where the GPU supports it, and on a CPU where it has
     bf16 instructions (AMX / AVX512-BF16) and a measured bf16 matmul beats fp32
     (:func:`cai.precision.cpu_prefers_bf16`, measured once per machine and cached in the cai home; the same
     choice as the hf backend's). Flags alone mislead: on an AVX512-BF16 Xeon without AMX, SFT in bf16
-    reached 0.73x the tokens/s of fp32."""
+    reached 0.73x the tokens/s of fp32. ``device`` is where the work runs (default: the GPU if there is
+    one), so that work kept on the CPU of a GPU machine takes the CPU's rule."""
     if flag is not None:
         return flag
     import torch
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() if device is None else str(device).startswith("cuda"):
         return torch.cuda.is_bf16_supported()
     from cai.precision import cpu_prefers_bf16, home_cache
 

@@ -106,12 +106,13 @@ class PreferenceModel:
         run = _run_record(p) or {}
         trained_len = (run.get("config") or {}).get("max_length")
         torch_dtype = getattr(torch, dtype) if dtype else torch.float32
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         autocast = False
         if dtype is None:
             from cai.train.model_io import use_bf16
 
             flag = (run.get("config") or {}).get("bf16")
-            autocast = use_bf16(flag if isinstance(flag, bool) else None)
+            autocast = use_bf16(flag if isinstance(flag, bool) else None, device=device)
         from cai.quiet import no_weights_bar
 
         with no_weights_bar():
@@ -125,7 +126,6 @@ class PreferenceModel:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device).eval()
         return cls(model, tokenizer, max_length=max_length or trained_len or 1024, batch_size=batch_size, path=str(p),
                    bf16_autocast=autocast)

@@ -38,7 +38,7 @@ def pick_dtype(bf16: bool | None, *, lora: bool, device: str = "cpu"):
         from cai.precision import cpu_prefers_bf16, home_cache
 
         bf16 = lora and cpu_prefers_bf16(home_cache())
-    return torch.bfloat16 if use_bf16(bf16) else torch.float32
+    return torch.bfloat16 if use_bf16(bf16, device=device) else torch.float32
 
 
 def install_fp32_head(model: Any) -> None:
