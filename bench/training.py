@@ -35,7 +35,7 @@ inside the epoch would favour it. Padding = pad tokens / all tokens of the epoch
   reward-grouped  length-grouped batches (`cai reward`'s default, --group-by-length)
   reward-sdpa     reward-grouped with SDPA's attention in every layer, as before cai.train.short_attention
                   (cai reward on a CPU takes the plain form where its memory is small: short batches, so run
-                  this pair with --reward-max-length 256 to see it); written to a section of its own
+                  this pair with --reward-max-length 192 to see it); written to a section of its own
 
     python bench/training.py            # full run; writes its section of bench/RESULTS.md
     python bench/training.py --quick    # smoke run: no-gc, completion-logits, reward-grouped; writes nothing
