@@ -19,10 +19,13 @@ warm-up, 16k tokens). The compile-cache rows: ``no-aot`` is default with the AOT
 (``VLLM_USE_AOT_COMPILE=0``); ``new-folder`` starts a copy of the model in a new folder with a
 ``cai_run.json``, as each ``cai run`` writes its SFT model (cai keeps the AOT cache off there);
 ``new-folder-aot`` the same with the AOT cache forced on (in a vLLM cache root of its own, left
-empty, so that no earlier row's artifact helps it). The texts of every row must be the same as
-default's; the table says where they are not (``quick``: eager kernels round differently).
+empty, so that no earlier row's artifact helps it). ``vllm-sampler`` is default with vLLM's own
+Gumbel sampler (``CAI_VLLM_SAMPLER=vllm``) instead of cai's inverse-CDF one
+(:mod:`cai.backends.vllm_sampler`): its job's tokens/s is the before of that change, and its texts
+differ (another random stream). The texts of every other row must be the same as default's; the
+table says where they are not (``quick``: eager kernels round differently).
 
-    python bench/engine_start.py                       # default,kv16,kv256,no-aot,new-folder,new-folder-aot,quick; writes its section
+    python bench/engine_start.py                       # default,kv16,kv256,no-aot,new-folder,new-folder-aot,vllm-sampler,quick; writes its section
     python bench/engine_start.py --rows kv32,kv128
     python bench/engine_start.py --quick               # 8 prompts x 16 tokens, rows default,quick; writes nothing
 """
@@ -43,14 +46,15 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## vLLM engine start against the KV cache size and the compile cache (bench/engine_start.py)"
 COMPILE_ROWS = ("no-aot", "new-folder", "new-folder-aot")
+OTHER_ROWS = ("default", "quick", "vllm-sampler")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m", help="model alias or folder (default: smollm2-135m)")
-    p.add_argument("--rows", default="default,kv16,kv256,no-aot,new-folder,new-folder-aot,quick",
+    p.add_argument("--rows", default="default,kv16,kv256,no-aot,new-folder,new-folder-aot,vllm-sampler,quick",
                    help="comma-separated rows: default, quick, kvN for N x 1024 tokens, no-aot, new-folder, "
-                   "new-folder-aot (default: %(default)s)")
+                   "new-folder-aot, vllm-sampler (default: %(default)s)")
     p.add_argument("--data", default="everyday", help="prompt set or file (default: the built-in everyday set)")
     p.add_argument("--prompts", type=int, default=64, help="prompts P in the job (default: 64)")
     p.add_argument("--max-tokens", type=int, default=128, help="new tokens per answer at most (default: 128)")
@@ -61,9 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     for r in args.rows:
-        if r not in ("default", "quick", *COMPILE_ROWS) and not (r.startswith("kv") and r[2:].isdigit() and int(r[2:]) > 0):
+        if r not in (*OTHER_ROWS, *COMPILE_ROWS) and not (r.startswith("kv") and r[2:].isdigit() and int(r[2:]) > 0):
             p.error(f"--rows: {r!r} is not default, quick, kvN (N thousand tokens, e.g. kv64), "
-                    f"{', '.join(COMPILE_ROWS)}")
+                    f"{', '.join(COMPILE_ROWS)} or vllm-sampler")
     if args.quick:
         args.prompts, args.max_tokens, args.rows = min(args.prompts, 8), min(args.max_tokens, 16), ["default", "quick"]
     return args
@@ -108,6 +112,8 @@ def run_row(args, row: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="cai-engine-start-") as tmp:
         if row == "no-aot":
             env["VLLM_USE_AOT_COMPILE"] = "0"
+        if row == "vllm-sampler":
+            env["CAI_VLLM_SAMPLER"] = "vllm"
         if row.startswith("new-folder"):
             model = str(Path(tmp) / "model")
             shutil.copytree(resolve(args.model), model)

@@ -132,6 +132,19 @@ def test_name_and_cpu_defaults(backend, tiny_dir):
         assert backend.max_model_len == 2048
 
 
+def test_the_cpu_engine_samples_with_cais_sampler(backend):
+    # cai.backends.vllm_sampler; the seed tests around this one run through it
+    from vllm.v1.sample.ops.topk_topp_sampler import TopKTopPSampler
+
+    from cai.backends.vllm_sampler import _forward_cpu
+
+    if not backend.on_cpu:
+        pytest.skip("a GPU keeps vLLM's sampler")
+    sampler = backend.llm.llm_engine.model_executor.driver_worker.worker.model_runner.sampler.topk_topp_sampler
+    assert sampler.forward.__func__ is _forward_cpu
+    assert TopKTopPSampler.vllm_forward_cpu is not _forward_cpu
+
+
 def test_unseeded_sampling_reports_a_seed_that_reproduces_it(backend):
     conv = [[{"role": "user", "content": "Tell me anything."}]]
     a = backend.generate(conv, SamplingParams(temperature=1.0, max_tokens=8))[0]

@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cai.backends.vllm_compile import enable_aot_cache
+from cai.backends.vllm_sampler import use_fast_sampler
 from cai.chat import encode_scoring_requests, ensure_chat_template, render_prompt
 from cai.errors import BackendUnavailable, CAIError
 from cai.types import Completion, Conversation, SamplingParams, check_conversation
@@ -190,6 +191,8 @@ class VLLMBackend:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             # Later starts of a model folder load its compiled model from disk (about 12 s against 19 s).
             enable_aot_cache(self.path)
+            # Random tokens by inverse CDF instead of vLLM's Gumbel kernel (18% of generation time here).
+            use_fast_sampler()
             if max_model_len is None:
                 declared = _model_max_len(self.path)
                 max_model_len = min(CPU_MAX_MODEL_LEN, declared) if declared else CPU_MAX_MODEL_LEN
