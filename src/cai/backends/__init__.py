@@ -29,11 +29,11 @@ from cai.types import Completion, Conversation, SamplingParams
 __all__ = ["Backend", "load_backend", "split_spec", "is_explicit", "options_per_conversation", "start_options",
            "BACKENDS"]
 
-# A vLLM engine on a CPU is up in about 8 s without its torch.compile warm-up, and then generates at
-# 0.80x the compiled rate. A compiled start takes 11 s where vLLM's AOT cache holds the folder's
+# A vLLM engine on a CPU is up in about 7 s without its torch.compile warm-up, and then generates at
+# 0.78x the compiled rate. A compiled start takes 11 s where vLLM's AOT cache holds the folder's
 # compiled model (the embedded model after its first start) and 17 s where it does not (a folder a
-# cai trainer wrote; cai.backends.vllm_compile). So the quick start finishes first below about 12k
-# and 37k generated tokens (SmolLM2-135M, 2-core AMX VM, 2026-12-04; bench/RESULTS.md, "vLLM engine
+# cai trainer wrote; cai.backends.vllm_compile). So the quick start finishes first below about 16k
+# and 43k generated tokens (SmolLM2-135M, 2-core AMX VM, 2026-12-04; bench/RESULTS.md, "vLLM engine
 # start"). Jobs of at most 16k by their upper bound (prompts x token limit; answers that stop early
 # make real jobs smaller) take it.
 QUICK_START_TOKENS = 16 * 1024
