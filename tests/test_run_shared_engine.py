@@ -206,6 +206,16 @@ def test_a_small_group_starts_vllm_quickly_and_a_large_or_unknown_one_does_not(t
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     assert start_options("vllm:smollm2-135m", 1000) == {}  # eager mode would lose CUDA graphs
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    # A folder a cai trainer wrote starts compiled without vLLM's AOT cache: a larger job still pays.
+    from cai.backends import QUICK_START_TOKENS_TRAINED
+
+    trained, plain = tmp_path / "sft-model", tmp_path / "downloaded"
+    trained.mkdir(), plain.mkdir()
+    (trained / "cai_run.json").write_text("{}")
+    assert start_options(f"vllm:{trained}", QUICK_START_TOKENS_TRAINED) == {"quick_start": True}
+    assert start_options(str(trained), QUICK_START_TOKENS + 1) == {"quick_start": True}
+    assert start_options(f"vllm:{trained}", QUICK_START_TOKENS_TRAINED + 1) == {}
+    assert start_options(f"vllm:{plain}", QUICK_START_TOKENS + 1) == {}
 
     files = _step_files(tmp_path, ["harmlessness", "over-refusal", "hhh"], model="smollm2-135m")
     steps = [json.loads(f.read_text()) for f in files]

@@ -34,9 +34,10 @@ __all__ = ["Backend", "load_backend", "split_spec", "is_explicit", "options_per_
 # compiled model (the embedded model after its first start) and 17 s where it does not (a folder a
 # cai trainer wrote; cai.backends.vllm_compile). So the quick start finishes first below about 16k
 # and 43k generated tokens (SmolLM2-135M, 2-core AMX VM, 2026-12-04; bench/RESULTS.md, "vLLM engine
-# start"). Jobs of at most 16k by their upper bound (prompts x token limit; answers that stop early
-# make real jobs smaller) take it.
+# start"). Jobs up to those bounds by their upper bound (prompts x token limit; answers that stop
+# early make real jobs smaller) take it: 16k, and 40k for a folder a cai trainer wrote.
 QUICK_START_TOKENS = 16 * 1024
+QUICK_START_TOKENS_TRAINED = 40 * 1024
 
 
 @runtime_checkable
@@ -113,15 +114,22 @@ def load_backend(spec: str, **options: Any) -> Backend:
 
 def start_options(spec: Any, job_tokens: int | None) -> dict[str, Any]:
     """Constructor options for a job that generates at most ``job_tokens`` tokens: ``quick_start``
-    for a small job on a vLLM engine on a CPU; nothing for a job of unknown size, a GPU (where the
-    eager mode loses CUDA graphs), a backend already loaded or any other kind."""
-    if job_tokens is None or job_tokens > QUICK_START_TOKENS or not isinstance(spec, str):
+    for a small job on a vLLM engine on a CPU (at most QUICK_START_TOKENS, or
+    QUICK_START_TOKENS_TRAINED for a folder a cai trainer wrote); nothing for a job of unknown size, a
+    GPU (where the eager mode loses CUDA graphs), a backend already loaded or any other kind."""
+    if job_tokens is None or not isinstance(spec, str):
         return {}
     try:
-        kind, _ = split_spec(spec)
+        kind, target = split_spec(spec)
     except ValueError:
         return {}  # load_backend says what is wrong with the spec
     if kind != "vllm":
+        return {}
+    from cai.backends.vllm_compile import written_by_a_trainer
+
+    folder = Path(target).expanduser()
+    trained = folder.is_dir() and written_by_a_trainer(folder)
+    if job_tokens > (QUICK_START_TOKENS_TRAINED if trained else QUICK_START_TOKENS):
         return {}
     import torch
 
