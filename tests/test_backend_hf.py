@@ -180,7 +180,9 @@ def test_shared_prefill_samples_what_num_return_sequences_samples(tiny):
     ids, mask = tiny._left_pad([tiny._prompt_ids(c, i, 1) for i, c in enumerate(convs)])
     cfg = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, num_return_sequences=4,
                            eos_token_id=sorted(tiny.eos_ids), pad_token_id=tiny.pad_id)
-    with torch.random.fork_rng(), torch.inference_mode():
+    from cai.backends.hf_sampling import fast_multinomial
+
+    with torch.random.fork_rng(), torch.inference_mode(), fast_multinomial():  # the backend's sampler
         torch.manual_seed(9)
         rows = tiny.model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)[:, ids.shape[1]:].tolist()
     theirs = [tiny._completion(r, 0, params, 6, 9).text for r in rows]

@@ -218,8 +218,11 @@ class HFBackend:
         if stops:
             # transformers stops each row at its stop string; the text is cut exactly in _completion.
             extra["stopping_criteria"] = self._stop_criteria(stops)
-        out = self.model.generate(input_ids=input_ids, attention_mask=mask,
-                                  generation_config=GenerationConfig(**cfg), **extra)
+        from cai.backends.hf_sampling import fast_multinomial
+
+        with fast_multinomial():  # transformers' torch.multinomial cost more than a decode step on a CPU
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask,
+                                      generation_config=GenerationConfig(**cfg), **extra)
         new = out[:, width:].tolist()
         per_row = 1 if params.greedy else params.n
         groups = []

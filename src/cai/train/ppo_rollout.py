@@ -22,7 +22,9 @@ def rollout(model: Any, tok: Any, convs: list, cfg: Any, eos_ids: list[int], *, 
     gen_kw = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0) if sample else \
         dict(do_sample=False)
     keep = cfg.old_logprobs == "rollout"
-    with torch.no_grad(), model.compute():
+    from cai.backends.hf_sampling import fast_multinomial
+
+    with torch.no_grad(), model.compute(), fast_multinomial():
         out = model.model.generate(input_ids=p_ids, attention_mask=p_mask, max_new_tokens=cfg.max_tokens,
                                    eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, return_dict_in_generate=True,
                                    output_logits=keep, output_hidden_states=keep, **gen_kw)

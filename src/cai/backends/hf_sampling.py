@@ -1,0 +1,54 @@
+"""Sampling in transformers' ``generate`` on a CPU: one draw per row by inverse CDF, not ``torch.multinomial``.
+
+transformers draws each sampled token with ``torch.multinomial(probs, 1)``. On a CPU that call
+took 56 ms for 64 rows of SmolLM2's 49,152-token vocabulary (by hand, 2-core AMX VM, 2026-12-04),
+more than the model's own decode step. A row's cumulative sum, one uniform number and a search
+draw from the same distribution in about 2 ms: the hf backend generated 64 answers of 64 tokens at
+723-749 tokens/s instead of 425-446. Inside :func:`fast_multinomial` ``torch.multinomial`` is
+replaced for that case (one sample per row of a 2-D CPU tensor); every other call goes to torch's.
+
+The draws come from the generator the call names, else the global one, so a seeded generation
+stays reproducible; its tokens are not those torch's multinomial would have drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+
+def inverse_cdf_draw(probs: Any, generator: Any = None) -> Any | None:
+    """[rows, 1] indices, one per row of the non-negative ``probs`` [rows, vocab] (not necessarily
+    normalised), each drawn with probability proportional to its entry; a zero entry is never drawn.
+    None when a row's total is not a positive finite number (NaN, inf or all zero)."""
+    import torch
+
+    cdf = probs.to(torch.float32).cumsum(dim=-1)
+    total = cdf[:, -1:]
+    if not bool(torch.isfinite(total).all()) or bool((total <= 0).any()):
+        return None
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) * total
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[1] - 1)
+
+
+@contextlib.contextmanager
+def fast_multinomial() -> Iterator[None]:
+    """``torch.multinomial(probs, 1)`` on a 2-D CPU tensor draws by :func:`inverse_cdf_draw` in this block."""
+    import torch
+
+    torch_multinomial = torch.multinomial
+
+    def multinomial(input: Any, num_samples: int, replacement: bool = False, *, generator: Any = None,
+                    out: Any = None) -> Any:
+        drawn = None
+        if num_samples == 1 and input.dim() == 2 and input.device.type == "cpu" and out is None:
+            drawn = inverse_cdf_draw(input, generator)
+        if drawn is None:  # anything else, and torch's own clear error for NaN or inf probabilities
+            return torch_multinomial(input, num_samples, replacement, generator=generator, out=out)
+        return drawn
+
+    torch.multinomial = multinomial
+    try:
+        yield
+    finally:
+        torch.multinomial = torch_multinomial
