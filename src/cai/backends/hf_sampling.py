@@ -18,17 +18,15 @@ from typing import Any, Iterator
 
 
 def inverse_cdf_draw(probs: Any, generator: Any = None) -> Any | None:
-    """[rows, 1] indices, one per row of the non-negative ``probs`` [rows, vocab] (not necessarily
-    normalised), each drawn with probability proportional to its entry; a zero entry is never drawn.
-    None when a row's total is not a positive finite number (NaN, inf or all zero)."""
+    """[rows, 1] indices, one per row of ``probs`` [rows, vocab] (:func:`cai.backends.inverse_cdf.draw`,
+    its uniform numbers from ``generator`` or the global one); None for a row without a positive
+    finite total."""
     import torch
 
-    cdf = probs.to(torch.float32).cumsum(dim=-1)
-    total = cdf[:, -1:]
-    if not bool(torch.isfinite(total).all()) or bool((total <= 0).any()):
-        return None
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) * total
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[1] - 1)
+    from cai.backends.inverse_cdf import draw
+
+    drawn = draw(probs, torch.rand(probs.shape[0], generator=generator, device=probs.device))
+    return None if drawn is None else drawn.unsqueeze(1)
 
 
 @contextlib.contextmanager

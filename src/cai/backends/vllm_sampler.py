@@ -26,22 +26,23 @@ ROWS_PER_CHUNK = 64
 
 def sample_rows(logits: Any, generators: dict[int, Any]) -> Any:
     """One token per row of ``logits`` [rows, vocab] (already divided by the temperature, with
-    top-k/top-p exclusions at -inf), drawn from softmax(row); row i uses ``generators[i]`` when it
-    has one, the global generator otherwise."""
+    top-k/top-p exclusions at -inf), drawn from softmax(row) by :func:`cai.backends.inverse_cdf.draw`;
+    row i's uniform number comes from ``generators[i]`` when it has one, the global generator otherwise."""
     import torch
 
-    rows, vocab = logits.shape
+    from cai.backends.inverse_cdf import draw
+
+    rows = logits.shape[0]
     u = torch.rand(rows, dtype=torch.float64)
     for i, generator in generators.items():
         u[i] = torch.rand((), generator=generator, dtype=torch.float64)
     out = torch.empty(rows, dtype=torch.long, device=logits.device)
     for start in range(0, rows, ROWS_PER_CHUNK):
         part = slice(start, start + ROWS_PER_CHUNK)
-        cdf = torch.softmax(logits[part].float(), dim=-1).cumsum_(dim=-1)
-        # Scaled by the row's total, which rounding leaves a little off 1; right=True never picks a
-        # token of zero probability (its cdf equals its predecessor's).
-        target = (u[part].to(cdf.dtype) * cdf[:, -1]).unsqueeze(1)
-        out[part] = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=vocab - 1)
+        drawn = draw(torch.softmax(logits[part].float(), dim=-1), u[part])
+        if drawn is None:
+            raise ValueError("vLLM sampler: a row's probabilities are not finite (NaN or inf logits)")
+        out[part] = drawn
     return out
 
 
