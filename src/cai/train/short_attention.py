@@ -22,7 +22,7 @@ from typing import Any
 
 NAME = "cai_short_eager"
 # The quickstart PM's usual batches (8 sequences of up to about 195 tokens) fit in 512 MiB and its
-# longest ones do not; SDPA was as fast on those. With 1 GiB its reward step peaked at 8.5 GB, not 7.3.
+# longest ones do not; SDPA was as fast on those. With 1 GiB its reward step peaked at 8.3 GiB, not 7.1.
 BUDGET = 1 << 29
 BYTES_PER_WEIGHT = 6  # fp32 softmax output kept for its backward, and its copy in the compute dtype
 
