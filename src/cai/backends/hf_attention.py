@@ -52,18 +52,24 @@ def decode_attention(module: Any, query, key, value, attention_mask, dropout: fl
     return out.reshape(rows, 1, heads, dim), None
 
 
-def use_decode_attention(model: Any) -> bool:
-    """Switch ``model`` to :func:`decode_attention` when it runs SDPA; False (and nothing changed)
-    when it uses another implementation or refuses a custom one."""
+def use_attention(model: Any, name: str, function: Any) -> bool:
+    """Switch ``model`` from SDPA to the attention ``function``, registered under ``name`` with SDPA's
+    boolean masks; False (and nothing changed) when the model uses another implementation or
+    refuses a custom one. Registering is idempotent and only adds a name."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     if getattr(model.config, "_attn_implementation", None) != "sdpa":
         return False
-    AttentionInterface.register(NAME, decode_attention)
-    AttentionMaskInterface.register(NAME, sdpa_mask)  # the same boolean masks SDPA gets
+    AttentionInterface.register(name, function)
+    AttentionMaskInterface.register(name, sdpa_mask)  # the same boolean masks SDPA gets
     try:
-        model.set_attn_implementation(NAME)
+        model.set_attn_implementation(name)
     except (ValueError, KeyError, ImportError, AttributeError):
         return False
-    return getattr(model.config, "_attn_implementation", None) == NAME
+    return getattr(model.config, "_attn_implementation", None) == name
+
+
+def use_decode_attention(model: Any) -> bool:
+    """Switch ``model`` to :func:`decode_attention` when it runs SDPA (:func:`use_attention`)."""
+    return use_attention(model, NAME, decode_attention)

@@ -38,7 +38,9 @@ def _nothing_to_finalize(self: Any, vllm_config: Any) -> None:
 
 def written_by_a_trainer(model_path: str | Path) -> bool:
     """Whether ``model_path`` is a cai training output (its run record ``cai_run.json`` beside the weights)."""
-    return (Path(model_path) / "cai_run.json").is_file()
+    from cai.train.rundir import RUN_FILE
+
+    return (Path(model_path) / RUN_FILE).is_file()
 
 
 def enable_aot_cache(model_path: str | Path) -> bool:

@@ -57,15 +57,6 @@ def short_eager_attention(module: Any, query, key, value, attention_mask, dropou
 def use_short_eager_attention(model: Any) -> bool:
     """Switch ``model`` (SDPA) to :func:`short_eager_attention`; False, and nothing changed, for a
     model on another implementation or one that refuses a custom one."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from cai.backends.hf_attention import use_attention
 
-    if getattr(model.config, "_attn_implementation", None) != "sdpa":
-        return False
-    AttentionInterface.register(NAME, short_eager_attention)
-    AttentionMaskInterface.register(NAME, sdpa_mask)
-    try:
-        model.set_attn_implementation(NAME)
-    except (ValueError, KeyError, ImportError, AttributeError):
-        return False
-    return getattr(model.config, "_attn_implementation", None) == NAME
+    return use_attention(model, NAME, short_eager_attention)
