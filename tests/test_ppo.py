@@ -276,3 +276,13 @@ def test_a_bf16_lora_policy_computes_its_adapters_in_bf16_and_its_heads_in_fp32(
     (torch.log_softmax(logits, -1)[..., 0].mean() + values.mean()).backward()
     assert lora_a.weight.dtype == torch.float32 and lora_a.weight.grad.dtype == torch.float32
     assert torch.isfinite(lora_a.weight.grad).all()
+
+
+def test_the_policy_optimiser_is_fused_adamw_on_a_cpu(char_model, prompts_file, tmp_path):
+    """One fused kernel for the update's over-400 LoRA tensors, not AdamW's per-tensor loop."""
+    from cai.train.ppo_model import build_policy
+
+    cfg = _cfg(char_model, prompts_file, tmp_path / "unused", lora=True, lora_r=4, lora_alpha=8)
+    _, model, opt = build_policy(cfg, char_model, "cpu")
+    assert type(opt).__name__ == "AdamW" and opt.defaults["fused"] is True
+    assert opt.defaults["lr"] == cfg.lr and len(opt.param_groups[0]["params"]) == len(model.parameters())

@@ -140,6 +140,8 @@ def test_pm_learns_a_marker_and_half_labels_teach_nothing(tiny_llama_dir, tmp_pa
     assert [r["step"] for r in evals] == [16, 30], evals
     assert evals[-1]["eval_loss"] < 0.69 * 0.5 and evals[-1]["eval_accuracy"] >= 0.95, evals
     assert (tmp_path / "hard" / "curves" / "loss.png").is_file()
+    # A finished run keeps no checkpoints (the full PM's is model + optimiser state: 1.6 GB at 135M).
+    assert not (tmp_path / "hard" / "checkpoints").exists()
 
 
 def test_score_critique_rounds_and_file_kinds():

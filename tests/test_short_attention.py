@@ -1,6 +1,6 @@
-"""The PM trainer's CPU attention (cai.train.short_attention): the same loss and gradients as SDPA,
-SDPA itself where the plain form's memory would pass its budget or no gradient is taken, and
-installed by the reward trainer on a CPU."""
+"""The CPU attention of the PM trainer and the PPO update (cai.train.short_attention): the same loss
+and gradients as SDPA, SDPA itself where the plain form's memory would pass its budget or no
+gradient is taken, and installed by the reward trainer and the PPO policy on a CPU."""
 
 from __future__ import annotations
 
@@ -103,3 +103,45 @@ def test_the_reward_trainer_installs_it_on_a_cpu(tiny_llama_dir, tmp_path):
     run.check()
     trainer = build_reward_trainer(config, pairs, run, tiny_llama_dir, show_progress=False)
     assert trainer.model.config._attn_implementation == NAME
+
+
+def _policy_loss_and_grads(policy, ids, attn, start):
+    policy.model.zero_grad()
+    logits, values = policy.forward(ids, attn, start)
+    loss = torch_logsumexp(logits).sum() + values.pow(2).sum()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in policy.model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+def torch_logsumexp(logits):
+    import torch
+
+    return torch.logsumexp(logits.float(), -1)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_the_ppo_policy_trains_with_it_on_a_cpu_and_matches_sdpa(tiny_llama_dir, monkeypatch, lora):
+    import torch
+
+    from cai.train.ppo_model import PolicyWithValue
+
+    # A rollout's shape: left-padded prompts, then answers, right-padded after their end.
+    ids, attn = _batch(False)[0], torch.ones(3, 12, dtype=torch.long)
+    attn[0, :3], attn[1, :1], attn[2, 10:] = 0, 0, 0
+    ids = ids.masked_fill(attn == 0, 0)
+    torch.manual_seed(0)
+    policy = PolicyWithValue(tiny_llama_dir, lora=lora, lora_r=4, lora_alpha=8, dtype=torch.float32)
+    assert policy.model.config._attn_implementation == NAME
+    got_loss, got = _policy_loss_and_grads(policy, ids, attn, start=5)
+    monkeypatch.setenv("CAI_SHORT_ATTENTION", "0")
+    torch.manual_seed(0)
+    sdpa = PolicyWithValue(tiny_llama_dir, lora=lora, lora_r=4, lora_alpha=8, dtype=torch.float32)
+    assert sdpa.model.config._attn_implementation == "sdpa"
+    sdpa.model.load_state_dict(policy.model.state_dict())
+    sdpa.value_head.load_state_dict(policy.value_head.state_dict())
+    want_loss, want = _policy_loss_and_grads(sdpa, ids, attn, start=5)
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-5, atol=1e-5)
+    assert got.keys() == want.keys() and want
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5, msg=name)

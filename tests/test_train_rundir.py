@@ -48,3 +48,20 @@ def test_another_ranks_half_written_record_is_not_a_foreign_file(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(CAIError, match="holds no cai run"):
         _run(tmp_path).check()
+
+
+def test_keep_checkpoints_resumes_the_same_run(tmp_path):
+    _run(tmp_path).start(None)
+    assert _run(tmp_path, keep_checkpoints=True).check() == "resume"
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_finished_run_deletes_its_checkpoints_unless_told_to_keep_them(tmp_path, keep):
+    run = _run(tmp_path, keep_checkpoints=keep)
+    run.start(None)
+    (run.checkpoints / "checkpoint-3").mkdir(parents=True)
+    (run.checkpoints / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    assert run.last_checkpoint()  # while the run is not done, it resumes from there
+    run.finish({"loss": 0.5})
+    assert run.checkpoints.exists() is keep
+    assert _run(tmp_path).check() == "done"

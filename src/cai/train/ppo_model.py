@@ -99,6 +99,13 @@ class PolicyWithValue:
 
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         model.config.use_cache = True
+        if str(device) == "cpu":
+            from cai.train.short_attention import use_short_eager_attention
+
+            # The update's passes (gradients on, no cache) take the plain attention form: CPU flash
+            # attention's backward was 16% of an update (bench/RESULTS.md). Rollouts, the reference
+            # pass and every pass without gradients keep SDPA.
+            use_short_eager_attention(model)
         self.path, self.lora = path, lora
         self.ref = None
         self.fp32_head = lora and dtype != torch.float32
@@ -241,4 +248,8 @@ def build_policy(cfg: Any, path: str, device: str) -> tuple[Any, PolicyWithValue
                             dtype=pick_dtype(cfg.bf16, lora=cfg.lora, device=device), device=device,
                             seed=cfg.seed)
     model.eval()  # no dropout in rollouts or updates: PPO's ratio needs the same function both times
-    return tok, model, torch.optim.AdamW(model.parameters(), lr=cfg.lr, eps=1e-5)
+    params = model.parameters()
+    # One fused kernel for every parameter's update (CPU and GPU), as transformers' Trainer defaults to: a
+    # LoRA policy has over 400 small tensors, and AdamW's loop over them was 5% of a CPU update in a profile.
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return tok, model, torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5, fused=fused or None)

@@ -7,7 +7,8 @@ Every trainer writes the same layout, so ``cai run`` and the report read any of 
                          start/end time, final metrics, status "running" / "done"
     DIR/metrics.jsonl    one JSON object per logged step ({"step", "epoch", "loss", "lr", ...})
     DIR/curves/*.png     one plot per logged metric
-    DIR/checkpoints/     Trainer checkpoints; rerunning the same command resumes from the last one
+    DIR/checkpoints/     Trainer checkpoints; rerunning the same command resumes from the last one.
+                         Deleted when the run finishes, unless --keep-checkpoints
 
 A run is identified by its command, config (less the flags that do not change what is trained),
 data hashes and base model: rerunning the same run resumes it, a different run is refused.
@@ -31,7 +32,7 @@ CHECKPOINTS = "checkpoints"
 # (cai reward's human-label evaluation, cai ppo's KL warning), or only how the same loss is computed
 # (--completion-logits), not what is trained: changing them resumes the run.
 _NOT_IDENTITY = {"output", "save_steps", "logging_steps", "progress", "human_eval", "human_limit", "kl_warn",
-                 "completion_logits"}
+                 "completion_logits", "keep_checkpoints"}
 # Trainer log keys renamed to the shared metrics.jsonl vocabulary.
 _RENAME = {"learning_rate": "lr"}
 
@@ -177,12 +178,16 @@ class RunDir:
             f.write(json.dumps(row) + "\n")
 
     def finish(self, final_metrics: dict[str, Any]) -> None:
+        """Mark the run done; its checkpoints go unless the config says ``keep_checkpoints`` (a finished
+        run never resumes, and its model folder is already written)."""
         if not is_main_process():
             return
         curves = draw_curves(self.path / METRICS_FILE, self.path / "curves")
         self.record.update(status="done", end_time=_now(), final_metrics=final_metrics,
                            curves=[str(p.relative_to(self.path)) for p in curves])
         _write_json(self.path / RUN_FILE, self.record)
+        if not self.config.get("keep_checkpoints"):
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
 
     def callback(self, rename: dict[str, str] | None = None):
         """A transformers TrainerCallback that appends each log to metrics.jsonl, with a trainer's

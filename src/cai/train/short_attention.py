@@ -12,12 +12,14 @@ form when gradients are on and its weights over all layers would take at most ``
 quickstart's PM checks took 19 s with SDPA, 22 s with the plain form). Masks come in SDPA's
 boolean form for both.
 
-Measured in ``bench/RESULTS.md`` ("Preference-model attention"); the tests check that the loss
-and gradients match SDPA's.
+``cai reward`` and ``cai ppo`` install it on a CPU; ``CAI_SHORT_ATTENTION=0`` keeps SDPA (the bench's
+before rows use it). Measured in ``bench/RESULTS.md`` ("Preference-model attention", "PPO seconds per
+step"); the tests check that the loss and gradients match SDPA's.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 NAME = "cai_short_eager"
@@ -25,6 +27,7 @@ NAME = "cai_short_eager"
 # longest ones do not; SDPA was as fast on those. With 1 GiB its reward step peaked at 8.3 GiB, not 7.1.
 BUDGET = 1 << 29
 BYTES_PER_WEIGHT = 6  # fp32 softmax output kept for its backward, and its copy in the compute dtype
+OPT_OUT = "CAI_SHORT_ATTENTION"  # "0": leave every model on SDPA
 
 
 def short_eager_attention(module: Any, query, key, value, attention_mask, dropout: float = 0.0,
@@ -56,7 +59,9 @@ def short_eager_attention(module: Any, query, key, value, attention_mask, dropou
 
 def use_short_eager_attention(model: Any) -> bool:
     """Switch ``model`` (SDPA) to :func:`short_eager_attention`; False, and nothing changed, for a
-    model on another implementation or one that refuses a custom one."""
+    model on another implementation, one that refuses a custom one, or under ``CAI_SHORT_ATTENTION=0``."""
     from cai.backends.hf_attention import use_attention
 
+    if os.environ.get(OPT_OUT, "").strip() == "0":
+        return False
     return use_attention(model, NAME, short_eager_attention)
