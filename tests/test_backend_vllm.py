@@ -275,7 +275,9 @@ from cai.types import SamplingParams
 b = load_backend("vllm:" + sys.argv[1], dtype="float32", engine_args={"kv_cache_memory_bytes": 1 << 26})
 b.generate([[{"role": "user", "content": "Hi"}]], SamplingParams(max_tokens=2, seed=0))
 from vllm.compilation.counter import compilation_counter
-print("AOT", os.environ["VLLM_USE_AOT_COMPILE"], compilation_counter.num_aot_artifacts_loaded, flush=True)
+# Compiled with the cache (an artifact saved, or loaded), which is off again once the engine has started.
+print("AOT", compilation_counter.num_aot_compiles + compilation_counter.num_aot_artifacts_loaded,
+      compilation_counter.num_aot_artifacts_loaded, os.environ["VLLM_USE_AOT_COMPILE"], flush=True)
 os._exit(0)
 """
 
@@ -296,7 +298,41 @@ def test_a_second_engine_start_loads_the_compiled_model_from_disk(tiny_dir, tmp_
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("AOT ")]
         assert proc.returncode == 0 and line, proc.stderr[-3000:]
         counts.append(line[0])
-    assert counts == ["AOT 1 0", "AOT 1 1"], counts
+    assert counts == ["AOT 1 0 0", "AOT 1 1 0"], counts
+
+
+_TWO_ENGINES = """
+import shutil, sys
+from pathlib import Path
+from cai.backends import load_backend
+from cai.types import SamplingParams
+tiny, trained = sys.argv[1], Path(sys.argv[2])
+shutil.copytree(tiny, trained)
+(trained / "cai_run.json").write_text("{}")
+hi = [[{"role": "user", "content": "Hi"}]]
+kw = dict(dtype="float32", engine_args={"kv_cache_memory_bytes": 1 << 26})
+first = load_backend(f"vllm:{trained}", **kw)  # compiled without the AOT cache
+first.generate(hi, SamplingParams(max_tokens=2, seed=0))
+second = load_backend(f"vllm:{tiny}", **kw)  # compiled with it
+second.generate(hi, SamplingParams(max_tokens=2, seed=0))
+print("AGAIN", len(first.generate(hi, SamplingParams(max_tokens=2, seed=0))), flush=True)
+import os; os._exit(0)
+"""
+
+
+def test_an_engine_without_the_aot_cache_still_runs_after_one_with_it(tiny_dir, tmp_path):
+    # The helpfulness eval's evaluated model (a trained folder: AOT cache off) answered again after
+    # the judge's engine (the cache on) had started, and vLLM asserted that a model it compiled
+    # without the cache is never called while the cache is on.
+    import os
+    import subprocess
+
+    pytest.importorskip("vllm")
+    env = {**os.environ, "VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"), "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("VLLM_USE_AOT_COMPILE", None)
+    proc = subprocess.run([sys.executable, "-c", _TWO_ENGINES, tiny_dir, str(tmp_path / "trained")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "AGAIN 1" in proc.stdout, proc.stderr[-3000:]
 
 
 @pytest.fixture
@@ -360,3 +396,15 @@ def test_a_changed_aot_setting_reaches_vllm_after_an_earlier_engine(aot_env, tmp
     assert resets == [1]
     enable_aot_cache(tmp_path)
     assert resets == [1]  # unchanged: nothing to reset
+
+
+def test_the_aot_cache_is_on_only_while_an_engine_starts_unless_the_user_set_it(aot_env, tmp_path):
+    from cai.backends.vllm_compile import aot_cache
+
+    with aot_cache(tmp_path) as on:
+        assert on and os.environ["VLLM_USE_AOT_COMPILE"] == "1"
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "0"
+    aot_env.setenv("VLLM_USE_AOT_COMPILE", "1")
+    with aot_cache(tmp_path):
+        pass
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "1"

@@ -69,7 +69,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
-from cai.backends.vllm_compile import enable_aot_cache
+from cai.backends.vllm_compile import aot_cache
 from cai.backends.vllm_sampler import use_fast_sampler
 from cai.chat import encode_scoring_requests, ensure_chat_template, render_prompt
 from cai.errors import BackendUnavailable, CAIError
@@ -189,8 +189,6 @@ class VLLMBackend:
             # processes fight over them (the client busy-polls while the worker computes). Measured on
             # a 2-core EPYC: start 45 s -> 26 s, generation 614 -> 676 tokens/s (docs/performance.md).
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            # Later starts of a model folder load its compiled model from disk (about 12 s against 19 s).
-            enable_aot_cache(self.path)
             # Random tokens by inverse CDF instead of vLLM's Gumbel kernel (18% of generation time here).
             use_fast_sampler()
             if max_model_len is None:
@@ -242,7 +240,10 @@ class VLLMBackend:
         try:
             # An in-process engine seeds the global RNGs as it starts; and vLLM 0.32 trips torch's
             # FutureWarning about `reduce_op` while loading, which says nothing to a cai user.
-            with _caller_rng_kept(), warnings.catch_warnings():
+            # On a CPU, later starts of a model folder load its compiled model from disk (about 12 s
+            # against 19 s; cai.backends.vllm_compile).
+            compile_cache = aot_cache(self.path) if self.on_cpu else contextlib.nullcontext()
+            with _caller_rng_kept(), warnings.catch_warnings(), compile_cache:
                 warnings.filterwarnings("ignore", message=".*reduce_op", category=FutureWarning)
                 self.llm = LLM(self.path, **kwargs)
         except (OSError, ValueError, RuntimeError) as e:

@@ -15,6 +15,11 @@ path compiles every kernel afresh, while with the cache off torch's shared Induc
 holds them from other folders of the same architecture. A folder a cai trainer wrote (it holds
 ``cai_run.json``) is new in every run, so it keeps the cache off.
 
+The setting is read again whenever a model compiled without the cache runs, and vLLM asserts that
+it is off then; so it is on only while an engine starts (:func:`aot_cache`). An engine that started
+with it runs its compiled model without reading it again. Otherwise an evaluated trained folder
+crashed when it answered again after the judge's engine (the embedded model, the cache on) started.
+
 Measured on the 2-core AMX VM (2026-12-04, docs/performance.md), one fresh process per start: the
 embedded model started in 12 s with the cache against 19 s without it; a copy of it in a new folder
 took 55 s with the cache and 18.5 s without; a cold start (every cache empty) about 63 s either way.
@@ -22,10 +27,11 @@ took 55 s with the cache and 18.5 s without; a cold start (every cache empty) ab
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 FLAG = "VLLM_USE_AOT_COMPILE"
 # The value cai last gave FLAG in this process: a value that differs from it is the user's own.
@@ -61,8 +67,24 @@ def enable_aot_cache(model_path: str | Path) -> bool:
     on = in_process and bundled is not None and not written_by_a_trainer(model_path)
     if on and not hasattr(bundled, "finalize_loading"):
         bundled.finalize_loading = _nothing_to_finalize
-    os.environ[FLAG] = os.environ[OWN] = "1" if on else "0"
-    reset = getattr(sys.modules.get("vllm.envs"), "disable_envs_cache", None)
-    if current is not None and current != os.environ[FLAG] and reset is not None:
-        reset()  # an engine started earlier in this process froze vLLM's reading of its variables
+    _set("1" if on else "0", current)
     return on
+
+
+@contextlib.contextmanager
+def aot_cache(model_path: str | Path) -> Iterator[bool]:
+    """:func:`enable_aot_cache` for the engine started inside the block, and cai's setting off again
+    after it, so that engines compiled without the cache keep running (see above)."""
+    on = enable_aot_cache(model_path)
+    try:
+        yield on
+    finally:
+        if on and os.environ.get(FLAG) == os.environ.get(OWN) == "1":  # cai's value, not the user's
+            _set("0", "1")
+
+
+def _set(value: str, current: str | None) -> None:
+    os.environ[FLAG] = os.environ[OWN] = value
+    reset = getattr(sys.modules.get("vllm.envs"), "disable_envs_cache", None)
+    if current is not None and current != value and reset is not None:
+        reset()  # an engine started earlier in this process froze vLLM's reading of its variables
