@@ -32,8 +32,12 @@ def test_config_checks():
         RlooConfig(batch_size=6, samples_per_prompt=4)
 
 
-def test_short_rloo_run_with_a_python_reward(tiny_llama_dir, tmp_path):
-    calls = []
+def test_short_rloo_run_with_a_python_reward(tiny_llama_dir, tmp_path, monkeypatch):
+    from cai.backends import hf_sampling
+
+    calls, draws = [], []
+    real_draw = hf_sampling.inverse_cdf_draw
+    monkeypatch.setattr(hf_sampling, "inverse_cdf_draw", lambda *a, **k: draws.append(1) or real_draw(*a, **k))
 
     def e_fraction(prompts, completions):
         calls.append(len(completions))
@@ -46,6 +50,7 @@ def test_short_rloo_run_with_a_python_reward(tiny_llama_dir, tmp_path):
     run = run_rloo(config, reward=e_fraction, prompts=PROMPTS)
     assert run["status"] == "done" and run["final_metrics"]["global_step"] == 2 and run["reward"] == "e_fraction"
     assert calls and all(n % 2 == 0 for n in calls)  # whole groups of k answers are scored together
+    assert draws  # TRL's generate sampled through cai's inverse-CDF draw
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert all({"reward", "kl", "entropy", "length", "clip_frac", "loss"} <= set(r) for r in rows)

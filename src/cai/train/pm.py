@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cai.errors import CAIError
+from cai.train.rundir import RUN_FILE
 from cai.types import Conversation
-
-RUN_FILE = "cai_run.json"
 
 
 def encode(tokenizer: Any, prompt: Conversation, completion: str, max_length: int | None = None) -> list[int]:

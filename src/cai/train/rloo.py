@@ -142,6 +142,7 @@ def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | Non
 def _train(config, run, base, conversations, reward, checkpoint, show_progress) -> dict[str, Any]:
     from trl import RLOOTrainer
 
+    from cai.backends.hf_sampling import fast_multinomial
     from cai.train.guards import train_guarded
     from cai.train.saving import saving
     from cai.train.model_io import final_metrics, load_tokenizer, lora_config, save_final, shared_dataset
@@ -154,7 +155,9 @@ def _train(config, run, base, conversations, reward, checkpoint, show_progress) 
         train_dataset=shared_dataset([{"prompt": c} for c in conversations], args, run),
         peft_config=lora_config(config), callbacks=[run.callback(RENAME)])
     # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
-    with saving(run):  # a checkpoint or the model that cannot be written (a full disk) is one line too
+    # TRL samples with transformers' generate (unless vLLM): its torch.multinomial draws by inverse CDF
+    # on a CPU (cai.backends.hf_sampling; 1.64x the hf backend's tokens/s in bench/sampling.py).
+    with saving(run), fast_multinomial():  # a checkpoint or the model that cannot be written is one line too
         result = train_guarded(trainer, checkpoint, run.checkpoints)
     with saving(run, model_files=True):
         save_final(trainer, config, run.path, base)
