@@ -285,8 +285,6 @@ def run_reward_one(spec: dict) -> dict:
     run = RunDir(spec["out"], command="reward", config={}, data=[], base_model=spec["path"])
     Path(spec["out"]).mkdir(parents=True, exist_ok=True)
     trainer = build_reward_trainer(config, pairs, run, spec["path"], show_progress=False)
-    if VARIANTS[spec["variant"]].get("sdpa"):
-        trainer.model.set_attn_implementation("sdpa")
     counts, collate, marks = {"real": 0, "all": 0}, trainer.data_collator, {}
 
     def counting(examples):  # the padded batches as the model gets them
@@ -319,7 +317,9 @@ def start_variant(variant: str, args: argparse.Namespace, path: str, tmp: str) -
     spec = {"variant": variant, "steps": args.reward_steps if pm else args.steps, "warmup": args.warmup,
             "max_length": args.reward_max_length if pm else args.max_length, "path": path,
             "out": str(Path(tmp) / variant)}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
+           # SDPA in every layer, as before cai.train.short_attention (the same switch as the PPO rows')
+           "CAI_SHORT_ATTENTION": "0" if VARIANTS[variant].get("sdpa") else "1"}
     return subprocess.Popen([sys.executable, __file__, "--one", json.dumps(spec)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 

@@ -106,18 +106,14 @@ def test_the_reward_trainer_installs_it_on_a_cpu(tiny_llama_dir, tmp_path):
 
 
 def _policy_loss_and_grads(policy, ids, attn, start):
+    import torch
+
     policy.model.zero_grad()
     logits, values = policy.forward(ids, attn, start)
-    loss = torch_logsumexp(logits).sum() + values.pow(2).sum()
+    loss = torch.logsumexp(logits.float(), -1).sum() + values.pow(2).sum()
     loss.backward()
     grads = {n: p.grad.clone() for n, p in policy.model.named_parameters() if p.grad is not None}
     return loss.detach(), grads
-
-
-def torch_logsumexp(logits):
-    import torch
-
-    return torch.logsumexp(logits.float(), -1)
 
 
 @pytest.mark.parametrize("lora", [True, False])
