@@ -278,6 +278,33 @@ def test_a_bf16_lora_policy_computes_its_adapters_in_bf16_and_its_heads_in_fp32(
     assert torch.isfinite(lora_a.weight.grad).all()
 
 
+def test_the_fp32_head_gives_the_same_logits_with_and_without_gradients():
+    """install_fp32_head computes hᵀ's product the other way round when no gradient is needed (rollouts,
+    the reference pass): the logits must equal the plain fp32 linear's, for one row and for a batch."""
+    import torch
+
+    from cai.train.ppo_model import install_fp32_head
+
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    emb = torch.nn.Linear(16, 40, bias=False).to(torch.bfloat16)
+    model.get_output_embeddings = lambda: emb
+    model.set_output_embeddings = lambda head: setattr(model, "head", head)
+    install_fp32_head(model)
+    w = emb.weight.float()
+    for shape in ((1, 1, 16), (3, 5, 16)):
+        h = torch.randn(shape, dtype=torch.bfloat16, requires_grad=True)
+        want = torch.nn.functional.linear(h.float(), w)
+        with torch.no_grad():
+            fast = model.head(h)
+        slow = model.head(h)
+        assert fast.shape == want.shape and fast.is_contiguous() and fast.dtype == torch.float32
+        torch.testing.assert_close(fast, want, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(slow, want, rtol=1e-6, atol=1e-6)
+        slow.sum().backward()  # the gradient path stays the linear's
+        assert h.grad is not None
+
+
 def test_the_policy_optimiser_is_fused_adamw_on_a_cpu(char_model, prompts_file, tmp_path):
     """One fused kernel for the update's over-400 LoRA tensors, not AdamW's per-tensor loop."""
     from cai.train.ppo_model import build_policy
