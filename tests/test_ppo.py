@@ -279,8 +279,8 @@ def test_a_bf16_lora_policy_computes_its_adapters_in_bf16_and_its_heads_in_fp32(
 
 
 def test_the_fp32_head_gives_the_same_logits_with_and_without_gradients():
-    """install_fp32_head computes hᵀ's product the other way round when no gradient is needed (rollouts,
-    the reference pass): the logits must equal the plain fp32 linear's, for one row and for a batch."""
+    """install_fp32_head's head computes W·hᵀ when no gradient is needed (rollouts, the reference
+    pass): its logits must equal the plain fp32 linear's, for one row and for a batch."""
     import torch
 
     from cai.train.ppo_model import install_fp32_head
