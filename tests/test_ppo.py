@@ -279,8 +279,9 @@ def test_a_bf16_lora_policy_computes_its_adapters_in_bf16_and_its_heads_in_fp32(
 
 
 def test_the_fp32_head_gives_the_same_logits_with_and_without_gradients():
-    """install_fp32_head's head computes W·hᵀ when no gradient is needed (rollouts, the reference
-    pass): its logits must equal the plain fp32 linear's, for one row and for a batch."""
+    """install_fp32_head's head computes a rollout step's few rows as W·hᵀ and more rows, or any with
+    gradients, with bf16 kernels: its logits must equal the plain fp32 linear's every way, and the
+    hidden state's gradient the fp32 linear's up to bf16 rounding."""
     import torch
 
     from cai.train.ppo_model import install_fp32_head
@@ -297,12 +298,18 @@ def test_the_fp32_head_gives_the_same_logits_with_and_without_gradients():
         want = torch.nn.functional.linear(h.float(), w)
         with torch.no_grad():
             fast = model.head(h)
-        slow = model.head(h)
         assert fast.shape == want.shape and fast.is_contiguous() and fast.dtype == torch.float32
         torch.testing.assert_close(fast, want, rtol=1e-6, atol=1e-6)
+        before = torch.backends.mkldnn.matmul.fp32_precision
+        slow = model.head(h)
+        assert type(slow.grad_fn).__name__ == "Bf16HeadFp32LogitsBackward"  # the bf16 kernels, not the fallback
+        assert torch.backends.mkldnn.matmul.fp32_precision == before  # the switch is the head's alone
         torch.testing.assert_close(slow, want, rtol=1e-6, atol=1e-6)
-        slow.sum().backward()  # the gradient path stays the linear's
-        assert h.grad is not None
+        g = torch.randn(want.shape)
+        (slow * g).sum().backward()
+        (want_grad,) = torch.autograd.grad((want * g).sum(), h)
+        assert h.grad.dtype == torch.bfloat16
+        torch.testing.assert_close(h.grad.float(), want_grad.float(), rtol=2e-2, atol=2e-2 * want_grad.abs().max().item())
 
 
 def test_the_policy_optimiser_is_fused_adamw_on_a_cpu(char_model, prompts_file, tmp_path):

@@ -267,7 +267,9 @@ def _eos_ids(tok: Any, model: Any) -> list[int]:
 def _logprobs(logits: Any, tokens: Any, temperature: float) -> Any:
     import torch
 
-    logits = logits.float() / (temperature if temperature > 0 else 1.0)
+    logits = logits.float()
+    if temperature > 0 and temperature != 1.0:  # not at 1: a copy of [rows, vocab] fp32, forward and backward
+        logits = logits / temperature
     return torch.gather(torch.log_softmax(logits, -1), 2, tokens.unsqueeze(-1)).squeeze(-1)
 
 

@@ -50,23 +50,61 @@ def install_fp32_head(model: Any) -> None:
     :meth:`PolicyWithValue.save_final` merges them into weights loaded afresh)."""
     import torch
 
+    class Bf16HeadFp32Logits(torch.autograd.Function):
+        """The fp32 logits h·Wᵀ from bf16 kernels. Forward: h and W hold bf16 values, so oneDNN's bf16
+        math mode for fp32 matmuls (bf16 inputs, fp32 accumulation and output) gives the fp32 product,
+        up to the order of summation; the logits are never rounded to bf16. Backward: the hidden
+        state's gradient is a bf16 tensor, so it comes from a bf16 product, as autocast makes every
+        other layer's."""
+
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, bf16_weight: Any) -> Any:
+            ctx.save_for_backward(bf16_weight)
+            backend = torch.backends.mkldnn.matmul
+            before, backend.fp32_precision = backend.fp32_precision, "bf16"
+            try:
+                return torch.nn.functional.linear(hidden.to(torch.float32), weight)
+            finally:
+                backend.fp32_precision = before
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            (bf16_weight,) = ctx.saved_tensors
+            return grad.to(torch.bfloat16) @ bf16_weight, None, None
+
     class Float32Head(torch.nn.Module):
         def __init__(self, weight: Any) -> None:
             super().__init__()
             self.register_buffer("weight", weight.detach().to(torch.float32), persistent=False)
+            # The bf16 weights themselves (tied to the input embeddings: no copy) for the bf16 kernels.
+            self.register_buffer("bf16_weight", weight.detach() if weight.dtype == torch.bfloat16 else None,
+                                 persistent=False)
 
         def forward(self, hidden: Any) -> Any:
             with torch.autocast(hidden.device.type, enabled=False):  # fp32 under the policy's autocast too
-                h = hidden.to(torch.float32)
-                if torch.is_grad_enabled():
-                    return torch.nn.functional.linear(h, self.weight)
-                # Without gradients (rollouts, the reference pass) as W·hᵀ, transposed back: the same
-                # product, but MKL's fp32 GEMM on an AMD EPYC ran 4 rows against the 49k-column weight
-                # in 5.4 ms this way against 19 ms as h·Wᵀ, and 96 rows in 43 against 49 ms (bench/RESULTS.md).
-                flat = h.reshape(-1, h.shape[-1])
-                return (self.weight @ flat.T).T.contiguous().reshape(*h.shape[:-1], -1)
+                if not torch.is_grad_enabled() and hidden.numel() < 8 * hidden.shape[-1]:
+                    # A rollout's step, as W·hᵀ transposed back: the same product, but MKL's fp32 GEMM on
+                    # an AMD EPYC ran 4 rows against the 49k-column weight in 4.7 ms this way, 6.0 ms
+                    # in bf16 math mode and 17 ms as h·Wᵀ (bench/RESULTS.md).
+                    flat = hidden.to(torch.float32).reshape(-1, hidden.shape[-1])
+                    return (self.weight @ flat.T).T.contiguous().reshape(*hidden.shape[:-1], -1)
+                if _bf16_math_applies(hidden, self.bf16_weight):
+                    # From 8 rows on (the update, the reference pass, a rollout of 8) faster: 260 rows
+                    # 94 ms against 118 forward, and the gradient 42 against 82 ms (bench/RESULTS.md).
+                    return Bf16HeadFp32Logits.apply(hidden, self.weight, self.bf16_weight)
+                return torch.nn.functional.linear(hidden.to(torch.float32), self.weight)
 
     model.set_output_embeddings(Float32Head(model.get_output_embeddings().weight))
+
+
+def _bf16_math_applies(hidden: Any, bf16_weight: Any) -> bool:
+    """Whether the fp32 head may take its product in oneDNN's bf16 math mode without changing it: on a
+    CPU, with bf16 values on both sides, in a torch that has the switch."""
+    import torch
+
+    matmul = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
+    return (bf16_weight is not None and hidden.device.type == "cpu" and hidden.dtype == torch.bfloat16
+            and hasattr(matmul, "fp32_precision"))
 
 
 def load_tokenizer(path: str):
@@ -94,6 +132,15 @@ def resolve_model_path(spec: str) -> str:
         return resolve(target)
     except Exception as e:  # an unknown alias or an unreachable hub id
         raise CAIError(f"-m {spec}: not a model folder or known alias ({e})") from None
+
+
+def _answer_rows(input_ids: Any, start: int) -> Any:
+    """The positions whose logits predict answer tokens ``start..``: the LM head runs on these alone, not
+    on the prompt's (49k columns a row for SmolLM2), and as indices, not a slice of a longer logits
+    tensor, whose backward would fill a [rows, vocab] tensor of zeros."""
+    import torch
+
+    return torch.arange(start - 1, input_ids.shape[1] - 1, device=input_ids.device)
 
 
 class PolicyWithValue:
@@ -167,13 +214,11 @@ class PolicyWithValue:
     def forward(self, input_ids, attention_mask, start: int, *, values: bool = True):
         """Logits predicting tokens ``start..`` and the value of each state before them."""
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        # Logits only where answer tokens are predicted: the vocabulary projection of the prompt
-        # positions would be wasted work (49k columns for SmolLM2).
-        keep = input_ids.shape[1] - start + 1
         with self.compute():
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             output_hidden_states=values, use_cache=False, logits_to_keep=keep)
-        logits = out.logits[:, :-1]
+                             output_hidden_states=values, use_cache=False,
+                             logits_to_keep=_answer_rows(input_ids, start))
+        logits = out.logits
         if not values:
             return logits, None
         hidden = out.hidden_states[-1][:, start - 1:-1]
@@ -192,8 +237,8 @@ class PolicyWithValue:
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         with self.reference() as ref, self.compute():
             out = ref(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                      logits_to_keep=input_ids.shape[1] - start + 1)
-        return out.logits[:, :-1]
+                      logits_to_keep=_answer_rows(input_ids, start))
+        return out.logits
 
     # -- saving -----------------------------------------------------------------------------------
 
