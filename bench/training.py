@@ -36,6 +36,9 @@ inside the epoch would favour it. Padding = pad tokens / all tokens of the epoch
   reward-sdpa     reward-grouped with SDPA's attention in every layer, as before cai.train.short_attention
                   (cai reward on a CPU takes the plain form where its memory is small: short batches, so run
                   this pair with --reward-max-length 192 to see it); written to a section of its own
+  reward-one-row  reward-grouped with both sides of a pair in one row, their shared prompt once (`cai
+                  reward`'s default, --share-prompt; the three above pad the sides as two rows, as TRL does);
+                  compare pairs/s: tokens/s counts each prompt once here
 
     python bench/training.py            # full run; writes its section of bench/RESULTS.md
     python bench/training.py --quick    # smoke run: no-gc, completion-logits, reward-grouped; writes nothing
@@ -61,6 +64,7 @@ RESULTS = HERE / "RESULTS.md"
 SECTION = "## Training throughput (bench/training.py)"
 PM_SECTION = "## Preference-model batches: random against length-grouped (bench/training.py)"
 PM_ATTENTION_SECTION = "## Preference-model attention: SDPA against the plain form on short batches (bench/training.py)"
+PM_ROWS_SECTION = "## Preference-model pairs: one row against two (bench/training.py)"
 PPO_SECTION = "## PPO seconds per step (bench/training.py)"
 # cai ppo's flags for each precision of --ppo-rows (auto: cai's default).
 PRECISION_FLAGS = {"fp32": ["--no-bf16"], "bf16": ["--bf16"], "auto": []}
@@ -78,9 +82,10 @@ VARIANTS = {
     # the head wastes most (prompt and padding rows); packing removes only the padding ones.
     "completion-logits": {"bf16": True, "gradient_checkpointing": False, "packing": False, "batch_size": 8,
                           "completion_logits": True},
-    "reward": {**_PM, "group_by_length": False},
-    "reward-grouped": {**_PM, "group_by_length": True},
-    "reward-sdpa": {**_PM, "group_by_length": True, "sdpa": True},
+    "reward": {**_PM, "group_by_length": False, "share_prompt": False},
+    "reward-grouped": {**_PM, "group_by_length": True, "share_prompt": False},
+    "reward-sdpa": {**_PM, "group_by_length": True, "share_prompt": False, "sdpa": True},
+    "reward-one-row": {**_PM, "group_by_length": True, "share_prompt": True},
 }
 
 
@@ -341,19 +346,23 @@ def pm_lines(args, rows: list[dict], peak_bf16: float, peak_fp32: float) -> list
     lines = [f"- PM: TRL RewardTrainer as `cai reward` builds it, one epoch of {r0['pairs']} HH-RLHF pairs "
              f"({r0['steps']} optimiser steps of {v0['batch_size']} pairs x {v0['grad_accum']} accumulation), max length "
              f"{args.reward_max_length}, all timed.", "",
-             "| variant | batches | attention | precision | epoch | pairs/s | tokens/s | padding | utilisation (of that precision's "
-             "peak) | peak RSS |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| variant | batches | rows a pair | attention | precision | epoch | pairs/s | tokens/s | padding | utilisation "
+             "(of that precision's peak) | peak RSS |",
+             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         rate = r["tokens"] / r["seconds"]
         lines.append(f"| {r['variant']} | {'length-grouped' if VARIANTS[r['variant']]['group_by_length'] else 'random'} "
-                     f"| {r.get('attention', '?')} | {'bf16' if r['bf16'] else 'fp32'} | {r['seconds']:.0f} s | {r['pairs'] / r['seconds']:.2f} "
+                     f"| {1 if VARIANTS[r['variant']]['share_prompt'] else 2} | {r.get('attention', '?')} | {'bf16' if r['bf16'] else 'fp32'} | {r['seconds']:.0f} s | {r['pairs'] / r['seconds']:.2f} "
                      f"| {rate:.0f} | {100 * (1 - r['tokens'] / r['padded_tokens']):.0f}% "
                      f"| {100 * 6 * r['params'] * rate / (peak_bf16 if r['bf16'] else peak_fp32):.1f}% | {r['peak_rss_gib']:.1f} GiB |")
     by = {r["variant"]: r for r in rows}
     if "reward" in by and "reward-grouped" in by:
         lines += ["", f"- length-grouped vs random PM batches (same pairs, same epoch): "
                   f"{by['reward']['seconds'] / by['reward-grouped']['seconds']:.2f}x the pairs/s."]
+    if "reward-one-row" in by and "reward-grouped" in by:
+        lines += ["", f"- one row a pair (the shared prompt once) vs two rows, both length-grouped (same pairs, same epoch): "
+                  f"{by['reward-grouped']['seconds'] / by['reward-one-row']['seconds']:.2f}x the pairs/s, "
+                  f"{by['reward-one-row']['padded_tokens'] / by['reward-grouped']['padded_tokens']:.2f}x the positions computed."]
     if "reward-sdpa" in by and "reward-grouped" in by:
         lines += ["", f"- attention `{by['reward-grouped'].get('attention')}` (cai's) vs `sdpa` in every layer (same pairs, "
                   f"same epoch): {by['reward-sdpa']['seconds'] / by['reward-grouped']['seconds']:.2f}x the pairs/s."]
@@ -410,7 +419,9 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None,
         lines.append(f"- utilisation >= {TARGET_UTILISATION:.0%}: best {best:.1%}, **{'PASS' if ok else 'FAIL'}**")
     sections = [(SECTION, "\n".join(lines + [""]))] if rows else []
     if pm_rows:
-        heading = PM_ATTENTION_SECTION if any(r["variant"] == "reward-sdpa" for r in pm_rows) else PM_SECTION
+        ran = {r["variant"] for r in pm_rows}
+        heading = (PM_ATTENTION_SECTION if "reward-sdpa" in ran else PM_ROWS_SECTION if "reward-one-row" in ran
+                   else PM_SECTION)
         sections.append((heading, "\n".join([heading, "", *common, *pm_lines(args, pm_rows, peak_bf16, peak_fp32), ""])))
     if ppo:
         sections.append((PPO_SECTION, "\n".join([PPO_SECTION, "", *common[:3], *ppo_lines(ppo), ""])))

@@ -27,12 +27,14 @@ def _pairs(n: int = 64, seed: int = 0) -> list:
     return out
 
 
-def _trainer(tiny_llama_dir, tmp_path, name, group, pairs=None, batch_size=4):
+def _trainer(tiny_llama_dir, tmp_path, name, group, pairs=None, batch_size=4, share_prompt=False):
+    """Two rows a pair unless ``share_prompt`` (tests/test_shared_prompt.py checks one row a pair)."""
     from cai.train.reward import RewardTrainConfig, build_reward_trainer
     from cai.train.rundir import RunDir
 
     config = RewardTrainConfig(model=tiny_llama_dir, data=("unused",), output=str(tmp_path / name), batch_size=batch_size,
-                               max_length=256, human_eval=(), bf16=False, seed=0, group_by_length=group)
+                               max_length=256, human_eval=(), bf16=False, seed=0, group_by_length=group,
+                               share_prompt=share_prompt)
     run = RunDir(tmp_path / name, command="reward", config={}, data=[], base_model=tiny_llama_dir)
     return build_reward_trainer(config, pairs if pairs is not None else _pairs(), run, tiny_llama_dir,
                                 show_progress=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,6 +38,9 @@ class RewardTrainConfig(TrainCommon):
     group_by_length: bool = option(True, help="batch pairs of similar length (transformers' length-grouped sampler: "
                                    "still shuffled, every pair once per epoch, far less padding); "
                                    "--no-group-by-length draws batches uniformly at random, as TRL does")
+    share_prompt: bool = option(True, help="put both sides of a pair in one row, the prompt they share once "
+                                "(position ids and an attention mask keep the answers apart: the same rewards); "
+                                "--no-share-prompt pads them as two rows, as TRL does")
 
     def __post_init__(self) -> None:
         self.check_common()
@@ -97,18 +101,19 @@ def evaluate_pm(pm: Any, heldout: Sequence[Any], config: RewardTrainConfig) -> d
     return results
 
 
-def _rows(pairs: Sequence[Any], tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+def _rows(pairs: Sequence[Any], tokenizer: Any, max_length: int, share_prompt: bool) -> list[dict[str, Any]]:
     """Pairs tokenised here, by the same function the PM scores with, so TRL skips its own tokenising.
-    ``length`` is what a pair costs in a batch (both sides are padded to the batch's longest), for
-    the length-grouped sampler; the collator reads only the ids and ``p_chosen``."""
+    ``length`` is what a pair costs in a batch (its one row; or, as two rows, both sides padded to
+    the batch's longest), for the length-grouped sampler; the collator reads only the ids and ``p_chosen``."""
     from cai.train.pm import encode
+    from cai.train.shared_prompt import packed_length
 
     rows = []
     for p in pairs:
         chosen = encode(tokenizer, p.prompt, p.chosen, max_length)
         rejected = encode(tokenizer, p.prompt, p.rejected, max_length)
-        rows.append({"chosen_ids": chosen, "rejected_ids": rejected, "p_chosen": p.p_chosen,
-                     "length": max(len(chosen), len(rejected))})
+        length = packed_length(chosen, rejected) if share_prompt else max(len(chosen), len(rejected))
+        rows.append({"chosen_ids": chosen, "rejected_ids": rejected, "p_chosen": p.p_chosen, "length": length})
     return rows
 
 
@@ -173,17 +178,20 @@ def build_reward_trainer(config: RewardTrainConfig, train: Sequence[Any], run: A
     (``eval_loss`` in metrics.jsonl): the curve that says whether more epochs still help."""
     from cai.train.model_io import load_tokenizer, shared_dataset
     from cai.train.reward_trainer import SoftPreferenceCollator, SoftRewardTrainer
+    from cai.train.shared_prompt import SharedPromptCollator, score_head
 
     tokenizer = load_tokenizer(base)
     args = _trainer_args(config, run, show_progress, evaluate=bool(heldout))
-    held = None
-    if heldout:
-        held = shared_dataset(_rows(heldout, tokenizer, config.max_length), args, run, name="eval-dataset")
+    rows = partial(_rows, tokenizer=tokenizer, max_length=config.max_length, share_prompt=config.share_prompt)
+    held = shared_dataset(rows(heldout), args, run, name="eval-dataset") if heldout else None
+    collator = SharedPromptCollator if config.share_prompt else SoftPreferenceCollator
     trainer = SoftRewardTrainer(
-        model=base, args=args, train_dataset=shared_dataset(_rows(train, tokenizer, config.max_length), args, run),
-        eval_dataset=held, processing_class=tokenizer,
-        data_collator=SoftPreferenceCollator(pad_token_id=tokenizer.pad_token_id),
+        model=base, args=args, train_dataset=shared_dataset(rows(train), args, run), eval_dataset=held,
+        processing_class=tokenizer, data_collator=collator(pad_token_id=tokenizer.pad_token_id),
         peft_config=_peft_config(config), callbacks=[run.callback()])
+    if config.share_prompt and score_head(trainer.model) is None:
+        raise CAIError(f"-m {config.model}: its sequence-classification model has no `score` head, which one row "
+                       "per pair reads at two positions; pass --no-share-prompt")
     if args.use_cpu:
         from cai.train.short_attention import use_short_eager_attention
 

@@ -64,7 +64,8 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
 
 class SoftRewardTrainer(RewardTrainer):
     """RewardTrainer whose loss is :func:`soft_bt_loss`. Its datasets must keep the ``p_chosen``
-    column (``remove_unused_columns=False``) and use :class:`SoftPreferenceCollator`."""
+    column (``remove_unused_columns=False``) and use :class:`SoftPreferenceCollator` (two rows a pair)
+    or :class:`cai.train.shared_prompt.SharedPromptCollator` (one)."""
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
@@ -76,6 +77,10 @@ class SoftRewardTrainer(RewardTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         p_chosen = inputs.pop("p_chosen", None)
+        if "pair_mask" in inputs:  # one row per pair (cai.train.shared_prompt): TRL sees its two-row rewards
+            from cai.train.shared_prompt import SharedPromptRewards, score_head
+
+            model = SharedPromptRewards(model, score_head(self.accelerator.unwrap_model(model)))
         # TRL's compute_loss runs the model and logs reward/accuracy/margin; only its loss is replaced.
         hard, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if p_chosen is None:

@@ -1,0 +1,101 @@
+"""Preference pairs as one row each: the tokens both sides begin with (the prompt) once, then the
+chosen answer, then the rejected one.
+
+TRL's preference collator puts a pair's two sides in two padded rows, so the PM computes its prompt
+twice. In the quickstart's 200 pairs a side is 168 tokens on average, 54 of them prompt; padded as
+two rows the PM computed 72,880 tokens for 66,058 real ones, where one row per pair holds 55,321.
+The rejected answer's position ids restart where the sides fork, and the attention mask keeps
+each answer from seeing the other, so every token's hidden state is the one it has in its own
+sequence: the same rewards as two rows up to float rounding (tests/test_shared_prompt.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from cai.train.reward_trainer import SoftPreferenceCollator
+
+# Segments of a row: the shared prefix, the chosen answer, the rejected answer, padding.
+SHARED, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
+
+
+def fork(chosen: Sequence[int], rejected: Sequence[int]) -> int:
+    """How many leading tokens the two sides share, short of either side's last token: a reward is
+    read at a side's last token, which must be that side's own."""
+    limit = min(len(chosen), len(rejected)) - 1
+    k = 0
+    while k < limit and chosen[k] == rejected[k]:
+        k += 1
+    return k
+
+
+def packed_length(chosen: Sequence[int], rejected: Sequence[int]) -> int:
+    """Tokens in the pair's row."""
+    return len(chosen) + len(rejected) - fork(chosen, rejected)
+
+
+@dataclass
+class SharedPromptCollator(SoftPreferenceCollator):
+    """One row per pair: ``input_ids`` and ``position_ids`` [pairs, width], ``attention_mask`` (the
+    real tokens, which TRL counts), ``pair_mask`` (boolean, [pairs, 1, width, width], True where a
+    query may attend a key: the model's attention mask), ``chosen_at`` and ``rejected_at`` (each
+    side's last token) and ``p_chosen``."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = [_row(e["chosen_ids"], e["rejected_ids"]) for e in examples]
+        width = max(len(ids) for ids, _, _ in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        seg = torch.full((len(rows), width), PAD, dtype=torch.long)
+        for i, (r_ids, r_pos, r_seg) in enumerate(rows):
+            n = len(r_ids)
+            ids[i, :n], pos[i, :n], seg[i, :n] = torch.tensor(r_ids), torch.tensor(r_pos), torch.tensor(r_seg)
+        q, k = seg[:, :, None], seg[:, None, :]
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        # A padding query sees padding keys (and the prefix), never a real query's row: so no row of
+        # the mask is empty (an all-masked softmax is NaN, and a NaN in a padding position's values
+        # would reach real tokens through their zero weights).
+        mask = causal & ((k == SHARED) | (k == q))
+        chosen_len = torch.tensor([sum(1 for s in r_seg if s != REJECTED) for _, _, r_seg in rows])
+        return {"input_ids": ids, "attention_mask": (seg != PAD).long(), "position_ids": pos,
+                "pair_mask": mask[:, None], "chosen_at": chosen_len - 1,
+                "rejected_at": torch.tensor([len(r_ids) - 1 for r_ids, _, _ in rows]),
+                "p_chosen": torch.tensor([float(e.get("p_chosen", 1.0)) for e in examples], dtype=torch.float)}
+
+
+def _row(chosen: Sequence[int], rejected: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+    k = fork(chosen, rejected)
+    ids = list(chosen) + list(rejected[k:])
+    pos = list(range(len(chosen))) + list(range(k, len(rejected)))
+    seg = [SHARED] * k + [CHOSEN] * (len(chosen) - k) + [REJECTED] * (len(rejected) - k)
+    return ids, pos, seg
+
+
+def score_head(model: Any) -> Any | None:
+    """The PM's reward head (a sequence-classification model's ``score``), under any PEFT wrapper;
+    None for a model without one, which then keeps two rows per pair."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, "score", None)
+
+
+class SharedPromptRewards:
+    """Stands in for the PM in TRL's ``compute_loss``: runs the model on packed rows (through the
+    wrapper the trainer holds, so distributed training sees its forward) and returns the chosen
+    rewards then the rejected ones as ``logits`` [2 x pairs, 1], the layout of TRL's two-row batch."""
+
+    def __init__(self, model: Any, head: Any) -> None:
+        self.model, self.head = model, head
+
+    def __call__(self, *, input_ids, pair_mask, position_ids, chosen_at, rejected_at, attention_mask=None,
+                 **kwargs: Any) -> Any:
+        from transformers.modeling_outputs import SequenceClassifierOutputWithPast
+
+        out = self.model(input_ids=input_ids, attention_mask=pair_mask, position_ids=position_ids,
+                         output_hidden_states=True, **kwargs)
+        last = out.hidden_states[-1]  # after the final norm: what the head reads
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        picked = torch.cat([last[rows, chosen_at], last[rows, rejected_at]])
+        return SequenceClassifierOutputWithPast(logits=self.head(picked))
