@@ -155,3 +155,23 @@ def test_grouped_one_row_batches_see_every_pair_once_and_pad_less(tiny_llama_dir
     assert computed(g) < computed(p)
     # The prompt once: fewer positions than the two-row layout computes, grouped as well.
     assert computed(g) < 0.9 * computed(_epoch(two_rows)), (computed(g), computed(_epoch(two_rows)))
+
+
+def test_a_pm_scores_both_answers_of_a_prompt_in_one_row_as_it_scores_each(tiny_llama_dir):
+    """PreferenceModel.score_pairs (the PM's checks after cai reward): one row a pair, the scores of
+    PreferenceModel.score on each side, batched across pairs of different lengths."""
+    from transformers import AutoTokenizer
+
+    from cai.train.pm import PreferenceModel
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    model = seq_cls(tiny_llama_dir, "sdpa").eval()
+    model.config.pad_token_id = tok.pad_token_id  # as PreferenceModel.load sets it: score() pools by it
+    pm = PreferenceModel(model, tok, batch_size=4)
+    prompts = [[{"role": "user", "content": "Tell me about rivers. " * (1 + i % 3)}] for i in range(5)]
+    first = [f"Rivers flow {i}." * (1 + i % 2) for i in range(5)]
+    second = ["I would rather not.", "Rivers flow 1.Rivers flow 1.", "Water.", "No " * 9, "Rivers flow 4."]
+    a, b = pm.score_pairs(prompts, first, second)
+    assert a == pytest.approx(pm.score(prompts, first), rel=1e-4, abs=1e-5)
+    assert b == pytest.approx(pm.score(prompts, second), rel=1e-4, abs=1e-5)
+    assert a[1] == pytest.approx(b[1], rel=1e-4, abs=1e-5)  # the same answer twice: one score

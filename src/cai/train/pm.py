@@ -146,6 +146,38 @@ class PreferenceModel:
     def __call__(self, prompts: Sequence[Conversation], completions: Sequence[str], **_: Any) -> list[float]:
         return self.score(prompts, completions)
 
+    def score_pairs(self, prompts: Sequence[Conversation], first: Sequence[str],
+                    second: Sequence[str]) -> tuple[list[float], list[float]]:
+        """The scores of two answers to each prompt, read from one row a pair that holds the prompt
+        once (:mod:`cai.train.shared_prompt`, as ``cai reward`` trains): :meth:`score` of each side,
+        up to float rounding, for the prompt's compute once. Rows are sorted by length and batched
+        ``batch_size // 2`` pairs at a time."""
+        import torch
+
+        from cai.train.shared_prompt import SharedPromptRewards, pack_pairs, packed_length, score_head
+
+        if not len(prompts) == len(first) == len(second):
+            raise ValueError(f"score_pairs: {len(prompts)} prompts, {len(first)} and {len(second)} answers")
+        head = score_head(self.model)
+        if head is None:
+            return self.score(prompts, first), self.score(prompts, second)
+        pairs = [(encode(self.tokenizer, p, a, self.max_length), encode(self.tokenizer, p, b, self.max_length))
+                 for p, a, b in zip(prompts, first, second)]
+        order = sorted(range(len(pairs)), key=lambda i: packed_length(*pairs[i]))
+        out_a, out_b = [0.0] * len(pairs), [0.0] * len(pairs)
+        device = next(self.model.parameters()).device
+        step = max(1, self.batch_size // 2)
+        for start in range(0, len(order), step):
+            chunk = order[start:start + step]
+            batch = pack_pairs([pairs[i] for i in chunk], self.tokenizer.pad_token_id)
+            batch = {k: v.to(device) for k, v in batch.items() if k != "attention_mask"}
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16_autocast):
+                logits = SharedPromptRewards(self.model, head)(**batch, use_cache=False).logits
+            scores = [float(v) for v in logits[:, 0].float().cpu()]
+            for j, i in enumerate(chunk):
+                out_a[i], out_b[i] = scores[j], scores[len(chunk) + j]
+        return out_a, out_b
+
     def score_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
         """Scores of already encoded sequences (one forward pass, right-padded)."""
         import torch

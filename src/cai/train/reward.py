@@ -65,8 +65,7 @@ def heldout_accuracy(pm: Any, pairs: Sequence[Any], seed: int = 0) -> dict[str, 
     pairs = [p for p in pairs if p.p_chosen != 0.5]
     if not pairs:
         return None
-    chosen = pm.score([p.prompt for p in pairs], [p.chosen for p in pairs])
-    rejected = pm.score([p.prompt for p in pairs], [p.rejected for p in pairs])
+    chosen, rejected = pm.score_pairs([p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
     credits = [_credit(c, r) if p.p_chosen > 0.5 else _credit(r, c) for p, c, r in zip(pairs, chosen, rejected)]
     return _accuracy(credits, seed)
 
@@ -80,8 +79,8 @@ def human_accuracy(pm: Any, source: str, *, limit: int | None, seed: int = 0) ->
     if not items:
         raise CAIError(f"--human-eval {source}: no answer pairs to score (multiple-choice files need a labeller, "
                        "not a PM)")
-    better = pm.score([it.messages for it in items], [it.better for it in items])
-    worse = pm.score([it.messages for it in items], [it.worse for it in items])
+    better, worse = pm.score_pairs([it.messages for it in items], [it.better for it in items],
+                                   [it.worse for it in items])
     credits = [_credit(b, w) for b, w in zip(better, worse)]
     result = _accuracy(credits, seed)
     cats = sorted({it.category for it in items})

@@ -16,8 +16,6 @@ from typing import Any, Sequence
 
 import torch
 
-from cai.train.reward_trainer import SoftPreferenceCollator
-
 # Segments of a row: the shared prefix, the chosen answer, the rejected answer, padding.
 SHARED, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
 
@@ -37,33 +35,28 @@ def packed_length(chosen: Sequence[int], rejected: Sequence[int]) -> int:
     return len(chosen) + len(rejected) - fork(chosen, rejected)
 
 
-@dataclass
-class SharedPromptCollator(SoftPreferenceCollator):
-    """One row per pair: ``input_ids`` and ``position_ids`` [pairs, width], ``attention_mask`` (the
-    real tokens, which TRL counts), ``pair_mask`` (boolean, [pairs, 1, width, width], True where a
-    query may attend a key: the model's attention mask), ``chosen_at`` and ``rejected_at`` (each
-    side's last token) and ``p_chosen``."""
-
-    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        rows = [_row(e["chosen_ids"], e["rejected_ids"]) for e in examples]
-        width = max(len(ids) for ids, _, _ in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        pos = torch.zeros((len(rows), width), dtype=torch.long)
-        seg = torch.full((len(rows), width), PAD, dtype=torch.long)
-        for i, (r_ids, r_pos, r_seg) in enumerate(rows):
-            n = len(r_ids)
-            ids[i, :n], pos[i, :n], seg[i, :n] = torch.tensor(r_ids), torch.tensor(r_pos), torch.tensor(r_seg)
-        q, k = seg[:, :, None], seg[:, None, :]
-        causal = torch.ones(width, width, dtype=torch.bool).tril()
-        # A padding query sees padding keys (and the prefix), never a real query's row: so no row of
-        # the mask is empty (an all-masked softmax is NaN, and a NaN in a padding position's values
-        # would reach real tokens through their zero weights).
-        mask = causal & ((k == SHARED) | (k == q))
-        chosen_len = torch.tensor([sum(1 for s in r_seg if s != REJECTED) for _, _, r_seg in rows])
-        return {"input_ids": ids, "attention_mask": (seg != PAD).long(), "position_ids": pos,
-                "pair_mask": mask[:, None], "chosen_at": chosen_len - 1,
-                "rejected_at": torch.tensor([len(r_ids) - 1 for r_ids, _, _ in rows]),
-                "p_chosen": torch.tensor([float(e.get("p_chosen", 1.0)) for e in examples], dtype=torch.float)}
+def pack_pairs(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int) -> dict[str, Any]:
+    """One row per (chosen ids, rejected ids): ``input_ids`` and ``position_ids`` [pairs, width],
+    ``attention_mask`` (the real tokens), ``pair_mask`` (boolean, [pairs, 1, width, width], True where
+    a query may attend a key: the model's attention mask), ``chosen_at`` and ``rejected_at`` (each
+    side's last token)."""
+    rows = [_row(c, r) for c, r in pairs]
+    width = max(len(ids) for ids, _, _ in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    seg = torch.full((len(rows), width), PAD, dtype=torch.long)
+    for i, (r_ids, r_pos, r_seg) in enumerate(rows):
+        n = len(r_ids)
+        ids[i, :n], pos[i, :n], seg[i, :n] = torch.tensor(r_ids), torch.tensor(r_pos), torch.tensor(r_seg)
+    q, k = seg[:, :, None], seg[:, None, :]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    # A padding query sees padding keys (and the prefix), never a real query's row: so no row of
+    # the mask is empty (an all-masked softmax is NaN, and a NaN in a padding position's values
+    # would reach real tokens through their zero weights).
+    mask = causal & ((k == SHARED) | (k == q))
+    chosen_len = torch.tensor([sum(1 for s in r_seg if s != REJECTED) for _, _, r_seg in rows])
+    return {"input_ids": ids, "attention_mask": (seg != PAD).long(), "position_ids": pos, "pair_mask": mask[:, None],
+            "chosen_at": chosen_len - 1, "rejected_at": torch.tensor([len(r_ids) - 1 for r_ids, _, _ in rows])}
 
 
 def _row(chosen: Sequence[int], rejected: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
@@ -72,6 +65,19 @@ def _row(chosen: Sequence[int], rejected: Sequence[int]) -> tuple[list[int], lis
     pos = list(range(len(chosen))) + list(range(k, len(rejected)))
     seg = [SHARED] * k + [CHOSEN] * (len(chosen) - k) + [REJECTED] * (len(rejected) - k)
     return ids, pos, seg
+
+
+@dataclass
+class SharedPromptCollator:
+    """The reward trainer's collator for one row a pair: :func:`pack_pairs` of each example's
+    ``chosen_ids`` and ``rejected_ids``, and its ``p_chosen`` (1.0 when absent)."""
+
+    pad_token_id: int
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        out = pack_pairs([(e["chosen_ids"], e["rejected_ids"]) for e in examples], self.pad_token_id)
+        out["p_chosen"] = torch.tensor([float(e.get("p_chosen", 1.0)) for e in examples], dtype=torch.float)
+        return out
 
 
 def score_head(model: Any) -> Any | None:
