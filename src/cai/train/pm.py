@@ -40,6 +40,15 @@ def encode(tokenizer: Any, prompt: Conversation, completion: str, max_length: in
     return ids
 
 
+def score_both(pm: Any, prompts: Sequence[Conversation], first: Sequence[str],
+               second: Sequence[str]) -> tuple[list[float], list[float]]:
+    """Scores of two answers to each prompt: :meth:`PreferenceModel.score_pairs` (one row a pair)
+    where ``pm`` has it, else ``pm.score`` on each side (any scorer with the ``score`` method)."""
+    if hasattr(pm, "score_pairs"):
+        return pm.score_pairs(prompts, first, second)
+    return pm.score(prompts, first), pm.score(prompts, second)
+
+
 def _config(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads((path / "config.json").read_text())

@@ -74,11 +74,11 @@ def score_critique(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) ->
 
 
 def score_pairs(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) -> tuple[dict[str, Any], list[dict]]:
+    from cai.train.pm import score_both
     from cai.train.prefdata import record_pair
 
     pairs = [record_pair(r, f"record {n}") for n, r in enumerate(records, 1)]
-    chosen = pm.score([p.prompt for p in pairs], [p.chosen for p in pairs])
-    rejected = pm.score([p.prompt for p in pairs], [p.rejected for p in pairs])
+    chosen, rejected = score_both(pm, [p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
     agree = [1.0 if (c > r) == (p.p_chosen >= 0.5) else 0.0 for p, c, r in zip(pairs, chosen, rejected)]
     summary = {"kind": "preference", "chosen": _mean_ci(chosen, seed), "rejected": _mean_ci(rejected, seed),
                "agreement": _mean_ci(agree, seed)}

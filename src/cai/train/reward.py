@@ -65,7 +65,9 @@ def heldout_accuracy(pm: Any, pairs: Sequence[Any], seed: int = 0) -> dict[str, 
     pairs = [p for p in pairs if p.p_chosen != 0.5]
     if not pairs:
         return None
-    chosen, rejected = pm.score_pairs([p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
+    from cai.train.pm import score_both
+
+    chosen, rejected = score_both(pm, [p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
     credits = [_credit(c, r) if p.p_chosen > 0.5 else _credit(r, c) for p, c, r in zip(pairs, chosen, rejected)]
     return _accuracy(credits, seed)
 
@@ -79,8 +81,10 @@ def human_accuracy(pm: Any, source: str, *, limit: int | None, seed: int = 0) ->
     if not items:
         raise CAIError(f"--human-eval {source}: no answer pairs to score (multiple-choice files need a labeller, "
                        "not a PM)")
-    better, worse = pm.score_pairs([it.messages for it in items], [it.better for it in items],
-                                   [it.worse for it in items])
+    from cai.train.pm import score_both
+
+    better, worse = score_both(pm, [it.messages for it in items], [it.better for it in items],
+                               [it.worse for it in items])
     credits = [_credit(b, w) for b, w in zip(better, worse)]
     result = _accuracy(credits, seed)
     cats = sorted({it.category for it in items})
