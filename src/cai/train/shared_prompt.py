@@ -54,9 +54,9 @@ def pack_pairs(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_i
     # the mask is empty (an all-masked softmax is NaN, and a NaN in a padding position's values
     # would reach real tokens through their zero weights).
     mask = causal & ((k == SHARED) | (k == q))
-    chosen_len = torch.tensor([sum(1 for s in r_seg if s != REJECTED) for _, _, r_seg in rows])
     return {"input_ids": ids, "attention_mask": (seg != PAD).long(), "position_ids": pos, "pair_mask": mask[:, None],
-            "chosen_at": chosen_len - 1, "rejected_at": torch.tensor([len(r_ids) - 1 for r_ids, _, _ in rows])}
+            "chosen_at": torch.tensor([len(c) - 1 for c, _ in pairs]),
+            "rejected_at": torch.tensor([len(r_ids) - 1 for r_ids, _, _ in rows])}
 
 
 def _row(chosen: Sequence[int], rejected: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
@@ -82,7 +82,8 @@ class SharedPromptCollator:
 
 def score_head(model: Any) -> Any | None:
     """The PM's reward head (a sequence-classification model's ``score``), under any PEFT wrapper;
-    None for a model without one, which then keeps two rows per pair."""
+    None for a model without one: ``cai reward`` then asks for ``--no-share-prompt``, and
+    :meth:`cai.train.pm.PreferenceModel.score_pairs` scores each side on its own."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return getattr(base, "score", None)
 
