@@ -202,6 +202,39 @@ def test_rollout_views_match_a_separate_forward_pass(char_model, prompts_file, t
     assert "old_logp" not in rollout(model, tok, convs, forward_cfg, ppo._eos_ids(tok, model.model), seed=1)
 
 
+def test_a_lora_rollout_samples_from_merged_weights_and_puts_the_policy_back(char_model, prompts_file, tmp_path):
+    """On a CPU a LoRA policy's rollout runs on a merged copy of its weights, adapters off: in fp32 the
+    same tokens as the adapters give, every frozen weight and adapter the same tensor afterwards, and
+    the adapters on again."""
+    import torch
+
+    from cai.sources import load_prompts
+    from cai.train import ppo
+    from cai.train.ppo_model import build_policy
+    from cai.train.ppo_rollout import rollout
+
+    cfg = _cfg(char_model, prompts_file, tmp_path / "unused", lora=True, lora_r=4, lora_alpha=8, temperature=0.7)
+    tok, model, _ = build_policy(cfg, char_model, "cpu")
+    with torch.no_grad():
+        for name, p in model.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    layers = model._mergeable_lora_layers()
+    assert len(layers) > 0
+    before = {name: (p, p.detach().clone()) for name, p in model.model.named_parameters()}
+    convs = [p.messages for p in load_prompts(prompts_file)] * 2
+    merged = rollout(model, tok, convs, cfg, ppo._eos_ids(tok, model.model), seed=1)
+    after = dict(model.model.named_parameters())
+    assert after.keys() == before.keys()
+    for name, (param, value) in before.items():
+        assert after[name] is param and torch.equal(param, value), name
+    assert not any(layer.disable_adapters for layer in layers)  # adapters on again for the update
+    model._mergeable_lora_layers = lambda: []  # the adapters as PEFT runs them
+    plain = rollout(model, tok, convs, cfg, ppo._eos_ids(tok, model.model), seed=1)
+    assert torch.equal(merged["ids"], plain["ids"])
+    torch.testing.assert_close(merged["old_logp"], plain["old_logp"], atol=1e-4, rtol=1e-4)
+
+
 def test_ppo_precision_default(monkeypatch):
     """On a CPU, bf16 weights only for a LoRA policy and only where bf16 matmuls are measured faster;
     full weights stay fp32 (bf16 weights would be their own master copy); a flag wins."""
