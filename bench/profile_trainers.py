@@ -17,7 +17,8 @@ by the op and the ops it was called from:
 
   matmul        aten::mm/addmm/bmm/matmul/linear, what they call (transposes, autocast's casts) and
                 their backward; the GFLOP/s are the kernels' own (mm/addmm/bmm), from the recorded shapes
-  attention     everything under scaled_dot_product_attention, forward and backward
+  attention     everything under scaled_dot_product_attention, and the plain form's batched matmuls and
+                softmax (cai.train.short_attention, on short training batches), forward and backward
   LM head+loss  every op on a tensor with a vocabulary-sized dimension (the head over the vocabulary,
                 log-softmax, gather, ...), TRL's fused LM head (ChunkedLogProbFunction),
                 cross_entropy/nll_loss/logsigmoid, and their backward
@@ -68,6 +69,8 @@ MATMUL_NAMES = MATMUL_KERNELS | {"aten::matmul", "aten::linear", "MmBackward0", 
 # TRL's fused LM head (ChunkedLogProbFunction) works on vocabulary chunks, so its tensors have no
 # vocabulary-sized dimension: it is found by name.
 HEAD_NAMES = ("chunkedlogprob", "crossentropy", "nllloss", "logsigmoid")
+# The plain attention form's ops (normalised as in category()): the layers' own matmuls are mm/addmm.
+PLAIN_ATTENTION = ("aten::bmm", "aten::softmax", "bmmbackward0", "softmaxbackward0")
 AUTOGRAD_NODE = "autograd::engine::evaluate_function"
 
 
@@ -188,6 +191,8 @@ def category(evt, vocab: int) -> str:
         e = e.cpu_parent
     flat = [c.name.lower().replace("_", "") for c in chain]
     if any("scaleddotproduct" in n for n in flat):
+        return "attention"
+    if any(n in PLAIN_ATTENTION for n in flat) and not any(_has_dim(c.input_shapes, vocab) for c in chain):
         return "attention"
     if any(n.startswith("optimizer.") or "foreach" in n for n in flat):
         return "optimiser"
