@@ -381,7 +381,7 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None,
         *header(load_at_start, load_at_end=True),
         *([] if first is None else [f"- `{args.model}` ({first['params'] / 1e6:.0f}M parameters), each variant in its own process"
         f"{' (all at once: --parallel)' if args.parallel else ''}, {first['threads']} torch threads."]),
-        f"- matmul peak (2048x2048, best of 8, measured before and after the variants): bf16 "
+        "- matmul peak (2048x2048, best of 8, measured before and after the variants): bf16 "
         + " / ".join(f"{p['bf16'] / 1e9:.0f}" for p in peaks) + " GFLOP/s, fp32 "
         + " / ".join(f"{p['fp32'] / 1e9:.0f}" for p in peaks) + " GFLOP/s.",
     ]
