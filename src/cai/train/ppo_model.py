@@ -207,11 +207,11 @@ class PolicyWithValue:
         """Where rollouts generate. A LoRA policy on a CPU samples from a temporary copy of its layers'
         weights with the adapters merged in (W + scale·B·A, in W's dtype) and the adapters off: a
         decode step then runs one matmul per layer instead of three, and on a CPU its small matmuls
-        cost about 50 µs each whatever their size (a quickstart rollout: 0.69x the time; the numbers
-        are in docs/performance.md). The adapters and frozen weights are put back untouched on exit;
+        cost about 50 µs each whatever their size (a quickstart rollout: 0.78x the time; the numbers
+        are in bench/RESULTS.md). The adapters and frozen weights are put back untouched on exit;
         merging in place and subtracting again would change bf16 weights by their rounding each step.
-        The copy is freed after the rollout. GPUs, full weights, and layers other than ``nn.Linear``
-        keep the adapters as they are."""
+        The copy holds as much memory as the adapted weights and is freed after the rollout. GPUs,
+        full weights, and layers other than ``nn.Linear`` keep the adapters as they are."""
         import torch
 
         layers = self._mergeable_lora_layers()
