@@ -49,6 +49,18 @@ def score_both(pm: Any, prompts: Sequence[Conversation], first: Sequence[str],
     return pm.score(prompts, first), pm.score(prompts, second)
 
 
+def _by_length(lengths: Sequence[int], batch_size: int, score_chunk: Any) -> list:
+    """``score_chunk(indices)`` on batches of up to ``batch_size`` indices in order of ``lengths``
+    (similar lengths together keep padding, wasted compute, low); its results back in input order."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list = [None] * len(lengths)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        for i, value in zip(chunk, score_chunk(chunk)):
+            out[i] = value
+    return out
+
+
 def _config(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads((path / "config.json").read_text())
@@ -143,14 +155,7 @@ class PreferenceModel:
         if len(prompts) != len(completions):
             raise ValueError(f"score: {len(prompts)} prompts but {len(completions)} completions")
         ids = [encode(self.tokenizer, p, c, self.max_length) for p, c in zip(prompts, completions)]
-        # Sorting by length keeps padding (wasted compute) low within each batch.
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        out = [0.0] * len(ids)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            for i, s in zip(chunk, self.score_ids([ids[i] for i in chunk])):
-                out[i] = s
-        return out
+        return _by_length([len(x) for x in ids], self.batch_size, lambda chunk: self.score_ids([ids[i] for i in chunk]))
 
     def __call__(self, prompts: Sequence[Conversation], completions: Sequence[str], **_: Any) -> list[float]:
         return self.score(prompts, completions)
@@ -161,8 +166,6 @@ class PreferenceModel:
         once (:mod:`cai.train.shared_prompt`, as ``cai reward`` trains): :meth:`score` of each side,
         up to float rounding, for the prompt's compute once. Rows are sorted by length and batched
         ``batch_size // 2`` pairs at a time."""
-        import torch
-
         from cai.train.shared_prompt import SharedPromptRewards, pack_pairs, packed_length, score_head
 
         if not len(prompts) == len(first) == len(second):
@@ -172,20 +175,16 @@ class PreferenceModel:
             return self.score(prompts, first), self.score(prompts, second)
         pairs = [(encode(self.tokenizer, p, a, self.max_length), encode(self.tokenizer, p, b, self.max_length))
                  for p, a, b in zip(prompts, first, second)]
-        order = sorted(range(len(pairs)), key=lambda i: packed_length(*pairs[i]))
-        out_a, out_b = [0.0] * len(pairs), [0.0] * len(pairs)
-        device = next(self.model.parameters()).device
-        step = max(1, self.batch_size // 2)
-        for start in range(0, len(order), step):
-            chunk = order[start:start + step]
+        rewards = SharedPromptRewards(self.model, head)
+
+        def score_chunk(chunk: list[int]) -> list[tuple[float, float]]:
             batch = pack_pairs([pairs[i] for i in chunk], self.tokenizer.pad_token_id)
-            batch = {k: v.to(device) for k, v in batch.items() if k != "attention_mask"}
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16_autocast):
-                logits = SharedPromptRewards(self.model, head)(**batch, use_cache=False).logits
-            scores = [float(v) for v in logits[:, 0].float().cpu()]
-            for j, i in enumerate(chunk):
-                out_a[i], out_b[i] = scores[j], scores[len(chunk) + j]
-        return out_a, out_b
+            del batch["attention_mask"]  # pair_mask is the model's mask
+            scores = self._first_logits(rewards, batch)  # the chosen side's rows, then the rejected side's
+            return list(zip(scores[:len(chunk)], scores[len(chunk):]))
+
+        both = _by_length([packed_length(*p) for p in pairs], max(1, self.batch_size // 2), score_chunk)
+        return [a for a, _ in both], [b for _, b in both]
 
     def score_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
         """Scores of already encoded sequences (one forward pass, right-padded)."""
@@ -195,7 +194,13 @@ class PreferenceModel:
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([list(x) + [pad] * (width - len(x)) for x in batch])
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in batch])
+        return self._first_logits(self.model, {"input_ids": input_ids, "attention_mask": mask})
+
+    def _first_logits(self, model: Any, batch: dict[str, Any]) -> list[float]:
+        """``model(**batch)``'s first logit per row: on this PM's device, without gradients, under its autocast."""
+        import torch
+
         device = next(self.model.parameters()).device
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16_autocast):
-            logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            logits = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).logits
         return [float(v) for v in logits[:, 0].float().cpu()]
