@@ -64,3 +64,26 @@ def test_check_for_hand_written_loops():
     assert guard.tripped == {"step": 2, "what": "kl", "value": math.inf}
     assert guard.check(3, {"loss": 0.1})  # stays tripped at the first bad step
     assert "kl became inf at step 2" in guard.message()
+
+
+def test_the_weight_check_names_the_first_trainable_weight_that_is_not_finite():
+    """The fused-norm shortcut must neither miss a NaN or an infinity nor stop a run whose weights are
+    finite but large enough to overflow the norm; frozen weights are not the run's to check."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    model[0].requires_grad_(False)
+    guard = NonFiniteGuard()
+    assert guard._bad_weights(model) is None
+    with torch.no_grad():
+        model[0].weight[0, 0] = math.nan  # frozen: not checked
+        assert guard._bad_weights(model) is None
+        model[1].weight.fill_(1e30)  # finite, but its squares overflow float32
+        assert guard._bad_weights(model) is None
+        for bad in (math.nan, math.inf, -math.inf):
+            model[2].bias[1] = bad
+            assert guard._bad_weights(model) == "2.bias"
+        model[2].bias[1] = 0.0
+        model[1].weight[2, 3] = math.nan
+        assert guard._bad_weights(model) == "1.weight"

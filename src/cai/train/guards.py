@@ -11,7 +11,7 @@ Every trainer (TRL's or ours) adds the guard to its ``transformers.Trainer``::
     guard.raise_if_tripped(checkpoints_dir)   # before saving the final model: its weights are bad
 
 What it watches: every logged value named in ``keys`` (loss, and the RL losses), and, after each
-optimiser step, every trainable weight (``check_weights``; one ``isfinite`` pass over the
+optimiser step, every trainable weight (``check_weights``; one fused norm over the
 parameters, small next to a training step). When one is NaN or infinite it sets
 ``should_training_stop`` and cancels any save due at that step, so no checkpoint holds bad
 weights; ``raise_if_tripped`` then raises a :class:`~cai.errors.CAIError` naming the step, the
@@ -58,11 +58,24 @@ class NonFiniteGuard(_Base):  # type: ignore[misc,valid-type]
         return self.tripped is not None
 
     def _bad_weights(self, model: Any) -> str | None:
+        """The first trainable weight holding a NaN or an infinity, or None.
+
+        One fused L2 norm over all of them says "all finite" when it is finite (a NaN or an
+        infinity makes it NaN or infinite): 0.02 s for a full 135M model against 0.24 s for an
+        ``isfinite`` pass per tensor, which was 5 s of the quickstart's 23 PM steps. Only a norm that
+        is not finite (huge but finite weights can overflow it) pays for the exact pass, which names
+        the weight."""
         import torch
 
         with torch.no_grad():
-            for name, p in model.named_parameters():
-                if p.requires_grad and not torch.isfinite(p).all():
+            named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+            if not named:
+                return None
+            norms = torch._foreach_norm([p for _, p in named])
+            if bool(torch.isfinite(torch.stack([n.float().cpu() for n in norms])).all()):
+                return None
+            for name, p in named:
+                if not torch.isfinite(p).all():
                     return name
         return None
 
