@@ -72,7 +72,8 @@ class NonFiniteGuard(_Base):  # type: ignore[misc,valid-type]
             if not named:
                 return None
             norms = torch._foreach_norm([p for _, p in named])
-            if bool(torch.isfinite(torch.stack([n.float().cpu() for n in norms])).all()):
+            device = norms[0].device  # one read back to the host, not one per tensor
+            if bool(torch.isfinite(torch.stack([n.float().to(device) for n in norms])).all()):
                 return None
             for name, p in named:
                 if not torch.isfinite(p).all():
