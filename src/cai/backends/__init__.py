@@ -31,11 +31,12 @@ __all__ = ["Backend", "load_backend", "split_spec", "is_explicit", "options_per_
 
 # A vLLM engine on a CPU is up in about 7 s without its torch.compile warm-up, and then generates at
 # 0.78x the compiled rate. A compiled start takes 11 s where vLLM's AOT cache holds the folder's
-# compiled model (the embedded model after its first start) and 17 s where it does not (a folder a
-# cai trainer wrote; cai.backends.vllm_compile). So the quick start finishes first below about 16k
-# and 43k generated tokens (SmolLM2-135M, 2-core AMX VM, 2026-12-04; bench/RESULTS.md, "vLLM engine
-# start"). Jobs up to those bounds by their upper bound (prompts x token limit; answers that stop
-# early make real jobs smaller) take it: 16k, and 40k for a folder a cai trainer wrote.
+# compiled model (the embedded model after its first start, and a trained folder of its shape) and
+# 17 s where it does not (a trained folder of another shape or dtype; cai.backends.vllm_compile). So
+# the quick start finishes first below about 16k and 43k generated tokens (SmolLM2-135M, 2-core AMX
+# VM, 2026-12-04; bench/RESULTS.md, "vLLM engine start"). Jobs up to those bounds by their upper bound
+# (prompts x token limit; answers that stop early make real jobs smaller) take it: 16k, and 40k for a
+# folder that starts without the AOT cache.
 QUICK_START_TOKENS = 16 * 1024
 QUICK_START_TOKENS_TRAINED = 40 * 1024
 
@@ -115,7 +116,8 @@ def load_backend(spec: str, **options: Any) -> Backend:
 def start_options(spec: Any, job_tokens: int | None) -> dict[str, Any]:
     """Constructor options for a job that generates at most ``job_tokens`` tokens: ``quick_start``
     for a small job on a vLLM engine on a CPU (at most QUICK_START_TOKENS, or
-    QUICK_START_TOKENS_TRAINED for a folder a cai trainer wrote); nothing for a job of unknown size, a
+    QUICK_START_TOKENS_TRAINED for a folder that starts without vLLM's AOT cache: a trained folder
+    that cannot use its base model's compiled model); nothing for a job of unknown size, a
     GPU (where the eager mode loses CUDA graphs), a backend already loaded or any other kind."""
     if job_tokens is None or not isinstance(spec, str):
         return {}
@@ -125,11 +127,11 @@ def start_options(spec: Any, job_tokens: int | None) -> dict[str, Any]:
         return {}  # load_backend says what is wrong with the spec
     if kind != "vllm":
         return {}
-    from cai.backends.vllm_compile import written_by_a_trainer
+    from cai.backends.vllm_compile import compile_key_folder
 
     folder = Path(target).expanduser()
-    trained = folder.is_dir() and written_by_a_trainer(folder)
-    if job_tokens > (QUICK_START_TOKENS_TRAINED if trained else QUICK_START_TOKENS):
+    uncached = folder.is_dir() and compile_key_folder(folder) is None  # it starts without the AOT cache
+    if job_tokens > (QUICK_START_TOKENS_TRAINED if uncached else QUICK_START_TOKENS):
         return {}
     import torch
 

@@ -13,7 +13,11 @@ The cache pays only for a model folder that is started again and again. vLLM key
 model's path, and under it keeps a torch Inductor cache of its own, so the first start of any new
 path compiles every kernel afresh, while with the cache off torch's shared Inductor cache already
 holds them from other folders of the same architecture. A folder a cai trainer wrote (it holds
-``cai_run.json``) is new in every run, so it keeps the cache off.
+``cai_run.json``) is new in every run. When its ``config.json`` says the same as that of the model
+it was trained from (SFT does not change a model's shape or dtype), it is started under that
+model's key (:func:`compile_key_folder`), so it loads the compiled model the base saved: the
+compiled graph takes the weights as inputs, so the same artifact serves both. Other trained
+folders (a PPO policy saved in float32, say) keep the cache off.
 
 The setting is read again whenever a model compiled without the cache runs, and vLLM asserts that
 it is off then; so it is on only while an engine starts (:func:`aot_cache`). An engine that started
@@ -28,6 +32,7 @@ took 55 s with the cache and 18.5 s without; a cold start (every cache empty) ab
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -49,10 +54,49 @@ def written_by_a_trainer(model_path: str | Path) -> bool:
     return (Path(model_path) / RUN_FILE).is_file()
 
 
+# config.json keys that do not shape vLLM's compiled graph and that training rewrites.
+_NOT_THE_GRAPH = frozenset({"use_cache", "_name_or_path", "transformers_version"})
+
+
+def _graph_config(folder: Path) -> dict[str, Any] | None:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: v for k, v in config.items() if k not in _NOT_THE_GRAPH} if isinstance(config, dict) else None
+
+
+def compile_key_folder(model_path: str | Path) -> Path | None:
+    """The folder under whose key vLLM's compile cache holds ``model_path``'s compiled model: the
+    folder itself when no cai trainer wrote it; for a trained folder, the model it was trained from
+    (``base_model`` in its run record, followed down a chain of trained folders) when their
+    ``config.json`` files agree but for keys that training rewrites and the graph ignores; None
+    when they differ or the base is gone (the cache then stays off, see above)."""
+    from cai.train.rundir import RUN_FILE
+
+    folder = Path(model_path)
+    for _ in range(16):  # a chain of trainings; a loop in run records must not hang a start
+        if not written_by_a_trainer(folder):
+            return folder
+        try:
+            base = json.loads((folder / RUN_FILE).read_text()).get("base_model")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if not isinstance(base, str) or not base:
+            return None
+        base_folder = Path(base).expanduser()
+        ours, theirs = _graph_config(folder), _graph_config(base_folder)
+        if ours is None or ours != theirs:
+            return None
+        folder = base_folder
+    return None
+
+
 def enable_aot_cache(model_path: str | Path) -> bool:
     """Set vLLM's AOT compile cache for the next engine started in this process: on for an in-process
-    engine (where the fix above applies) of a model folder that is started again and again, off for
-    a folder a cai trainer wrote. A user's own ``VLLM_USE_AOT_COMPILE`` wins. Returns whether it is on.
+    engine (where the fix above applies) of a model folder that is started again and again, or of a
+    trained folder that can load its base model's compiled model; off for other folders a cai
+    trainer wrote. A user's own ``VLLM_USE_AOT_COMPILE`` wins. Returns whether it is on.
 
     A worker process (``VLLM_ENABLE_V1_MULTIPROCESSING=1``) would not have the fix, fail to load and
     compile twice over, so the cache stays off there, as it does where torch lacks the wrapper."""
@@ -64,7 +108,7 @@ def enable_aot_cache(model_path: str | Path) -> bool:
         from torch._dynamo.aot_compile_types import BundledAOTAutogradSerializableCallable as bundled
     except ImportError:
         bundled = None
-    on = in_process and bundled is not None and not written_by_a_trainer(model_path)
+    on = in_process and bundled is not None and compile_key_folder(model_path) is not None
     if on and not hasattr(bundled, "finalize_loading"):
         bundled.finalize_loading = _nothing_to_finalize
     _set("1" if on else "0", current)
@@ -74,13 +118,54 @@ def enable_aot_cache(model_path: str | Path) -> bool:
 @contextlib.contextmanager
 def aot_cache(model_path: str | Path) -> Iterator[bool]:
     """:func:`enable_aot_cache` for the engine started inside the block, and cai's setting off again
-    after it, so that engines compiled without the cache keep running (see above)."""
+    after it, so that engines compiled without the cache keep running (see above). A trained folder
+    is hashed as its :func:`compile_key_folder` while its engine starts."""
     on = enable_aot_cache(model_path)
+    key = compile_key_folder(model_path) if on else None
     try:
-        yield on
+        with _hashed_as(Path(model_path), key) if key is not None and key != Path(model_path) else \
+                contextlib.nullcontext():
+            yield on
     finally:
         if on and os.environ.get(FLAG) == os.environ.get(OWN) == "1":  # cai's value, not the user's
             _set("0", "1")
+
+
+@contextlib.contextmanager
+def _hashed_as(model_path: Path, key_folder: Path) -> Iterator[None]:
+    """vLLM's config hash, which names its compile cache's folder, reads ``key_folder`` where the
+    model is ``model_path``: its path, and its config's values of the keys that training rewrites
+    (vLLM hashes the whole config too); only inside the block (the engine's start, which compiles
+    or loads)."""
+    from vllm.config.model import ModelConfig
+
+    original = ModelConfig.compute_hash
+    target = str(model_path)
+    base = json.loads((key_folder / "config.json").read_text())
+
+    def compute_hash(self: Any) -> str:
+        real = self.model
+        if str(real) != target:
+            return original(self)
+        configs = {id(c): c for c in (getattr(self, "hf_config", None), getattr(self, "hf_text_config", None))
+                   if c is not None}
+        saved = [(c, k, getattr(c, k)) for c in configs.values() for k in _NOT_THE_GRAPH
+                 if k in base and k in vars(c)]
+        object.__setattr__(self, "model", str(key_folder))
+        for c, k, _ in saved:
+            setattr(c, k, base[k])
+        try:
+            return original(self)
+        finally:
+            object.__setattr__(self, "model", real)
+            for c, k, value in saved:
+                setattr(c, k, value)
+
+    ModelConfig.compute_hash = compute_hash
+    try:
+        yield
+    finally:
+        ModelConfig.compute_hash = original
 
 
 def _set(value: str, current: str | None) -> None:
