@@ -17,7 +17,9 @@ cache, vLLM's AOT compile cache on for this folder: :mod:`cai.backends.vllm_comp
 for N thousand tokens (1024s) with the compile warm-up; ``quick`` is ``quick_start=True`` (no
 warm-up, 16k tokens). The compile-cache rows: ``no-aot`` is default with the AOT cache off
 (``VLLM_USE_AOT_COMPILE=0``); ``new-folder`` starts a copy of the model in a new folder with a
-``cai_run.json``, as each ``cai run`` writes its SFT model (cai keeps the AOT cache off there);
+``cai_run.json`` that names no base model (cai keeps the AOT cache off there); ``trained-folder``
+the same copy with the run record and ``config.json`` a cai trainer writes for an SFT model of this
+model (``base_model`` set, ``use_cache`` false), which cai starts under the base model's AOT key;
 ``new-folder-aot`` the same with the AOT cache forced on (in a vLLM cache root of its own, left
 empty, so that no earlier row's artifact helps it). ``vllm-sampler`` is default with vLLM's own
 Gumbel sampler (``CAI_VLLM_SAMPLER=vllm``) instead of cai's inverse-CDF one
@@ -25,7 +27,7 @@ Gumbel sampler (``CAI_VLLM_SAMPLER=vllm``) instead of cai's inverse-CDF one
 differ (another random stream). The texts of every other row must be the same as default's; the
 table says where they are not (``quick``: eager kernels round differently).
 
-    python bench/engine_start.py                       # default,kv16,kv256,no-aot,new-folder,new-folder-aot,vllm-sampler,quick; writes its section
+    python bench/engine_start.py                       # default,kv16,kv256,no-aot,new-folder,trained-folder,new-folder-aot,vllm-sampler,quick; writes its section
     python bench/engine_start.py --rows kv32,kv128
     python bench/engine_start.py --quick               # 8 prompts x 16 tokens, rows default,quick; writes nothing
 """
@@ -45,16 +47,16 @@ from report import finish, header  # bench/report.py, shared by the bench script
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## vLLM engine start against the KV cache size and the compile cache (bench/engine_start.py)"
-COMPILE_ROWS = ("no-aot", "new-folder", "new-folder-aot")
+COMPILE_ROWS = ("no-aot", "new-folder", "trained-folder", "new-folder-aot")
 OTHER_ROWS = ("default", "quick", "vllm-sampler")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m", help="model alias or folder (default: smollm2-135m)")
-    p.add_argument("--rows", default="default,kv16,kv256,no-aot,new-folder,new-folder-aot,vllm-sampler,quick",
+    p.add_argument("--rows", default="default,kv16,kv256,no-aot,new-folder,trained-folder,new-folder-aot,vllm-sampler,quick",
                    help="comma-separated rows: default, quick, kvN for N x 1024 tokens, no-aot, new-folder, "
-                   "new-folder-aot, vllm-sampler (default: %(default)s)")
+                   "trained-folder, new-folder-aot, vllm-sampler (default: %(default)s)")
     p.add_argument("--data", default="everyday", help="prompt set or file (default: the built-in everyday set)")
     p.add_argument("--prompts", type=int, default=64, help="prompts P in the job (default: 64)")
     p.add_argument("--max-tokens", type=int, default=128, help="new tokens per answer at most (default: 128)")
@@ -118,6 +120,12 @@ def run_row(args, row: str) -> dict:
             model = str(Path(tmp) / "model")
             shutil.copytree(resolve(args.model), model)
             (Path(model) / "cai_run.json").write_text("{}\n")  # what marks a cai training output
+        if row == "trained-folder":
+            model = str(Path(tmp) / "model")
+            shutil.copytree(resolve(args.model), model)
+            config = json.loads((Path(model) / "config.json").read_text())
+            (Path(model) / "config.json").write_text(json.dumps({**config, "use_cache": False}, indent=2))
+            (Path(model) / "cai_run.json").write_text(json.dumps({"command": "sft", "base_model": resolve(args.model)}))
         if row == "new-folder-aot":
             env["VLLM_USE_AOT_COMPILE"] = "1"
             env["VLLM_CACHE_ROOT"] = str(Path(tmp) / "vllm-cache")
