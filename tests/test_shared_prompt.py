@@ -181,3 +181,29 @@ def test_a_pm_scores_both_answers_of_a_prompt_in_one_row_as_it_scores_each(tiny_
     assert a == pytest.approx(pm.score(prompts, first), rel=1e-4, abs=1e-5)
     assert b == pytest.approx(pm.score(prompts, second), rel=1e-4, abs=1e-5)
     assert a[1] == pytest.approx(b[1], rel=1e-4, abs=1e-5)  # the same answer twice: one score
+
+
+def test_the_eval_row_from_the_saved_pms_scores_is_trls_last_evaluation(tmp_path, tiny_llama_dir):
+    """cai reward drops the trainer's evaluation after the last epoch and logs one made from the
+    saved PM's scores of the same held-out pairs: it must carry TRL's numbers."""
+    from cai.train.pm import PreferenceModel
+    from cai.train.prefdata import load_pairs
+    from cai.train.reward import RewardTrainConfig, build_reward_trainer, heldout_eval_row, heldout_scores
+    from cai.train.rundir import RunDir
+
+    write_prefs(tmp_path / "prefs.jsonl")
+    out = tmp_path / "pm"
+    config = RewardTrainConfig(model=tiny_llama_dir, data=(str(tmp_path / "prefs.jsonl"),), output=str(out),
+                               max_steps=STEPS, batch_size=4, lr=1e-3, bf16=False, save_steps=1000)
+    pairs = load_pairs(config.data)
+    trainer = build_reward_trainer(config, pairs[:-3], RunDir(out, command="reward", config={}, data=[],
+                                                               base_model=tiny_llama_dir),
+                                   tiny_llama_dir, show_progress=False, heldout=pairs[-3:])
+    trainer.train()
+    trl = [r for r in trainer.state.log_history if "eval_loss" in r][-1]
+    trainer.save_model(str(out))
+    chosen, rejected = heldout_scores(PreferenceModel.load(out, dtype="float32"), pairs[-3:])
+    ours = heldout_eval_row(pairs[-3:], chosen, rejected)
+    assert set(ours) <= set(trl)
+    for key, value in ours.items():  # the three pairs are one evaluation batch: min and max agree too
+        assert value == pytest.approx(trl[key], rel=1e-4, abs=1e-5), key

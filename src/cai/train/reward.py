@@ -60,16 +60,37 @@ def _credit(better: float, worse: float) -> float:
     return 1.0 if better > worse else 0.0 if better < worse else 0.5
 
 
-def heldout_accuracy(pm: Any, pairs: Sequence[Any], seed: int = 0) -> dict[str, Any] | None:
-    """Agreement with the labeller's preferred side; undecided labels (p = 0.5) are left out."""
-    pairs = [p for p in pairs if p.p_chosen != 0.5]
-    if not pairs:
-        return None
+def heldout_scores(pm: Any, pairs: Sequence[Any]) -> tuple[list[float], list[float]]:
+    """The PM's scores of the labeller's chosen and rejected answers of each held-out pair."""
     from cai.train.pm import score_both
 
-    chosen, rejected = score_both(pm, [p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
-    credits = [_credit(c, r) if p.p_chosen > 0.5 else _credit(r, c) for p, c, r in zip(pairs, chosen, rejected)]
-    return _accuracy(credits, seed)
+    return score_both(pm, [p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
+
+
+def heldout_accuracy(pairs: Sequence[Any], chosen: Sequence[float], rejected: Sequence[float],
+                     seed: int = 0) -> dict[str, Any] | None:
+    """Agreement with the labeller's preferred side; undecided labels (p = 0.5) are left out."""
+    kept = [(p, c, r) for p, c, r in zip(pairs, chosen, rejected) if p.p_chosen != 0.5]
+    if not kept:
+        return None
+    return _accuracy([_credit(c, r) if p.p_chosen > 0.5 else _credit(r, c) for p, c, r in kept], seed)
+
+
+def heldout_eval_row(pairs: Sequence[Any], chosen: Sequence[float], rejected: Sequence[float]) -> dict[str, float]:
+    """The numbers TRL's evaluation logs for these pairs (``eval_loss``: the soft-label loss;
+    ``eval_accuracy``, ``eval_margin``, ``eval_min/mean/max_reward``) from scores already taken,
+    so the last epoch needs no evaluation pass of its own. TRL averages min and max over its
+    batches; here they are over all the pairs."""
+    import torch
+
+    from cai.train.reward_trainer import soft_bt_loss
+
+    c, r = torch.tensor(chosen, dtype=torch.float64), torch.tensor(rejected, dtype=torch.float64)
+    p = torch.tensor([x.p_chosen for x in pairs], dtype=torch.float64)
+    both = torch.cat([c, r])
+    return {"eval_loss": soft_bt_loss(c, r, p).item(), "eval_accuracy": (c > r).double().mean().item(),
+            "eval_margin": (c - r).mean().item(), "eval_min_reward": both.min().item(),
+            "eval_mean_reward": both.mean().item(), "eval_max_reward": both.max().item()}
 
 
 def human_accuracy(pm: Any, source: str, *, limit: int | None, seed: int = 0) -> dict[str, Any]:
@@ -94,14 +115,34 @@ def human_accuracy(pm: Any, source: str, *, limit: int | None, seed: int = 0) ->
     return result
 
 
-def evaluate_pm(pm: Any, heldout: Sequence[Any], config: RewardTrainConfig) -> dict[str, Any]:
+def evaluate_pm(pm: Any, heldout: Sequence[Any], config: RewardTrainConfig) -> tuple[dict[str, Any], dict[str, float]]:
+    """Accuracy with a bootstrap interval on the held-out AI labels and each human set, and the
+    held-out pairs' evaluation row (:func:`heldout_eval_row`; empty without held-out pairs)."""
     results: dict[str, Any] = {}
-    held = heldout_accuracy(pm, heldout, config.seed)
-    if held is not None:
-        results["heldout-ai"] = held
+    row: dict[str, float] = {}
+    if heldout:
+        chosen, rejected = heldout_scores(pm, heldout)
+        row = heldout_eval_row(heldout, chosen, rejected)
+        held = heldout_accuracy(heldout, chosen, rejected, config.seed)
+        if held is not None:
+            results["heldout-ai"] = held
     for source in config.human_eval:
         results[source] = human_accuracy(pm, source, limit=config.human_limit, seed=config.seed)
-    return results
+    return results, row
+
+
+def _no_last_evaluation():
+    """A callback that drops the trainer's evaluation after the last epoch: :func:`_train` scores the
+    held-out pairs with the saved PM anyway and logs that row in its place (TRL's pass over the same
+    pairs cost 6.5 s of the quickstart's PM step). Earlier epochs keep theirs: the eval_loss curve."""
+    from transformers import TrainerCallback
+
+    class _NoLastEvaluation(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kw):
+            if state.global_step >= state.max_steps:  # after DefaultFlowCallback, which asked for it
+                control.should_evaluate = False
+
+    return _NoLastEvaluation()
 
 
 def _rows(pairs: Sequence[Any], tokenizer: Any, max_length: int, share_prompt: bool) -> list[dict[str, Any]]:
@@ -211,6 +252,7 @@ def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict
 
     run.start(checkpoint)
     trainer = build_reward_trainer(config, train, run, base, show_progress=show_progress, heldout=heldout)
+    trainer.add_callback(_no_last_evaluation())
     # A NaN/inf loss or weight stops at its step with a one-line error; no final model is saved.
     with saving(run):  # a checkpoint or the model that cannot be written (a full disk) is one line too
         result = train_guarded(trainer, checkpoint, run.checkpoints)
@@ -221,7 +263,9 @@ def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict
     if trainer.accelerator.is_main_process:
         # Measured on the folder as saved, so the numbers are those of the PM that others load.
         pm = PreferenceModel.load(run.path, batch_size=2 * config.batch_size)
-        evaluation = evaluate_pm(pm, heldout, config)
+        evaluation, row = evaluate_pm(pm, heldout, config)
+        if row:  # in place of the last epoch's evaluation (_no_last_evaluation)
+            run.log(trainer.state.global_step, {"epoch": trainer.state.epoch, **row})
         for name, r in evaluation.items():
             metrics[f"accuracy/{name}"] = r["accuracy"]
         run.record["evaluation"] = evaluation
