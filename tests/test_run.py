@@ -182,7 +182,7 @@ def test_a_step_the_filter_leaves_empty_is_not_called_resumable(tmp_path, capfd)
 def test_an_interrupted_or_crashed_step_is_resumed_by_running_again(code, what, tmp_path, monkeypatch):
     import cai.run.runner
 
-    monkeypatch.setattr(cai.run.runner, "run_child", lambda *step_files: (code, 0.0))
+    monkeypatch.setattr(cai.run.runner, "run_child", lambda *step_files, **kw: (code, 0.0))
     with pytest.raises(CAIError) as e:
         from cai.run import RunOptions, execute
 

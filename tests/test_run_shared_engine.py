@@ -114,9 +114,9 @@ def children(monkeypatch) -> list[list[str]]:
     calls: list[list[str]] = []
     real = runner.run_child
 
-    def run_child(*files):
+    def run_child(*files, **kw):
         calls.append([Path(f).parent.name.rsplit("-", 1)[0] for f in files])
-        return real(*files)
+        return real(*files, **kw)
 
     monkeypatch.setattr(runner, "run_child", run_child)
     return calls

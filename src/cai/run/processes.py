@@ -40,9 +40,12 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_child(*step_files: Path) -> tuple[int, float]:
+def run_child(*step_files: Path, server: Any = None) -> tuple[int, float]:
     """Run steps (one, or a group sharing an engine) in a process of their own; (exit code, its
-    peak RSS in MiB)."""
+    peak RSS in MiB). With a live ``server`` (:class:`cai.run.step_server.StepServer`) the process
+    is forked from it, the libraries already imported; else a fresh interpreter."""
+    if server is not None and server.alive:
+        return server.run(*step_files)
     proc = subprocess.Popen([sys.executable, "-m", "cai.run.stages", *map(str, step_files)], env=child_env())
     try:
         _, status, usage = os.wait4(proc.pid, 0)

@@ -21,6 +21,7 @@ from typing import Any
 from cai.errors import CAIError
 from cai.run.plan import Step, build_plan, keyed, resolve_refs
 from cai.run.processes import Prepared, engine_groups, failure_advice, now, record_group, run_child
+from cai.run.step_server import step_server
 
 MANIFEST = "manifest.json"
 
@@ -311,6 +312,23 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
     known = {s.id: manifest["stages"].get(s.id, {}).get("seconds") for s in todo}
     configs = {s.id: step_config(s, plan.folders[s.id], opts.run_dir, opts.base) for s in todo}
     started = time.monotonic()
+    with step_server(configs.values()) as server:
+        _run_groups(todo, configs, plan, opts, manifest, owners, known, started, server)
+    manifest["plan"] = [s.id for s in steps]
+    if plan.arms:
+        manifest["experiment"] = _compare(plan, opts.run_dir)
+    write_manifest(opts.run_dir, manifest)
+    total = time.monotonic() - started
+    print(f"cai run: {len(todo)} step(s) run, {len(steps) - len(todo)} already done; {_fmt(total)}; "
+          f"manifest: {opts.run_dir / MANIFEST}", file=sys.stderr)
+    from cai.run.headline import print_headline
+
+    print_headline(plan, opts.run_dir)
+    return manifest
+
+
+def _run_groups(todo, configs, plan, opts, manifest, owners, known, started, server) -> None:
+    """Run the steps to do, a group of steps (one process each) at a time; stop at the first that fails."""
     n = 0
     for group in engine_groups(todo, configs):
         prepared = []
@@ -323,7 +341,7 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
         write_manifest(opts.run_dir, manifest)
         t0 = time.monotonic()
         try:
-            code, peak = run_child(*(p.folder / "step.json" for p in prepared))
+            code, peak = run_child(*(p.folder / "step.json" for p in prepared), server=server)
         except KeyboardInterrupt:  # Ctrl-C reaches the runner and the step's process alike
             record_group(manifest["stages"], group, prepared, 130, None, time.monotonic() - t0, now())
             write_manifest(opts.run_dir, manifest)
@@ -333,17 +351,6 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
         if stopped is not None:
             arms = f" (arm {', '.join(owners[stopped.id])})" if stopped.id in owners else ""
             raise CAIError(failure_advice(f"step {stopped.name}{arms}", code))
-    manifest["plan"] = [s.id for s in steps]
-    if plan.arms:
-        manifest["experiment"] = _compare(plan, opts.run_dir)
-    write_manifest(opts.run_dir, manifest)
-    total = time.monotonic() - started
-    print(f"cai run: {len(todo)} step(s) run, {len(steps) - len(todo)} already done; {_fmt(total)}; "
-          f"manifest: {opts.run_dir / MANIFEST}", file=sys.stderr)
-    from cai.run.headline import print_headline
-
-    print_headline(plan, opts.run_dir)
-    return manifest
 
 
 def _prepare(step: Step, plan: Plan, opts: RunOptions, manifest: dict[str, Any], config: dict[str, Any],
