@@ -144,9 +144,10 @@ def _child(step_files: list[str]) -> None:
     code: Any = 1
     interrupted = False
     try:
-        from cai.run.stages import main
+        from cai.run import stages
 
-        code = main(step_files)
+        sys.argv = [stages.__file__, *step_files]  # as `python -m cai.run.stages FILES` has it
+        code = stages.main(step_files)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:
