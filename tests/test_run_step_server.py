@@ -91,6 +91,9 @@ def test_no_server_where_forking_is_unsafe(tmp_path, monkeypatch):
     monkeypatch.setenv("CAI_STEP_SERVER", "0")
     assert not step_server.wanted(two)
     monkeypatch.delenv("CAI_STEP_SERVER")
+    monkeypatch.setattr(step_server.sys, "platform", "darwin")
+    assert not step_server.wanted(two)
+    monkeypatch.setattr(step_server.sys, "platform", "linux")
     (tmp_path / "nvidiactl").write_text("")  # a GPU driver: CUDA cannot be used in a forked child
     assert not step_server.wanted(two)
     with step_server.step_server(two) as server:

@@ -10,8 +10,8 @@ exits; its memory goes back as a fresh process's does.
 Forking is safe only where no library has started what a fork cannot copy. Importing starts no
 compute threads (torch's pools start at the first parallel op, which the server never runs), but a
 GPU runtime touched before the fork cannot be used in the child, so on a machine with a GPU every
-step starts a fresh interpreter, as it does with ``CAI_STEP_SERVER=0`` (and where there is no
-``fork``). There the imports are a small part of a step anyway.
+step starts a fresh interpreter, as it does with ``CAI_STEP_SERVER=0`` and on systems other than
+Linux. There the imports are a small part of a step anyway.
 
 Protocol (one line of JSON each way, on two pipes): the runner sends the list of step files; the
 server forks, waits for the child and answers with its wait status and peak RSS.
@@ -46,7 +46,9 @@ def wanted(configs: Iterable[dict[str, Any]] = ()) -> bool:
     step alone pays its imports either way)."""
     if os.environ.get(ENV, "").strip().lower() in ("0", "false", "no", "off"):
         return False
-    if not hasattr(os, "fork") or any(Path(p).exists() for p in GPU_DEVICES):
+    # Linux only: macOS's system frameworks are not safe to use in a forked child (Python's
+    # multiprocessing spawns there for that reason).
+    if not sys.platform.startswith("linux") or any(Path(p).exists() for p in GPU_DEVICES):
         return False
     models = [c.get("model") or c.get("policy") for c in configs]
     return sum(isinstance(m, str) and not m.startswith("mock:") for m in models) >= 2
