@@ -318,7 +318,10 @@ def test_a_trained_folder_of_the_same_shape_loads_its_base_models_compiled_model
     from safetensors.torch import load_file, save_file
 
     env = {**os.environ, "VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"), "CUDA_VISIBLE_DEVICES": ""}
+    # Both: an engine started earlier in this test process leaves cai's setting (0) and its marker,
+    # which would make the last start's VLLM_USE_AOT_COMPILE=0 look like cai's own, not a user's.
     env.pop("VLLM_USE_AOT_COMPILE", None)
+    env.pop("CAI_VLLM_USE_AOT_COMPILE", None)
     trained = tmp_path / "sft-model"
     shutil.copytree(tiny_dir, trained)
     weights = load_file(str(trained / "model.safetensors"))
