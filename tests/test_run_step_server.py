@@ -98,3 +98,21 @@ def test_no_server_where_forking_is_unsafe(tmp_path, monkeypatch):
     assert not step_server.wanted(two)
     with step_server.step_server(two) as server:
         assert server is None
+
+
+def test_steps_start_fresh_when_the_server_is_gone_before_them(tmp_path, servers, monkeypatch):
+    import cai.run.runner as runner
+
+    forked = runner.run_child
+
+    def kill_the_server_first(*files, server=None):
+        if server is not None and server.proc.poll() is None:
+            server.proc.kill()  # from outside, before the first step: it never reaches a child
+            server.proc.wait()
+        return forked(*files, server=server)
+
+    monkeypatch.setattr(runner, "run_child", kill_the_server_first)
+    assert _run(tmp_path, "run") == 0
+    assert servers and not servers[0].alive
+    stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert [s["status"] for s in stages.values()] == ["done", "done"]

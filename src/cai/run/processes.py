@@ -45,7 +45,9 @@ def run_child(*step_files: Path, server: Any = None) -> tuple[int, float]:
     peak RSS in MiB). With a live ``server`` (:class:`cai.run.step_server.StepServer`) the process
     is forked from it, the libraries already imported; else a fresh interpreter."""
     if server is not None and server.alive:
-        return server.run(*step_files)
+        result = server.run(*step_files)
+        if result is not None:
+            return result
     proc = subprocess.Popen([sys.executable, "-m", "cai.run.stages", *map(str, step_files)], env=child_env())
     try:
         _, status, usage = os.wait4(proc.pid, 0)

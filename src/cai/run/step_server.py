@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from cai.run.processes import child_env
+
 ENV = "CAI_STEP_SERVER"
 # Imported by the server before its first fork: what the steps' processes import anyway. Each is
 # optional (vLLM is not installed everywhere).
@@ -72,15 +74,16 @@ class StepServer:
         self.replies = os.fdopen(self._reply)
         self.alive = True
 
-    def run(self, *step_files: Path) -> tuple[int, float]:
+    def run(self, *step_files: Path) -> tuple[int, float] | None:
         """Run the steps in a child of the server; (exit code as ``Popen.returncode`` gives it, the
-        child's peak RSS in MiB). Ctrl-C reaches the child too: wait for it to end, then raise."""
+        child's peak RSS in MiB), or None when the server was gone before the steps started (the
+        caller starts them fresh). Ctrl-C reaches the child too: wait for it to end, then raise."""
         try:
             self.requests.write(json.dumps([str(f) for f in step_files]) + "\n")
             self.requests.flush()
         except BrokenPipeError:
             self.alive = False
-            return 1, 0.0
+            return None
         interrupted = False
         while True:
             try:
@@ -90,7 +93,7 @@ class StepServer:
                 interrupted = True
         if interrupted:
             raise KeyboardInterrupt
-        if not line:  # the server died, and with it the answer: the step's end is unknown
+        if not line:  # the server died while the steps ran: how they ended is unknown, a crash
             self.alive = False
             return 1, 0.0
         reply = json.loads(line)
@@ -116,8 +119,6 @@ def step_server(configs: Iterable[dict[str, Any]]) -> Iterator[StepServer | None
     if not wanted(configs):
         yield None
         return
-    from cai.run.processes import child_env
-
     server = StepServer(child_env())
     try:
         yield server
