@@ -84,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-completion-logits", dest="completion_logits", action="store_false",
                    help="SFT and DPO with the LM head on every token, as TRL runs it on a CPU (default: on the "
                    "answer tokens only, as cai sft and cai dpo run it)")
+    p.add_argument("--top", type=int, default=0, metavar="N",
+                   help="also print each trainer's N ops of most self time in the profiled steps (stderr)")
     p.add_argument("--quick", action="store_true", help="smoke run on a tiny random model, 1 step each; writes nothing")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"), help="results file (default: bench/RESULTS.md)")
     args = p.parse_args(argv)
@@ -143,7 +145,13 @@ class Window:
             return
         mask = kwargs.get("attention_mask")
         ids = kwargs.get("input_ids", args[0] if args else None)
-        n = int(mask.sum()) if mask is not None else (ids.numel() if ids is not None else 0)
+        if mask is not None and mask.dim() > 2:
+            # The PM's one row a pair (cai.train.shared_prompt) passes its [rows, 1, width, width] mask;
+            # its padding sits at each row's end at position 0, the only other position 0 being the first.
+            pos = kwargs["position_ids"]
+            n = int((pos[:, 1:] != 0).sum()) + pos.shape[0]
+        else:
+            n = int(mask.sum()) if mask is not None else (ids.numel() if ids is not None else 0)
         self.result[self.phase]["grad" if torch.is_grad_enabled() else "nograd"] += n
 
     def mark(self, step: int) -> None:
@@ -253,7 +261,7 @@ def run_trl(name: str, build, args, path: str, tmp: str) -> dict:
                     + (f", LM head on {'the answers' if config.completion_logits else 'every token'}"
                        if hasattr(config, "completion_logits") else ""),
            "precision": "bf16" if trainer.args.bf16 else "fp32", "optimiser_steps": 1}
-    return finish_row(name, row, window, trainer.model)
+    return finish_row(name, row, window, trainer.model, args.top)
 
 
 def _examples(config) -> int:
@@ -314,7 +322,7 @@ def run_ppo(args, model_path: str) -> dict:
                     f"at most {cfg.max_tokens}), minibatch {cfg.minibatch}, {cfg.ppo_epochs} PPO epochs: "
                     f"{per_update} optimiser steps per update, {'LoRA' if cfg.lora else 'full weights'}, lr {cfg.lr:g}",
            "precision": "bf16" if model.model.dtype == torch.bfloat16 else "fp32", "optimiser_steps": per_update}
-    return finish_row("ppo", row, window, model.model)
+    return finish_row("ppo", row, window, model.model, args.top)
 
 
 def matmul_params(model) -> int:
@@ -325,7 +333,11 @@ def matmul_params(model) -> int:
     return sum(p.numel() for p in model.parameters()) - (0 if tied else emb.numel())
 
 
-def finish_row(name: str, row: dict, window: Window, model) -> dict:
+def finish_row(name: str, row: dict, window: Window, model, top: int = 0) -> dict:
+    if top:
+        print(f"{name}: the {top} ops of most self time, profiled steps", file=sys.stderr)
+        print(window.prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total",
+                                                                        row_limit=top), file=sys.stderr)
     row.update(name=name, timed=window.result["timed"], profiled=window.result["profiled"],
                params=matmul_params(model),
                parts=breakdown(window.prof, window.result["profiled"]["seconds"], model.config.vocab_size))

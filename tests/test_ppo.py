@@ -353,3 +353,56 @@ def test_the_policy_optimiser_is_fused_adamw_on_a_cpu(char_model, prompts_file, 
     _, model, opt = build_policy(cfg, char_model, "cpu")
     assert type(opt).__name__ == "AdamW" and opt.defaults["fused"] is True
     assert opt.defaults["lr"] == cfg.lr and len(opt.param_groups[0]["params"]) == len(model.parameters())
+
+
+@pytest.mark.parametrize("old_logprobs", ["rollout", "forward"])
+def test_the_update_without_unused_columns_is_the_update_over_all_of_them(char_model, prompts_file, tmp_path,
+                                                                         old_logprobs, monkeypatch):
+    """Each minibatch's passes skip the left padding its rows share and the columns after its longest
+    answer (cai.train.ppo_data.trim_columns): the update's numbers and the weights it leaves must be
+    those of passes over the whole rollout's width."""
+    import torch
+
+    from cai.train import ppo, ppo_data
+    from cai.train.ppo_math import RunningMoments, kl_controller
+    from cai.train.ppo_model import build_policy
+    from cai.train.ppo_rollout import rollout
+
+    convs = [[{"role": "user", "content": text}] for text in ["Hi", "Tell me a long story about a cat", "Why?",
+                                                              "What is two and two, and why is it so?"]] * 2
+    cfg = _cfg(char_model, prompts_file, tmp_path / "unused", lora=True, lora_r=4, lora_alpha=8, temperature=0.7,
+               old_logprobs=old_logprobs, ppo_epochs=2, minibatch_size=2)
+
+    def updated(trim):
+        torch.manual_seed(0)
+        tok, model, opt = build_policy(cfg, char_model, "cpu")
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(1)
+            for name, p in model.model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        roll = rollout(model, tok, convs, cfg, ppo._eos_ids(tok, model.model), seed=1)
+        monkeypatch.setattr(ppo_data, "trim_columns", trim)
+        stats = ppo._update(model, opt, kl_controller(cfg.kl_coef, None, 1.0), RunningMoments(), roll,
+                            torch.tensor([0.5, -1.0, 2.0, 0.0] * 2), cfg, 1, None, tok)
+        return roll, stats, [p.detach().clone() for p in model.parameters()]
+
+    widths = []
+
+    def counted(ids, attn, start):
+        out = trim_columns(ids, attn, start)
+        widths.append((out[0].shape[1], ids.shape[1]))
+        return out
+
+    trim_columns = ppo_data.trim_columns
+    roll, trimmed, weights = updated(counted)
+    assert any(w < full for w, full in widths)  # some passes did skip columns
+    _, whole, whole_weights = updated(lambda ids, attn, start: (ids, attn, start, ids.shape[1] - start))
+    assert trimmed.keys() == whole.keys()
+    for key in trimmed:
+        # A clip fraction counts tokens where two terms compare; at the first update they tie (the
+        # policy is the old one), and float rounding breaks a tie either way: a token or two of ~200.
+        tol = 0.02 if key.endswith("clip_frac") else 1e-5
+        assert trimmed[key] == pytest.approx(whole[key], rel=1e-4, abs=tol), key
+    for a, b in zip(weights, whole_weights):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

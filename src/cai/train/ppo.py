@@ -278,7 +278,7 @@ def _update(model: Any, opt: Any, ctl: Any, moments: Any, roll: dict, raw: Any, 
     import torch
 
     from cai.train import ppo_math as pm
-    from cai.train.ppo_data import ptx_batch
+    from cai.train.ppo_data import ptx_batch, trim_columns, widen
 
     ids, attn, mask, start = roll["ids"], roll["attn"], roll["mask"], roll["prompt_width"]
     resp = ids[:, start:]
@@ -288,12 +288,14 @@ def _update(model: Any, opt: Any, ctl: Any, moments: Any, roll: dict, raw: Any, 
     with torch.no_grad():
         for i in range(0, B, mb):
             sl = slice(i, i + mb)
+            sub_ids, sub_attn, sub_start, n = trim_columns(ids[sl], attn[sl], start)
             if not from_rollout:
-                logits, values = model.forward(ids[sl], attn[sl], start)
-                old_logp.append(_logprobs(logits, resp[sl], cfg.temperature))
-                ent.append(pm.entropy_from_logits(logits / (cfg.temperature or 1.0)))
-                old_values.append(values)
-            ref_logp.append(_logprobs(model.ref_logits(ids[sl], attn[sl], start), resp[sl], cfg.temperature))
+                logits, values = model.forward(sub_ids, sub_attn, sub_start)
+                old_logp.append(widen(_logprobs(logits, resp[sl, :n], cfg.temperature), resp.shape[1]))
+                ent.append(widen(pm.entropy_from_logits(logits / (cfg.temperature or 1.0)), resp.shape[1]))
+                old_values.append(widen(values, resp.shape[1]))
+            ref = model.ref_logits(sub_ids, sub_attn, sub_start)
+            ref_logp.append(widen(_logprobs(ref, resp[sl, :n], cfg.temperature), resp.shape[1]))
     ref_logp = torch.cat(ref_logp)
     if from_rollout:
         old_logp, old_values, ent = roll["old_logp"], roll["old_values"], roll["entropy"]
@@ -330,11 +332,14 @@ def _update(model: Any, opt: Any, ctl: Any, moments: Any, roll: dict, raw: Any, 
             part: dict[str, float] = {}
             for j, m_idx in enumerate(micro):
                 w = len(m_idx) / len(idx)
-                logits, values = model.forward(ids[m_idx], attn[m_idx], start)
-                logp = _logprobs(logits, resp[m_idx], cfg.temperature)
-                m = mask[m_idx]
-                pg, clip_frac, approx_kl = pm.policy_loss(logp, old_logp[m_idx], adv[m_idx], m, cfg.clip_range)
-                vl, vclip = pm.value_loss(values, old_values[m_idx], returns[m_idx], m, cfg.clip_range_value)
+                sub_ids, sub_attn, sub_start, n = trim_columns(ids[m_idx], attn[m_idx], start)
+                logits, values = model.forward(sub_ids, sub_attn, sub_start)
+                logp = _logprobs(logits, resp[m_idx, :n], cfg.temperature)
+                m = mask[m_idx, :n]  # the columns trimmed away are padding in every one of these rows
+                pg, clip_frac, approx_kl = pm.policy_loss(logp, old_logp[m_idx, :n], adv[m_idx, :n], m,
+                                                          cfg.clip_range)
+                vl, vclip = pm.value_loss(values, old_values[m_idx, :n], returns[m_idx, :n], m,
+                                          cfg.clip_range_value)
                 loss = pg + cfg.vf_coef * vl
                 if cfg.entropy_coef:
                     loss = loss - cfg.entropy_coef * pm.masked_mean(pm.entropy_from_logits(logits), m)
