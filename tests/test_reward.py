@@ -230,6 +230,14 @@ def test_pm_scores_at_the_precision_it_trains_in(tiny_llama_dir, tmp_path, monke
     assert seen and all(d == torch.bfloat16 for d in seen)  # the forward really ran under autocast
     assert all(isinstance(s, float) for s in got)
     assert got == pytest.approx(want, abs=0.05 * max(1.0, max(abs(w) for w in want)))
+    # Under autocast the linear layers hold the bf16 weights autocast would cast them to for each batch;
+    # norms and embeddings stay fp32: the scores of fp32 weights under the same autocast, exactly.
+    assert {m.weight.dtype for m in auto.model.modules() if isinstance(m, torch.nn.Linear)} == {torch.bfloat16}
+    assert auto.model.get_input_embeddings().weight.dtype == torch.float32
+    assert {p.dtype for n, p in auto.model.named_parameters() if "norm" in n} == {torch.float32}
+    as_loaded = PreferenceModel(fp32.model, fp32.tokenizer, bf16_autocast=True)
+    assert got == as_loaded.score(prompts, answers)
+    assert auto.score_pairs(prompts, answers, answers[::-1]) == as_loaded.score_pairs(prompts, answers, answers[::-1])
 
 
 def test_a_pm_kept_on_the_cpu_of_a_gpu_machine_takes_the_cpus_precision_rule(tiny_llama_dir, tmp_path, monkeypatch):
