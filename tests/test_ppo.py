@@ -235,6 +235,44 @@ def test_a_lora_rollout_samples_from_merged_weights_and_puts_the_policy_back(cha
     torch.testing.assert_close(merged["old_logp"], plain["old_logp"], atol=1e-4, rtol=1e-4)
 
 
+def test_a_bf16_lora_rollout_samples_from_packed_merged_weights(char_model, prompts_file, tmp_path, monkeypatch):
+    """A bf16 LoRA policy's rollout runs its merged layers on weights oneDNN laid out once
+    (ppo_model._packed_linear): the tokens and log-probs of the plain merged layers, and every layer
+    back on its class's forward afterwards."""
+    import torch
+
+    from cai.sources import load_prompts
+    from cai.train import ppo, ppo_model
+    from cai.train.ppo_model import build_policy
+    from cai.train.ppo_rollout import rollout
+
+    cfg = _cfg(char_model, prompts_file, tmp_path / "unused", lora=True, lora_r=4, lora_alpha=8, temperature=0.7,
+               bf16=True)
+    tok, model, _ = build_policy(cfg, char_model, "cpu")
+    with torch.no_grad():
+        for name, p in model.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    layers = model._mergeable_lora_layers()
+    made, real = [], ppo_model._packed_linear
+
+    def counted(weight, bias, rows):
+        made.append(rows)
+        return real(weight, bias, rows)
+
+    monkeypatch.setattr(ppo_model, "_packed_linear", counted)
+    convs = [p.messages for p in load_prompts(prompts_file)] * 2
+    packed = rollout(model, tok, convs, cfg, ppo._eos_ids(tok, model.model), seed=1)
+    if real(layers[0].base_layer.weight, None, 8) is None:
+        pytest.skip("torch has no oneDNN bf16 weight packing on this CPU")
+    assert made == [len(convs)] * len(layers)
+    assert not any("forward" in vars(layer.base_layer) for layer in layers)
+    monkeypatch.setattr(ppo_model, "_packed_linear", lambda weight, bias, rows: None)
+    plain = rollout(model, tok, convs, cfg, ppo._eos_ids(tok, model.model), seed=1)
+    assert torch.equal(packed["ids"], plain["ids"])
+    torch.testing.assert_close(packed["old_logp"], plain["old_logp"], atol=2e-2, rtol=2e-2)
+
+
 def test_ppo_precision_default(monkeypatch):
     """On a CPU, bf16 weights only for a LoRA policy and only where bf16 matmuls are measured faster;
     full weights stay fp32 (bf16 weights would be their own master copy); a flag wins."""

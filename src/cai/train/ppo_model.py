@@ -97,6 +97,27 @@ def install_fp32_head(model: Any) -> None:
     model.set_output_embeddings(Float32Head(model.get_output_embeddings().weight))
 
 
+def _packed_linear(weight: Any, bias: Any, rows: int) -> Any:
+    """A forward for a frozen bf16 ``weight`` (``nn.Linear``'s math, under autocast's bf16) that oneDNN
+    laid out for its kernels once, as Inductor's frozen CPU graphs do; None where torch cannot (not a
+    CPU, not bf16, no oneDNN). ``nn.Linear`` lays a bf16 weight out again at every call: a decode
+    step's matmuls are small, and the quickstart's rollouts took 0.93x the time this way (by hand,
+    bench/RESULTS.md)."""
+    import torch
+
+    if weight.dtype != torch.bfloat16 or weight.device.type != "cpu":
+        return None
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, max(1, rows))
+    except (AttributeError, RuntimeError):  # a torch without these ops, or a CPU oneDNN has no bf16 kernel for
+        return None
+
+    def forward(x: Any) -> Any:
+        return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed, bias, "none", [], "")
+
+    return forward
+
+
 def _bf16_math_applies(hidden: Any, bf16_weight: Any) -> bool:
     """Whether the fp32 head may take its product in oneDNN's bf16 math mode without changing it: on a
     CPU, with bf16 values on both sides, in a torch that has the switch."""
@@ -203,7 +224,7 @@ class PolicyWithValue:
             yield
 
     @contextlib.contextmanager
-    def sampling(self):
+    def sampling(self, rows: int = 1):
         """Where rollouts generate. A LoRA policy on a CPU samples from a temporary copy of its layers'
         weights with the adapters merged in (W + scale·B·A, in W's dtype) and the adapters off: a
         decode step then runs one matmul per layer instead of three, and on a CPU its small matmuls
@@ -211,7 +232,9 @@ class PolicyWithValue:
         are in bench/RESULTS.md). The adapters and frozen weights are put back untouched on exit;
         merging in place and subtracting again would change bf16 weights by their rounding each step.
         The copy holds as much memory as the adapted weights and is freed after the rollout. GPUs,
-        full weights, and layers other than ``nn.Linear`` keep the adapters as they are."""
+        full weights, and layers other than ``nn.Linear`` keep the adapters as they are. bf16 copies are
+        laid out once for oneDNN's kernels where torch can (:func:`_packed_linear`, ``rows``: the
+        rollout's batch size), not at every call."""
         import torch
 
         layers = self._mergeable_lora_layers()
@@ -224,14 +247,22 @@ class PolicyWithValue:
                 for layer in layers:
                     base = layer.base_layer
                     delta = sum(layer.get_delta_weight(name) for name in layer.active_adapters)
-                    saved.append((base, base.weight))
-                    base.weight = torch.nn.Parameter((base.weight.float() + delta).to(base.weight.dtype),
-                                                     requires_grad=False)
+                    merged = (base.weight.float() + delta).to(base.weight.dtype)
+                    packed = _packed_linear(merged, base.bias, rows)
+                    if packed is not None:
+                        saved.append((base, None))
+                        base.forward = packed
+                    else:
+                        saved.append((base, base.weight))
+                        base.weight = torch.nn.Parameter(merged, requires_grad=False)
             with self.model.disable_adapter():
                 yield
         finally:
             for base, weight in saved:
-                base.weight = weight
+                if weight is None:
+                    del base.forward  # the class's forward again
+                else:
+                    base.weight = weight
 
     def _mergeable_lora_layers(self) -> list:
         """The LoRA layers :meth:`sampling` merges: all of them, or none if any would not merge plainly."""

@@ -24,7 +24,7 @@ def rollout(model: Any, tok: Any, convs: list, cfg: Any, eos_ids: list[int], *, 
     keep = cfg.old_logprobs == "rollout"
     from cai.backends.hf_sampling import fast_multinomial
 
-    with torch.no_grad(), model.sampling(), model.compute(), fast_multinomial():
+    with torch.no_grad(), model.sampling(rows=p_ids.shape[0]), model.compute(), fast_multinomial():
         out = model.model.generate(input_ids=p_ids, attention_mask=p_mask, max_new_tokens=cfg.max_tokens,
                                    eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, return_dict_in_generate=True,
                                    output_logits=keep, output_hidden_states=keep, **gen_kw)
