@@ -202,6 +202,22 @@ def test_rollout_views_match_a_separate_forward_pass(char_model, prompts_file, t
     assert "old_logp" not in rollout(model, tok, convs, forward_cfg, ppo._eos_ids(tok, model.model), seed=1)
 
 
+def _lora_policy(char_model, prompts_file, tmp_path, **kw):
+    """(config, tokenizer, policy) of a LoRA policy whose random adapters change its function, so
+    that its rollouts are its own, not the base model's."""
+    import torch
+
+    from cai.train.ppo_model import build_policy
+
+    cfg = _cfg(char_model, prompts_file, tmp_path / "unused", lora=True, lora_r=4, lora_alpha=8, temperature=0.7, **kw)
+    tok, model, _ = build_policy(cfg, char_model, "cpu")
+    with torch.no_grad():
+        for name, p in model.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return cfg, tok, model
+
+
 def test_a_lora_rollout_samples_from_merged_weights_and_puts_the_policy_back(char_model, prompts_file, tmp_path):
     """On a CPU a LoRA policy's rollout runs on a merged copy of its weights, adapters off: in fp32 the
     same tokens as the adapters give, every frozen weight and adapter the same tensor afterwards, and
@@ -210,15 +226,9 @@ def test_a_lora_rollout_samples_from_merged_weights_and_puts_the_policy_back(cha
 
     from cai.sources import load_prompts
     from cai.train import ppo
-    from cai.train.ppo_model import build_policy
     from cai.train.ppo_rollout import rollout
 
-    cfg = _cfg(char_model, prompts_file, tmp_path / "unused", lora=True, lora_r=4, lora_alpha=8, temperature=0.7)
-    tok, model, _ = build_policy(cfg, char_model, "cpu")
-    with torch.no_grad():
-        for name, p in model.model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
+    cfg, tok, model = _lora_policy(char_model, prompts_file, tmp_path)
     layers = model._mergeable_lora_layers()
     assert len(layers) > 0
     before = {name: (p, p.detach().clone()) for name, p in model.model.named_parameters()}
@@ -243,16 +253,9 @@ def test_a_bf16_lora_rollout_samples_from_packed_merged_weights(char_model, prom
 
     from cai.sources import load_prompts
     from cai.train import ppo, ppo_model
-    from cai.train.ppo_model import build_policy
     from cai.train.ppo_rollout import rollout
 
-    cfg = _cfg(char_model, prompts_file, tmp_path / "unused", lora=True, lora_r=4, lora_alpha=8, temperature=0.7,
-               bf16=True)
-    tok, model, _ = build_policy(cfg, char_model, "cpu")
-    with torch.no_grad():
-        for name, p in model.model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
+    cfg, tok, model = _lora_policy(char_model, prompts_file, tmp_path, bf16=True)
     layers = model._mergeable_lora_layers()
     made, real = [], ppo_model._packed_linear
 
