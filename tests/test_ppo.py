@@ -276,6 +276,23 @@ def test_a_bf16_lora_rollout_samples_from_packed_merged_weights(char_model, prom
     torch.testing.assert_close(packed["old_logp"], plain["old_logp"], atol=2e-2, rtol=2e-2)
 
 
+def test_packed_weights_only_where_their_kernel_runs(monkeypatch):
+    """fp32 weights are not packed, and a CPU whose oneDNN cannot run the packed bf16 kernel gets the
+    plain merged layers: the packing fails when it is made, not in the middle of a rollout."""
+    import torch
+
+    from cai.train import ppo_model
+
+    weight = torch.randn(8, 4).bfloat16()
+    assert ppo_model._packed_linear(weight.float(), None, 2) is None
+
+    def no_kernel(*args, **kwargs):
+        raise RuntimeError("no bf16 kernel on this CPU")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", no_kernel)
+    assert ppo_model._packed_linear(weight, None, 2) is None
+
+
 def test_ppo_precision_default(monkeypatch):
     """On a CPU, bf16 weights only for a LoRA policy and only where bf16 matmuls are measured faster;
     full weights stay fp32 (bf16 weights would be their own master copy); a flag wins."""

@@ -101,20 +101,21 @@ def _packed_linear(weight: Any, bias: Any, rows: int) -> Any:
     """A forward for a frozen bf16 ``weight`` (``nn.Linear``'s math, under autocast's bf16) that oneDNN
     laid out for its kernels once, as Inductor's frozen CPU graphs do; None where torch cannot (not a
     CPU, not bf16, no oneDNN). ``nn.Linear`` lays a bf16 weight out again at every call: a decode
-    step's matmuls are small, and the quickstart's rollouts took 0.93x the time this way (by hand,
+    step's matmuls are small, and the quickstart's rollouts took 0.92x the time this way (by hand,
     bench/RESULTS.md)."""
     import torch
 
     if weight.dtype != torch.bfloat16 or weight.device.type != "cpu":
         return None
-    try:
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, max(1, rows))
-    except (AttributeError, RuntimeError):  # a torch without these ops, or a CPU oneDNN has no bf16 kernel for
-        return None
 
     def forward(x: Any) -> Any:
         return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed, bias, "none", [], "")
 
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, max(1, rows))
+        forward(torch.zeros(1, weight.shape[1], dtype=torch.bfloat16))  # fails here, not mid-rollout
+    except (AttributeError, RuntimeError):  # a torch without these ops, or a CPU oneDNN has no bf16 kernel for
+        return None
     return forward
 
 
