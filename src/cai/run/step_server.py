@@ -32,9 +32,8 @@ from cai.run.processes import child_env
 
 ENV = "CAI_STEP_SERVER"
 # Imported by the server before its first fork: what the steps' processes import anyway. Each is
-# optional (vLLM is not installed everywhere).
-# vLLM's CPU worker is imported when an engine starts, 0.7 s of the 0.8 s of modules an engine start
-# imports after `vllm.LLM` (the rest: 0.1 s); an engine runs in the step's own process.
+# optional (vLLM is not installed everywhere). vLLM's CPU worker is what an engine start imports
+# after `vllm.LLM`: 0.7 s of its 0.8 s of new modules (an engine runs in the step's own process).
 PRELOAD = ("torch", "transformers", "trl", "peft", "datasets", "vllm", "vllm.v1.worker.cpu_worker", "cai.run.stages")
 # Names whose import does most of the work of a step's first lines (lazy modules import on access).
 PRELOAD_ATTRS = {"transformers": ("AutoModelForCausalLM", "AutoModelForSequenceClassification", "AutoTokenizer",

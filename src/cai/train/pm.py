@@ -152,8 +152,9 @@ class PreferenceModel:
             autocast = use_bf16(flag if isinstance(flag, bool) else None, device=device)
         from cai.quiet import no_weights_bar
 
+        adapter = (p / "adapter_config.json").is_file()
         with no_weights_bar():
-            if (p / "adapter_config.json").is_file():
+            if adapter:
                 from peft import AutoPeftModelForSequenceClassification
 
                 model = AutoPeftModelForSequenceClassification.from_pretrained(str(p), num_labels=1, dtype=torch_dtype)
@@ -164,7 +165,7 @@ class PreferenceModel:
             tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
         model.to(device).eval()
-        if autocast and not (p / "adapter_config.json").is_file():
+        if autocast and not adapter:  # PEFT's adapters cast their inputs to their own weights' dtype
             _cast_linear_weights(model, torch.bfloat16)
         return cls(model, tokenizer, max_length=max_length or trained_len or 1024, batch_size=batch_size, path=str(p),
                    bf16_autocast=autocast)
