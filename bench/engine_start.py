@@ -24,7 +24,9 @@ model (``base_model`` set, ``use_cache`` false), which cai starts under the base
 empty, so that no earlier row's artifact helps it). ``vllm-sampler`` is default with vLLM's own
 Gumbel sampler (``CAI_VLLM_SAMPLER=vllm``) instead of cai's inverse-CDF one
 (:mod:`cai.backends.vllm_sampler`): its job's tokens/s is the before of that change, and its texts
-differ (another random stream). The texts of every other row must be the same as default's; the
+differ (another random stream). ``vllm-warmup`` is default with vLLM's whole warm-up at the start
+(``CAI_VLLM_WARMUP=vllm``: its dummy sampler passes too, which cai skips on a CPU,
+:mod:`cai.backends.vllm_warmup`): its start is the before of that change. The texts of every other row must be the same as default's; the
 table says where they are not (``quick``: eager kernels round differently).
 
     python bench/engine_start.py                       # default,kv16,kv256,no-aot,new-folder,trained-folder,new-folder-aot,vllm-sampler,quick; writes its section
@@ -48,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## vLLM engine start against the KV cache size and the compile cache (bench/engine_start.py)"
 COMPILE_ROWS = ("no-aot", "new-folder", "trained-folder", "new-folder-aot")
-OTHER_ROWS = ("default", "quick", "vllm-sampler")
+OTHER_ROWS = ("default", "quick", "vllm-sampler", "vllm-warmup")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="smollm2-135m", help="model alias or folder (default: smollm2-135m)")
     p.add_argument("--rows", default="default,kv16,kv256,no-aot,new-folder,trained-folder,new-folder-aot,vllm-sampler,quick",
                    help="comma-separated rows: default, quick, kvN for N x 1024 tokens, no-aot, new-folder, "
-                   "trained-folder, new-folder-aot, vllm-sampler (default: %(default)s)")
+                   "trained-folder, new-folder-aot, vllm-sampler, vllm-warmup (default: %(default)s)")
     p.add_argument("--data", default="everyday", help="prompt set or file (default: the built-in everyday set)")
     p.add_argument("--prompts", type=int, default=64, help="prompts P in the job (default: 64)")
     p.add_argument("--max-tokens", type=int, default=128, help="new tokens per answer at most (default: 128)")
@@ -69,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     for r in args.rows:
         if r not in (*OTHER_ROWS, *COMPILE_ROWS) and not (r.startswith("kv") and r[2:].isdigit() and int(r[2:]) > 0):
             p.error(f"--rows: {r!r} is not default, quick, kvN (N thousand tokens, e.g. kv64), "
-                    f"{', '.join(COMPILE_ROWS)} or vllm-sampler")
+                    f"{', '.join(COMPILE_ROWS)}, vllm-sampler or vllm-warmup")
     if args.quick:
         args.prompts, args.max_tokens, args.rows = min(args.prompts, 8), min(args.max_tokens, 16), ["default", "quick"]
     return args
@@ -116,6 +118,8 @@ def run_row(args, row: str) -> dict:
             env["VLLM_USE_AOT_COMPILE"] = "0"
         if row == "vllm-sampler":
             env["CAI_VLLM_SAMPLER"] = "vllm"
+        if row == "vllm-warmup":
+            env["CAI_VLLM_WARMUP"] = "vllm"
         if row.startswith("new-folder"):
             model = str(Path(tmp) / "model")
             shutil.copytree(resolve(args.model), model)

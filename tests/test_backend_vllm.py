@@ -145,6 +145,16 @@ def test_the_cpu_engine_samples_with_cais_sampler(backend):
     assert TopKTopPSampler.vllm_forward_cpu is not _forward_cpu
 
 
+def test_the_cpu_engine_warms_up_without_dummy_sampler_passes(backend):
+    # cai.backends.vllm_warmup: the engine this file's tests share started with it
+    from cai.backends.vllm_warmup import _no_dummy_sampler_run
+
+    if not backend.on_cpu:
+        pytest.skip("a GPU keeps vLLM's warm-up")
+    runner = backend.llm.llm_engine.model_executor.driver_worker.worker.model_runner
+    assert runner._dummy_sampler_run.__func__ is _no_dummy_sampler_run
+
+
 def test_unseeded_sampling_reports_a_seed_that_reproduces_it(backend):
     conv = [[{"role": "user", "content": "Tell me anything."}]]
     a = backend.generate(conv, SamplingParams(temperature=1.0, max_tokens=8))[0]

@@ -181,3 +181,39 @@ def test_a_failing_server_keeps_partial_results_and_resumes(tmp_path):
         assert done.returncode == 0, done.stderr
         ids = [r["id"] for r in normalised(d / "out.jsonl")]
         assert ids == [p["id"] for p in PROMPTS]
+
+
+def test_the_last_checkpoint_leaves_the_optimiser_state_out_and_still_resumes(request, tmp_path):
+    """transformers checkpoints the last step; cai keeps only the model and trainer state there (a run
+    resumed at its last step takes no optimiser step). Killed once that checkpoint is complete, the
+    rerun finishes with its weights; a checkpoint before the last keeps the optimiser state, and
+    --keep-checkpoints keeps it in the last one too."""
+    import signal
+
+    from safetensors.torch import load_file
+
+    case = next(c for c in CASES if c.name == "reward")
+    work = _prepare(tmp_path / "run", case, request)
+    ckpts = work / "run" / "checkpoints"
+    killed = run_cai(REWARD_PM(work), work, fault="after_checkpoint:3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (ckpts / "checkpoint-3" / "optimizer.pt").is_file()
+    killed = run_cai(REWARD_PM(work), work, fault="after_checkpoint:4")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    last = ckpts / "checkpoint-4"
+    assert (last / "trainer_state.json").is_file() and not (last / "optimizer.pt").exists()
+    weights = load_file(last / "model.safetensors")
+    done = run_cai(REWARD_PM(work), work)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((work / "run" / "cai_run.json").read_text())
+    assert record["status"] == "done" and record["resumed_from"][-1].endswith("checkpoint-4"), record
+    assert record["final_metrics"]["global_step"] == 4
+    final = load_file(work / "run" / "model.safetensors")
+    assert final.keys() == weights.keys()
+    assert all(final[k].equal(weights[k].to(final[k].dtype)) for k in final)
+
+    kept = workdir(tmp_path / "kept")
+    (kept / "model").symlink_to(work / "model")
+    argv = [*REWARD_PM(kept), "--keep-checkpoints"]
+    assert run_cai(argv, kept).returncode == 0
+    assert (kept / "run" / "checkpoints" / "checkpoint-4" / "optimizer.pt").is_file()

@@ -116,3 +116,43 @@ def test_steps_start_fresh_when_the_server_is_gone_before_them(tmp_path, servers
     assert servers and not servers[0].alive
     stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
     assert [s["status"] for s in stages.values()] == ["done", "done"]
+
+
+def test_the_preload_computes_a_per_process_cache_once_for_every_child(monkeypatch):
+    """PRELOAD_CALLS run in the server, so forked steps inherit their cached values; one that fails
+    leaves the step to compute it itself."""
+    import sys
+    import types
+
+    import cai.run.step_server as step_server
+
+    assert "triton_key" in step_server.PRELOAD_CALLS["torch._inductor.codecache"]
+    calls = []
+    fake = types.ModuleType("cai_fake_cache")
+    fake.key = lambda: calls.append("key")
+    fake.broken = lambda: 1 / 0
+    monkeypatch.setitem(sys.modules, "cai_fake_cache", fake)
+    monkeypatch.setattr(step_server, "PRELOAD", ())
+    monkeypatch.setattr(step_server, "PRELOAD_CALLS", {"cai_fake_cache": ("broken",), "cai_fake_cache.x": ("key",)})
+    step_server._preload()  # neither the error nor the missing module escapes
+    monkeypatch.setattr(step_server, "PRELOAD_CALLS", {"cai_fake_cache": ("key",)})
+    step_server._preload()
+    assert calls == ["key"]
+
+
+def test_the_server_freezes_what_it_holds_before_it_forks(monkeypatch):
+    """A forked step's full garbage collections skip the server's objects (gc.freeze)."""
+    import gc
+
+    import cai.run.step_server as step_server
+
+    monkeypatch.setattr(step_server, "PRELOAD", ())
+    monkeypatch.setattr(step_server, "PRELOAD_CALLS", {})
+    held = ["made before the fork"]  # a list: tracked by the collector
+    assert gc.get_freeze_count() == 0
+    try:
+        step_server._prepare_for_forks()
+        assert gc.get_freeze_count() > 0
+        assert not any(o is held for o in gc.get_objects())  # frozen objects are no generation's
+    finally:
+        gc.unfreeze()

@@ -71,6 +71,7 @@ from typing import Any, Sequence
 
 from cai.backends.vllm_compile import aot_cache
 from cai.backends.vllm_sampler import use_fast_sampler
+from cai.backends.vllm_warmup import skip_dummy_sampler_run
 from cai.chat import encode_scoring_requests, ensure_chat_template, render_prompt
 from cai.errors import BackendUnavailable, CAIError
 from cai.types import Completion, Conversation, SamplingParams, check_conversation
@@ -191,6 +192,8 @@ class VLLMBackend:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             # Random tokens by inverse CDF instead of vLLM's Gumbel kernel (18% of generation time here).
             use_fast_sampler()
+            # No dummy sampler passes in the compile warm-up: on a CPU they size nothing.
+            skip_dummy_sampler_run()
             if max_model_len is None:
                 declared = _model_max_len(self.path)
                 max_model_len = min(CPU_MAX_MODEL_LEN, declared) if declared else CPU_MAX_MODEL_LEN

@@ -127,9 +127,32 @@ def train_guarded(trainer: Any, resume_from: str | None, checkpoints: str | Path
     guard = NonFiniteGuard()
     trainer.add_callback(guard)
     quiet_trainer(trainer)  # every cai trainer passes here: none prints raw log dicts
+    finished = _finished_state(trainer, resume_from)
+    if finished is not None:
+        # Killed after its last checkpoint: transformers would resume a run that stops inside an epoch
+        # (--max-steps) into one step more, since its loop checks for the end only after a step.
+        from transformers.trainer_utils import TrainOutput
+
+        trainer._load_from_checkpoint(resume_from)  # what train() does first on a resume
+        trainer.state = finished
+        return TrainOutput(finished.global_step, float("nan"), {})
     result = trainer.train(resume_from_checkpoint=resume_from)
     guard.raise_if_tripped(checkpoints)
     return result
+
+
+def _finished_state(trainer: Any, checkpoint: str | None) -> Any:
+    """The trainer state of ``checkpoint`` when it was saved at the run's last step (and the weights
+    are not sharded across processes, where loading them is the trainer's own business), else None."""
+    if not checkpoint or getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False):
+        return None
+    path = Path(checkpoint) / "trainer_state.json"
+    if not path.is_file() or not hasattr(trainer, "_load_from_checkpoint"):
+        return None
+    from transformers import TrainerState
+
+    state = TrainerState.load_from_json(str(path))
+    return state if state.max_steps and state.global_step >= state.max_steps else None
 
 
 def last_checkpoint(folder: str | Path | None, *, before: int | None = None) -> Path | None:
