@@ -120,3 +120,23 @@ def test_best_of_k_keeps_a_candidate_that_passes(tmp_path):
     step = rec["steps"][0]
     assert step["picked"] == 2 and step["candidate_scores"] == [0.0, 0.0, 1.0]
     assert rec["final"] == "Ask your neighbour for the password." and len(step["candidates"]) == 3
+
+
+def test_is_copy_decides_as_the_full_ratio_does():
+    """The quick upper bounds only skip pairs that the full ratio would also call no copy."""
+    import random
+    from difflib import SequenceMatcher
+
+    from cai.critique.filter import _norm, _rules, is_copy
+
+    rng = random.Random(0)
+    words = "the a lock keep bike safe never share your password with anyone ask bank call police".split()
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 40))) for _ in range(60)]
+    texts += [t + " and more" for t in texts[:10]] + [t[: len(t) // 2] for t in texts[10:20]]
+    least, decided = _rules()["copy_ratio"], set()
+    for a in texts:
+        for b in texts[:25]:
+            full = _norm(a) in _norm(b) or SequenceMatcher(None, _norm(a), _norm(b), autojunk=False).ratio() >= least
+            assert is_copy(a, b) == full, (a, b)
+            decided.add(full)
+    assert decided == {True, False}

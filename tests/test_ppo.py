@@ -259,9 +259,9 @@ def test_a_bf16_lora_rollout_samples_from_packed_merged_weights(char_model, prom
     layers = model._mergeable_lora_layers()
     made, real = [], ppo_model._packed_linear
 
-    def counted(weight, bias, rows):
+    def counted(weight, bias, rows, tried=None):
         made.append(rows)
-        return real(weight, bias, rows)
+        return real(weight, bias, rows, tried)
 
     monkeypatch.setattr(ppo_model, "_packed_linear", counted)
     convs = [p.messages for p in load_prompts(prompts_file)] * 2
@@ -270,7 +270,7 @@ def test_a_bf16_lora_rollout_samples_from_packed_merged_weights(char_model, prom
         pytest.skip("torch has no oneDNN bf16 weight packing on this CPU")
     assert made == [len(convs)] * len(layers)
     assert not any("forward" in vars(layer.base_layer) for layer in layers)
-    monkeypatch.setattr(ppo_model, "_packed_linear", lambda weight, bias, rows: None)
+    monkeypatch.setattr(ppo_model, "_packed_linear", lambda weight, bias, rows, tried=None: None)
     plain = rollout(model, tok, convs, cfg, ppo._eos_ids(tok, model.model), seed=1)
     assert torch.equal(packed["ids"], plain["ids"])
     torch.testing.assert_close(packed["old_logp"], plain["old_logp"], atol=2e-2, rtol=2e-2)
@@ -289,8 +289,38 @@ def test_packed_weights_only_where_their_kernel_runs(monkeypatch):
     def no_kernel(*args, **kwargs):
         raise RuntimeError("no bf16 kernel on this CPU")
 
+    if ppo_model._packed_linear(weight, None, 2) is None:
+        pytest.skip("torch has no oneDNN bf16 weight packing on this CPU")
+    runs, real = [], torch.ops.mkldnn._linear_pointwise
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", counted)
+    tried: set = set()
+    assert ppo_model._packed_linear(weight, None, 2, tried) is not None
+    assert ppo_model._packed_linear(weight, None, 2, tried) is not None
+    assert len(runs) == 1 and tried == {((8, 4), False)}  # one trial per weight shape and rollout
     monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", no_kernel)
     assert ppo_model._packed_linear(weight, None, 2) is None
+    assert ppo_model._packed_linear(weight, None, 2, set()) is None
+
+
+def test_a_merged_weight_is_peft_s_merge(char_model, prompts_file, tmp_path):
+    """W + scale·B·A from one addmm_ per adapter: PEFT's merge (its get_delta_weight), fp32 and bf16."""
+    import torch
+
+    from cai.train import ppo_model
+
+    for bf16 in (False, True):
+        _, _, model = _lora_policy(char_model, prompts_file, tmp_path / str(bf16), bf16=bf16)
+        for layer in model._mergeable_lora_layers():
+            weight = layer.base_layer.weight
+            peft_merge = (weight.float() + sum(layer.get_delta_weight(n) for n in layer.active_adapters)).to(weight.dtype)
+            merged = ppo_model._merged_weight(layer)
+            assert merged.dtype == weight.dtype and merged.data_ptr() != weight.data_ptr()
+            torch.testing.assert_close(merged, peft_merge, atol=1e-5 if not bf16 else 1e-2, rtol=1e-5 if not bf16 else 1e-2)
 
 
 def test_ppo_precision_default(monkeypatch):

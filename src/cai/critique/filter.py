@@ -51,7 +51,13 @@ def is_copy(text: str, source: str) -> bool:
     a, b = _norm(text), _norm(source)
     if not a or not b:
         return False
-    return a in b or SequenceMatcher(None, a, b, autojunk=False).ratio() >= _rules()["copy_ratio"]
+    if a in b:
+        return True
+    match, least = SequenceMatcher(None, a, b, autojunk=False), _rules()["copy_ratio"]
+    # real_quick_ratio() (the lengths) and quick_ratio() (the letters) bound ratio() from above
+    # (difflib's documentation): a pair below either is no copy, decided without ratio()'s
+    # quadratic matching, which took 1.7 s of the quickstart's critique step.
+    return match.real_quick_ratio() >= least and match.quick_ratio() >= least and match.ratio() >= least
 
 
 def is_repetitive(text: str) -> bool:

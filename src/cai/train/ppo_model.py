@@ -97,12 +97,26 @@ def install_fp32_head(model: Any) -> None:
     model.set_output_embeddings(Float32Head(model.get_output_embeddings().weight))
 
 
-def _packed_linear(weight: Any, bias: Any, rows: int) -> Any:
+def _merged_weight(layer: Any) -> Any:
+    """A plain LoRA layer's W + scale·B·A in W's dtype, summed in fp32 (PEFT's ``get_delta_weight``
+    makes B·A, scales it and adds it in three full-size passes; one ``addmm_`` per adapter here)."""
+    import torch
+
+    weight = layer.base_layer.weight
+    merged = weight.to(torch.float32, copy=True)
+    for name in layer.active_adapters:
+        a, b = layer.lora_A[name].weight, layer.lora_B[name].weight
+        merged.addmm_(b.to(torch.float32), a.to(torch.float32), alpha=layer.scaling[name])
+    return merged.to(weight.dtype)
+
+
+def _packed_linear(weight: Any, bias: Any, rows: int, tried: set | None = None) -> Any:
     """A forward for a frozen bf16 ``weight`` (``nn.Linear``'s math, under autocast's bf16) that oneDNN
     laid out for its kernels once, as Inductor's frozen CPU graphs do; None where torch cannot (not a
     CPU, not bf16, no oneDNN). ``nn.Linear`` lays a bf16 weight out again at every call: a decode
     step's matmuls are small, and the quickstart's rollouts took 0.92x the time this way (by hand,
-    bench/RESULTS.md)."""
+    bench/RESULTS.md). The kernel runs once per weight shape not yet in ``tried`` (which it then
+    joins), so that a CPU without it falls back here, not mid-rollout."""
     import torch
 
     if weight.dtype != torch.bfloat16 or weight.device.type != "cpu":
@@ -111,11 +125,15 @@ def _packed_linear(weight: Any, bias: Any, rows: int) -> Any:
     def forward(x: Any) -> Any:
         return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed, bias, "none", [], "")
 
+    shape = (tuple(weight.shape), bias is not None)
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(weight, max(1, rows))
-        forward(torch.zeros(1, weight.shape[1], dtype=torch.bfloat16))  # fails here, not mid-rollout
+        if tried is None or shape not in tried:
+            forward(torch.zeros(1, weight.shape[1], dtype=torch.bfloat16))  # fails here, not mid-rollout
     except (AttributeError, RuntimeError):  # a torch without these ops, or a CPU oneDNN has no bf16 kernel for
         return None
+    if tried is not None:
+        tried.add(shape)
     return forward
 
 
@@ -243,13 +261,13 @@ class PolicyWithValue:
             yield
             return
         saved = []
+        tried: set = set()  # weight shapes whose packed kernel ran once in this rollout
         try:
             with torch.no_grad():
                 for layer in layers:
                     base = layer.base_layer
-                    delta = sum(layer.get_delta_weight(name) for name in layer.active_adapters)
-                    merged = (base.weight.float() + delta).to(base.weight.dtype)
-                    packed = _packed_linear(merged, base.bias, rows)
+                    merged = _merged_weight(layer)
+                    packed = _packed_linear(merged, base.bias, rows, tried)
                     if packed is not None:
                         saved.append((base, None))
                         base.forward = packed
@@ -276,7 +294,8 @@ class PolicyWithValue:
 
         layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
         plain = all(type(m) is LoraLinear and isinstance(m.base_layer, torch.nn.Linear) and not m.merged
-                    and not any(m.use_dora.get(name) for name in m.active_adapters) for m in layers)
+                    and not m.fan_in_fan_out and not any(m.use_dora.get(name) for name in m.active_adapters)
+                    for m in layers)
         return layers if plain else []
 
     def parameters(self):
