@@ -35,8 +35,9 @@ class TrainCommon:
                                "machine and kept in $CAI_HOME/cpu_matmul.json; else fp32)")
     seed: int = option(0, help="seed for data order, initialisation and sampling")
     save_steps: int = option(50, help="save a checkpoint every N steps; a rerun resumes from the last one")
-    keep_checkpoints: bool = option(False, help="keep the checkpoints once the run has finished (default: delete "
-                                    "them then; they only serve to resume, and a full-weight 135M model's, with its "
+    keep_checkpoints: bool = option(False, help="keep the checkpoints once the run has finished, the last one with "
+                                    "its optimiser state (default: delete them then, and write the last one without "
+                                    "it; they only serve to resume, and a full-weight 135M model's, with its "
                                     "optimiser state, takes 1.6 GB)")
     logging_steps: int = option(1, help="log metrics every N steps")
     overwrite: bool = overwrite_option()
