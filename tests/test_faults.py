@@ -217,3 +217,22 @@ def test_the_last_checkpoint_leaves_the_optimiser_state_out_and_still_resumes(re
     argv = [*REWARD_PM(kept), "--keep-checkpoints"]
     assert run_cai(argv, kept).returncode == 0
     assert (kept / "run" / "checkpoints" / "checkpoint-4" / "optimizer.pt").is_file()
+
+
+def test_a_lora_run_killed_at_its_last_checkpoint_finishes_without_another_step(request, tmp_path):
+    """The same for an adapter checkpoint (cai sft --lora): the rerun loads it and saves the merged
+    model at the step count an unbroken run ends with."""
+    import signal
+
+    case = next(c for c in CASES if c.name == "sft")
+    work = _prepare(tmp_path / "run", case, request)
+    argv = [*SFT(work), "--lora"]
+    killed = run_cai(argv, work, fault="after_checkpoint:4")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (work / "run" / "checkpoints" / "checkpoint-4" / "optimizer.pt").exists()
+    done = run_cai(argv, work)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((work / "run" / "cai_run.json").read_text())
+    assert record["status"] == "done" and record["resumed_from"][-1].endswith("checkpoint-4"), record
+    assert record["final_metrics"]["global_step"] == 4
+    assert (work / "run" / "model.safetensors").is_file()
