@@ -13,8 +13,8 @@ def test_opt_out_and_worker_processes_keep_vllms_warm_up(monkeypatch):
 
     from cai.backends.vllm_warmup import _no_dummy_sampler_run, skip_dummy_sampler_run
 
-    if "_dummy_sampler_run" in CPUModelRunner.__dict__:  # an engine of this process set it already
-        monkeypatch.delattr(CPUModelRunner, "_dummy_sampler_run")  # restored afterwards
+    # vLLM's inherited method on the class for this test, whatever an engine of this process set; restored afterwards.
+    monkeypatch.setattr(CPUModelRunner, "_dummy_sampler_run", GPUModelRunner._dummy_sampler_run, raising=False)
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     assert skip_dummy_sampler_run() is True and CPUModelRunner._dummy_sampler_run is _no_dummy_sampler_run
     assert CPUModelRunner.vllm_dummy_sampler_run is GPUModelRunner._dummy_sampler_run

@@ -17,10 +17,10 @@ process, fp64 Gumbel noise and any other version keep vLLM's.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-CHECKED_VERSION = "0.32."
+from cai.backends.vllm_patch import replace_method
+
 ROWS_PER_CHUNK = 64
 
 
@@ -67,21 +67,7 @@ def use_fast_sampler() -> bool:
     process (vLLM's own method stays on the class as ``vllm_forward_cpu``). Returns whether it is
     in place."""
     try:
-        import vllm
         from vllm.v1.sample.ops.topk_topp_sampler import TopKTopPSampler
     except ImportError:
         return False
-    current = getattr(TopKTopPSampler, "forward_cpu", None)
-    if os.environ.get("CAI_VLLM_SAMPLER", "").lower() == "vllm":
-        if current is _forward_cpu:  # put vLLM's back for the engines to come
-            TopKTopPSampler.forward_cpu = TopKTopPSampler.vllm_forward_cpu
-        return False
-    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0":
-        return False  # the engine's own process would not see the change
-    if current is _forward_cpu:
-        return True
-    if current is None or not str(getattr(vllm, "__version__", "")).startswith(CHECKED_VERSION):
-        return False
-    TopKTopPSampler.vllm_forward_cpu = current
-    TopKTopPSampler.forward_cpu = _forward_cpu
-    return True
+    return replace_method(TopKTopPSampler, "forward_cpu", _forward_cpu, "CAI_VLLM_SAMPLER")

@@ -21,10 +21,9 @@ changed.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-CHECKED_VERSION = "0.32."
+from cai.backends.vllm_patch import replace_method
 
 
 def _no_dummy_sampler_run(self: Any, hidden_states: Any) -> None:
@@ -37,22 +36,7 @@ def skip_dummy_sampler_run() -> bool:
     call in this process (vLLM's own method stays on the class as ``vllm_dummy_sampler_run``).
     Returns whether it is in place."""
     try:
-        import vllm
         from vllm.v1.worker.cpu_model_runner import CPUModelRunner
     except ImportError:
         return False
-    current = CPUModelRunner.__dict__.get("_dummy_sampler_run")
-    if os.environ.get("CAI_VLLM_WARMUP", "").lower() == "vllm":
-        if current is _no_dummy_sampler_run:  # put vLLM's back for the engines to come
-            del CPUModelRunner._dummy_sampler_run
-        return False
-    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0":
-        return False  # the engine's own process would not see the change
-    if current is _no_dummy_sampler_run:
-        return True
-    inherited = getattr(CPUModelRunner, "_dummy_sampler_run", None)
-    if current is not None or inherited is None or not str(getattr(vllm, "__version__", "")).startswith(CHECKED_VERSION):
-        return False  # a CPU runner with its own method, or another vLLM: left as it is
-    CPUModelRunner.vllm_dummy_sampler_run = inherited
-    CPUModelRunner._dummy_sampler_run = _no_dummy_sampler_run
-    return True
+    return replace_method(CPUModelRunner, "_dummy_sampler_run", _no_dummy_sampler_run, "CAI_VLLM_WARMUP")
