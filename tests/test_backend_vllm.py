@@ -130,6 +130,8 @@ def test_name_and_cpu_defaults(backend, tiny_dir):
     if backend.on_cpu:
         # The default cap (4096) never exceeds what the model declares (2048).
         assert backend.max_model_len == 2048
+        # KV blocks of 32 tokens, not vLLM's 128: the prefix cache shares only full blocks.
+        assert backend._block_size(backend.llm) == 32
 
 
 def test_the_cpu_engine_samples_with_cais_sampler(backend):
