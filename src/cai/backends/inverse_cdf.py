@@ -8,7 +8,7 @@ The search goes in two levels: the sums of blocks of ``BLOCK`` entries (a vector
 their cumulative sum, then the cumulative sum of the one block the number falls in. A cumulative
 sum over the whole vocabulary is a sequential scan: on the 2-core AMX VM it took 2.3 ms of 3.7 for
 64 rows of SmolLM2's 49,152 entries, the two levels 1.4 ms in all (``runs/s23/draw_bench.py``,
-bench/RESULTS.md "Sampling by blocks").
+bench/RESULTS.md, "Best of 8 profiled").
 """
 
 from __future__ import annotations
