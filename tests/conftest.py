@@ -62,3 +62,33 @@ def tiny_llama_dir(tmp_path_factory, smollm2_path) -> str:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture
+def vllm_start_args(monkeypatch):
+    """A function ``(folder, on_cpu, **backend options) -> dict``: the keyword arguments
+    :class:`cai.backends.vllm.VLLMBackend` gives ``vllm.LLM`` for that model folder, from a stand-in
+    ``vllm`` module whose ``LLM`` records them and stops the start (vLLM itself is too slow to start
+    for a test of its arguments)."""
+    import sys
+    import types
+
+    import cai.backends.vllm as vb
+
+    class Started(Exception):
+        pass
+
+    def start_args(folder, on_cpu: bool, **options):
+        seen: dict = {}
+
+        def fake_llm(path, **kwargs):
+            seen.update(kwargs)
+            raise Started
+
+        monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=fake_llm))
+        monkeypatch.setattr(vb, "_on_cpu", lambda: on_cpu)
+        with pytest.raises(Started):
+            vb.VLLMBackend(str(folder), **options)
+        return seen
+
+    return start_args

@@ -486,29 +486,12 @@ def test_the_aot_cache_is_on_only_while_an_engine_starts_unless_the_user_set_it(
 
 
 @pytest.mark.parametrize("config, block", [({"model_type": "llama"}, 32), ({"model_type": "deepseek_v3", "kv_lora_rank": 512}, None)])
-def test_cpu_engines_get_kv_blocks_of_32_except_mla_models(monkeypatch, tmp_path, config, block):
-    """What the backend asks vLLM for on a CPU, with a stand-in engine: blocks of 32 tokens, except
-    for multi-head latent attention, whose CPU kernels need vLLM's own choice."""
+def test_cpu_engines_get_kv_blocks_of_32_except_mla_models(vllm_start_args, tmp_path, config, block):
+    """What the backend asks vLLM for on a CPU: blocks of 32 tokens, except for multi-head latent
+    attention, whose CPU kernels need vLLM's own choice; the caller's engine arguments win."""
     import json
-    import types
 
-    import cai.backends.vllm as vb
-
-    class Started(Exception):
-        pass
-
-    seen: dict = {}
-
-    def fake_llm(path, **kwargs):
-        seen.update(kwargs)
-        raise Started
-
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=fake_llm))
-    monkeypatch.setattr(vb, "_on_cpu", lambda: True)
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(Started):
-        vb.VLLMBackend(str(tmp_path), engine_args={"kv_cache_memory_bytes": 1 << 27})
-    assert seen.get("block_size") == block
-    with pytest.raises(Started):
-        vb.VLLMBackend(str(tmp_path), engine_args={"kv_cache_memory_bytes": 1 << 27, "block_size": 64})
-    assert seen["block_size"] == 64  # the caller's own engine arguments win
+    sized = {"kv_cache_memory_bytes": 1 << 27}
+    assert vllm_start_args(tmp_path, True, engine_args=sized).get("block_size") == block
+    assert vllm_start_args(tmp_path, True, engine_args={**sized, "block_size": 64})["block_size"] == 64

@@ -130,31 +130,13 @@ def test_cai_run_hands_the_quiet_environment_to_its_step_processes(clean_env, tm
     assert seen == {"env": ENV, "levels": {name: logging.ERROR for name in LOGGERS}}
 
 
-def test_vllm_draws_its_loading_bar_only_on_a_terminal_or_when_verbose(clean_env, tmp_path):
-    import types
-
-    import cai.backends.vllm as vb
-
-    class Started(Exception):
-        pass
-
-    seen: dict = {}
-
-    def fake_llm(path, **kwargs):
-        seen.update(kwargs)
-        raise Started
-
-    clean_env.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=fake_llm))
-    clean_env.setattr(vb, "_on_cpu", lambda: False)  # no CPU sizing: only the arguments matter here
+def test_vllm_draws_its_loading_bar_only_on_a_terminal_or_when_verbose(clean_env, vllm_start_args, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     clean_env.setattr(sys.stderr, "isatty", lambda: False, raising=False)
-    with pytest.raises(Started):
-        vb.VLLMBackend(str(tmp_path))
-    assert seen["use_tqdm_on_load"] is False
+    # Not on a CPU: no CPU sizing, only the arguments matter here.
+    assert vllm_start_args(tmp_path, False)["use_tqdm_on_load"] is False
     clean_env.setenv(VERBOSE_ENV, "1")
-    with pytest.raises(Started):
-        vb.VLLMBackend(str(tmp_path))
-    assert seen["use_tqdm_on_load"] is True
+    assert vllm_start_args(tmp_path, False)["use_tqdm_on_load"] is True
 
 
 # What a step process that loads vLLM and trains with transformers writes to stderr, through the
