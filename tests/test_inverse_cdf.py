@@ -56,3 +56,18 @@ def test_rows_without_a_positive_finite_total():
     u = torch.full((1,), 0.5, dtype=torch.float64)
     for bad in (torch.zeros(1, 300), torch.tensor([[0.5, float("nan")]]), torch.tensor([[1.0, float("inf")]])):
         assert draw(bad, u) is None
+
+
+def test_the_last_shorter_block_never_reaches_past_the_vocabulary():
+    import torch
+
+    tail = 200
+    # A last block whose sum rounds above its cumulative sum, all the row's mass in it, and a number
+    # at the top: the draw is the last entry, never one past the vocabulary.
+    candidates = torch.rand(400, tail, generator=torch.Generator().manual_seed(1))
+    above = candidates.sum(-1) > candidates.cumsum(-1)[:, -1]
+    assert bool(above.any())
+    probs = torch.zeros(1, 2 * BLOCK + tail)
+    probs[0, 2 * BLOCK:] = candidates[int(above.nonzero()[0])]
+    drawn = draw(probs, torch.full((1,), 1.0 - 2.0 ** -53, dtype=torch.float64))
+    assert drawn.tolist() == [probs.shape[1] - 1]

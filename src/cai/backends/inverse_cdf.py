@@ -24,12 +24,14 @@ def draw(probs: Any, u: Any) -> Any | None:
     total is not a positive finite number (NaN, inf or all zero), for the caller to report."""
     import torch
 
-    probs = probs.to(torch.float32)
+    probs = probs.to(torch.float32).contiguous()
     rows, vocab = probs.shape
-    if vocab % BLOCK:
-        probs = torch.nn.functional.pad(probs, (0, BLOCK - vocab % BLOCK))  # zeros: never drawn
-    blocks = probs.view(rows, -1, BLOCK)
-    sums = blocks.sum(-1)
+    full, tail = divmod(vocab, BLOCK)
+    # The whole blocks as a view (no copy), and a last, shorter block for a vocabulary that is not a
+    # multiple of BLOCK (padding it instead copied the whole tensor: 14 ms for 64 rows of 151,936).
+    sums = probs.as_strided((rows, full, BLOCK), (probs.stride(0), BLOCK, 1)).sum(-1)
+    if tail:
+        sums = torch.cat([sums, probs[:, full * BLOCK:].sum(-1, keepdim=True)], dim=1)
     cdf = sums.cumsum(-1)
     total = cdf[:, -1:]
     if not bool(torch.isfinite(total).all()) or bool((total <= 0).any()):
@@ -38,7 +40,8 @@ def draw(probs: Any, u: Any) -> Any | None:
     # target belongs to an entry (or block) of positive mass, so a zero is never drawn.
     target = _below(u.to(cdf.dtype).reshape(-1, 1) * total, total)
     block = torch.searchsorted(cdf, target, right=True)
-    inside = blocks[torch.arange(rows, device=probs.device), block.squeeze(1)].cumsum(-1)
+    columns = block * BLOCK + torch.arange(BLOCK, device=probs.device)
+    inside = probs.gather(1, columns.clamp(max=vocab - 1)).masked_fill_(columns >= vocab, 0.0).cumsum(-1)
     rest = (target - (cdf.gather(1, block) - sums.gather(1, block))).clamp_(min=0)
     entry = torch.searchsorted(inside, _below(rest, inside[:, -1:]), right=True)
     return (block * BLOCK + entry).squeeze(1)
