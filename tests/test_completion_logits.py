@@ -111,6 +111,33 @@ def test_dpo_first_steps_match_the_full_head(tmp_path, tiny_llama_dir, monkeypat
     assert 0 < new_rows < old_rows / 2, (new_rows, old_rows)
 
 
+@pytest.mark.parametrize("setting", [{}, {"lora": True}], ids=["full", "lora"])
+def test_dpo_one_row_a_pair_matches_two_rows(tmp_path, tiny_llama_dir, monkeypatch, setting):
+    """--share-prompt (the default): the body runs each pair as one row, the prompt once; the first
+    steps' losses, log-probs and metrics are those of TRL's two rows, and it ran fewer positions."""
+    from transformers import LlamaModel
+
+    write_prefs(tmp_path / "dpo.jsonl")
+    positions: list[int] = []
+    forward = LlamaModel.forward
+
+    def counted(self, input_ids=None, attention_mask=None, **kwargs):
+        real = attention_mask.sum() if attention_mask.dim() == 2 else (kwargs["position_ids"] >= 0).sum()
+        positions.append(int(real) if attention_mask.dim() == 2 else int(input_ids.numel()))
+        return forward(self, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(LlamaModel, "forward", counted)
+        new, _ = train("dpo", tmp_path, tiny_llama_dir, monkeypatch, "new", share_prompt=True, **setting)
+    packed, positions[:] = sum(positions), []
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(LlamaModel, "forward", counted)
+        old, _ = train("dpo", tmp_path, tiny_llama_dir, monkeypatch, "old", share_prompt=False, **setting)
+    assert_same(new, old, DPO_KEYS)
+    assert abs(new[-1]["rewards/margins"]) > 1e-3
+    assert 0 < packed < 0.8 * sum(positions), (packed, sum(positions))
+
+
 def test_no_trl_head_leaves_the_model_alone(tiny_llama_dir):
     """A model TRL did not patch (or a TRL whose fused forward this was not written against) keeps
     its forward: the option falls back instead of guessing."""
@@ -139,6 +166,8 @@ def test_flag_and_default():
     from cai.train.sft import SFTRunConfig
 
     assert SFTRunConfig().completion_logits is True and DPORunConfig().completion_logits is True
+    assert DPORunConfig().share_prompt is True
+    assert build_parser().parse_args(["dpo", "--no-share-prompt"]).share_prompt is False
     for command in ("sft", "dpo"):
         args = build_parser().parse_args([command, "--no-completion-logits"])
         assert args.completion_logits is False

@@ -207,3 +207,41 @@ def test_the_eval_row_from_the_saved_pms_scores_is_trls_last_evaluation(tmp_path
     assert set(ours) <= set(trl)
     for key, value in ours.items():  # the three pairs are one evaluation batch: min and max agree too
         assert value == pytest.approx(trl[key], rel=1e-4, abs=1e-5), key
+
+
+def test_dpo_rows_packed_give_each_row_its_own_hidden_states(tiny_llama_dir):
+    """cai dpo --share-prompt: TRL's [chosen; rejected] rows (real tokens first, then padding) run as
+    one row a pair, and each real position of TRL's layout gets back the hidden state its own row
+    computes: shared prompts of several lengths, one side a prefix of the other, identical sides,
+    no shared token."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from cai.train.shared_prompt import pack_two_row_batch
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    sides = [(p["chosen_ids"], p["rejected_ids"]) for p in pairs()]
+    rows = [c for c, _ in sides] + [r for _, r in sides]
+    width = max(map(len, rows)) + 1  # a padding column in every row
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    with torch.no_grad():
+        want = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        packed, index = pack_two_row_batch(ids, mask, pad_token_id=0)
+        assert packed["input_ids"].shape[0] == len(sides)
+        got = model.model(input_ids=packed["input_ids"], attention_mask=packed["pair_mask"],
+                          position_ids=packed["position_ids"]).last_hidden_state
+    got = got.reshape(-1, got.shape[-1])[index]
+    real = mask.bool()
+    torch.testing.assert_close(got[real], want[real], rtol=1e-4, atol=1e-5)
+    assert packed["attention_mask"].sum() < mask.sum()  # the shared prompts ran once
+
+
+def test_dpo_rows_not_in_trl_layout_are_left_alone():
+    import torch
+
+    from cai.train.shared_prompt import pack_two_row_batch
+
+    ids = torch.tensor([[5, 6, 7], [5, 6, 8]])
+    assert pack_two_row_batch(ids, torch.tensor([[0, 1, 1], [1, 1, 1]]), 0) is None  # padding before a token
+    assert pack_two_row_batch(ids[:1], torch.ones(1, 3, dtype=torch.long), 0) is None  # no pair

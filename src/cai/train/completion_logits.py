@@ -39,10 +39,13 @@ def fused_target(model: Any) -> Any:
     return get_base() if callable(get_base) and hasattr(model, "peft_config") else model
 
 
-def score_completions_only(model: Any) -> bool:
+def score_completions_only(model: Any, *, share_prompt: bool = False) -> bool:
     """Wrap the fused LM head TRL added to ``model`` (or to its PEFT base model) so that, on a CPU,
-    only label positions go through the head. True when the wrapper is in place (or already was);
-    False when TRL's forward is not the one this was written against (TRL's path stays)."""
+    only label positions go through the head. ``share_prompt`` (DPO's batches, pair i in rows i and
+    B + i): the body runs one row a pair, the prompt both sides share once
+    (:func:`cai.train.shared_prompt.pack_two_row_batch`). True when the wrapper is in place (or
+    already was: its ``share_prompt`` is then set anew); False when TRL's forward is not the one
+    this was written against (TRL's path stays)."""
     import functools
     import types
 
@@ -51,6 +54,7 @@ def score_completions_only(model: Any) -> bool:
     if fused is None:
         return False
     if getattr(fused, MARK, False):
+        fused.__func__.share_prompt = share_prompt
         return True
     func = getattr(fused, "__func__", None)
     # follow_wrapped=False: TRL's forward carries the model's own signature (functools.wraps) for generate.
@@ -70,9 +74,11 @@ def score_completions_only(model: Any) -> bool:
         if not fused_lm_head or scored is None or not _applies(self, scored, kwargs, settings["text_config"]):
             return fused(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
                          num_items_in_batch=num_items_in_batch, **kwargs)
-        return _compact_forward(self, args, kwargs, labels, shift_labels, num_items_in_batch, settings)
+        return _compact_forward(self, args, kwargs, labels, shift_labels, num_items_in_batch, settings,
+                                forward.share_prompt)
 
     setattr(forward, MARK, True)
+    forward.share_prompt = share_prompt
     target.forward = types.MethodType(forward, target)
     return True
 
@@ -87,8 +93,27 @@ def _applies(model: Any, labels: Any, kwargs: dict[str, Any], text_config: Any) 
     return type(weight).__name__ != "DTensor"  # FSDP2's sharded head: TRL gathers it first
 
 
+def _body(backbone: Any, args: tuple, kwargs: dict[str, Any], share_prompt: bool) -> Any:
+    """The body's last hidden states for TRL's rows; with ``share_prompt``, computed one row a pair
+    and gathered back into TRL's layout (only a plain batch of ids and a padding mask: a batch with
+    other per-token inputs, images say, runs as TRL's rows)."""
+    from cai.train.shared_prompt import pack_two_row_batch
+
+    mask = kwargs.get("attention_mask")
+    # PEFT's wrapper passes its own arguments through, unset (inputs_embeds=None, return_dict=None, ...).
+    given = {k for k, v in kwargs.items() if v is not None and v is not False} - {"use_cache", "return_dict"}
+    if share_prompt and not args and mask is not None and given <= {"input_ids", "attention_mask"}:
+        packed = pack_two_row_batch(kwargs["input_ids"], mask, pad_token_id=0)
+        if packed is not None:
+            rows, index = packed
+            last = backbone(input_ids=rows["input_ids"], attention_mask=rows["pair_mask"],
+                            position_ids=rows["position_ids"], use_cache=False).last_hidden_state
+            return last.reshape(-1, last.shape[-1])[index]
+    return backbone(*args, **kwargs).last_hidden_state
+
+
 def _compact_forward(model: Any, args: tuple, kwargs: dict[str, Any], labels: Any, shift_labels: Any,
-                     num_items_in_batch: Any, settings: dict[str, Any]) -> Any:
+                     num_items_in_batch: Any, settings: dict[str, Any], share_prompt: bool = False) -> Any:
     """TRL's fused forward with its CUDA branch (``compact``) taken: the body, then the head on the
     positions whose next-token label is not -100 only, scattered back to ``(batch, seq - 1)``."""
     from contextlib import nullcontext
@@ -98,11 +123,11 @@ def _compact_forward(model: Any, args: tuple, kwargs: dict[str, Any], labels: An
     from trl.trainer.utils import FusedCausalLMOutput, maybe_gather_lm_head_ctx
 
     kwargs["use_cache"] = False
-    body = getattr(model, settings["backbone_attr"])(*args, **kwargs)
+    last = _body(getattr(model, settings["backbone_attr"]), args, kwargs, share_prompt)
     if shift_labels is None:  # position t predicts token t + 1
-        hidden, labels = body.last_hidden_state[:, :-1], labels[:, 1:]
+        hidden, labels = last[:, :-1], labels[:, 1:]
     else:  # context / sequence parallelism passes labels already shifted
-        hidden, labels = body.last_hidden_state, shift_labels
+        hidden, labels = last, shift_labels
     head = model.get_output_embeddings()
     mask = labels != -100
     autocast = nullcontext()

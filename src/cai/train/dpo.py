@@ -51,6 +51,9 @@ class DPORunConfig(TrainCommon):
     completion_logits: bool = option(True, help="on a CPU, compute the LM head only at the chosen and rejected "
                                      "answers' tokens (the same log-probs, faster); --no-completion-logits computes "
                                      "it at every token, as TRL does on a CPU")
+    share_prompt: bool = option(True, help="on a CPU with --completion-logits, run both sides of a pair in one row, "
+                                "the prompt they share once (position ids and an attention mask keep the answers "
+                                "apart: the same log-probs); --no-share-prompt runs them as two rows, as TRL does")
     hard_labels: bool = option(False, help="ignore p_chosen's confidence (ε = 0, plain DPO; a pair with p_chosen "
                                "< 0.5 is flipped)")
 
@@ -86,14 +89,16 @@ def _trainer_class():
 
     class SoftLabelDPOTrainer(DPOTrainer):
         """DPOTrainer with per-pair label noise ε (column ``cdpo_epsilon``): the loss becomes cDPO.
-        ``completion_logits``: the LM head runs on the answers' tokens only (cai.train.completion_logits)."""
+        ``completion_logits``: the LM head runs on the answers' tokens only (cai.train.completion_logits);
+        ``share_prompt``: with it, the body runs one row a pair (cai.train.shared_prompt)."""
 
-        def __init__(self, *args: Any, completion_logits: bool = False, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, completion_logits: bool = False, share_prompt: bool = False,
+                     **kwargs: Any) -> None:
             # Read by _precompute_ref_logps, which DPOTrainer.__init__ calls after it adds its fused head.
-            self._completion_logits = completion_logits
+            self._completion_logits, self._share_prompt = completion_logits, share_prompt
             super().__init__(*args, **kwargs)
-            if completion_logits:
-                score_completions_only(self.model)  # again, for a trainer that computes no reference pass
+            if completion_logits:  # again, for a trainer that computes no reference pass
+                score_completions_only(self.model, share_prompt=share_prompt)
             inner = self.data_collator
 
             def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -105,8 +110,8 @@ def _trainer_class():
 
         def _precompute_ref_logps(self, *args, **kwargs):
             if self._completion_logits:
-                # The reference log-probs from the same head as the policy's, so h starts at 0.
-                score_completions_only(self.model)
+                # The reference log-probs from the same head and rows as the policy's, so h starts at 0.
+                score_completions_only(self.model, share_prompt=self._share_prompt)
             # TRL's bar over this pass reads only TQDM_DISABLE, not --no-progress (disable_tqdm): in a
             # log it wrote one redraw per batch.
             if not self.args.disable_tqdm:
@@ -169,6 +174,7 @@ def build_dpo_trainer(config: DPORunConfig, examples: list[dict[str, Any]], run_
         peft_config=lora_config(config),
         callbacks=[run_dir.callback()],
         completion_logits=config.completion_logits,
+        share_prompt=config.share_prompt,
     )
 
 

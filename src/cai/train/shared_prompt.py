@@ -106,3 +106,32 @@ class SharedPromptRewards:
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         picked = torch.cat([last[rows, chosen_at], last[rows, rejected_at]])
         return SequenceClassifierOutputWithPast(logits=self.head(picked))
+
+
+def pack_two_row_batch(input_ids: Any, attention_mask: Any, pad_token_id: int) -> tuple[dict[str, Any], Any] | None:
+    """TRL's DPO batch (rows ``[chosen; rejected]``, pair i in rows i and B + i, each row's real
+    tokens first) as one row a pair: :func:`pack_pairs`' inputs for the model, and ``index``
+    [2B, T], where row r, position t of TRL's batch finds its hidden state in the packed output
+    flattened to [B x width, hidden]. Padding positions point at their row's first token; the loss
+    masks them. None when the batch is not in that layout (an odd row count, padding before a
+    real token), so the caller runs TRL's rows."""
+    rows, width = input_ids.shape
+    lengths = attention_mask.sum(dim=1)
+    flushed = bool((attention_mask == (torch.arange(width, device=attention_mask.device) < lengths[:, None])).all())
+    if rows % 2 or not flushed:
+        return None
+    b = rows // 2
+    ids = input_ids.tolist()
+    sides = [(ids[i][: int(lengths[i])], ids[b + i][: int(lengths[b + i])]) for i in range(b)]
+    packed = pack_pairs(sides, pad_token_id)
+    packed_width = packed["input_ids"].shape[1]
+    index = torch.zeros((rows, width), dtype=torch.long)
+    for i, (chosen, rejected) in enumerate(sides):
+        k, start = fork(chosen, rejected), i * packed_width
+        index[i, : len(chosen)] = torch.arange(start, start + len(chosen))
+        index[i, len(chosen):] = start
+        # The rejected side reads the shared prefix, then its own tokens after the chosen ones.
+        index[b + i, :k] = torch.arange(start, start + k)
+        index[b + i, k: len(rejected)] = torch.arange(start + len(chosen), start + len(chosen) + len(rejected) - k)
+        index[b + i, len(rejected):] = start
+    return packed, index.to(input_ids.device)
