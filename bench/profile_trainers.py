@@ -30,6 +30,9 @@ by the op and the ops it was called from:
 Figures are per optimiser step. A PPO update (the quickstart's: 4 rollouts, minibatch 2, 2 epochs) is
 one no-grad pass over the rollouts and 4 optimiser steps, so its figures are the update's divided by 4.
 Tokens are the real (non-pad) tokens of the model's forward passes, read from their attention masks.
+DPO runs one row a pair, as ``cai dpo`` does (``--no-share-prompt``: two rows, as TRL does); its
+tokens are counted as TRL's two rows hold them either way (the hook sees the trainer's batch), so its
+utilisation is the two-row work done per second.
 Utilisation = 6·N·tokens/s (N: :func:`matmul_params`) over the bf16 matmul peak this script measures
 (as bench/training.py does); PPO's no-grad passes (old log-probs, reference, values) count 2·N per token. With LoRA the
 backward skips the base weights' gradients, so 6·N overstates that work.
@@ -37,6 +40,7 @@ backward skips the base weights' gradients, so 6·N overstates that work.
     python bench/profile_trainers.py                 # the embedded model; writes its section of bench/RESULTS.md
     python bench/profile_trainers.py --trainers sft,ppo
     python bench/profile_trainers.py --trainers sft,dpo --no-completion-logits   # TRL's head on every token
+    python bench/profile_trainers.py --trainers dpo --no-share-prompt --results /tmp/two-rows.md
     python bench/profile_trainers.py --quick         # a tiny random model, 1+1+1 steps each; writes nothing
 """
 
@@ -84,6 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-completion-logits", dest="completion_logits", action="store_false",
                    help="SFT and DPO with the LM head on every token, as TRL runs it on a CPU (default: on the "
                    "answer tokens only, as cai sft and cai dpo run it)")
+    p.add_argument("--no-share-prompt", dest="share_prompt", action="store_false",
+                   help="DPO with a pair's two sides as two rows, as TRL runs them (default: one row a pair, the "
+                   "prompt once, as cai dpo runs it; utilisation counts TRL's two rows' tokens either way)")
     p.add_argument("--top", type=int, default=0, metavar="N",
                    help="also print each trainer's N ops of most self time in the profiled steps (stderr)")
     p.add_argument("--quick", action="store_true", help="smoke run on a tiny random model, 1 step each; writes nothing")
@@ -130,8 +137,10 @@ class Window:
     """Counts the model's forward tokens and switches between phases at step boundaries: warm-up
     (nothing kept), timed (wall time and tokens), profiled (the same, under torch.profiler)."""
 
-    def __init__(self, model, warmup: int, timed: int, profiled: int) -> None:
+    def __init__(self, model, warmup: int, timed: int, profiled: int, pairs_in_one_row: bool = False) -> None:
         self.ends = {warmup: "timed", warmup + timed: "profiled", warmup + timed + profiled: None}
+        # DPO with --share-prompt: the hook sees TRL's two rows; the body computes one row a pair.
+        self.pairs_in_one_row = pairs_in_one_row
         self.phase: str | None = None
         self.started = 0.0
         self.result: dict[str, dict] = {}
@@ -152,7 +161,20 @@ class Window:
             n = int((pos[:, 1:] != 0).sum()) + pos.shape[0]
         else:
             n = int(mask.sum()) if mask is not None else (ids.numel() if ids is not None else 0)
-        self.result[self.phase]["grad" if torch.is_grad_enabled() else "nograd"] += n
+        grad = torch.is_grad_enabled()
+        self.result[self.phase]["grad" if grad else "nograd"] += n
+        if grad:
+            self.result[self.phase]["computed"] += self._computed(ids, mask) if self.pairs_in_one_row else n
+
+    @staticmethod
+    def _computed(ids, mask) -> int:
+        """Positions the body computes for TRL's two-row DPO batch packed one row a pair."""
+        from cai.train.shared_prompt import packed_length
+
+        lengths = mask.sum(dim=1).tolist()
+        rows = [r[:n] for r, n in zip(ids.tolist(), lengths)]
+        b = len(rows) // 2
+        return sum(packed_length(rows[i], rows[b + i]) for i in range(b))
 
     def mark(self, step: int) -> None:
         """Call after optimiser step ``step`` (1-based)."""
@@ -165,7 +187,7 @@ class Window:
             self.result[self.phase]["seconds"] = now - self.started
         self.phase = self.ends[step]
         if self.phase is not None:
-            self.result[self.phase] = {"grad": 0, "nograd": 0}
+            self.result[self.phase] = {"grad": 0, "nograd": 0, "computed": 0}
             if self.phase == "profiled":
                 from torch.profiler import ProfilerActivity, profile
 
@@ -247,8 +269,11 @@ def run_trl(name: str, build, args, path: str, tmp: str) -> dict:
               "save_steps": 10_000}
     if name in ("sft", "dpo"):
         fields["completion_logits"] = args.completion_logits
+    if name == "dpo":
+        fields["share_prompt"] = args.share_prompt
     trainer, config = build(path, run, fields)
-    window = Window(trainer.model, args.warmup, args.timed, args.profiled)
+    window = Window(trainer.model, args.warmup, args.timed, args.profiled,
+                    pairs_in_one_row=name == "dpo" and config.completion_logits and config.share_prompt)
 
     class Mark(TrainerCallback):
         def on_step_end(self, a, state, control, **kw):
@@ -259,7 +284,9 @@ def run_trl(name: str, build, args, path: str, tmp: str) -> dict:
     row = {"setup": f"batch {config.batch_size} x grad-accum {config.grad_accum}, max length {config.max_length}, "
                     f"{'LoRA' if config.lora else 'full weights'}, lr {config.lr:g}"
                     + (f", LM head on {'the answers' if config.completion_logits else 'every token'}"
-                       if hasattr(config, "completion_logits") else ""),
+                       if hasattr(config, "completion_logits") else "")
+                    + (f", {'one row' if config.share_prompt else 'two rows'} a pair"
+                       if hasattr(config, "share_prompt") and name == "dpo" else ""),
            "precision": "bf16" if trainer.args.bf16 else "fp32", "optimiser_steps": 1}
     return finish_row(name, row, window, trainer.model, args.top)
 
@@ -379,7 +406,12 @@ def report(args, rows: list[dict], peaks: list[dict], model: str, load_at_start:
                          for c, (f, s) in r["parts"]["kernel"].items() if s > 0)
         top = ", ".join(f"{n} {100 * s / total:.1f}%" for n, s in r["parts"]["top_other"])
         nograd = f"; {timed['nograd'] / (args.timed * k):.0f} no-grad tokens per step" if timed["nograd"] else ""
-        notes.append(f"- {r['name']}: {r['setup']}; N = {r['params'] / 1e6:.1f}M{nograd}. {kern}. "
+        computed = timed.get("computed", timed["grad"])
+        packed = (f"; the body computes {computed / (args.timed * k):.0f} positions a step "
+                  f"({computed / timed['grad']:.2f}x the tokens/step; by those, "
+                  f"{100 * (flop - 6 * r['params'] * (timed['grad'] - computed)) / timed['seconds'] / peak:.1f}% "
+                  "of the peak)") if computed != timed["grad"] else ""
+        notes.append(f"- {r['name']}: {r['setup']}; N = {r['params'] / 1e6:.1f}M{nograd}{packed}. {kern}. "
                      f"Largest other ops: {top}.")
     return "\n".join(lines + [""] + notes + [""])
 
