@@ -122,8 +122,8 @@ def test_dpo_one_row_a_pair_matches_two_rows(tmp_path, tiny_llama_dir, monkeypat
     forward = LlamaModel.forward
 
     def counted(self, input_ids=None, attention_mask=None, **kwargs):
-        real = attention_mask.sum() if attention_mask.dim() == 2 else (kwargs["position_ids"] >= 0).sum()
-        positions.append(int(real) if attention_mask.dim() == 2 else int(input_ids.numel()))
+        # Two rows: their real tokens; one row a pair (a 4-D mask): every position of the packed rows.
+        positions.append(int(attention_mask.sum()) if attention_mask.dim() == 2 else input_ids.numel())
         return forward(self, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     with pytest.MonkeyPatch.context() as m:
