@@ -10,6 +10,12 @@ tokens on a CPU, where vLLM's own 128 left a 57-token prompt none to share; chil
 the same step as the first compute their own), and the hf backend runs the prompt once and copies
 its KV cache K times.
 
+``--data revisions`` times cai's own best of K instead, ``cai critique --samples K``: the revision
+requests of the quickstart's critique step (its first 64 ``redteam`` prompts answered and critiqued
+once by the critique engine with the quickstart's token limits, about 1,300 prompt tokens each, of
+which the constitution's worked examples, about 900, are the same in all), each sent once with n = K
+and the engine's own sampling (its stop strings, at most 192 new tokens). It writes its own section.
+
 The target is the issue's: best of 8 costs at most 3x best of 1 in wall time for the same prompts.
 For comparison the table also has K = 8 sent as 8 copies of each prompt with n = 1 (what a
 caller without ``n`` would do; on vLLM the prefix cache shares those prefills too, on hf it does
@@ -22,6 +28,7 @@ start are excluded; a short warm-up call with n = max K precedes the timed runs.
 
     python bench/best_of_k.py                   # full run on the vllm backend; writes its section of bench/RESULTS.md
     python bench/best_of_k.py --backend hf      # the same on the hf backend
+    python bench/best_of_k.py --data revisions  # cai critique's best of K: the quickstart's revision requests
     python bench/best_of_k.py --quick           # smoke run: 4 prompts x 16 tokens; writes nothing
 """
 
@@ -38,6 +45,8 @@ from report import finish, header  # bench/report.py, shared by the bench script
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Best of K: K samples per prompt for the price of one prefill (bench/best_of_k.py)"
+REVISIONS = "revisions"  # --data value: the critique step's revision requests
+SECTION_REVISIONS = "## Best of K on the critique step's revision requests (bench/best_of_k.py --data revisions)"
 TARGET = 3.0  # wall(K = 8) / wall(K = 1) at most
 
 
@@ -45,9 +54,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m", help="model alias or folder (default: smollm2-135m)")
     p.add_argument("--backend", default="vllm", choices=("vllm", "hf"), help="backend (default: vllm)")
-    p.add_argument("--data", default="redteam", help="prompt set or file (default: the built-in redteam set)")
-    p.add_argument("--prompts", type=int, default=32, help="prompts P (default: 32)")
-    p.add_argument("--max-tokens", type=int, default=64, help="new tokens per sample at most (default: 64)")
+    p.add_argument("--data", default="redteam", help="prompt set or file (default: the built-in redteam set), or "
+                   f"{REVISIONS!r}: the quickstart critique step's revision requests for the first P redteam prompts")
+    p.add_argument("--prompts", type=int, default=None,
+                   help=f"prompts P (default: 32; 64 with --data {REVISIONS}, the quickstart's critique step's)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help=f"new tokens per sample at most (default: 64; 192 with --data {REVISIONS}, the quickstart's)")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: 0.7)")
     p.add_argument("--ks", default="1,4,8", help="comma-separated K values; must hold 1 and 8 for the target (default: 1,4,8)")
     p.add_argument("--seed", type=int, default=0)
@@ -60,6 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--ks takes whole numbers such as 1,4,8, got {args.ks!r}")
     if not args.ks or args.ks[0] < 1:
         p.error("--ks needs K values of at least 1")
+    if args.prompts is None:
+        args.prompts = 64 if args.data == REVISIONS else 32
+    if args.max_tokens is None:
+        args.max_tokens = 192 if args.data == REVISIONS else 64
     if args.quick:
         args.prompts, args.max_tokens = min(args.prompts, 4), min(args.max_tokens, 16)
     return args
@@ -74,9 +90,46 @@ def load_conversations(data: str, n: int) -> list[list[dict[str, str]]]:
     return [p.messages for p in prompts]
 
 
+class _Recorder:
+    """A backend that remembers what each ``generate`` call sent, and passes it on."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.calls = backend, []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def generate(self, convs, params):
+        self.calls.append((list(convs), params))
+        return self.backend.generate(convs, params)
+
+
+def revision_requests(backend, args) -> tuple[list, object]:
+    """The revision requests (and their sampling) that ``cai critique`` sends for the first P
+    ``redteam`` prompts with the quickstart's settings: one round, answers and critiques sampled
+    once; the revision call is recorded, not timed."""
+    from cai.critique.engine import CritiqueConfig, critique_revise
+    from cai.sources import load_prompts
+
+    config = CritiqueConfig(limit=args.prompts, rounds=1, batch_size=args.prompts, answer_max_tokens=192,
+                            critique_max_tokens=128, revision_max_tokens=args.max_tokens,
+                            temperature=args.temperature, seed=args.seed)
+    recorder = _Recorder(backend)
+    critique_revise(load_prompts("redteam", limit=args.prompts), policy=recorder, critic=recorder,
+                    constitution="default", config=config)
+    convs, params = recorder.calls[-1]  # first answers, critiques, then revisions
+    return convs, params
+
+
 def sampling(args, k: int):
-    """The SamplingParams ``cai generate -k K --temperature T --max-tokens M --seed S`` sends."""
+    """The SamplingParams ``cai generate -k K --temperature T --max-tokens M --seed S`` sends, or with
+    --data revisions the critique engine's revision sampling with n = K."""
+    from dataclasses import replace
+
     from cai.generation import GenerateConfig
+
+    if args.data == REVISIONS:
+        return replace(args.revision_params, n=k)
 
     return GenerateConfig(model=args.model, n=k, temperature=args.temperature, max_tokens=args.max_tokens,
                           seed=args.seed).sampling(0)
@@ -96,7 +149,8 @@ def timed(backend, convs, params) -> dict:
 
 
 def run(args, convs) -> tuple[dict, float, str]:
-    """The timed rows (K -> measures, and "copies" for K = max as max copies of each prompt)."""
+    """The timed rows (K -> measures, and "copies" for K = max as max copies of each prompt). With
+    --data revisions ``convs`` is None: the requests are recorded here, once the model is loaded."""
     from dataclasses import replace
 
     from cai.backends import load_backend
@@ -106,6 +160,9 @@ def run(args, convs) -> tuple[dict, float, str]:
     load_s = time.perf_counter() - t0
     rows: dict = {}
     try:
+        if convs is None:
+            print(f"recording the critique step's revision requests for {args.prompts} prompts ...", file=sys.stderr)
+            convs, args.revision_params = revision_requests(backend, args)
         top = max(args.ks)
         backend.generate(convs[:2], replace(sampling(args, top), max_tokens=4))  # warm-up
         for k in args.ks:
@@ -125,13 +182,22 @@ def run(args, convs) -> tuple[dict, float, str]:
 
 def report(args, rows: dict, load_s: float, name: str, load_at_start: float) -> tuple[str, bool]:
     p = args.prompts
+    prompt_tokens = rows[min(args.ks)]['prompt_tokens'] / p
+    if args.data == REVISIONS:
+        job = (f"- job: `{name}`, the revision requests `cai critique` sends for the first {p} `redteam` prompts "
+               f"with the quickstart's settings (one round, the `default` constitution; {prompt_tokens:.0f} prompt "
+               f"tokens each on average), its sampling (temperature {args.temperature}, its stop strings, at most "
+               f"{args.max_tokens} new tokens), with n = K as `cai critique --samples K` sends them. Rates count "
+               "the tokens actually generated (end-of-turn included).")
+    else:
+        job = (f"- job: `{name}`, the first {p} prompts of `{args.data}` ({prompt_tokens:.0f} "
+               f"prompt tokens each on average), temperature {args.temperature}, at most {args.max_tokens} new tokens "
+               f"per sample, seed {args.seed}; one `generate` call per row with `SamplingParams(n=K)`, as `cai "
+               "generate -k K` sends it. Rates count the tokens actually generated (end-of-turn included).")
     lines = [
-        SECTION, "",
+        SECTION_REVISIONS if args.data == REVISIONS else SECTION, "",
         *header(load_at_start),
-        f"- job: `{name}`, the first {p} prompts of `{args.data}` ({rows[min(args.ks)]['prompt_tokens'] / p:.0f} "
-        f"prompt tokens each on average), temperature {args.temperature}, at most {args.max_tokens} new tokens per "
-        f"sample, seed {args.seed}; one `generate` call per row with `SamplingParams(n=K)`, as `cai generate -k K` "
-        "sends it. Rates count the tokens actually generated (end-of-turn included).",
+        job,
         f"- engine start and model loading excluded ({load_s:.1f} s)"
         + ("; vLLM's prefix cache is emptied before each row." if name.startswith("vllm:") else "."),
         "", "| K | samples | seconds | tokens | answers at the limit | tokens/s | wall vs K = 1 |",
@@ -159,11 +225,12 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
-    convs = load_conversations(args.data, args.prompts)
+    convs = None if args.data == REVISIONS else load_conversations(args.data, args.prompts)
     load_at_start = os.getloadavg()[0]
     rows, load_s, name = run(args, convs)
     section, ok = report(args, rows, load_s, name, load_at_start)
-    return finish(section, ok, quick=args.quick, results=args.results, heading=SECTION)
+    return finish(section, ok, quick=args.quick, results=args.results,
+                  heading=SECTION_REVISIONS if args.data == REVISIONS else SECTION)
 
 
 if __name__ == "__main__":
