@@ -72,10 +72,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--ks takes whole numbers such as 1,4,8, got {args.ks!r}")
     if not args.ks or args.ks[0] < 1:
         p.error("--ks needs K values of at least 1")
+    critique = quickstart_critique()[0] if args.data == REVISIONS else {}
     if args.prompts is None:
-        args.prompts = 64 if args.data == REVISIONS else 32
+        args.prompts = critique.get("limit", 32)
     if args.max_tokens is None:
-        args.max_tokens = 192 if args.data == REVISIONS else 64
+        args.max_tokens = critique.get("revision_max_tokens", 64)
     if args.quick:
         args.prompts, args.max_tokens = min(args.prompts, 4), min(args.max_tokens, 16)
     return args
@@ -104,20 +105,29 @@ class _Recorder:
         return self.backend.generate(convs, params)
 
 
+def quickstart_critique() -> tuple[dict, str]:
+    """The quickstart preset's critique section and constitution (``cai run --preset quickstart``)."""
+    from cai.run.presets import load_run_file
+
+    spec, _, _ = load_run_file(None, "quickstart")
+    return dict(spec["critique"]), spec["constitution"]
+
+
 def revision_requests(backend, args) -> tuple[list, object]:
     """The revision requests (and their sampling) that ``cai critique`` sends for the first P
-    ``redteam`` prompts with the quickstart's settings: one round, answers and critiques sampled
-    once; the revision call is recorded, not timed."""
+    prompts with the quickstart's critique settings (its prompt set, rounds, constitution and
+    token limits; --max-tokens for the revisions); the revision call is recorded, not timed."""
     from cai.critique.engine import CritiqueConfig, critique_revise
     from cai.sources import load_prompts
 
-    config = CritiqueConfig(limit=args.prompts, rounds=1, batch_size=args.prompts, answer_max_tokens=192,
-                            critique_max_tokens=128, revision_max_tokens=args.max_tokens,
-                            temperature=args.temperature, seed=args.seed)
+    fields, constitution = quickstart_critique()
+    data = fields.pop("prompts")
+    fields.update(limit=args.prompts, batch_size=args.prompts, revision_max_tokens=args.max_tokens,
+                  temperature=args.temperature, seed=args.seed)
     recorder = _Recorder(backend)
-    critique_revise(load_prompts("redteam", limit=args.prompts), policy=recorder, critic=recorder,
-                    constitution="default", config=config)
-    convs, params = recorder.calls[-1]  # first answers, critiques, then revisions
+    critique_revise(load_prompts(data, limit=args.prompts), policy=recorder, critic=recorder,
+                    constitution=constitution, config=CritiqueConfig(**fields))
+    convs, params = recorder.calls[-1]  # the first answers, the critiques, then the revisions
     return convs, params
 
 
@@ -184,8 +194,11 @@ def report(args, rows: dict, load_s: float, name: str, load_at_start: float) -> 
     p = args.prompts
     prompt_tokens = rows[min(args.ks)]['prompt_tokens'] / p
     if args.data == REVISIONS:
-        job = (f"- job: `{name}`, the revision requests `cai critique` sends for the first {p} `redteam` prompts "
-               f"with the quickstart's settings (one round, the `default` constitution; {prompt_tokens:.0f} prompt "
+        critique, constitution = quickstart_critique()
+        rounds = "one round" if critique.get("rounds", 1) == 1 else f"{critique['rounds']} rounds"
+        job = (f"- job: `{name}`, the revision requests `cai critique` sends for the first {p} `{critique['prompts']}` "
+               f"prompts with the quickstart's settings ({rounds}, the `{constitution}` "
+               f"constitution; {prompt_tokens:.0f} prompt "
                f"tokens each on average), its sampling (temperature {args.temperature}, its stop strings, at most "
                f"{args.max_tokens} new tokens), with n = K as `cai critique --samples K` sends them. Rates count "
                "the tokens actually generated (end-of-turn included).")
