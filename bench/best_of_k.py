@@ -72,7 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--ks takes whole numbers such as 1,4,8, got {args.ks!r}")
     if not args.ks or args.ks[0] < 1:
         p.error("--ks needs K values of at least 1")
-    critique = quickstart_critique()[0] if args.data == REVISIONS else {}
+    # The quickstart preset's critique section and constitution, read once: --data revisions sends its requests.
+    args.quickstart = quickstart_critique() if args.data == REVISIONS else ({}, None)
+    critique = args.quickstart[0]
     if args.prompts is None:
         args.prompts = critique.get("limit", 32)
     if args.max_tokens is None:
@@ -120,7 +122,7 @@ def revision_requests(backend, args) -> tuple[list, object]:
     from cai.critique.engine import CritiqueConfig, critique_revise
     from cai.sources import load_prompts
 
-    fields, constitution = quickstart_critique()
+    fields, constitution = dict(args.quickstart[0]), args.quickstart[1]
     data = fields.pop("prompts")
     fields.update(limit=args.prompts, batch_size=args.prompts, revision_max_tokens=args.max_tokens,
                   temperature=args.temperature, seed=args.seed)
@@ -194,7 +196,7 @@ def report(args, rows: dict, load_s: float, name: str, load_at_start: float) -> 
     p = args.prompts
     prompt_tokens = rows[min(args.ks)]['prompt_tokens'] / p
     if args.data == REVISIONS:
-        critique, constitution = quickstart_critique()
+        critique, constitution = args.quickstart
         rounds = "one round" if critique.get("rounds", 1) == 1 else f"{critique['rounds']} rounds"
         job = (f"- job: `{name}`, the revision requests `cai critique` sends for the first {p} `{critique['prompts']}` "
                f"prompts with the quickstart's settings ({rounds}, the `{constitution}` "
