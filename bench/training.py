@@ -105,14 +105,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     p.add_argument("--ppo-steps", type=int, default=5, help="PPO steps to time, the first left out (0: skip PPO) "
                    "(default: 5)")
-    p.add_argument("--ppo-rows", default="forward:fp32:sdpa:all,rollout:fp32:sdpa:all,rollout:auto:sdpa:all,"
-                   "rollout:auto:cai:all,rollout:auto",
-                   help="PPO rows, one after the other on the same PM, each OLD_LOGPROBS:PRECISION[:ATTENTION[:COLUMNS]] "
-                   "(forward or rollout; fp32, bf16 or auto, cai's default; cai, the default, or sdpa: "
-                   "CAI_SHORT_ATTENTION=0; trim, the default: each minibatch's passes skip the columns none of its "
-                   "rollouts uses, as cai ppo does, or all: every pass over the whole rollout's width) (default: the "
-                   "separate no-grad pass as when issue 16 was filed, then generate's own logits, then cai's default "
-                   "precision, then cai's attention for the update, then the trimmed columns)")
+    p.add_argument("--ppo-rows", default="forward:fp32:sdpa:all:libc,rollout:fp32:sdpa:all:libc,"
+                   "rollout:auto:sdpa:all:libc,rollout:auto:cai:all:libc,rollout:auto:cai:trim:libc,rollout:auto",
+                   help="PPO rows, one after the other on the same PM, each "
+                   "OLD_LOGPROBS:PRECISION[:ATTENTION[:COLUMNS[:MALLOC]]] (forward or rollout; fp32, bf16 or auto, "
+                   "cai's default; cai, the default, or sdpa: CAI_SHORT_ATTENTION=0; trim, the default: each "
+                   "minibatch's passes skip the columns none of its rollouts uses, as cai ppo does, or all: every pass "
+                   "over the whole rollout's width; tcmalloc, the default: the cai command's TCMalloc where one is "
+                   "installed, or libc: CAI_TCMALLOC=0) (default: the separate no-grad pass as when issue 16 was "
+                   "filed, then generate's own logits, then cai's default precision, then cai's attention for the "
+                   "update, then the trimmed columns, then TCMalloc)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 variants x 2 steps; writes nothing")
     p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
     p.add_argument("--parallel", action="store_true", help="run the variants at the same time (on a machine shared "
@@ -125,13 +127,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     rows = []
     for row in (r.strip() for r in args.ppo_rows.split(",") if r.strip()):
-        mode, precision, attention, columns = (row.split(":") + ["", "", ""])[:4]
+        mode, precision, attention, columns, malloc = (row.split(":") + ["", "", "", ""])[:5]
         if (mode not in ("forward", "rollout") or (precision or "auto") not in PRECISION_FLAGS
                 or (attention or "cai") not in ("cai", "sdpa") or (columns or "trim") not in ("trim", "all")
-                or row.count(":") > 3):
-            p.error(f"--ppo-rows: {row!r} is not OLD_LOGPROBS:PRECISION[:ATTENTION[:COLUMNS]] (forward or rollout; "
-                    "fp32, bf16 or auto; cai or sdpa; trim or all)")
-        rows.append((mode, precision or "auto", attention or "cai", columns or "trim"))
+                or (malloc or "tcmalloc") not in ("tcmalloc", "libc") or row.count(":") > 4):
+            p.error(f"--ppo-rows: {row!r} is not OLD_LOGPROBS:PRECISION[:ATTENTION[:COLUMNS[:MALLOC]]] (forward or "
+                    "rollout; fp32, bf16 or auto; cai or sdpa; trim or all; tcmalloc or libc)")
+        rows.append((mode, precision or "auto", attention or "cai", columns or "trim", malloc or "tcmalloc"))
     args.ppo_rows = rows
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
@@ -211,18 +213,24 @@ def ppo_timings(args: argparse.Namespace) -> dict | None:
 # `cai ppo` with every pass over the whole rollout's width, as before cai.train.ppo_data.trim_columns.
 ALL_COLUMNS = ("import sys; import cai.train.ppo_data as d; "
                "d.trim_columns = lambda ids, attn, start: (ids, attn, start, ids.shape[1] - start); "
-               "from cai.cli import main; sys.exit(main())")
+               "from cai.cli import entry; sys.exit(entry())")
 
 
 def _ppo_row(args: argparse.Namespace, cai: list[str], pm: Path, out: Path, mode: str, precision: str,
-             attention: str, columns: str) -> dict:
+             attention: str, columns: str, malloc: str) -> dict:
     # A wrapper process, so that the peak RSS is PPO's alone (RUSAGE_CHILDREN here also holds the
     # SFT variants').
     wrap = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
             "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
             "sys.exit(r.returncode)")
-    print(f"ppo --old-logprobs {mode}, {precision}, {attention} attention, {columns} columns ...", file=sys.stderr)
+    print(f"ppo --old-logprobs {mode}, {precision}, {attention} attention, {columns} columns, {malloc} ...",
+          file=sys.stderr)
+    from cai.allocator import without_preload
+
     env = {**os.environ, "CAI_SHORT_ATTENTION": "0" if attention == "sdpa" else "1"}
+    if malloc == "libc":
+        env["CAI_TCMALLOC"] = "0"
+        env = without_preload(env)  # a bench started with LD_PRELOAD=...tcmalloc... too
     if columns == "all":
         cai = [sys.executable, "-c", ALL_COLUMNS]
     proc = subprocess.run([sys.executable, "-c", wrap] + cai + [
@@ -439,9 +447,11 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None,
     return sections, ok
 
 
-def ppo_lines(ppo: dict[tuple[str, str, str, str], dict]) -> list[str]:
-    """One row per --old-logprobs mode, policy precision, attention and columns; the update's ratio against the
-    first row (same run, same PM)."""
+def ppo_lines(ppo: dict[tuple[str, str, str, str, str], dict]) -> list[str]:
+    """One row per --old-logprobs mode, policy precision, attention, columns and allocator; the update's ratio
+    against the first row (same run, same PM)."""
+    from cai.allocator import find_tcmalloc
+
     import torch
 
     from cai.train.ppo_model import pick_dtype
@@ -453,13 +463,16 @@ def ppo_lines(ppo: dict[tuple[str, str, str, str], dict]) -> list[str]:
              "`--old-logprobs`, policy precision (auto: cai's default, here " + auto + ") and attention (cai: "
              "`cai.train.short_attention` for the update's passes, cai's default on a CPU; sdpa: "
              "`CAI_SHORT_ATTENTION=0`) and columns (trim: each minibatch's passes skip the columns none of its "
-             "rollouts uses, cai's; all: the whole rollout's width, as before), one after the other", "",
-             "| --old-logprobs | precision | attention | columns | rollout | scoring | update | update vs first row "
+             "rollouts uses, cai's; all: the whole rollout's width, as before) and memory allocator (tcmalloc: the "
+             "`cai` command's, " + (f"here {find_tcmalloc()}" if find_tcmalloc() else "none installed here, so the C "
+             "library's") + "; libc: `CAI_TCMALLOC=0`, as before), one after the other", "",
+             "| --old-logprobs | precision | attention | columns | malloc | rollout | scoring | update | update vs first row "
              "| answer tokens | KL | peak RSS |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for (mode, precision, attention, columns), r in ppo.items():
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for (mode, precision, attention, columns, malloc), r in ppo.items():
         precision = f"auto ({auto})" if precision == "auto" else precision
-        lines.append(f"| {mode} | {precision} | {attention} | {columns} | {r['rollout_s']:.1f} s | {r['scoring_s']:.1f} s | "
+        lines.append(f"| {mode} | {precision} | {attention} | {columns} | {malloc} | {r['rollout_s']:.1f} s | "
+                     f"{r['scoring_s']:.1f} s | "
                      f"{r['update_s']:.1f} s | "
                      f"{r['update_s'] / first['update_s']:.2f}x | {r['length']:.0f} | {r['kl']:.3f} | "
                      f"{r['peak_rss_gib']:.1f} GiB |")

@@ -1,3 +1,3 @@
-from cai.cli import main
+from cai.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

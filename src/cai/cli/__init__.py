@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Models: an alias (smollm2-135m), a local folder, a hub id, or a backend spec such as "
         "hf:PATH, vllm:PATH, openai:http://host:8000/v1#MODEL, mock:. Run `cai COMMAND --help` for more.",
     )
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="show cai's version, Python's and the memory allocator this process runs on")
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the log lines, warnings and bars of "
                         "vLLM, transformers, torch and co., which cai keeps to errors otherwise (also CAI_VERBOSE=1)")
@@ -49,6 +51,27 @@ def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         if name not in getattr(action, "choices", {}):
             return parser
         parser = action.choices[name]
+
+
+def version_line() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from cai.allocator import active
+
+    try:
+        own = version("cai")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        own = "(not installed)"
+    return f"cai {own} (Python {sys.version.split()[0]}; memory allocator: {active()})"
+
+
+def entry() -> int:
+    """The ``cai`` command as a program (its console script and ``python -m cai``): first TCMalloc,
+    by starting itself again where one is installed (:mod:`cai.allocator`), then :func:`main`."""
+    from cai.allocator import restart_with_tcmalloc
+
+    restart_with_tcmalloc()
+    return main()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,8 +66,12 @@ class Page:
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions",
                 "--disable-background-networking", "--disable-dev-shm-usage", "--hide-scrollbars",
                 f"--user-data-dir={self._profile.name}", f"--window-size={self.width},{self.height}", "about:blank"]
+        from cai.allocator import without_preload
+
+        # Chromium brings its own allocator: not the TCMalloc the cai command preloads for itself.
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, preexec_fn=wire, close_fds=False)
+                                      stderr=subprocess.DEVNULL, preexec_fn=wire, close_fds=False,
+                                      env=without_preload(os.environ))
         os.close(to_child_r)
         os.close(from_child_w)
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
