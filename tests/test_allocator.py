@@ -91,3 +91,13 @@ def test_the_cai_command_runs_on_tcmalloc():
                                        capture_output=True, text=True, check=True).stdout
     assert "memory allocator: tcmalloc" in run({})
     assert "memory allocator: the C library's" in run({"CAI_TCMALLOC": "0"})
+
+
+def test_version_names_the_allocator(capsys):
+    from cai.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cai ") and f"memory allocator: {allocator.active()}" in out

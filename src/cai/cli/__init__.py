@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Models: an alias (smollm2-135m), a local folder, a hub id, or a backend spec such as "
         "hf:PATH, vllm:PATH, openai:http://host:8000/v1#MODEL, mock:. Run `cai COMMAND --help` for more.",
     )
-    parser.add_argument("--version", action="version", version=version_line(),
+    parser.add_argument("--version", action=VersionAction,
                         help="show cai's version, Python's and the memory allocator this process runs on")
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the log lines, warnings and bars of "
@@ -51,6 +51,17 @@ def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         if name not in getattr(action, "choices", {}):
             return parser
         parser = action.choices[name]
+
+
+class VersionAction(argparse.Action):
+    """``--version``, its line made only when asked for (reading the package metadata takes about 25 ms)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
 
 
 def version_line() -> str:
