@@ -42,11 +42,10 @@ $(VENV)/.stamp-model: $(VENV)/.stamp-cai
 # TCMalloc, which the cai command preloads for itself (src/cai/allocator.py; vLLM's CPU backend asks for it):
 # Debian's package where apt-get may install it (as root, or with sudo that asks no password). Never fatal:
 # without it cai runs on the C library's allocator, with more memory and a slower PPO step.
-$(VENV)/.stamp-tcmalloc:
-	@mkdir -p $(VENV)
+# Whether one is installed is cai.allocator's own test, so that setup and the command look in the same places.
+$(VENV)/.stamp-tcmalloc: $(VENV)/.stamp-cai
 	@if [ "$$(uname -s)" = Linux ] && command -v apt-get >/dev/null \
-	    && ! ls /usr/lib/*/libtcmalloc*.so.4 /usr/lib64/libtcmalloc*.so.4 /usr/lib/libtcmalloc*.so.4 \
-	            /usr/local/lib/libtcmalloc*.so.4 >/dev/null 2>&1; then \
+	    && ! $(PY) -c 'import sys; from cai.allocator import find_tcmalloc; sys.exit(find_tcmalloc() is None)'; then \
 	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo -n"; \
 	  { $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 \
 	    || { $$SUDO apt-get update -qq >/dev/null 2>&1 \

@@ -450,12 +450,12 @@ def report(args, rows: list[dict], peaks: list[dict], ppo: dict | None,
 def ppo_lines(ppo: dict[tuple[str, str, str, str, str], dict]) -> list[str]:
     """One row per --old-logprobs mode, policy precision, attention, columns and allocator; the update's ratio
     against the first row (same run, same PM)."""
-    from cai.allocator import find_tcmalloc
-
     import torch
 
+    from cai.allocator import find_tcmalloc
     from cai.train.ppo_model import pick_dtype
 
+    tcmalloc = find_tcmalloc()
     auto = "bf16" if pick_dtype(None, lora=True) is torch.bfloat16 else "fp32"  # what cai ppo --lora picks here
     first = next(iter(ppo.values()))
     lines = [f"- job: `cai ppo`, LoRA policy, a PM of the same size as reward, batch 8, minibatch 4, 4 PPO epochs (the default), "
@@ -464,7 +464,7 @@ def ppo_lines(ppo: dict[tuple[str, str, str, str, str], dict]) -> list[str]:
              "`cai.train.short_attention` for the update's passes, cai's default on a CPU; sdpa: "
              "`CAI_SHORT_ATTENTION=0`) and columns (trim: each minibatch's passes skip the columns none of its "
              "rollouts uses, cai's; all: the whole rollout's width, as before) and memory allocator (tcmalloc: the "
-             "`cai` command's, " + (f"here {find_tcmalloc()}" if find_tcmalloc() else "none installed here, so the C "
+             "`cai` command's, " + (f"here {tcmalloc}" if tcmalloc else "none installed here, so the C "
              "library's") + "; libc: `CAI_TCMALLOC=0`, as before), one after the other", "",
              "| --old-logprobs | precision | attention | columns | malloc | rollout | scoring | update | update vs first row "
              "| answer tokens | KL | peak RSS |",
