@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+from cai.env_flags import env_switch
+
 ENV = "CAI_TCMALLOC"
 # Debian/Ubuntu (x86-64, arm64), Fedora/RHEL, and local builds.
 LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
@@ -43,13 +45,13 @@ def preload_env(environ: Mapping[str, str], *, platform: str = sys.platform,
     """The environment to start cai again with, TCMalloc in ``LD_PRELOAD``; None where there is
     nothing to do: not Linux, ``CAI_TCMALLOC=0``, an allocator already preloaded (so the restarted
     process does not restart again), none installed. ValueError: ``CAI_TCMALLOC`` names no file."""
-    choice = environ.get(ENV, "").strip()
-    if not platform.startswith("linux") or choice.lower() in ("0", "false", "no", "off"):
+    choice, switch = environ.get(ENV, "").strip(), env_switch(ENV, environ)
+    if not platform.startswith("linux") or switch is False:
         return None
     current = environ.get("LD_PRELOAD", "")
     if any(name in current for name in ALLOCATORS):
         return None
-    named = choice if choice and choice.lower() not in ("1", "true", "yes", "on") else None
+    named = choice if choice and switch is None else None
     if named and not Path(named).is_file():
         raise ValueError(f"{ENV}={named}: no such file; name a libtcmalloc*.so, or set {ENV}=0")
     lib = named or find_tcmalloc(dirs)

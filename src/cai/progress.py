@@ -4,9 +4,10 @@ unless asked for."""
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from typing import Any, Iterator, Sequence, TypeVar
+
+from cai.env_flags import env_switch
 
 T = TypeVar("T")
 
@@ -28,12 +29,8 @@ def bars_wanted(enabled: bool | None = None) -> bool:
     only on an interactive terminal, since in a log file every redraw is a line."""
     if enabled is not None:
         return enabled
-    env = os.environ.get(PROGRESS_ENV, "").strip().lower()
-    if env in ("1", "true", "yes", "on"):
-        return True
-    if env in ("0", "false", "no", "off"):
-        return False
-    return sys.stderr.isatty()
+    switch = env_switch(PROGRESS_ENV)
+    return sys.stderr.isatty() if switch is None else switch
 
 
 def progress(total: int, desc: str, unit: str = "it", initial: int = 0, enabled: bool | None = None):

@@ -21,6 +21,8 @@ import os
 import sys
 from typing import Iterator
 
+from cai.env_flags import env_switch
+
 VERBOSE_ENV = "CAI_VERBOSE"
 
 # Read when a library is imported (torch's C++ log) or first configures its logging (vLLM when its
@@ -41,7 +43,7 @@ LOGGERS = {"vllm": "VLLM_LOGGING_LEVEL", "transformers": "TRANSFORMERS_VERBOSITY
 
 def verbose_requested() -> bool:
     """``CAI_VERBOSE`` is set to something other than empty, 0, false, no or off."""
-    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+    return bool(os.environ.get(VERBOSE_ENV, "").strip()) and env_switch(VERBOSE_ENV) is not False
 
 
 def third_party_bars() -> bool:

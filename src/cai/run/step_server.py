@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NoReturn
 
+from cai.env_flags import env_switch
 from cai.run.processes import child_env
 
 ENV = "CAI_STEP_SERVER"
@@ -50,7 +51,7 @@ def wanted(configs: Iterable[dict[str, Any]] = ()) -> bool:
     """Whether ``cai run`` forks the steps of these configs from a step server on this machine: only
     where two or more of them load a model (a mock backend imports none of the libraries, and one
     step alone pays its imports either way)."""
-    if os.environ.get(ENV, "").strip().lower() in ("0", "false", "no", "off"):
+    if env_switch(ENV) is False:
         return False
     # Linux only: macOS's system frameworks are not safe to use in a forked child (Python's
     # multiprocessing spawns there for that reason).

@@ -1,0 +1,40 @@
+"""The on/off words every CAI_* switch takes, and that each switch reads them the same way."""
+
+import pytest
+
+from cai.env_flags import env_switch
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
+def test_on_words(value):
+    assert env_switch("CAI_X", {"CAI_X": value}) is True
+
+
+@pytest.mark.parametrize("value", ["0", "False", "no", "OFF "])
+def test_off_words(value):
+    assert env_switch("CAI_X", {"CAI_X": value}) is False
+
+
+@pytest.mark.parametrize("environ", [{}, {"CAI_X": ""}, {"CAI_X": "/usr/lib/libtcmalloc.so"}, {"CAI_X": "2"}])
+def test_anything_else_leaves_the_default(environ):
+    assert env_switch("CAI_X", environ) is None
+
+
+def test_reads_the_process_environment_by_default(monkeypatch):
+    monkeypatch.setenv("CAI_X", "off")
+    assert env_switch("CAI_X") is False
+
+
+@pytest.mark.parametrize("word", ["no", "Off"])
+def test_every_switch_takes_the_same_off_words(monkeypatch, word):
+    from cai.allocator import preload_env
+    from cai.progress import bars_wanted
+    from cai.quiet import verbose_requested
+    from cai.run.step_server import wanted
+
+    for name in ("CAI_PROGRESS", "CAI_VERBOSE", "CAI_STEP_SERVER"):
+        monkeypatch.setenv(name, word)
+    assert bars_wanted() is False
+    assert verbose_requested() is False
+    assert wanted([{"model": "hf:a"}, {"model": "hf:b"}]) is False
+    assert preload_env({"CAI_TCMALLOC": word}, platform="linux") is None
