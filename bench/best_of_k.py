@@ -22,12 +22,12 @@ caller without ``n`` would do; on vLLM the prefix cache shares those prefills to
 not).
 
 The bound: after the timed rows the script measures the machine's bf16 matmul peak (a 2048x2048
-matmul, as bench/training.py does) and counts the matmul work each row cannot avoid: the prompts' prefill with every shared prefix computed
-once (the tokens of the prompts' prefix tree, however many samples or prompts begin with them), 2 x
-the layers' linear weights a token; and per sample the LM head for each generated token and the
-layers for each but the last. Their ratio is what best of 8 costs
-against best of 1 where both run at the same rate; the section also gives the rate best of 8 would
-need for the target, as a share of the peak.
+matmul, as bench/training.py does) and counts the matmul work each row cannot avoid: the prompts'
+prefill with every shared prefix computed once (the tokens of the prompts' prefix tree, however
+many samples or prompts begin with them), 2 x the layers' linear weights a token; and per sample
+the LM head for each generated token and the layers for each but the last. Their ratio is what
+best of 8 costs against best of 1 where both run at the same rate; the section also gives the rate
+best of 8 would need for the target, as a share of the peak.
 
 Fairness: vLLM's prefix cache is emptied before every timed run, so no run reads prompts an
 earlier run cached; every rate counts the tokens actually generated (the end-of-turn token
@@ -198,14 +198,6 @@ def prefix_tree_tokens(sequences: list[list[int]]) -> int:
     return total
 
 
-def prompt_ids(backend, convs) -> list[list[int]]:
-    """The token ids a backend sends for each conversation (its chat template, no extra specials)."""
-    from cai.chat import render_prompt
-
-    return [backend.tokenizer(render_prompt(backend.tokenizer, c), add_special_tokens=False)["input_ids"]
-            for c in convs]
-
-
 def matmul_flops(row: dict, weights: tuple[int, int], prefill: int) -> float:
     """The matmul FLOPs a row cannot avoid: ``prefill`` prompt tokens through the layers; each sample's
     generated tokens through the LM head, and all but its last back through the layers."""
@@ -240,6 +232,7 @@ def run(args, convs) -> tuple[dict, float, str]:
     from dataclasses import replace
 
     from cai.backends import load_backend
+    from cai.chat import encode_prompt
 
     t0 = time.perf_counter()
     backend = load_backend(f"{args.backend}:{args.model}")
@@ -250,7 +243,7 @@ def run(args, convs) -> tuple[dict, float, str]:
         if convs is None:
             print(f"recording the critique step's revision requests for {args.prompts} prompts ...", file=sys.stderr)
             convs, args.revision_params = revision_requests(backend, args)
-        ids = prompt_ids(backend, convs)
+        ids = [encode_prompt(backend.tokenizer, c) for c in convs]  # what the backend sends
         args.prefill = (prefix_tree_tokens(ids), sum(map(len, ids)))
         top = max(args.ks)
         backend.generate(convs[:2], replace(sampling(args, top), max_tokens=4))  # warm-up

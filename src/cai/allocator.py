@@ -83,8 +83,8 @@ def restart_with_tcmalloc() -> None:
 
 
 def without_preload(environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` with the allocators cai preloads taken out of ``LD_PRELOAD``, for programs that
-    bring their own (Chromium)."""
+    """``environ`` with every allocator of ``ALLOCATORS`` taken out of ``LD_PRELOAD`` (cai's TCMalloc,
+    or one the user preloaded), for programs that bring their own (Chromium)."""
     env = dict(environ)
     kept = [p for p in env.get("LD_PRELOAD", "").split(":") if p and not any(a in p for a in ALLOCATORS)]
     if kept:

@@ -37,6 +37,12 @@ def render_prompt(tokenizer: Any, conversation: Conversation) -> str:
     return tokenizer.apply_chat_template(list(conversation), tokenize=False, add_generation_prompt=True)
 
 
+def encode_prompt(tokenizer: Any, conversation: Conversation) -> list[int]:
+    """The token ids of :func:`render_prompt`'s text. The chat template already holds the special
+    tokens, so the tokenizer adds none of its own."""
+    return tokenizer(render_prompt(tokenizer, conversation), add_special_tokens=False)["input_ids"]
+
+
 def render_prompts(tokenizer: Any, conversations: Sequence[Conversation]) -> list[str]:
     return [render_prompt(tokenizer, c) for c in conversations]
 

@@ -53,10 +53,10 @@ def _needs_hf(spec: str) -> str:
 
 def prompt_tokens(backend: Any, conv: Conversation) -> tuple[int, int] | None:
     """(tokens of the rendered prompt, the model's context) for a backend that tokenizes locally."""
-    from cai.chat import render_prompt
+    from cai.chat import encode_prompt
 
     tok = getattr(backend, "tokenizer", None)
     ctx = getattr(backend, "context_length", None) or getattr(backend, "max_model_len", None)
     if tok is None or not ctx:
         return None
-    return len(tok(render_prompt(tok, conv), add_special_tokens=False)["input_ids"]), int(ctx)
+    return len(encode_prompt(tok, conv)), int(ctx)

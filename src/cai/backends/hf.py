@@ -25,7 +25,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Sequence
 
-from cai.chat import encode_scoring_requests, ensure_chat_template, render_prompt
+from cai.chat import encode_prompt, encode_scoring_requests, ensure_chat_template
 from cai.errors import CAIError
 from cai.types import Completion, Conversation, SamplingParams, check_conversation
 
@@ -135,7 +135,7 @@ class HFBackend:
     # -- prompts -----------------------------------------------------------------------------------
     def _prompt_ids(self, conv: Conversation, i: int, reserve: int) -> list[int]:
         check_conversation(conv, f"conversations[{i}]")
-        ids = self.tokenizer(render_prompt(self.tokenizer, conv), add_special_tokens=False)["input_ids"]
+        ids = encode_prompt(self.tokenizer, conv)
         room = self.context_length - reserve
         if len(ids) <= room:
             return ids

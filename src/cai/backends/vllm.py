@@ -72,7 +72,7 @@ from typing import Any, Sequence
 from cai.backends.vllm_compile import aot_cache
 from cai.backends.vllm_sampler import use_fast_sampler
 from cai.backends.vllm_warmup import skip_dummy_sampler_run
-from cai.chat import encode_scoring_requests, ensure_chat_template, render_prompt
+from cai.chat import encode_prompt, encode_scoring_requests, ensure_chat_template
 from cai.errors import BackendUnavailable, CAIError
 from cai.types import Completion, Conversation, SamplingParams, check_conversation
 
@@ -301,7 +301,7 @@ class VLLMBackend:
     # -- prompts -----------------------------------------------------------------------------------
     def _prompt_ids(self, conv: Conversation, i: int, extra: int) -> list[int]:
         check_conversation(conv, f"conversations[{i}]")
-        ids = self.tokenizer(render_prompt(self.tokenizer, conv), add_special_tokens=False)["input_ids"]
+        ids = encode_prompt(self.tokenizer, conv)
         if len(ids) + extra > self.max_model_len:
             raise CAIError(f"conversation {i} is {len(ids) + extra} tokens, over {self.name}'s context of "
                            f"{self.max_model_len} (max_model_len); shorten it, or load the backend with a larger max_model_len")

@@ -45,9 +45,9 @@ class ScoreResult:
 def run_score_jobs(model: Any, tokenizer: Any, jobs: Sequence[ScoreJob]) -> list[ScoreResult]:
     """Everything a scoring request needs, computed on the model thread (tokenizers included: a
     fast tokenizer used from two threads at once can fail with "Already borrowed")."""
-    from cai.chat import render_prompt
+    from cai.chat import encode_prompt
 
-    ids = [tokenizer(render_prompt(tokenizer, j.conversation), add_special_tokens=False)["input_ids"] for j in jobs]
+    ids = [encode_prompt(tokenizer, j.conversation) for j in jobs]
     scores = score_prompts(model, [(i, j.prompt_k or 0) for i, j in zip(ids, jobs)])
     stop_ids = eos_ids(model, tokenizer)
     out = []
