@@ -15,12 +15,37 @@ import pytest  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# Python imports a sitecustomize module from its path at start-up, so every process a test starts
+# with this file's folder on PYTHONPATH (a `cai run`'s step processes too) gets the slower mock.
+SLOW_MOCK = '''import os, time
+from cai.backends import mock
+_generate = mock.MockBackend.generate
+def generate(self, *args, **kwargs):
+    time.sleep(float(os.environ.get("CAI_TEST_SLOW_MOCK", "0")))
+    return _generate(self, *args, **kwargs)
+mock.MockBackend.generate = generate
+'''
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def slow_mock_env(tmp_path):
+    """``env(seconds)``: an environment for subprocesses whose mock backend sleeps that long in each
+    generate call, so that a test can kill a run between its batches."""
+    folder = tmp_path / "slow_mock"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(SLOW_MOCK)
+    path = os.pathsep.join([str(folder), str(Path(__file__).resolve().parents[1] / "src")])
+
+    def env(seconds: float) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": path, "CAI_TEST_SLOW_MOCK": str(seconds)}
+    return env
 
 
 @pytest.fixture

@@ -76,36 +76,11 @@ def test_single_prompt_prints_the_chain(files, capsys):
     assert out.index("round 1 · principle kind") < out.index("round 2 · principle harm") < out.index("final answer")
 
 
-SLOW_ENTRY = '''
-import os, sys, time
-import cai.backends
-from cai.backends.mock import MockBackend
-
-
-class SlowMock(MockBackend):
-    """The mock backend, slowed down so a test can kill the run between batches."""
-
-    def generate(self, conversations, params):
-        time.sleep(float(os.environ.get("SLOW_MOCK_DELAY", "0")))
-        return super().generate(conversations, params)
-
-
-cai.backends.BACKENDS["slowmock"] = "slow_cai:SlowMock"
-
-if __name__ == "__main__":
-    from cai.cli import main
-
-    raise SystemExit(main())
-'''
-
-
-def test_kill_9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(files, tmp_path):
-    entry = tmp_path / "slow_cai.py"
-    entry.write_text(SLOW_ENTRY)
+def test_kill_9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(files, tmp_path, slow_mock_env):
     out = tmp_path / "killed.jsonl"
-    cmd = [sys.executable, str(entry), "critique", "-m", f"slowmock:{files['script']}", "-c", files["constitution"],
+    cmd = [sys.executable, "-m", "cai", "critique", "-m", f"mock:{files['script']}", "-c", files["constitution"],
            "--prompts", files["prompts"], "-o", str(out), "--batch-size", "5", "--rounds", "1", "--no-progress"]
-    env = {**os.environ, "SLOW_MOCK_DELAY": "0.25", "PYTHONPATH": str(tmp_path)}
+    env = slow_mock_env(0.25)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 60
@@ -126,12 +101,12 @@ def test_kill_9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(files, 
     # killing a resumed run half-way through its first write, to prove the next resume repairs it.
     # (A torn line written by hand here raced the kill above: when that kill fell between a batch's
     # write and its commit, the hand-made tear was blamed on that whole batch, which was then cut.)
-    torn = subprocess.run(cmd, env={**env, "SLOW_MOCK_DELAY": "0", "CAI_FAULT": "mid_write:1"},
+    torn = subprocess.run(cmd, env={**slow_mock_env(0), "CAI_FAULT": "mid_write:1"},
                           capture_output=True, text=True, timeout=120)
     assert torn.returncode == -signal.SIGKILL, torn.stderr
     assert not out.read_bytes().endswith(b"\n")
 
-    resumed = subprocess.run(cmd, env={**env, "SLOW_MOCK_DELAY": "0"}, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(cmd, env=slow_mock_env(0), capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert f"wrote {60 - done} new records" in resumed.stderr
     recs = read_records(out)  # every line parses: nothing torn is left

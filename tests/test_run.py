@@ -243,28 +243,14 @@ def test_set_temperature_1e9_is_a_number_too_hot_named_once(tmp_path, capsys):
     assert "temperature must be at most 10" in err and err.count("section label") == 1 and "(str)" not in err
 
 
-# Loaded by every Python process of the killed run below (the runner, its restart, its steps): each
-# mock generate call takes 0.2 s, so the critique step is still running when the test kills it. At
-# full speed the mock wrote all six records within the test's 50 ms poll now and then, and the step
-# was already done when the kill came.
-SLOW_MOCK = """import time
-from cai.backends import mock
-_generate = mock.MockBackend.generate
-def generate(self, *args, **kwargs):
-    time.sleep(0.2)
-    return _generate(self, *args, **kwargs)
-mock.MockBackend.generate = generate
-"""
-
-
-def test_killed_run_resumes_and_finishes(tmp_path):
+# Every Python process of the killed run (the runner, its restart, its steps) gets the slow mock of
+# tests/conftest.py: each generate call takes 0.2 s, so the critique step is still running when the
+# test kills it. At full speed the mock wrote all six records within the test's 50 ms poll now and
+# then, and the step was already done when the kill came.
+def test_killed_run_resumes_and_finishes(tmp_path, slow_mock_env):
     run_dir = tmp_path / "run"
     spec = _spec(tmp_path, critique__batch_size=1)
-    slow = tmp_path / "slow"
-    slow.mkdir()
-    (slow / "sitecustomize.py").write_text(SLOW_MOCK)
-    src = Path(__file__).resolve().parents[1] / "src"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), str(src)])}
+    env = slow_mock_env(0.2)
     proc = subprocess.Popen([sys.executable, "-m", "cai", "run", str(spec), "-o", str(run_dir)], env=env,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
