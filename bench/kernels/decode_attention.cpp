@@ -128,7 +128,7 @@ struct Kernel {
   const at::BFloat16* kv;           // [blocks, kv_heads, bs, 2D]
   int64_t q_seq, q_head;            // strides of q
   int64_t kv_block, kv_head;        // strides of kv_cache
-  int heads, group, bs;
+  int group, bs;
   float scale;
   const Tree* tree;
 
@@ -223,15 +223,16 @@ struct Kernel {
       }
   }
 
-  // Rows r .. r+N of one block: scores, the online softmax step, then the weighted values; N
-  // rows at a time so each key and value vector is loaded once for all of them, and N
+  // Rows r .. r+N of one block, 32 keys at a time: scores, the online softmax step, then the
+  // weighted values, so that each chunk's probabilities are taken against the max its sums are
+  // kept at. N rows at a time so each key and value vector is loaded once for all of them, and N
   // independent sums hide the dot product's latency.
   template <int N>
   void tile(int r, const uint32_t* qw, const uint32_t* kp, const uint32_t* vp, float* acc, float* sums, float* mx,
             int valid) const {
-    alignas(64) uint32_t pw[N][32];  // each row's probabilities as bf16 pairs (k, k+1); bs <= 64
+    alignas(64) uint32_t pw[N][16];  // each row's probabilities as bf16 pairs (k, k+1)
     const __m512 sc = _mm512_set1_ps(scale);
-    for (int k0 = 0; k0 < bs; k0 += 32) {
+    for (int k0 = 0; k0 < bs && k0 < valid; k0 += 32) {
       __m512 a[N][2];
       for (int i = 0; i < N; ++i) a[i][0] = a[i][1] = _mm512_setzero_ps();
       for (int p = 0; p < P; ++p) {
@@ -261,22 +262,23 @@ struct Kernel {
         const __m512 p_lo = _mm512_maskz_mov_ps(m0, exp_ps(_mm512_sub_ps(lo, m)));
         const __m512 p_hi = _mm512_maskz_mov_ps(m1, exp_ps(_mm512_sub_ps(hi, m)));
         _mm512_store_ps(sums + (r + i) * 16, _mm512_add_ps(_mm512_load_ps(sums + (r + i) * 16), _mm512_add_ps(p_lo, p_hi)));
-        _mm512_store_si512(pw[i] + k0 / 2, (__m512i)_mm512_cvtne2ps_pbh(p_hi, p_lo));
+        _mm512_store_si512(pw[i], (__m512i)_mm512_cvtne2ps_pbh(p_hi, p_lo));
       }
-    }
-    __m512 a[N][V];
-    for (int i = 0; i < N; ++i)
-      for (int v = 0; v < V; ++v) a[i][v] = _mm512_load_ps(acc + (r + i) * D + 16 * v);
-    for (int kp2 = 0; kp2 < (valid + 1) / 2; ++kp2) {
-      __m512bh val[V];
-      for (int v = 0; v < V; ++v) val[v] = as_bh(_mm512_load_si512(vp + kp2 * D + 16 * v));
-      for (int i = 0; i < N; ++i) {
-        const __m512bh pk = as_bh(_mm512_set1_epi32(static_cast<int>(pw[i][kp2])));
-        for (int v = 0; v < V; ++v) a[i][v] = _mm512_dpbf16_ps(a[i][v], pk, val[v]);
+      __m512 w[N][V];
+      for (int i = 0; i < N; ++i)
+        for (int v = 0; v < V; ++v) w[i][v] = _mm512_load_ps(acc + (r + i) * D + 16 * v);
+      const int pairs = (std::min(32, valid - k0) + 1) / 2;
+      for (int j = 0; j < pairs; ++j) {
+        __m512bh val[V];
+        for (int v = 0; v < V; ++v) val[v] = as_bh(_mm512_load_si512(vp + (k0 / 2 + j) * D + 16 * v));
+        for (int i = 0; i < N; ++i) {
+          const __m512bh pk = as_bh(_mm512_set1_epi32(static_cast<int>(pw[i][j])));
+          for (int v = 0; v < V; ++v) w[i][v] = _mm512_dpbf16_ps(w[i][v], pk, val[v]);
+        }
       }
+      for (int i = 0; i < N; ++i)
+        for (int v = 0; v < V; ++v) _mm512_store_ps(acc + (r + i) * D + 16 * v, w[i][v]);
     }
-    for (int i = 0; i < N; ++i)
-      for (int v = 0; v < V; ++v) _mm512_store_ps(acc + (r + i) * D + 16 * v, a[i][v]);
   }
 };
 
@@ -286,10 +288,11 @@ void attend(torch::Tensor& out, const torch::Tensor& query, const torch::Tensor&
   const int S = query.size(0), H = query.size(1), KVH = kv_cache.size(1), bs = kv_cache.size(2);
   const int G = H / KVH;
   Kernel<D> kernel{query.data_ptr<at::BFloat16>(), kv_cache.data_ptr<at::BFloat16>(), query.stride(0),
-                   query.stride(1), kv_cache.stride(0), kv_cache.stride(1), H, G, bs, static_cast<float>(scale), &tree};
+                   query.stride(1), kv_cache.stride(0), kv_cache.stride(1), G, bs, static_cast<float>(scale), &tree};
   const int tile_seqs = std::max<int>(1, static_cast<int>(tile_rows) / G);
   std::vector<Item> items;
-  std::vector<std::vector<std::pair<int, int>>> covers(S);  // per sequence: (item, row offset)
+  // Per (sequence, KV head): the items that hold its rows' partial results, and where in them.
+  std::vector<std::vector<std::pair<int, int>>> covers(static_cast<size_t>(S) * KVH);
   int64_t total = 0;
   for (int n = 0; n < static_cast<int>(tree.nodes.size()); ++n) {
     const Node& node = tree.nodes[n];
@@ -300,7 +303,8 @@ void attend(torch::Tensor& out, const torch::Tensor& query, const torch::Tensor&
           const int s1 = std::min(count, s + tile_seqs);
           items.push_back({n, h, b, std::min<int>(node.b1, b + chunk_blocks), s, s1, total});
           for (int i = s; i < s1; ++i)
-            covers[tree.order[node.lo + i]].push_back({static_cast<int>(items.size()) - 1, (i - s) * G});
+            covers[static_cast<size_t>(tree.order[node.lo + i]) * KVH + h].push_back(
+                {static_cast<int>(items.size()) - 1, (i - s) * G});
           total += static_cast<int64_t>(s1 - s) * G * (D + 2);
         }
   }
@@ -318,13 +322,12 @@ void attend(torch::Tensor& out, const torch::Tensor& query, const torch::Tensor&
     for (int64_t s = s0; s < s1; ++s) {
       for (int h = 0; h < KVH; ++h)
         for (int g = 0; g < G; ++g) {
+          const auto& parts = covers[s * KVH + h];
           float m = kNegInf;
-          for (auto [item, row] : covers[s])
-            if (items[item].head == h) m = std::max(m, partial[items[item].out + (row + g) * (D + 2)]);
+          for (auto [item, row] : parts) m = std::max(m, partial[items[item].out + (row + g) * (D + 2)]);
           float l = 0.0f;
           std::fill(acc.begin(), acc.end(), 0.0f);
-          for (auto [item, row] : covers[s]) {
-            if (items[item].head != h) continue;
+          for (auto [item, row] : parts) {
             const float* p = partial.data() + items[item].out + (row + g) * (D + 2);
             const float w = std::exp(p[0] - m);
             l += w * p[1];
@@ -350,8 +353,9 @@ void decode_attention(torch::Tensor out, torch::Tensor query, torch::Tensor kv_c
   TORCH_CHECK(query.stride(2) == 1 && out.stride(2) == 1 && kv_cache.is_contiguous() && block_table.stride(1) == 1 &&
                   seq_lens.is_contiguous(), "decode_attention: unit stride in the last dimension");
   const int S = query.size(0), D = query.size(2), bs = kv_cache.size(2);
-  TORCH_CHECK(kv_cache.size(3) == 2 * D && bs % 32 == 0 && query.size(1) % kv_cache.size(1) == 0,
-              "decode_attention: cache layout [blocks, kv_heads, block_size (x32), 2 * head_dim]");
+  // Blocks of 32 or 64: a tile keeps one block's probabilities in 32 words a row.
+  TORCH_CHECK(kv_cache.size(3) == 2 * D && (bs == 32 || bs == 64) && query.size(1) % kv_cache.size(1) == 0,
+              "decode_attention: cache layout [blocks, kv_heads, block_size (32 or 64), 2 * head_dim]");
   Tree tree{block_table.data_ptr<int32_t>(), block_table.stride(0), seq_lens.data_ptr<int32_t>(), bs, {}, {}};
   tree.order.resize(S);
   for (int s = 0; s < S; ++s) {
