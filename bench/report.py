@@ -69,9 +69,16 @@ def tutorial_model(path: str):
     return tok, AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(device).eval()
 
 
+TITLE = "# Benchmark results"
+
+
 def write_section(path: Path, heading: str, section: str) -> None:
-    """Replace the section that starts with ``heading`` (up to the next ``## ``), or append it."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    """Replace the section that starts with ``heading`` (up to the next ``## ``), or append it.
+    ValueError for a file that is not a results file (one these scripts started): it is not ours to edit."""
+    text = path.read_text() if path.exists() else TITLE + "\n\n"
+    if not text.startswith(TITLE):
+        raise ValueError(f"{path} does not begin with '{TITLE}', so no bench script wrote it; name a new file "
+                         "or an existing results file")
     lines = text.splitlines(keepends=True)
     start = next((i for i, l in enumerate(lines) if l.strip() == heading), None)
     if start is None:
@@ -91,6 +98,10 @@ def finish(section: str, ok: bool, *, quick: bool, results: str, heading: str) -
     if quick:
         print("(--quick: smoke run, nothing written)", file=sys.stderr)
     else:
-        write_section(Path(results), heading, section)
+        try:
+            write_section(Path(results), heading, section)
+        except (OSError, ValueError) as e:  # the section is printed above: nothing measured is lost
+            print(f"the section was not written: {e}", file=sys.stderr)
+            return 2
         print(f"wrote the section to {results}", file=sys.stderr)
     return 0 if ok or quick else 1
