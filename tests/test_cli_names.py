@@ -143,6 +143,34 @@ def test_an_option_takes_flags_aliases_repeatable_and_recorded_together():
     assert "--prompts" not in parser.format_help()
 
 
+def test_help_shows_defaults_as_they_are_typed():
+    """A list default reads as the words to type (quoted where one holds a space), not Python's
+    tuple; a switch that is on unless turned off says so, one that is off says nothing."""
+    from dataclasses import dataclass
+
+    from cai.config import add_config_arguments, option
+
+    @dataclass
+    class Cfg:
+        sets: tuple[str, ...] = option(("hh-rlhf", "hhh"), help="sets")
+        clamp: tuple[float, ...] = option((0.4, 0.6), help="clamp")
+        cats: tuple[str, ...] = option(("Legal Opinion", "x"), help="cats")
+        swap: bool = option(True, help="swap")
+        lora: bool = option(False, help="lora")
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Cfg)
+    helps = {a.dest: a.help for a in parser._actions}
+    assert helps["sets"] == "sets (default: hh-rlhf hhh)"
+    assert helps["clamp"] == "clamp (default: 0.4 0.6)"
+    assert helps["cats"] == "cats (default: 'Legal Opinion' x)"
+    assert helps["swap"] == "swap (default: on)"
+    assert helps["lora"] == "lora"
+    for path, p in PARSERS:  # no command shows a Python tuple or list as a default
+        for a in _options(p, visible=True):
+            assert "(default: (" not in (a.help or "") and "(default: [" not in (a.help or ""), (path, a.help)
+
+
 OLD_NAMES = [
     (["generate", "-m", "mock:", "-i", "p.jsonl"], "input", "p.jsonl"),
     (["generate", "-m", "mock:", "--input", "p.jsonl"], "input", "p.jsonl"),

@@ -61,7 +61,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tu
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         help_text = f.metadata.get("help", "")
         if default not in (None, (), [], "") and tp is not bool:
-            help_text += f" (default: {default})"
+            help_text += f" (default: {_shown_default(default)})"
+        elif tp is bool and default is True:  # a switch that is off unless given needs no note; one that is on does
+            help_text += " (default: on)"
         if tp is bool:
             kind: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
         elif is_seq:
@@ -73,6 +75,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tu
         aliases = f.metadata.get("aliases") or ()
         if aliases:  # old names: still accepted, no longer shown
             parser.add_argument(*aliases, dest=f.name, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kind)
+
+
+def _shown_default(default: Any) -> str:
+    """A default as the user would type it: a list as its items (``hh-rlhf hhh``, each quoted where
+    it holds a space), not Python's ``('hh-rlhf', 'hhh')``."""
+    if isinstance(default, (list, tuple)):
+        import shlex
+
+        return shlex.join(str(v) for v in default)
+    return str(default)
 
 
 def key_names(cls: type) -> dict[str, str]:

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="comma-separated column names, one per run in order (e.g. base,sft,rl)")
     p.add_argument("--plot", metavar="OUT.png", help="write the trade-off plot here (PNG and SVG)")
     p.add_argument("--x", metavar="TASK.METRIC", help="helpfulness axis (default: helpfulness.win_rate, else "
-                   "hhh.helpful_accuracy)")
+                   "hhh.helpful_accuracy, else ifeval.prompt_strict_accuracy)")
     p.add_argument("--y", metavar="TASK.METRIC", help="harmlessness axis (default: harmlessness.harmless_rate, else "
                    "hhh.harmless_accuracy)")
     p.add_argument("--title", default="", help="plot title")

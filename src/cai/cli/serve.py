@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve /v1/chat/completions and /v1/models for a local model: vLLM's own server where "
         "the model resolves to vllm, else cai's app over the hf backend. Binds 127.0.0.1 unless --host says "
         "otherwise. Clients: -m openai:http://127.0.0.1:8000/v1#MODEL.")
-    p.add_argument("--config", metavar="RUN.yaml", help="YAML file with these options; flags override it")
+    p.add_argument("--config", metavar="RUN.yaml", help="YAML run file with these options (keys are the long flag "
+                   "names); flags given on the command line override it")
     add_config_arguments(p, ServeConfig)
     # vLLM's server says through its log when it is up and what it serves: not kept to errors.
     p.set_defaults(func=_serve, library_logs=True)

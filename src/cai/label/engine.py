@@ -54,8 +54,9 @@ class LabelConfig(JudgeConfig):
                          flags=("-m", "--model"), aliases=("--policy",))
     feedback: str | None = option(None, help="the feedback model, which labels the pairs (default: the policy)",
                                   flags=("--judge",), aliases=("--feedback",))
-    prompts: str = option("", help=f"prompt source: a file, a built-in set ({', '.join(list_builtin_prompt_sets())}), "
-                          "hh-rlhf:PATH or hf:DATASET", flags=("--data",), aliases=("--prompts",))
+    prompts: str = option("", help="prompt source: file (.jsonl/.json/.csv/.txt/.parquet), built-in set "
+                          f"({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or hf:DATASET[:SPLIT]",
+                          flags=("--data",), aliases=("--prompts",))
     output: str = option("", help="output JSONL (resumed if it exists)", flags=("-o", "--output"))
     samples_per_prompt: int = option(2, help="answers sampled per prompt (K >= 2)", flags=("-k", "--samples-per-prompt"))
     pairs: str = option("all", help="how pairs are made: 'all' (every two of the K answers) or 'adjacent' (0-1, "
