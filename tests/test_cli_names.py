@@ -122,24 +122,26 @@ def test_the_walk_covers_the_options_every_command_gained():
     assert args.train_prompts == ["a", "b", "c"]
 
 
-def test_an_option_takes_flags_aliases_repeatable_and_recorded_together():
-    """`cai.config.option` carries every feature at once: an old name of a repeatable field collects
-    into the same list, and a field that is not recorded stays out of to_dict."""
+def test_an_option_takes_flags_aliases_lists_and_recorded_together():
+    """`cai.config.option` carries every feature at once: an old name of a list field collects into
+    the same list, a list flag used once replaces its default, and a field that is not recorded stays
+    out of to_dict."""
     from dataclasses import dataclass
 
     from cai.config import add_config_arguments, build_config, option, to_dict
 
     @dataclass
     class Cfg:
-        data: list[str] = option([], help="sources", flags=("--data",), aliases=("--prompts",), repeatable=True)
+        data: list[str] = option([], help="sources", flags=("--data",), aliases=("--prompts",))
         quiet: bool = option(False, help="not part of the identity", recorded=False)
+        stop: tuple[str, ...] = option(("x",), help="a list flag used once replaces its default")
 
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, Cfg)
-    args = parser.parse_args(["--data", "a", "--prompts", "b", "--data", "c", "--quiet"])
+    args = parser.parse_args(["--data", "a", "--prompts", "b", "--data", "c", "--quiet", "--stop", "y", "z"])
     cfg = build_config(Cfg, args)
-    assert cfg.data == ["a", "b", "c"] and cfg.quiet is True
-    assert to_dict(cfg) == {"data": ["a", "b", "c"]}
+    assert cfg.data == ["a", "b", "c"] and cfg.quiet is True and tuple(cfg.stop) == ("y", "z")
+    assert to_dict(cfg) == {"data": ["a", "b", "c"], "stop": ["y", "z"]}
     assert "--prompts" not in parser.format_help()
 
 
@@ -169,6 +171,20 @@ def test_help_shows_defaults_as_they_are_typed():
     for path, p in PARSERS:  # no command shows a Python tuple or list as a default
         for a in _options(p, visible=True):
             assert "(default: (" not in (a.help or "") and "(default: [" not in (a.help or ""), (path, a.help)
+
+
+def test_every_list_flag_collects_each_use():
+    """`cai reward --data a.jsonl --data b.jsonl` trained on b.jsonl alone: a flag that takes several
+    values and kept only its last use dropped the rest without a word. Every such flag now collects."""
+    lists = [(path, a.option_strings) for path, p in PARSERS for a in _options(p, visible=True)
+             if a.nargs in ("+", "*")]
+    assert len(lists) > 20
+    for path, flags in lists:
+        p = dict(PARSERS)[path]
+        action = next(a for a in p._actions if a.option_strings == flags)
+        assert isinstance(action, argparse._ExtendAction), (path, flags)
+    args = build_parser().parse_args(["reward", "--data", "a.jsonl", "--data", "b.jsonl"])
+    assert list(args.data) == ["a.jsonl", "b.jsonl"]
 
 
 OLD_NAMES = [

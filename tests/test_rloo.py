@@ -30,6 +30,15 @@ def test_config_checks():
         RlooConfig(samples_per_prompt=1)
     with pytest.raises(ValueError, match="multiple of --samples-per-prompt"):
         RlooConfig(batch_size=6, samples_per_prompt=4)
+    # TRL's RLOO cuts no prompt: a max_length from a run file or the API would do nothing, so it is refused,
+    # and `cai rloo` shows no --max-length (PPO, which cuts prompts to it, does).
+    with pytest.raises(ValueError, match="max_length has no effect in rloo"):
+        RlooConfig(max_length=256)
+    from cai.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["rloo", "--max-length", "256"])
+    assert build_parser().parse_args(["ppo", "--max-length", "256"]).max_length == 256
 
 
 def test_short_rloo_run_with_a_python_reward(tiny_llama_dir, tmp_path, monkeypatch):

@@ -89,8 +89,17 @@ def test_preferences_from_label_and_critique_files(tmp_path):
     examples, files = load_mix([label, crit], "preference", seed=0)
     assert [ex["p_chosen"] for ex in examples] == [0.9, 0.55, 1.0]  # critique pairs are certain
     assert files[1].dropped == {"identical": 1}  # an unrevised answer is no preference
-    examples, files = load_mix([label], "preference", seed=0, min_margin=0.1)
+    # --min-margin reads |2 p_chosen - 1| as cai label's does: 0.9 is 0.8 from a tie, 0.55 only 0.1.
+    examples, files = load_mix([label], "preference", seed=0, min_margin=0.2)
     assert [ex["p_chosen"] for ex in examples] == [0.9] and files[0].dropped == {"below_min_margin": 1}
+    edge = _write(tmp_path / "edge.jsonl", [
+        {"id": f"e:{i}", "prompt": PROMPT, "chosen": FINAL, "rejected": FIRST, "p_chosen": p, "tie": False}
+        for i, p in enumerate([0.75, 0.25, 0.5, 0.875])])
+    examples, _ = load_mix([edge], "preference", seed=0, min_margin=0.5)  # at most M is dropped, as in cai label
+    assert [ex["p_chosen"] for ex in examples] == [0.875]
+    examples, _ = load_mix([edge], "preference", seed=0, min_margin=0.0)  # 0 drops exact ties only
+    assert sorted(ex["p_chosen"] for ex in examples) == [0.25, 0.75, 0.875]
+    assert len(load_mix([edge], "preference", seed=0)[0]) == 4  # no --min-margin keeps every pair
 
 
 def test_preference_bad_records(tmp_path):

@@ -102,7 +102,7 @@ def test_dpo_refusals_before_any_model_work(tmp_path):
     with pytest.raises(CAIError, match="is a file"):
         run_dpo(DPORunConfig(policy=str(tmp_path), data=[str(prefs)], output=str(tmp_path / "file")))
     with pytest.raises(ValueError, match="min-margin"):
-        DPORunConfig(min_margin=0.5)
+        DPORunConfig(min_margin=1.0)
 
 
 @pytest.mark.parametrize("show", [False, True])

@@ -21,12 +21,13 @@ T = TypeVar("T")
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, flags: tuple[str, ...] = (),
-           aliases: tuple[str, ...] = (), repeatable: bool = False, recorded: bool = True, **kw: Any) -> Any:
+           aliases: tuple[str, ...] = (), recorded: bool = True, **kw: Any) -> Any:
     """A dataclass field with its CLI help attached; ``flags`` replace the default ``--field-name``,
-    ``aliases`` are older names that still parse but are hidden from --help. A ``repeatable`` list
-    field collects every use of its flag (``--x A --x B``) instead of keeping the last. A field that
-    is not ``recorded`` is left out of :func:`to_dict` (provenance, a run's identity)."""
-    meta = {"help": help, "flags": flags, "aliases": aliases, "repeatable": repeatable, "recorded": recorded}
+    ``aliases`` are older names that still parse but are hidden from --help. A list field's flag
+    collects every use (``--x A --x B`` is ``--x A B``): keeping only the last, argparse's default,
+    silently dropped a second ``--data FILE``. A field that is not ``recorded`` is left out of
+    :func:`to_dict` (provenance, a run's identity)."""
+    meta = {"help": help, "flags": flags, "aliases": aliases, "recorded": recorded}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return dataclasses.field(default=default, metadata=meta, **kw)
@@ -67,8 +68,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tu
         if tp is bool:
             kind: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
         elif is_seq:
-            kind = {"type": tp, "nargs": "+", "metavar": long[2:].replace("-", "_").upper(),
-                    "action": "extend" if f.metadata.get("repeatable") else "store"}
+            kind = {"type": tp, "nargs": "+", "metavar": long[2:].replace("-", "_").upper(), "action": "extend"}
         else:
             kind = {"type": tp if tp in (int, float) else str, "metavar": long[2:].replace("-", "_").upper()}
         parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, help=help_text, **kind)

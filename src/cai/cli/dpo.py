@@ -7,7 +7,7 @@ import argparse
 EPILOG = """examples:
   cai dpo -m sft-model --data prefs.jsonl -o dpo-model
   cai dpo -m smollm2-135m --data sl.jsonl -o dpo-model --lora --lr 5e-5   (critique pairs: revision > first answer)
-  cai dpo -m sft-model --data prefs.jsonl --min-margin 0.3 -o dpo-model   (drop uncertain pairs)
+  cai dpo -m sft-model --data prefs.jsonl --min-margin 0.6 -o dpo-model   (keep pairs labelled p > 0.8 or < 0.2)
 Each pair's label noise is eps = 1 - p_chosen (cai label's soft label); --hard-labels uses eps = 0.
 Running the same command on the same -o folder resumes from its last checkpoint."""
 

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "penalty to the starting policy. Writes a Hugging Face folder (every backend loads it) with cai_run.json, "
         "metrics.jsonl (reward, kl, entropy, length, clip_frac) and curves/.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_stage_arguments(p, RlooConfig)
+    add_stage_arguments(p, RlooConfig, skip=("max_length",))
     p.set_defaults(func=_run)
 
 

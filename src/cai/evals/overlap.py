@@ -31,7 +31,7 @@ def train_prompts_option() -> Any:
     """The ``--train-prompts`` field every eval that answers prompts declares."""
     return option((), help="training prompt sources (any prompt source of cai critique, or a JSONL of cai "
                   "critique/generate records; repeatable): the result records how many eval prompts are exact or "
-                  "near-duplicates of them (default: not checked)", repeatable=True)
+                  "near-duplicates of them (default: not checked)")
 
 
 @dataclass

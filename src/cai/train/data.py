@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import CAIError
+from cai.label.preference import margin
 from cai.sources.readers import iter_jsonl
 
 
@@ -149,9 +150,10 @@ def _weighted(items: list[Any], weight: float, rng: random.Random) -> list[Any]:
     return out
 
 
-def load_mix(specs: list[str], kind: str, *, seed: int, min_margin: float = 0.0
+def load_mix(specs: list[str], kind: str, *, seed: int, min_margin: float | None = None
              ) -> tuple[list[dict[str, Any]], list[LoadedFile]]:
     """Read, check, filter and mix ``specs`` (``FILE[:WEIGHT]``) for ``kind`` "sft" or "preference".
+    ``min_margin`` drops preference pairs whose |2 p_chosen - 1| is at most it, as ``cai label`` does.
 
     Returns the examples (in file order; the trainer shuffles) and one :class:`LoadedFile` per spec.
     """
@@ -173,7 +175,7 @@ def load_mix(specs: list[str], kind: str, *, seed: int, min_margin: float = 0.0
             if ex["chosen"] == ex["rejected"]:
                 # cai critique keeps unrevised answers; identical answers carry no preference.
                 dropped["identical"] = dropped.get("identical", 0) + 1
-            elif abs(ex["p_chosen"] - 0.5) < min_margin:
+            elif min_margin is not None and margin(ex["p_chosen"]) <= min_margin:
                 dropped["below_min_margin"] = dropped.get("below_min_margin", 0) + 1
             else:
                 kept.append(ex)

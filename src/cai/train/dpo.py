@@ -11,7 +11,8 @@ assumes each label is flipped with probability ε. We set ε = 1 − p_chosen pe
 Since log σ(z) − log σ(−z) = z, this is TRL's sigmoid loss −log σ(β·h) plus ε·β·h, which is how the
 trainer computes it: TRL's loss, metrics and distributed code stay as they are, and only the
 ε·β·h term is added. Hard labels (p = 1, e.g. ``cai critique`` revision-over-first-answer pairs)
-give ε = 0, plain DPO. ``--min-margin`` drops pairs with |p_chosen − 0.5| below it instead.
+give ε = 0, plain DPO. ``--min-margin M`` drops pairs with |2·p_chosen − 1| ≤ M instead, the
+margin ``cai label --min-margin`` reads.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ class DPORunConfig(TrainCommon):
                              "(soft labels from p_chosen), cai critique output (revision over first answer) or "
                              "TRL prompt/chosen/rejected JSONL")
     beta: float = option(0.1, help="DPO β: how far the policy may move from the reference (higher: less)")
-    min_margin: float = option(0.0, help="drop pairs whose |p_chosen - 0.5| is below this (0.4 keeps only pairs "
-                               "the labeller gave p >= 0.9 or <= 0.1)")
+    min_margin: float | None = option(None, help="drop pairs whose |P(chosen) - P(rejected)| = |2 p_chosen - 1| is at "
+                                      "most this, as in cai label (0 drops exact ties; 0.8 keeps only pairs the "
+                                      "labeller gave p > 0.9 or < 0.1)")
     completion_logits: bool = option(True, help="on a CPU, compute the LM head only at the chosen and rejected "
                                      "answers' tokens (the same log-probs, faster); --no-completion-logits computes "
                                      "it at every token, as TRL does on a CPU")
@@ -62,8 +64,9 @@ class DPORunConfig(TrainCommon):
         self.data = list(self.data or [])
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
-        if not 0.0 <= self.min_margin < 0.5:
-            raise ValueError(f"min-margin must be in [0, 0.5), got {self.min_margin}")
+        if self.min_margin is not None and not 0 <= self.min_margin < 1:
+            raise ValueError(f"--min-margin must be in [0, 1), got {self.min_margin}; 0 drops exact ties, "
+                             "0.8 keeps only pairs labelled p > 0.9 or < 0.1")
 
     def check(self) -> None:
         self.check_output_and_data(self.data, "no preference data; "

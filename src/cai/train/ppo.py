@@ -44,6 +44,9 @@ class PPORunConfig(TrainCommon):
                                  flags=("--data",), aliases=("--prompts",))
     field: str | None = option(None, help="column holding the prompt text in a JSONL/CSV/Parquet source")
     limit: int | None = option(None, help="use at most N prompts")
+    batch_size: int = option(8, help="prompts per PPO step, one sampled answer (rollout) each, per process")
+    max_length: int = option(1024, help="token limit of prompt + answer: a prompt keeps its last max-length - "
+                             "max-tokens tokens")
     constitution: str = option("default", help="constitution of a judge: reward", flags=("-c", "--constitution"))
     principles: str = option("all", help="judge: reward: 'all' principles (mean), 'sample' (one per answer), N, "
                              "or comma-separated ids")

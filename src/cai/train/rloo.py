@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Sequence
 
 from cai.config import option, to_dict
@@ -27,6 +27,7 @@ from cai.train.common import TrainCommon
 from cai.types import check_temperature
 
 STAGE = "rloo"
+_SHARED_MAX_LENGTH = next(f.default for f in fields(TrainCommon) if f.name == "max_length")
 # TRL's log names -> the shared metrics.jsonl names.
 RENAME = {"completions/mean_length": "length", "clip_ratio/region_mean": "clip_frac"}
 
@@ -48,8 +49,15 @@ class RlooConfig(TrainCommon):
     temperature: float = option(1.0, help="sampling temperature of the rollouts")
     beta: float = option(0.05, help="KL penalty coefficient against the starting policy (0 skips the reference)",
                          flags=("--kl-coef",), aliases=("--beta",))
+    batch_size: int = option(8, help="sampled answers per forward batch, per process; an optimiser step takes "
+                             "batch-size x grad-accum of them, k from each prompt")
+    # TRL's RLOO bounds the answer (max_tokens) and cuts no prompt, so `cai rloo` shows no --max-length.
+    max_length: int = option(1024, help="not used by rloo")
 
     def __post_init__(self) -> None:
+        if self.max_length != _SHARED_MAX_LENGTH:
+            raise ValueError("max_length has no effect in rloo (TRL's RLOO cuts no prompt); bound the answers with "
+                             "max_tokens and leave max_length out")
         self.check_common()
         if self.samples_per_prompt < 2:
             raise ValueError(f"--samples-per-prompt must be >= 2 (the leave-one-out baseline needs another "
