@@ -7,10 +7,11 @@ import argparse
 EPILOG = """examples:
   cai sft -m smollm2-135m --data sl.jsonl -o sft-model
   cai sft -m smollm2-135m --data sl.jsonl --data helpful.jsonl:0.5 -o sft-model --lora --lr 2e-4
-  accelerate launch --num_processes 2 -m cai sft -m smollm2-135m --data sl.jsonl -o sft-model
+  accelerate launch --config_file examples/accelerate/cpu-2proc.yaml -m cai sft -m smollm2-135m --data sl.jsonl -o sft-model
   cai generate -m hf:sft-model "How do I pick a lock?"
 --data FILE:WEIGHT scales how much of FILE goes into the mix (0.5: a random half, 2: twice).
-Running the same command on the same -o folder resumes from its last checkpoint."""
+Running the same command on the same -o folder resumes from its last checkpoint. On a CPU, accelerate's
+--num_processes 2 alone starts one process; the config file starts two (docs/training.md)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
