@@ -11,6 +11,9 @@ import pytest
 from cai import allocator
 
 
+ELF = b"\x7fELF\x02\x01\x01"
+
+
 @pytest.fixture
 def lib_dir(tmp_path):
     (tmp_path / "libtcmalloc_minimal.so.4").write_bytes(b"")
@@ -47,11 +50,42 @@ def test_preload_env_without_a_library(tmp_path):
 
 def test_preload_env_takes_a_named_library(tmp_path):
     lib = tmp_path / "mine.so"
-    lib.write_bytes(b"")
+    lib.write_bytes(ELF)
     env = allocator.preload_env({"CAI_TCMALLOC": str(lib)}, platform="linux", dirs=())
     assert env["LD_PRELOAD"] == str(lib)
     with pytest.raises(ValueError, match="CAI_TCMALLOC=.*no such file"):
         allocator.preload_env({"CAI_TCMALLOC": str(tmp_path / "missing.so")}, platform="linux", dirs=())
+
+
+def test_a_named_library_without_an_allocators_name_restarts_once(tmp_path):
+    lib = tmp_path / "tc.so"
+    lib.write_bytes(ELF)
+    env = allocator.preload_env({"CAI_TCMALLOC": str(lib)}, platform="linux", dirs=())
+    # The restarted process sees its own library preloaded: no second restart (it looped before).
+    assert allocator.preload_env(env, platform="linux", dirs=()) is None
+    assert "LD_PRELOAD" not in allocator.without_preload(env)
+
+
+def test_a_named_relative_library_is_preloaded_by_its_full_path(tmp_path, monkeypatch):
+    (tmp_path / "tc.so").write_bytes(ELF)
+    monkeypatch.chdir(tmp_path)
+    env = allocator.preload_env({"CAI_TCMALLOC": "tc.so"}, platform="linux", dirs=())
+    assert env["LD_PRELOAD"] == str(tmp_path / "tc.so")
+    assert allocator.preload_env(env, platform="linux", dirs=()) is None
+
+
+@pytest.mark.parametrize("value, message", [
+    ("maybe", "no such file; set CAI_TCMALLOC to a libtcmalloc.*'s path, or to 1 or 0"),
+    ("/etc/hostname-like", "not a shared library"),
+    ("1", "no TCMalloc found in"),
+])
+def test_preload_env_says_what_is_wrong_with_the_value(tmp_path, monkeypatch, value, message):
+    monkeypatch.chdir(tmp_path)
+    if value.startswith("/"):
+        value = str(tmp_path / "notes.txt")
+        (tmp_path / "notes.txt").write_text("not a library")
+    with pytest.raises(ValueError, match=message):
+        allocator.preload_env({"CAI_TCMALLOC": value}, platform="linux", dirs=(str(tmp_path),))
 
 
 def test_restart_runs_the_same_command_again(monkeypatch, lib_dir, tmp_path):

@@ -38,3 +38,27 @@ def test_every_switch_takes_the_same_off_words(monkeypatch, word):
     assert verbose_requested() is False
     assert wanted([{"model": "hf:a"}, {"model": "hf:b"}]) is False
     assert preload_env({"CAI_TCMALLOC": word}, platform="linux") is None
+
+
+def test_an_off_word_turns_a_set_on_switch_off(monkeypatch, capsys):
+    from cai.cli import main
+    from cai.env_flags import set_on
+
+    assert set_on("CAI_X", {"CAI_X": "anything"}) is True
+    assert set_on("CAI_X", {"CAI_X": " 0 "}) is False and set_on("CAI_X", {}) is False
+    monkeypatch.setenv("CAI_TRACEBACK", "0")  # read as set, and so as on, before
+    assert main(["run", "/no/such/run.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == "cai: error: /no/such/run.yaml: file not found; check the path"
+
+
+def test_a_value_that_is_no_switch_word_is_named(monkeypatch, capsys):
+    from cai.cli import main
+    from cai.env_flags import odd_switches
+
+    assert odd_switches({"CAI_PROGRESS": "2", "CAI_VERBOSE": "on", "CAI_STEP_SERVER": "", "CAI_TCMALLOC": "/x"}) == [
+        "CAI_PROGRESS=2 is not one of 1/true/yes/on or 0/false/no/off; ignored"]
+    monkeypatch.setenv("CAI_STEP_SERVER", "nope")
+    assert main(["run", "/no/such/run.yaml"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "cai: warning: CAI_STEP_SERVER=nope is not one of 1/true/yes/on or 0/false/no/off; ignored"
+    assert len(err) == 2

@@ -100,6 +100,17 @@ def test_own_template_sources_and_categories(tmp_path):
     assert [r["id"] for r in every] == ["h0", "h1", "h2"]
 
 
+def test_a_listed_source_is_read_as_written_or_named(tmp_path):
+    prompts = tmp_path / "harmful.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"h{i}", "prompt": f"Harmful request {i}?", "source": s}) + "\n"
+                               for i, s in enumerate(["redteam", "forbidden-questions", "hh-rlhf"])))
+    # A space after the comma used to keep " forbidden-questions", which no prompt has: half the records, silently.
+    config = RefusalsConfig(prompts=str(prompts), include_sources=("redteam, forbidden-questions",))
+    assert [r["id"] for r in refusal_records(config)] == ["h0", "h1"]
+    with pytest.raises(CAIError, match="^--include-sources forbiden-questions: no prompt of .* has that source"):
+        refusal_records(RefusalsConfig(prompts=str(prompts), include_sources=("redteam,forbiden-questions",)))
+
+
 @pytest.mark.parametrize("template,message", [
     ("nope", "no built-in template of that name"),
     ("missing.yaml", "no such file"),

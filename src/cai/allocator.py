@@ -44,22 +44,46 @@ def preload_env(environ: Mapping[str, str], *, platform: str = sys.platform,
                 dirs: tuple[str, ...] = LIB_DIRS) -> dict[str, str] | None:
     """The environment to start cai again with, TCMalloc in ``LD_PRELOAD``; None where there is
     nothing to do: not Linux, ``CAI_TCMALLOC=0``, an allocator already preloaded (so the restarted
-    process does not restart again), none installed. ValueError: ``CAI_TCMALLOC`` names no file."""
+    process does not restart again), none installed. ValueError: ``CAI_TCMALLOC`` names no library,
+    or says 1 where none is installed."""
     choice, switch = environ.get(ENV, "").strip(), env_switch(ENV, environ)
     if not platform.startswith("linux") or switch is False:
         return None
     current = environ.get("LD_PRELOAD", "")
-    if any(name in current for name in ALLOCATORS):
+    named = _named(environ)
+    # A named library need not carry an allocator's name (/opt/tc.so): without its own check the
+    # restarted process would not see it in LD_PRELOAD and start itself again, for ever.
+    if any(name in current for name in ALLOCATORS) or (named and named in current.split(":")):
         return None
-    named = choice if choice and switch is None else None
     if named and not Path(named).is_file():
-        raise ValueError(f"{ENV}={named}: no such file; name a libtcmalloc*.so, or set {ENV}=0")
+        raise ValueError(f"{ENV}={choice}: no such file; set {ENV} to a libtcmalloc*.so's path, "
+                         f"or to 1 or 0 (also true/false, yes/no, on/off)")
+    if named and not _is_elf(named):
+        raise ValueError(f"{ENV}={choice}: not a shared library; name a libtcmalloc*.so, or set {ENV}=0")
     lib = named or find_tcmalloc(dirs)
     if not lib:
+        if switch:
+            raise ValueError(f"{ENV}={choice}: no TCMalloc found in {', '.join(dirs)}; install one "
+                             f"(Debian: libtcmalloc-minimal4) or set {ENV} to its path")
         return None
     env = dict(environ)
     env["LD_PRELOAD"] = f"{lib}:{current}" if current else lib
     return env
+
+
+def _named(environ: Mapping[str, str]) -> str | None:
+    """The library ``CAI_TCMALLOC`` names (not an on/off word), absolute: the loader finds a bare
+    name only in its own folders, and the restarted process compares paths."""
+    choice = environ.get(ENV, "").strip()
+    return os.path.abspath(choice) if choice and env_switch(ENV, environ) is None else None
+
+
+def _is_elf(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
 
 
 def restart_with_tcmalloc() -> None:
@@ -84,9 +108,11 @@ def restart_with_tcmalloc() -> None:
 
 def without_preload(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` with every allocator of ``ALLOCATORS`` taken out of ``LD_PRELOAD`` (cai's TCMalloc,
-    or one the user preloaded), for programs that bring their own (Chromium)."""
+    the one ``CAI_TCMALLOC`` names, or one the user preloaded), for programs that bring their own (Chromium)."""
     env = dict(environ)
-    kept = [p for p in env.get("LD_PRELOAD", "").split(":") if p and not any(a in p for a in ALLOCATORS)]
+    own = _named(environ)
+    kept = [p for p in env.get("LD_PRELOAD", "").split(":")
+            if p and p != own and not any(a in p for a in ALLOCATORS)]
     if kept:
         env["LD_PRELOAD"] = ":".join(kept)
     else:
@@ -103,4 +129,7 @@ def active() -> str:
     for name in ALLOCATORS:
         if name in maps:
             return name[len("lib"):]
+    named = _named(os.environ)
+    if named and named in maps:  # CAI_TCMALLOC's own build, whatever its file is called
+        return f"tcmalloc ({named})"
     return "the C library's"

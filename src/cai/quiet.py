@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Iterator
 
-from cai.env_flags import env_switch
+from cai.env_flags import set_on
 
 VERBOSE_ENV = "CAI_VERBOSE"
 
@@ -43,7 +43,7 @@ LOGGERS = {"vllm": "VLLM_LOGGING_LEVEL", "transformers": "TRANSFORMERS_VERBOSITY
 
 def verbose_requested() -> bool:
     """``CAI_VERBOSE`` is set to something other than empty, 0, false, no or off."""
-    return bool(os.environ.get(VERBOSE_ENV, "").strip()) and env_switch(VERBOSE_ENV) is not False
+    return set_on(VERBOSE_ENV)
 
 
 def third_party_bars() -> bool:

@@ -54,9 +54,11 @@ class RefusalsConfig:
     overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
-        # `--include-sources redteam,forbidden-questions` reads as two names, like the space-separated form.
-        self.include_sources = tuple(x for item in self.include_sources for x in str(item).split(",") if x.strip())
-        self.exclude_categories = tuple(x for item in self.exclude_categories for x in str(item).split(",")
+        # `--include-sources redteam,forbidden-questions` reads as two names, like the space-separated form;
+        # "redteam, forbidden-questions" too (unstripped, the second name matched no prompt).
+        self.include_sources = tuple(x.strip() for item in self.include_sources for x in str(item).split(",")
+                                     if x.strip())
+        self.exclude_categories = tuple(x.strip() for item in self.exclude_categories for x in str(item).split(",")
                                         if x.strip())
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}; leave it out to take every selected prompt")
@@ -113,6 +115,11 @@ def refusal_records(config: RefusalsConfig) -> list[dict[str, Any]]:
 
     texts, digest = load_refusals(config.template)
     prompts = load_prompts(config.prompts, field=config.field)
+    found = sorted({str(p.meta.get("source")) for p in prompts})
+    unknown = [s for s in config.include_sources if s != "all" and s not in found]
+    if unknown and len(unknown) < len(config.include_sources):  # none known: the error below says more
+        raise CAIError(f"--include-sources {', '.join(unknown)}: no prompt of {config.prompts} has that source "
+                       f"(theirs: {', '.join(found[:8])}); check the spelling")
     chosen = selected(prompts, config)
     if config.shuffle:
         import random
@@ -120,7 +127,6 @@ def refusal_records(config: RefusalsConfig) -> list[dict[str, Any]]:
         random.Random(config.seed).shuffle(chosen)  # as the study orders its doses: N=30 are among N=100
     chosen = chosen[: config.limit]
     if not chosen:
-        found = sorted({str(p.meta.get("source")) for p in prompts})
         raise CAIError(f"{config.prompts}: none of its {len(prompts)} prompts is selected (their sources: "
                        f"{', '.join(found[:8])}); pass --include-sources all (or the sources to keep) and check "
                        "--exclude-categories")

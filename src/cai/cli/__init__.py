@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import os
 import sys
 
 # Module names under cai.cli, in the order ``cai --help`` lists them.
@@ -102,24 +101,28 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from cai.env_flags import odd_switches, set_on
     from cai.errors import CAIError
     from cai.quiet import quiet_libraries
+
+    for warning in odd_switches():
+        print(f"cai: warning: {warning}", file=sys.stderr)
 
     try:
         with quiet_libraries(verbose=args.verbose or getattr(args, "library_logs", False)):
             result = args.func(args)
         return int(result or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if getattr(args, "prompt", None) is not None:  # one prompt answered on the terminal: nothing to resume
             print("cai: interrupted", file=sys.stderr)
         else:
             print("cai: interrupted; finished batches are saved, run the same command again to resume",
                   file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)  # cai run's SIGTERM (cai.run.processes.Terminated): 143
     except (CAIError, ValueError, KeyError, OSError) as e:
         # OSError covers a missing file, a read-only folder, a full disk and dropped connections;
         # UnicodeDecodeError is a ValueError. Anything else is a bug and keeps its traceback.
-        if args.traceback or os.environ.get("CAI_TRACEBACK"):
+        if args.traceback or set_on("CAI_TRACEBACK"):
             raise
         print(f"cai: error: {one_line(e)}", file=sys.stderr)
         return 2

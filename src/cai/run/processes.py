@@ -12,14 +12,17 @@ process; :func:`record_group` turns both into each step's manifest entry.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from cai.run.plan import Step
 
@@ -40,17 +43,62 @@ def child_env() -> dict[str, str]:
     return env
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM to the runner (kill, timeout, docker stop), handled as Ctrl-C is. Ctrl-C reaches the
+    step's process from the terminal; a SIGTERM reaches the runner alone, and the step it started
+    ran on, orphaned, writing into the run folder: :func:`sigterm_as_interrupt` passes it on."""
+    exit_code = 128 + signal.SIGTERM
+
+
+# The process a SIGTERM to the runner is passed on to, and the signal that interrupts it there: a
+# step's own process takes SIGINT, as from Ctrl-C; the step server (which ignores SIGINT) SIGTERM,
+# which it passes on to its forked step as SIGINT.
+_forward: tuple[int, int] | None = None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block a SIGTERM interrupts the step running and raises :class:`Terminated`."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        if _forward is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(*_forward)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def forward_sigterm(pid: int, sig: int) -> Iterator[None]:
+    global _forward
+    before, _forward = _forward, (pid, sig)
+    try:
+        yield
+    finally:
+        _forward = before
+
+
 def run_child(*step_files: Path, server: Any = None) -> tuple[int, float]:
     """Run steps (one, or a group sharing an engine) in a process of their own; (exit code, its
     peak RSS in MiB). With a live ``server`` (:class:`cai.run.step_server.StepServer`) the process
     is forked from it, the libraries already imported; else a fresh interpreter."""
     if server is not None and server.alive:
-        result = server.run(*step_files)
+        with forward_sigterm(server.proc.pid, signal.SIGTERM):
+            result = server.run(*step_files)
         if result is not None:
             return result
     proc = subprocess.Popen([sys.executable, "-m", "cai.run.stages", *map(str, step_files)], env=child_env())
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
+        with forward_sigterm(proc.pid, signal.SIGINT):
+            _, status, usage = os.wait4(proc.pid, 0)
     except KeyboardInterrupt:
         proc.wait()
         raise
@@ -62,8 +110,6 @@ def failure_advice(step: str, code: int) -> str:
     """What to do after a step's process ended with ``code``. Only an interruption (Ctrl-C, a
     signal, a crash) is undone by running again, which resumes the step; a step that stopped on a
     cai error (bad data, a filter that kept nothing) stops there again until its cause is fixed."""
-    import signal
-
     if code == STEP_ERROR:
         return (f"{step} stopped on the error above, which running again as is would meet again; fix the cause it "
                 "names, then run the same command again (the steps already done are kept)")

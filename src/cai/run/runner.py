@@ -20,7 +20,8 @@ from typing import Any
 
 from cai.errors import CAIError
 from cai.run.plan import Step, build_plan, keyed, resolve_refs
-from cai.run.processes import Prepared, engine_groups, failure_advice, now, record_group, run_child
+from cai.run.processes import (Prepared, engine_groups, failure_advice, now, record_group, run_child,
+                               sigterm_as_interrupt)
 from cai.run.step_server import step_server
 
 MANIFEST = "manifest.json"
@@ -312,7 +313,7 @@ def execute(spec: dict[str, Any], opts: RunOptions, *, where: str) -> dict[str, 
     known = {s.id: manifest["stages"].get(s.id, {}).get("seconds") for s in todo}
     configs = {s.id: step_config(s, plan.folders[s.id], opts.run_dir, opts.base) for s in todo}
     started = time.monotonic()
-    with step_server(configs.values()) as server:
+    with sigterm_as_interrupt(), step_server(configs.values()) as server:
         _run_groups(todo, configs, plan, opts, manifest, owners, known, started, server)
     manifest["plan"] = [s.id for s in steps]
     if plan.arms:
@@ -342,7 +343,7 @@ def _run_groups(todo, configs, plan, opts, manifest, owners, known, started, ser
         t0 = time.monotonic()
         try:
             code, peak = run_child(*(p.folder / "step.json" for p in prepared), server=server)
-        except KeyboardInterrupt:  # Ctrl-C reaches the runner and the step's process alike
+        except KeyboardInterrupt:  # Ctrl-C reaches the runner and the step's process alike; SIGTERM is passed on
             record_group(manifest["stages"], group, prepared, 130, None, time.monotonic() - t0, now())
             write_manifest(opts.run_dir, manifest)
             raise

@@ -89,15 +89,15 @@ class StepServer:
         except BrokenPipeError:
             self.alive = False
             return None
-        interrupted = False
+        interrupted: KeyboardInterrupt | None = None
         while True:
             try:
                 line = self.replies.readline()
                 break
-            except KeyboardInterrupt:
-                interrupted = True
-        if interrupted:
-            raise KeyboardInterrupt
+            except KeyboardInterrupt as e:  # a SIGTERM's Terminated too: raised as it came
+                interrupted = e
+        if interrupted is not None:
+            raise interrupted
         if not line:  # the server died while the steps ran: how they ended is unknown, a crash
             self.alive = False
             return 1, 0.0
@@ -199,6 +199,16 @@ def serve(request_fd: int, reply_fd: int) -> NoReturn:
     from cai.quiet import quiet_libraries
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the step and the runner
+    step = 0  # the forked step's pid while one runs
+    # The runner passes a SIGTERM on here (cai.run.processes.sigterm_as_interrupt): the step is
+    # interrupted as by Ctrl-C, and the answer tells the runner how it ended.
+
+    def on_term(signum: int, frame: Any) -> None:
+        if step:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(step, signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, on_term)
     with quiet_libraries():  # as the steps import them: the same log levels at import
         _prepare_for_forks()
     with os.fdopen(request_fd) as requests, os.fdopen(reply_fd, "w") as replies:
@@ -207,10 +217,13 @@ def serve(request_fd: int, reply_fd: int) -> NoReturn:
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 requests.close()
                 replies.close()
                 _child(json.loads(line))
+            step = pid
             _, status, usage = os.wait4(pid, 0)
+            step = 0
             replies.write(json.dumps({"status": status, "maxrss_kib": usage.ru_maxrss}) + "\n")
             replies.flush()
     # Ends as its children do, without the interpreter's teardown: it has nothing left to write,
