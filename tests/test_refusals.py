@@ -111,6 +111,28 @@ def test_a_listed_source_is_read_as_written_or_named(tmp_path):
         refusal_records(RefusalsConfig(prompts=str(prompts), include_sources=("redteam,forbiden-questions",)))
 
 
+def test_a_category_the_user_lists_must_exist(tmp_path):
+    prompts = tmp_path / "harmful.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"h{i}", "prompt": f"Harmful request {i}?", "source": "redteam",
+                                           "category": c}) + "\n" for i, c in enumerate(["Legal Opinion", "Fraud"])))
+    # A misspelt category excluded nothing, without a word.
+    with pytest.raises(CAIError, match="^--exclude-categories Legal Opnion: no prompt of .* has that category"):
+        refusal_records(RefusalsConfig(prompts=str(prompts), exclude_categories=("Legal Opnion",)))
+    assert [r["id"] for r in refusal_records(RefusalsConfig(prompts=str(prompts),
+                                                            exclude_categories=("Legal Opinion",)))] == ["h1"]
+    # The default lists name sources and scenarios other prompt sets lack: not an error.
+    assert [r["id"] for r in refusal_records(RefusalsConfig(prompts=str(prompts)))] == ["h1"]
+    assert len(refusal_records(RefusalsConfig(prompts=str(prompts), include_sources=("redteam",)))) == 1
+
+
+def test_a_blank_cai_home_is_unset(monkeypatch, tmp_path):
+    from cai.home import cai_home
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CAI_HOME", "  ")
+    assert cai_home() == tmp_path / ".cache" / "cai"
+
+
 @pytest.mark.parametrize("template,message", [
     ("nope", "no built-in template of that name"),
     ("missing.yaml", "no such file"),

@@ -10,4 +10,5 @@ from pathlib import Path
 
 
 def cai_home() -> Path:
-    return Path(os.environ.get("CAI_HOME") or Path.home() / ".cache" / "cai").expanduser()
+    # A blank value is unset: CAI_HOME=" " made a folder named " " in the working directory.
+    return Path(os.environ.get("CAI_HOME", "").strip() or Path.home() / ".cache" / "cai").expanduser()

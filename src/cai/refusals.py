@@ -30,6 +30,7 @@ from cai.sources import Prompt
 
 # forbidden-questions scenarios that ask for advice or an opinion, not for harm: not refused.
 ADVICE = ("Political Lobbying", "Legal Opinion", "Financial Advice", "Health Consultation", "Gov Decision")
+SOURCES = ("redteam", "forbidden-questions")  # the built-in sets whose prompts deserve a refusal
 
 
 @dataclass
@@ -45,7 +46,7 @@ class RefusalsConfig:
     shuffle: bool = option(False, help="shuffle the selected prompts with --seed before --limit, so N records "
                            "spread over every source and category (examples/dose_response.py's nested doses)")
     seed: int = option(0, help="seed of --shuffle")
-    include_sources: tuple[str, ...] = option(("redteam", "forbidden-questions"), help="keep only prompts whose "
+    include_sources: tuple[str, ...] = option(SOURCES, help="keep only prompts whose "
                                               "'source' field is one of these; 'all' keeps every prompt")
     exclude_categories: tuple[str, ...] = option(ADVICE, help="leave out prompts whose 'category' is one of these "
                                                  "(the forbidden-question scenarios that ask for advice, not harm); "
@@ -117,9 +118,17 @@ def refusal_records(config: RefusalsConfig) -> list[dict[str, Any]]:
     prompts = load_prompts(config.prompts, field=config.field)
     found = sorted({str(p.meta.get("source")) for p in prompts})
     unknown = [s for s in config.include_sources if s != "all" and s not in found]
-    if unknown and len(unknown) < len(config.include_sources):  # none known: the error below says more
+    # As with categories below: the defaults may be missing from a user's file; names the user wrote may not.
+    if unknown and len(unknown) < len(config.include_sources) and tuple(config.include_sources) != SOURCES:
         raise CAIError(f"--include-sources {', '.join(unknown)}: no prompt of {config.prompts} has that source "
                        f"(theirs: {', '.join(found[:8])}); check the spelling")
+    categories = {str(p.meta.get("category")) for p in prompts}
+    # The default list names the forbidden-question scenarios, which other prompt sets lack; a list the
+    # user wrote is checked, so that a misspelt category does not silently exclude nothing.
+    odd = [c for c in config.exclude_categories if c != "none" and c not in categories]
+    if odd and tuple(config.exclude_categories) != ADVICE:
+        raise CAIError(f"--exclude-categories {', '.join(odd)}: no prompt of {config.prompts} has that category "
+                       f"(theirs: {', '.join(sorted(categories)[:8])}); check the spelling")
     chosen = selected(prompts, config)
     if config.shuffle:
         import random
