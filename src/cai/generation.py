@@ -108,6 +108,7 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
     ``backend`` (a loaded backend or a spec) overrides ``config.model``.
     """
     from cai.progress import progress
+    from cai.same_prompts import check_same_prompts
     from cai.sources import load_prompts
     from cai.store import RecordStore, sidecar
 
@@ -123,14 +124,19 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
     prompts = load_prompts(config.input, field=config.field, limit=config.limit)
     if not prompts:
         raise CAIError(f"{config.input} holds no prompts")
+    check_same_prompts((store, dropped), {p.id: with_system(p.messages, config.system) for p in prompts},
+                       source=config.input, prompt_of=lambda rec: (rec.get("messages") or [])[:-1] or None,
+                       id_of=lambda rec: rec.get("prompt_id", rec["id"]))
     ids_of = (lambda p: [p.id]) if config.n == 1 else (lambda p: [f"{p.id}-s{j}" for j in range(config.n)])
     done = lambda rid: rid in store or rid in skipped or rid in dropped  # noqa: E731
     todo_count = sum(1 for p in prompts for i in ids_of(p) if not done(i))
     summary = {"output": str(Path(config.output)), "prompts": len(prompts), "written": 0,
                "skipped": len(prompts) * config.n - todo_count, "dropped": 0}
-    if todo_count == 0:  # no model is started, but the records must still be this run's
-        _check_resume(store, _provenance(_finished_model(backend if backend is not None else config.model, store,
-                                                         dropped), config, 0), dropped)
+    # Checked before any model starts, against a stand-in of the stored name (-k or --data changed
+    # made a vLLM start only to be refused); a finished output needs nothing else.
+    _check_resume(store, _provenance(_finished_model(backend if backend is not None else config.model, store,
+                                                     dropped), config, 0), dropped)
+    if todo_count == 0:
         return {**summary, "total": len(store), "dropped_total": len(dropped)}
     backend = load_for_overlong(backend if backend is not None else config.model, config.overlong)
     _check_resume(store, _provenance(backend, config, 0), dropped)
@@ -244,11 +250,17 @@ def _finished_model(spec: Any, store: Any, dropped: Any) -> Any:
 def _check_resume(store: Any, prov: dict[str, Any], dropped: Any) -> None:
     """Refuse to mix answers made with other settings into one file (filtered and unfiltered ones
     included: a file written before ``filter`` was recorded was not filtered)."""
+    from cai.sources import same_source
+
     first = next(iter(store), None) or next(iter(dropped), None)
     old = (first or {}).get("provenance") or {}
     if first is not None:
         old = {"filter": None, **old}
     diff = [k for k in _RESUME_KEYS if k in old and old[k] != prov[k]]
+    # Another prompt file (a renamed one included: ids made from the text carry the file's name)
+    # would add its answers beside these, the same prompts twice.
+    if "input" in old and not same_source(old["input"], prov["input"]):
+        diff.append("input")
     if diff:
         raise CAIError(f"{store.path} was written with other settings ({', '.join(diff)} differ: "
                        f"{ {k: old[k] for k in diff} }); rerun with those settings to resume, or pass a new --output")

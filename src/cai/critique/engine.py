@@ -322,6 +322,7 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     ``constitution`` override the config's specs with ready objects (used by tests and benches).
     """
     from cai.progress import progress
+    from cai.same_prompts import check_same_prompts
     from cai.sources import load_prompts
     from cai.store import RecordStore, export_parquet
 
@@ -345,6 +346,8 @@ def run_critique(config: CritiqueConfig, *, policy: Any = None, critic: Any = No
     prompts = load_prompts(config.prompts, field=config.field, limit=config.limit, shuffle=config.shuffle,
                            seed=config.seed)
     items = prompt_items(prompts)
+    check_same_prompts((store, dropped), {it.id: it.messages for it in items}, source=config.prompts,
+                       prompt_of=lambda rec: rec.get("prompt"))
     specs = [policy or config.model, critic if critic is not None else config.critic]
     # Every prompt stored: the models are named, not started (cai.backends.unstarted).
     specs = finished_models(specs, store, dropped, items=items)

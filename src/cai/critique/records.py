@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import CAIError
+from cai.sources import same_source
 
 
 def provenance_of(engine: Any, **extra: Any) -> dict[str, Any]:
@@ -98,25 +99,12 @@ def _setting_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str
         cmp("--early-stop-threshold", run.get("early_stop_threshold", _MISSING), now_run.get("early_stop_threshold"),
             _MISSING)
     cmp("--system-prompt", old.get("system_prompt", _MISSING), new.get("system_prompt"), _MISSING)
-    if "prompts" in old and not _same_source(old["prompts"], new.get("prompts")):
+    if "prompts" in old and not same_source(old["prompts"], new.get("prompts")):
         out.append(("--data", old["prompts"], new.get("prompts")))
     return out
 
 
 _MISSING = object()
-
-
-def _same_source(a: Any, b: Any) -> bool:
-    """Whether two --data values name the same source: equal, or one file spelled two ways."""
-    if a == b:
-        return True
-    if not (isinstance(a, str) and isinstance(b, str)):
-        return False
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    try:
-        return pa.is_file() and pb.is_file() and pa.samefile(pb)
-    except OSError:
-        return False
 
 
 def dropped_path(output: str | Path) -> Path:

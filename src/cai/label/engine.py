@@ -37,6 +37,8 @@ from cai.label.judge import (JudgeConfig, PairLabel, PrincipleScore, PrinciplePl
                              method_summary)
 from cai.label.constructed import SOURCES, constructed_records, contrastive_pairs, revision_pairs
 from cai.label.preference import check_clamp, is_tie, margin
+from cai.label.resume import (check_prompts, done_prompts, finished, first_record, pairing, resume_check,
+                              sampling_key, unloaded_name)
 from cai.progress import batched, progress
 from cai.provenance import provenance
 from cai.sources import list_builtin_prompt_sets
@@ -167,14 +169,6 @@ def _stores(config: LabelConfig) -> tuple[RecordStore, RecordStore]:
     return RecordStore(config.output, **mine), RecordStore(skipped_path(config.output), **mine)
 
 
-def _done_prompts(*stores: RecordStore) -> set[str]:
-    done: set[str] = set()
-    for store in stores:
-        for rec in store:
-            done.add(str(rec.get("prompt_id", str(rec["id"]).rsplit(":", 1)[0])))
-    return done
-
-
 def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, prompts: Sequence[Any] | None = None,
               constitution: Any = None, show_progress: bool | None = None) -> dict[str, Any]:
     """Run the labelling stage; returns counts and paths. Backends, prompts and the constitution
@@ -199,11 +193,13 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     few_shot_examples(constitution, config.few_shot)
     check_clamp(config.cot_clamp)
     method_info = method_summary(config, constitution)
-    first = next(iter(store), None)
-    _resume_check(store.path, first, {"constitution": constitution.hash, "label": method_info,
-                                      "seed": config.seed, "sampling": _sampling_key(config)})
+    check_prompts((store, skipped), prompts, config.prompts)
+    first = first_record(store, skipped)
+    resume_check(store.path, first, {"constitution": constitution.hash, "label": method_info, "seed": config.seed,
+                                     "sampling": sampling_key(config), "pairing": pairing(config),
+                                     "prompts": config.prompts})
 
-    ready = _finished(config, policy, feedback, prompts, store, skipped)
+    ready = finished(config, policy, feedback, prompts, store, skipped)
     if ready:
         policy, feedback = ready
     policy = load_for_overlong(policy if policy is not None else config.policy, config.overlong)
@@ -213,8 +209,8 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     else:
         feedback = load_for_overlong(feedback, config.overlong)
 
-    _resume_check(store.path, first, {"models": {"policy": policy.name, "feedback": feedback.name}})
-    done = _done_prompts(store, skipped)
+    resume_check(store.path, first, {"models": {"policy": policy.name, "feedback": feedback.name}})
+    done = done_prompts(store, skipped)
     todo = [p for p in prompts if p.id not in done]
     base = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
                           n=config.samples_per_prompt, seed=config.seed)
@@ -225,7 +221,8 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
         for batch in batched(todo, config.batch_size):
             params = dataclasses.replace(base, seed=batch_seed(config.seed, batch[0].id))
             prov = provenance(constitution=constitution, models={"policy": policy.name, "feedback": feedback.name},
-                              sampling=params.to_dict(), seed=config.seed, stage="label", label=method_info)
+                              sampling=params.to_dict(), seed=config.seed, stage="label", label=method_info,
+                              pairing=pairing(config), prompts=config.prompts)
             samples = [[c.text for c in g] for g in group(policy.generate([p.messages for p in batch], params),
                                                           config.samples_per_prompt)]
             items, keep, drop = [], [], []
@@ -280,9 +277,25 @@ def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts
         units = list(prompts)
     unit_id = (lambda u: u[0].id) if config.pairs == "revision" else (lambda u: u.id)
     store, skipped = _stores(config)
-    done = _done_prompts(store, skipped)
+    check_prompts((store, skipped), [u[0] if config.pairs == "revision" else u for u in units], config.prompts)
+    label_info = {"pairs": config.pairs, "judge_filter": config.judge_filter,
+                  **(method_summary(config, constitution) if config.judge_filter else {})}
+    first = first_record(store, skipped)
+    # The records depend on the constitution where it writes the system prompts or the judge's questions,
+    # and on the sampling where the policy answers; a revision pair's prompt source is a critique file.
+    now: dict[str, Any] = {"label": label_info}
+    if config.pairs == "contrastive":
+        now.update(constitution=constitution.hash, seed=config.seed, sampling=sampling_key(config, n=1),
+                   prompts=config.prompts)
+    elif config.judge_filter:
+        now["constitution"] = constitution.hash
+    resume_check(store.path, first, now)
+    done = done_prompts(store, skipped)
     todo = [u for u in units if unit_id(u) not in done]
-    # Nothing left to make: no model is started (these records are not checked against the models).
+    # Nothing left to make: no model is started, and the stored names are checked against the specs.
+    policy_spec = policy if policy is not None else config.policy
+    feedback_spec = feedback if feedback is not None else (
+        policy_spec if config.feedback in (None, "", config.policy) else config.feedback)
     need_policy = config.pairs == "contrastive" and bool(todo)
     policy = load_backend(policy if policy is not None else config.policy) if need_policy else None
     if config.judge_filter and todo:
@@ -295,15 +308,18 @@ def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts
     counts = {"prompts": len(units), "already_done": len(units) - len(todo), "pairs": 0, "dropped": 0, "no_pairs": 0}
     base = SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
                           seed=config.seed)
-    models = {"policy": policy.name if policy else None,
-              "feedback": feedback.name if config.judge_filter and todo else None}
+    stored = ((first or {}).get("provenance") or {}).get("models") or {}
+    models = {"policy": (policy.name if policy else unloaded_name(policy_spec, stored.get("policy")))
+              if config.pairs == "contrastive" else None,
+              "feedback": (feedback.name if todo else unloaded_name(feedback_spec, stored.get("feedback")))
+              if config.judge_filter else None}
+    resume_check(store.path, first, {"models": models})
     with progress(len(units), f"label ({config.pairs})", unit="prompt", initial=len(units) - len(todo),
                   enabled=show_progress) as bar:
         for batch in batched(todo, config.batch_size):
             params = dataclasses.replace(base, seed=batch_seed(config.seed, unit_id(batch[0])))
             prov = provenance(constitution=constitution, models=models, sampling=params.to_dict(), seed=config.seed,
-                              stage="label", label={"pairs": config.pairs, "judge_filter": config.judge_filter,
-                                                    **(method_summary(config, constitution) if config.judge_filter else {})})
+                              stage="label", label=label_info, prompts=config.prompts)
             made = batch if config.pairs == "revision" else contrastive_pairs(policy, batch, constitution, config, params)
             keep, drop = constructed_records(made, config.pairs, prov, feedback=feedback, constitution=constitution,
                                              method=config, judge_filter=config.judge_filter)
@@ -314,44 +330,6 @@ def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts
             bar.update(len(batch))
     counts.update(output=str(config.output), skipped_file=str(skipped_path(config.output)), total_records=len(store))
     return counts
-def _finished(config: LabelConfig, policy: Any, feedback: Any, prompts: Sequence[Any], store: RecordStore,
-              skipped: RecordStore) -> list[Any] | None:
-    """Unstarted stand-ins for (policy, feedback) when every prompt is already labelled (its pairs
-    kept or skipped) by models of the names the records carry; else None. A rerun on a finished
-    output then starts no engine (:mod:`cai.backends.unstarted`)."""
-    from cai.backends.unstarted import stand_ins
-
-    done = _done_prompts(store, skipped)
-    if not prompts or any(p.id not in done for p in prompts):
-        return None
-    first = next((rec for s in (store, skipped) for rec in s), None)
-    models = ((first or {}).get("provenance") or {}).get("models") or {}
-    policy = policy if policy is not None else config.policy
-    if feedback is None:
-        feedback = policy if config.feedback in (None, "", config.policy) else config.feedback
-    return stand_ins([policy, feedback], [models.get("policy"), models.get("feedback")])
-
-
-def _sampling_key(config: LabelConfig) -> dict[str, Any]:
-    return {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
-            "n": config.samples_per_prompt}
-
-
-def _resume_check(path: Path, first: dict[str, Any] | None, now: dict[str, Any]) -> None:
-    """Refuse to add pairs made another way (constitution, method, models, sampling) to a file:
-    a preference dataset must come from one labelling setup."""
-    prov = (first or {}).get("provenance") or {}
-    if not prov:
-        return
-    old = {"constitution": (prov.get("constitution") or {}).get("hash"), "label": prov.get("label"),
-           "seed": prov.get("seed"), "models": prov.get("models"),
-           "sampling": {k: (prov.get("sampling") or {}).get(k) for k in ("temperature", "top_p", "max_tokens", "n")}}
-    diff = [k for k in now if k in old and old[k] is not None and old[k] != now[k]]
-    if diff:
-        raise CAIError(f"{path} was labelled with a different {', '.join(diff)}; rerun with those settings to resume, "
-                       "or pass a new -o/--output to start fresh")
-
-
 def batch_seed(seed: int, first_prompt_id: str) -> int:
     """A sampling seed per batch, derived from the run's seed and the batch's first prompt, so
     batches do not all replay the same random stream and a rerun of a batch samples the same."""

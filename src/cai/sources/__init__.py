@@ -63,6 +63,20 @@ class Prompt:
     meta: dict[str, Any] = dc_field(default_factory=dict, compare=False)
 
 
+def same_source(a: Any, b: Any) -> bool:
+    """Whether two recorded --data values name the same source: equal, or one file spelled two ways
+    (``./h.jsonl`` and ``h.jsonl``). A resume checks it: another file would add its prompts beside these."""
+    if a == b:
+        return True
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        return pa.is_file() and pb.is_file() and pa.samefile(pb)
+    except OSError:
+        return False
+
+
 def list_builtin_prompt_sets() -> list[str]:
     """Names of the prompt sets shipped with cai, e.g. ``["benign", "borderline", "harmful-train", ...]``."""
     folder = resources.files("cai") / _BUILTIN_DIR

@@ -75,6 +75,7 @@ def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None, t
     from cai.backends.deferred import pending_spec
     from cai.backends.unstarted import Unstarted, finished_record, stand_in
     from cai.evals.graders.agreement import agreement_summary, check_output
+    from cai.same_prompts import check_same_prompts
     from cai.store import RecordStore
 
     config.check()
@@ -83,6 +84,8 @@ def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None, t
     if config.grader_agreement and not Path(config.grader_agreement).is_file():
         raise CAIError(f"--grader-agreement {config.grader_agreement}: no such file; run cai eval grader first")
     store = RecordStore(examples_path(config.output), overwrite=config.overwrite)
+    check_same_prompts([store], {it.id: it.messages for it in items}, source=getattr(config, "data", None) or task,
+                       prompt_of=lambda rec: rec.get("prompt"))
     if backend is None or pending_spec(backend):  # a shared backend not loaded yet is checked as its spec
         first = finished_record(store, items, key=lambda it: it.id)  # --overwrite: never finished
         models = ((first or {}).get("provenance") or {}).get("models") or {}
