@@ -38,7 +38,8 @@ def argv(trainer: str, d: Path, model: str) -> list[str]:
         return ["reward", "-m", model, "--data", str(d / "sl.jsonl"), *out, "--human-eval", "none", *TRAIN]
     rl = ["--policy", model, "--reward", f"{THIS}:length_reward", "--prompts", str(d / "p.jsonl"), "--max-tokens", "4"]
     if trainer == "rloo":
-        return ["rloo", *rl, *out, *TRAIN[:-2], "--samples-per-prompt", "2", "--lr", "1e-4"]
+        kept = [a for a in TRAIN[:-2] if a not in ("--max-length", "64")]  # rloo has none: it cuts no prompt
+        return ["rloo", *rl, *out, *kept, "--samples-per-prompt", "2", "--lr", "1e-4"]
     return ["ppo", *rl, *out, "--ppo-epochs", "1", *TRAIN]
 
 

@@ -76,7 +76,8 @@ def _score(args: argparse.Namespace) -> int:
         _table(title + "; round 0 is the first answer", ("round", "mean PM score", "95% CI", "vs round 0", "95% CI"),
                rows)
     elif summary["kind"] == "preference":
-        rows = [(k, f"{summary[k]['mean']:+.3f}", ci(summary[k])) for k in ("chosen", "rejected", "agreement")]
+        rows = [(k, f"{summary[k]['mean']:+.3f}", ci(summary[k])) for k in ("chosen", "rejected", "agreement")
+                if k in summary]  # no agreement when every label is a tie
         _table(title, ("", "mean", "95% CI"), rows)
     else:
         _table(title, ("", "mean PM score", "95% CI"), [("answers", f"{summary['score']['mean']:+.3f}",

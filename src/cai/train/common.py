@@ -7,7 +7,8 @@ same thing everywhere, and a ``cai run`` YAML section uses the same keys.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from cai.config import option
@@ -44,6 +45,12 @@ class TrainCommon:
 
     def check_common(self) -> None:
         """Validate the shared fields; each trainer's ``__post_init__`` calls this first."""
+        # NaN passes every `x <= 0` check below, and inf reached the trainer as an OverflowError traceback
+        # (--epochs inf) or NaN weights (--lr inf); JSON has neither, so cai_run.json would not be valid.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
         if self.epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:

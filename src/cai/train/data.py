@@ -93,8 +93,22 @@ def _as_messages(value: Any, role: str, where: str, name: str) -> list[dict[str,
         return [{"role": role, "content": value}]
     if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m and "content" in m
                                                  for m in value):
-        return [{"role": m["role"], "content": m["content"] or ""} for m in value]
+        return [_message(m, where, f"{name}[{i}]") for i, m in enumerate(value)]
     raise CAIError(f"{where}: {name!r} must be a string or a non-empty list of {{role, content}} messages")
+
+
+def _message(m: dict[str, Any], where: str, name: str) -> dict[str, str]:
+    """A chat template renders any role and str()s any content, so a typo ("human", "gpt") or a
+    number would be trained on as it is rendered instead of as a turn of the conversation."""
+    from cai.types import ROLES
+
+    if m["role"] not in ROLES:
+        raise CAIError(f"{where}: {name} has role {m['role']!r}; a role is one of {', '.join(ROLES)} (rename it "
+                       "or drop this record)")
+    if m["content"] is not None and not isinstance(m["content"], str):
+        raise CAIError(f"{where}: {name} has content {m['content']!r:.40} ({type(m['content']).__name__}); "
+                       "content must be text")
+    return {"role": m["role"], "content": m["content"] or ""}
 
 
 def sft_example(rec: dict[str, Any], where: str) -> dict[str, Any]:

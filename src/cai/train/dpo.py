@@ -17,11 +17,13 @@ margin ``cai label --min-margin`` reads.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cai.config import option
+from cai.errors import CAIError
 from cai.train.common import TrainCommon
 
 EPSILON = "cdpo_epsilon"
@@ -74,10 +76,12 @@ class DPORunConfig(TrainCommon):
 
 
 def with_epsilon(examples: list[dict[str, Any]], hard: bool) -> list[dict[str, Any]]:
-    """Add ε = 1 − p_chosen to each pair (hard: orient by p and use ε = 0)."""
+    """Add ε = 1 − p_chosen to each pair (hard: orient by p and use ε = 0, leaving out ties)."""
     out = []
     for ex in examples:
         p = ex.pop("p_chosen")
+        if hard and p == 0.5:  # no side is preferred: ε = 0 would make a coin flip a certain label
+            continue
         if hard and p < 0.5:
             ex["chosen"], ex["rejected"], p = ex["rejected"], ex["chosen"], 1.0 - p
         out.append({**ex, EPSILON: 0.0 if hard else 1.0 - p})
@@ -188,7 +192,15 @@ def run_dpo(config: DPORunConfig, *, show_progress: bool | None = None) -> dict[
 
     config.check()
     examples, files = load_mix(config.data, "preference", seed=config.seed, min_margin=config.min_margin)
+    labelled = len(examples)
     examples = with_epsilon(examples, config.hard_labels)
+    if len(examples) < labelled:
+        ties = (f"{labelled - len(examples)} of {labelled} pairs are ties (p_chosen 0.5), which --hard-labels "
+                "cannot orient")
+        if not examples:
+            raise CAIError(f"{ties}; drop --hard-labels (as soft labels, ties hold the two answers level) or add "
+                           "pairs the labeller decided")
+        print(f"cai: note: left out {ties}", file=sys.stderr)
     eps = [ex[EPSILON] for ex in examples]
     summary: dict[str, Any] = {"output": str(Path(config.output)), "examples": len(examples),
                                "files": [f.to_dict() for f in files], "mean_epsilon": sum(eps) / len(eps)}

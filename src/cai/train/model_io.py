@@ -20,7 +20,19 @@ def model_path(spec: str) -> str:
             spec = spec[len(prefix):]
     if spec.startswith(("openai:", "mock:")):
         raise CAIError(f"-m {spec}: training needs local weights; pass an alias, hf:PATH or a model folder")
-    return resolve(spec)
+    path = resolve(spec)
+    check_not_adapter(path, spec)
+    return path
+
+
+def check_not_adapter(path: str, spec: str) -> None:
+    """A --keep-adapter folder loads for generation, but as a base to train it came up frozen (PEFT
+    marks a loaded adapter as not trainable) and the trainer died on a loss without a gradient."""
+    folder = Path(path).expanduser()
+    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        raise CAIError(f"-m {spec}: the folder holds a LoRA adapter (written with --keep-adapter), not a model to "
+                       "train on; train from its base model, or rerun the run that wrote it without --keep-adapter "
+                       "to get a merged model folder")
 
 
 def use_bf16(flag: bool | None, device: str | None = None) -> bool:
@@ -146,7 +158,21 @@ def save_final(trainer: Any, config: Any, out: Path, base_path: str) -> None:
         (model.to(cast) if cast else model).save_pretrained(out, safe_serialization=True)
     if acc.is_main_process:
         trainer.processing_class.save_pretrained(out)
+        anchor_adapter_base(out)
     acc.wait_for_everyone()
+
+
+def anchor_adapter_base(out: Path) -> None:
+    """A --keep-adapter folder names its base model as -m was given; a relative folder (-m ./base)
+    then loaded only from the same working directory, and from any other was looked up on the hub."""
+    f = Path(out) / "adapter_config.json"
+    if not f.is_file():
+        return
+    cfg = json.loads(f.read_text())
+    base = Path(str(cfg.get("base_model_name_or_path") or "")).expanduser()
+    if str(base) != "." and not base.is_absolute() and base.exists():
+        cfg["base_model_name_or_path"] = str(base.resolve())
+        f.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def final_metrics(train_output: Any, trainer: Any) -> dict[str, Any]:
@@ -166,6 +192,28 @@ def shared_dataset(examples: list[dict[str, Any]], args: Any, run_dir: Any, *, n
         if args.process_index == 0:
             Dataset.from_list(examples).save_to_disk(str(path))
         return load_from_disk(str(path))
+
+
+def drop_unfit(examples: list[dict[str, Any]], base_path: str, max_length: int) -> list[dict[str, Any]]:
+    """The examples whose prompt leaves room for an answer token within ``max_length``. TRL's SFT and DPO
+    trainers drop the others without a word after cutting them to length, so a run said it trained on
+    6 examples when it used 3, and with none left failed on "num_samples=0" or "torch.cat(): expected a
+    non-empty list of Tensors"."""
+    tok = load_tokenizer(base_path)
+    lengths = [len(tok.apply_chat_template(ex["prompt"], add_generation_prompt=True, tokenize=True,
+                                           return_dict=True)["input_ids"]) for ex in examples]
+    kept = [ex for ex, n in zip(examples, lengths) if n < max_length]
+    if not kept:
+        raise CAIError(f"every prompt fills --max-length {max_length} tokens on its own (the shortest has "
+                       f"{min(lengths)}), so no answer token would be trained; pass a --max-length above "
+                       f"{min(lengths)} or shorten the prompts")
+    if len(kept) < len(examples):
+        import sys
+
+        print(f"cai: note: left out {len(examples) - len(kept)} of {len(examples)} examples whose prompt fills "
+              f"--max-length {max_length} tokens on its own (the longest has {max(lengths)}); raise --max-length "
+              "to train on them", file=sys.stderr)
+    return kept
 
 
 def run_trl(command: str, config: Any, examples: list[dict[str, Any]], files: list[Any], base_path: str, build: Any,
@@ -188,6 +236,8 @@ def run_trl(command: str, config: Any, examples: list[dict[str, Any]], files: li
     state = run.check()
     if state == "done":
         return {**summary, "already_done": True, "final_metrics": run.existing().get("final_metrics")}
+    examples = drop_unfit(examples, base_path, config.max_length)  # packing ("bfd") cuts examples alike
+    summary = {**summary, "examples": len(examples)}
     resume = run.last_checkpoint() if state == "resume" else None
     run.start(resume)
     with library_bars(show_progress):

@@ -79,27 +79,44 @@ def score_pairs(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) -> tu
 
     pairs = [record_pair(r, f"record {n}") for n, r in enumerate(records, 1)]
     chosen, rejected = score_both(pm, [p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
-    agree = [1.0 if (c > r) == (p.p_chosen >= 0.5) else 0.0 for p, c, r in zip(pairs, chosen, rejected)]
-    summary = {"kind": "preference", "chosen": _mean_ci(chosen, seed), "rejected": _mean_ci(rejected, seed),
-               "agreement": _mean_ci(agree, seed)}
+    # As `cai reward` measures its held-out pairs: a tie label (p 0.5) has no side to agree with, and equal
+    # scores earn half (they counted as agreeing with the rejected answer, and ties as preferring chosen).
+    credit = lambda a, b: 1.0 if a > b else 0.0 if a < b else 0.5  # noqa: E731
+    agree = [credit(c, r) if p.p_chosen > 0.5 else credit(r, c)
+             for p, c, r in zip(pairs, chosen, rejected) if p.p_chosen != 0.5]
+    summary = {"kind": "preference", "chosen": _mean_ci(chosen, seed), "rejected": _mean_ci(rejected, seed)}
+    if agree:
+        summary["agreement"] = _mean_ci(agree, seed)
     rows = [{"id": rec.get("id"), "chosen": c, "rejected": r} for rec, c, r in zip(records, chosen, rejected)]
     return summary, rows
 
 
 def _answer_inputs(records: Sequence[dict[str, Any]], where: str = "") -> tuple[list[Any], list[str]]:
+    from cai.types import check_conversation
+
     prompts, answers = [], []
     for n, r in enumerate(records, 1):
         msgs = r.get("messages")
-        if isinstance(msgs, list) and msgs and msgs[-1].get("role") == "assistant":
-            prompts.append(msgs[:-1])
-            answers.append(msgs[-1]["content"])
-        elif "prompt" in r and "completion" in r:
-            p, c = r["prompt"], r["completion"]
-            prompts.append(p if isinstance(p, list) else [{"role": "user", "content": str(p)}])
-            answers.append(c[-1]["content"] if isinstance(c, list) else str(c))
-        else:
-            raise CAIError(f"{where}record {n}: nothing to score; expected a critique record (initial/steps), a "
-                           "preference pair, messages ending with an assistant turn, or prompt/completion")
+        try:  # a message without content, or a string for a message, was a traceback from the template
+            if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":
+                check_conversation(msgs, "messages")
+                prompts.append(msgs[:-1])
+                answers.append(msgs[-1]["content"])
+                continue
+            if "prompt" in r and "completion" in r:
+                p, c = r["prompt"], r["completion"]
+                prompts.append(p if isinstance(p, list) else [{"role": "user", "content": str(p)}])
+                check_conversation(prompts[-1], "prompt")
+                if isinstance(c, list):
+                    check_conversation(c, "completion")
+                elif not isinstance(c, str):
+                    raise ValueError(f"completion must be text or a list of messages, got {c!r:.40}")
+                answers.append(c[-1]["content"] if isinstance(c, list) else c)
+                continue
+        except ValueError as e:
+            raise CAIError(f"{where}record {n}: {e}; fix or drop that record") from None
+        raise CAIError(f"{where}record {n}: nothing to score; expected a critique record (initial/steps), a "
+                       "preference pair, messages ending with an assistant turn, or prompt/completion")
     return prompts, answers
 
 

@@ -112,6 +112,10 @@ class PPORunConfig(TrainCommon):
             raise ValueError("kl-coef must be >= 0, lam and gamma within [0, 1]")
         if self.ptx_coef and not self.ptx_data:
             raise ValueError("--ptx-coef needs --ptx-data FILE")
+        if self.ptx_data and not self.ptx_coef > 0:  # alpha 0 never read the file: plain PPO, silently
+            raise ValueError("--ptx-data needs --ptx-coef ALPHA above 0 (e.g. 0.5); without it the file is unused")
+        if not 0 < self.top_p <= 1:  # generate() took 0 and 2 without a word
+            raise ValueError(f"top-p must be in (0, 1], got {self.top_p}")
         check_temperature(self.temperature)
 
     @property
@@ -143,7 +147,7 @@ def _run_ppo(config: PPORunConfig, *, reward: Any, show_progress: bool | None) -
     from cai.train.ppo_math import RunningMoments, kl_controller
     from cai.train.ppo_model import build_policy, resolve_model_path
     from cai.train.ppo_rollout import rollout
-    from cai.train.rewards import load_reward
+    from cai.train.rewards import load_reward, reward_fingerprint
 
     cfg = config
     cfg.check_output_and_data([cfg.prompts] if cfg.prompts else [],
@@ -163,6 +167,7 @@ def _run_ppo(config: PPORunConfig, *, reward: Any, show_progress: bool | None) -
             raise CAIError(f"--ptx-data {cfg.ptx_data}: no such file")
         data_hashes.append({"role": "ptx", "path": cfg.ptx_data, "weight": cfg.ptx_coef,
                             "sha256": sha256_file(Path(cfg.ptx_data))})
+    data_hashes += [f for f in [reward_fingerprint(reward if reward is not None else cfg.reward)] if f]
     run = RunDir(cfg.output, command="ppo", config=to_dict(cfg), data=data_hashes, base_model=policy_path,
                  overwrite=cfg.overwrite, inputs=inputs_of(cfg))
     state = run.check()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import CAIError
+from cai.train.model_io import anchor_adapter_base, check_not_adapter
 
 # In a subfolder: vLLM loads every *.safetensors at the top of a model folder.
 VALUE_HEAD_FILE = "value_head/value_head.safetensors"
@@ -165,6 +166,7 @@ def resolve_model_path(spec: str) -> str:
     target = spec[len("hf:"):] if spec.startswith("hf:") else spec
     if Path(target).expanduser().is_dir():
         path = Path(target).expanduser()
+        check_not_adapter(str(path), spec)
         if not (path / "config.json").is_file():
             raise CAIError(f"-m {spec}: the folder holds no Hugging Face model (no config.json)")
         return str(path)
@@ -366,6 +368,7 @@ class PolicyWithValue:
             self.model, self.lora, self.fp32_head = model, False, False
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
+        anchor_adapter_base(out)
         self._save_head(out)
 
     def _merged_fp32(self) -> Any:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cai.errors import CAIError
-from cai.types import Conversation
+from cai.types import Conversation, check_conversation
 
 
 @dataclass(frozen=True)
@@ -35,17 +35,20 @@ class Pair:
     group: str  # pairs of one prompt share a group, so a held-out split never splits a prompt
 
 
-def _text(x: Any) -> str:
+def _text(x: Any, name: str = "answer") -> str:
     if isinstance(x, str):
         return x
     if isinstance(x, list) and x and isinstance(x[-1], dict) and "content" in x[-1]:
+        check_conversation(x, name)
         return "\n\n".join(str(m.get("content", "")) for m in x if m.get("role") == "assistant") or str(x[-1]["content"])
     raise ValueError("an answer must be a string or a list of assistant messages")
 
 
 def _as_prompt(x: Any) -> Conversation:
     if isinstance(x, list):
-        return [{"role": str(m["role"]), "content": str(m["content"])} for m in x]
+        # A chat template renders any role and str() made a null content "None": both were trained on.
+        check_conversation(x, "prompt")
+        return [{"role": m["role"], "content": m["content"]} for m in x]
     if isinstance(x, str):
         if "Human:" in x:
             from cai.transcripts import parse_transcript
@@ -68,10 +71,10 @@ def _implicit(chosen: Any, rejected: Any) -> tuple[Conversation, str, str]:
     n = 0
     while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
         n += 1
-    prompt = _as_prompt(chosen[:n])
+    prompt = _as_prompt(chosen[:n]) if n else []
     if not prompt or prompt[-1]["role"] != "user":
         raise ValueError("chosen and rejected must share a prompt that ends with a user turn")
-    return prompt, _text(chosen[n:]), _text(rejected[n:])
+    return prompt, _text(chosen[n:], "chosen"), _text(rejected[n:], "rejected")
 
 
 def record_pair(rec: dict[str, Any], where: str) -> Pair:
@@ -81,7 +84,8 @@ def record_pair(rec: dict[str, Any], where: str) -> Pair:
                        "write one with `cai label` or use TRL's preference format")
     try:
         if rec.get("prompt") not in (None, "", []):
-            prompt, chosen, rejected = _as_prompt(rec["prompt"]), _text(rec["chosen"]), _text(rec["rejected"])
+            prompt = _as_prompt(rec["prompt"])
+            chosen, rejected = _text(rec["chosen"], "chosen"), _text(rec["rejected"], "rejected")
         else:
             prompt, chosen, rejected = _implicit(rec["chosen"], rec["rejected"])
     except (ValueError, KeyError, TypeError) as e:
@@ -111,7 +115,18 @@ def load_pairs(paths: Sequence[str | Path]) -> list[Pair]:
         if not records:
             raise CAIError(f"--data {path}: no records in it")
         pairs += [record_pair(r, f"{path}:{n}") for n, r in enumerate(records, 1)]
-    return pairs
+    # Both sides score the same, so such a pair has no gradient yet counts as data (cai critique keeps
+    # unrevised answers); cai dpo drops them too (cai.train.data.load_mix).
+    kept = [p for p in pairs if p.chosen != p.rejected]
+    if not kept:
+        raise CAIError(f"--data {' '.join(map(str, paths))}: all {len(pairs)} pairs have the same chosen and "
+                       "rejected answer, so there is no preference to learn; add pairs that differ")
+    if len(kept) < len(pairs):
+        import sys
+
+        print(f"cai: note: left out {len(pairs) - len(kept)} of {len(pairs)} pairs whose chosen and rejected "
+              "answers are the same", file=sys.stderr)
+    return kept
 
 
 def split_pairs(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:

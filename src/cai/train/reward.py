@@ -93,16 +93,31 @@ def heldout_eval_row(pairs: Sequence[Any], chosen: Sequence[float], rejected: Se
             "eval_mean_reward": both.mean().item(), "eval_max_reward": both.max().item()}
 
 
-def human_accuracy(pm: Any, source: str, *, limit: int | None, seed: int = 0) -> dict[str, Any]:
-    """Accuracy on human comparisons: the PM is right when it scores the human-preferred answer higher."""
+def human_comparisons(source: str, *, limit: int | None, seed: int = 0) -> list[Any]:
+    """The answer pairs of one ``--human-eval`` set, read before training: a missing or malformed set
+    failed only after the PM was trained and saved, and was called ``--data``."""
     from cai.evals.comparisons import Comparison, load_comparisons
 
-    _, items = load_comparisons(source, limit=limit, seed=seed)
+    try:
+        _, items = load_comparisons(source, limit=limit, seed=seed)
+    except CAIError as e:
+        text = str(e)
+        raise CAIError("--human-eval " + text[len("--data "):] if text.startswith("--data ")
+                       else f"--human-eval {source}: {text}") from None
     items = [it for it in items if isinstance(it, Comparison)]
     if not items:
         raise CAIError(f"--human-eval {source}: no answer pairs to score (multiple-choice files need a labeller, "
                        "not a PM)")
+    return items
+
+
+def human_accuracy(pm: Any, source: str, *, limit: int | None, seed: int = 0,
+                   items: list[Any] | None = None) -> dict[str, Any]:
+    """Accuracy on human comparisons: the PM is right when it scores the human-preferred answer higher."""
     from cai.train.pm import score_both
+
+    if items is None:
+        items = human_comparisons(source, limit=limit, seed=seed)
 
     better, worse = score_both(pm, [it.messages for it in items], [it.better for it in items],
                                [it.worse for it in items])
@@ -115,7 +130,8 @@ def human_accuracy(pm: Any, source: str, *, limit: int | None, seed: int = 0) ->
     return result
 
 
-def evaluate_pm(pm: Any, heldout: Sequence[Any], config: RewardTrainConfig) -> tuple[dict[str, Any], dict[str, float]]:
+def evaluate_pm(pm: Any, heldout: Sequence[Any], config: RewardTrainConfig,
+                human: dict[str, list[Any]] | None = None) -> tuple[dict[str, Any], dict[str, float]]:
     """Accuracy with a bootstrap interval on the held-out AI labels and each human set, and the
     held-out pairs' evaluation row (:func:`heldout_eval_row`; empty without held-out pairs)."""
     results: dict[str, Any] = {}
@@ -127,7 +143,8 @@ def evaluate_pm(pm: Any, heldout: Sequence[Any], config: RewardTrainConfig) -> t
         if held is not None:
             results["heldout-ai"] = held
     for source in config.human_eval:
-        results[source] = human_accuracy(pm, source, limit=config.human_limit, seed=config.seed)
+        results[source] = human_accuracy(pm, source, limit=config.human_limit, seed=config.seed,
+                                         items=(human or {}).get(source))
     return results, row
 
 
@@ -208,11 +225,12 @@ def run_reward(config: RewardTrainConfig, *, show_progress: bool | None = None) 
     if state == "done":
         print(finished_note(out), file=sys.stderr)
         return run.existing() or {}
+    human = {s: human_comparisons(s, limit=config.human_limit, seed=config.seed) for s in config.human_eval}
     from cai.progress import library_bars
 
     with library_bars(show_progress):
         return _train(config, run, base, train, heldout, run.last_checkpoint() if state == "resume" else None,
-                      show_progress)
+                      show_progress, human)
 
 
 def build_reward_trainer(config: RewardTrainConfig, train: Sequence[Any], run: Any, base: str,
@@ -244,7 +262,7 @@ def build_reward_trainer(config: RewardTrainConfig, train: Sequence[Any], run: A
     return trainer
 
 
-def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict[str, Any]:
+def _train(config, run, base, train, heldout, checkpoint, show_progress, human=None) -> dict[str, Any]:
     from cai.train.guards import train_guarded
     from cai.train.saving import saving
     from cai.train.model_io import final_metrics, save_final
@@ -263,7 +281,7 @@ def _train(config, run, base, train, heldout, checkpoint, show_progress) -> dict
     if trainer.accelerator.is_main_process:
         # Measured on the folder as saved, so the numbers are those of the PM that others load.
         pm = PreferenceModel.load(run.path, batch_size=2 * config.batch_size)
-        evaluation, row = evaluate_pm(pm, heldout, config)
+        evaluation, row = evaluate_pm(pm, heldout, config, human)
         if row:  # in place of the last epoch's evaluation (_no_last_evaluation)
             run.log(trainer.state.global_step, {"epoch": trainer.state.epoch, **row})
         for name, r in evaluation.items():

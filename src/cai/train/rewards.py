@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 from cai.errors import CAIError
 from cai.types import Conversation
 
-__all__ = ["Reward", "JudgeReward", "load_reward"]
+__all__ = ["Reward", "JudgeReward", "load_reward", "reward_fingerprint"]
 
 RewardFn = Callable[[list[Conversation], list[str]], Sequence[float]]
 
@@ -54,7 +54,14 @@ class Reward:
             raise ValueError(f"reward {self.name}: got {len(prompts)} prompts for {len(completions)} completions")
         if not completions:
             return []
-        out = self.fn(list(prompts), list(completions))
+        try:
+            out = self.fn(list(prompts), list(completions))
+        except CAIError:
+            raise
+        except Exception as e:  # a user's function: its error is the news, not cai's stack
+            raise CAIError(f"reward {self.name} raised {_first_line(e)} (called on {len(completions)} "
+                           "answers); fix it and run the same command again (--traceback shows where it "
+                           "failed)") from e
         try:
             values = [float(v) for v in out]
         except (TypeError, ValueError):
@@ -106,13 +113,40 @@ def load_reward(spec: str | RewardFn, *, constitution: Any = "default", principl
     raise CAIError(f"--reward {spec}: no such folder, and not module:function or judge:MODEL; give {_KINDS_HELP}")
 
 
+def reward_fingerprint(spec: Any) -> dict[str, Any] | None:
+    """A run-identity entry for what ``spec`` scores with, read without loading it: the PM folder's run
+    record (or config and file sizes) or the reward file's bytes. The spec string alone let a PPO or
+    RLOO run resume against a PM retrained into the same folder, mixing two rewards in one run."""
+    if not isinstance(spec, str) or spec.startswith("judge:"):
+        return None
+    target = spec[len("pm:"):] if spec.startswith("pm:") else spec
+    folder, h = Path(target).expanduser(), hashlib.sha256()
+    if folder.is_dir():
+        record = folder / "cai_run.json"
+        if record.is_file():
+            h.update(record.read_bytes())
+        else:
+            for f in sorted(folder.iterdir()):
+                if f.is_file():
+                    h.update(f"{f.name}:{f.stat().st_size}\n".encode())
+                    if f.suffix == ".json":
+                        h.update(f.read_bytes())
+    else:
+        file = Path(spec.rpartition(":")[0]).expanduser()
+        if file.suffix != ".py" or not file.is_file():
+            return None  # module:function: importing it to find its file would run it before the checks
+        h.update(file.read_bytes())
+    return {"role": "reward", "path": spec, "sha256": h.hexdigest(), "weight": 1.0}
+
+
 # -- preference model ---------------------------------------------------------------------------
 
 def _pm_reward(path: str, spec: str) -> Reward:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise CAIError(f"--reward {spec}: no such folder; train a preference model with `cai reward -o DIR`")
-    if not (folder / "config.json").is_file():
+    # cai reward --lora --keep-adapter writes an adapter folder, which PreferenceModel loads on its base.
+    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
         raise CAIError(f"--reward {spec}: the folder holds no preference model (no config.json); train one with "
                        f"`cai reward -o DIR`, or give module:function or judge:MODEL")
     try:
@@ -131,6 +165,11 @@ def _pm_reward(path: str, spec: str) -> Reward:
 
 # -- module:function ----------------------------------------------------------------------------
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def _import_callable(spec: str) -> RewardFn:
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
@@ -145,13 +184,20 @@ def _import_callable(spec: str) -> RewardFn:
             raise CAIError(f"--reward {spec}: cannot import {target}")
         module = importlib.util.module_from_spec(mod_spec)
         sys.modules[name] = module  # dataclasses and pickling look the module up by name
-        mod_spec.loader.exec_module(module)
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as e:
+            raise CAIError(f"--reward {spec}: importing {target} failed ({_first_line(e)}); fix the file "
+                           "(--traceback shows where)") from e
     else:
         try:
             module = importlib.import_module(target)
         except ModuleNotFoundError as e:
             raise CAIError(f"--reward {spec}: no module named {e.name!r}; check the name and that it is importable "
                            "(on PYTHONPATH), or give path/to/file.py:function") from None
+        except Exception as e:
+            raise CAIError(f"--reward {spec}: importing {target} failed ({_first_line(e)}); fix the module "
+                           "(--traceback shows where)") from e
     fn = getattr(module, attr, None)
     if fn is None:
         raise CAIError(f"--reward {spec}: {target} has no attribute {attr!r}")
