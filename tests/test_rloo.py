@@ -70,3 +70,28 @@ def test_short_rloo_run_with_a_python_reward(tiny_llama_dir, tmp_path, monkeypat
 
     backend = load_backend(f"hf:{out}")
     assert len(backend.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_tokens=3))) == 1
+
+
+def test_a_judge_reward_takes_the_constitution_and_principles(tiny_llama_dir, tmp_path, monkeypatch):
+    """`--reward judge:MODEL` reads `-c` and `--principles` in rloo as in ppo (rloo had neither flag, so its
+    judge always used the default constitution with every principle)."""
+    from cai.cli import build_parser
+    from cai.config import stage_config
+    from cai.train import rewards
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_load(spec, **kw):
+        seen.update(spec=spec, **kw)
+        raise Stop
+
+    monkeypatch.setattr(rewards, "load_reward", fake_load)
+    args = build_parser().parse_args(["rloo", "-m", tiny_llama_dir, "-o", str(tmp_path / "r"), "--reward",
+                                      "judge:mock:", "-c", "hhh", "--principles", "sample", "--seed", "3"])
+    config = stage_config(RlooConfig, args)
+    with pytest.raises(Stop):
+        run_rloo(config, prompts=PROMPTS)
+    assert seen == {"spec": "judge:mock:", "constitution": "hhh", "principles": "sample", "seed": 3}

@@ -42,6 +42,9 @@ class RlooConfig(TrainCommon):
                                  f"({', '.join(list_builtin_prompt_sets())}), hh-rlhf:PATH or hf:DATASET[:SPLIT]",
                                  flags=("--data",), aliases=("--prompts",))
     field: str | None = option(None, help="column holding the prompt in a JSONL/CSV/Parquet source")
+    constitution: str = option("default", help="constitution of a judge: reward", flags=("-c", "--constitution"))
+    principles: str = option("all", help="judge: reward: 'all' principles (mean), 'sample' (one per answer), N, "
+                             "or comma-separated ids")
     limit: int | None = option(None, help="use at most N prompts")
     samples_per_prompt: int = option(4, help="answers sampled per prompt (k >= 2); each is baselined by the mean "
                                      "reward of the other k - 1", flags=("-k", "--samples-per-prompt"))
@@ -145,7 +148,8 @@ def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | Non
         if reward is None:
             from cai.train.rewards import load_reward
 
-            reward = load_reward(config.reward)
+            reward = load_reward(config.reward, constitution=config.constitution, principles=config.principles,
+                                 seed=config.seed)
         return _train(config, run, base, conversations, reward,
                       run.last_checkpoint() if state == "resume" else None, show_progress)
 
