@@ -109,3 +109,11 @@ def test_preference_bad_records(tmp_path):
     bad = _write(tmp_path / "q.jsonl", [{"prompt": "x", "chosen": "y", "rejected": "z", "p_chosen": 1.5}])
     with pytest.raises(CAIError, match=r"q\.jsonl:1: 'p_chosen' must be a probability"):
         load_mix([bad], "preference", seed=0)
+    # JSON's true reads as the int 1 in Python; it is no probability, for dpo (load_mix) or reward (load_pairs).
+    from cai.train.prefdata import load_pairs
+
+    bad = _write(tmp_path / "t.jsonl", [{"prompt": "x", "chosen": "y", "rejected": "z", "p_chosen": True}])
+    with pytest.raises(CAIError, match=r"t\.jsonl:1: 'p_chosen' must be a probability in \[0, 1\], got True"):
+        load_mix([bad], "preference", seed=0)
+    with pytest.raises(CAIError, match=r"t\.jsonl:1: p_chosen must be a probability in \[0, 1\], got True"):
+        load_pairs([bad])

@@ -73,6 +73,18 @@ def test_a_mistyped_backend_is_not_sent_to_vllm():
     assert is_explicit("vllm:x") and not is_explicit("smollm2-135m") and not is_explicit("foo:bar")
 
 
+def test_a_bare_adapter_folder_goes_to_hf(tmp_path, monkeypatch):
+    """vLLM loads a LoRA adapter only beside its base model; a bare --keep-adapter folder tried it first and
+    failed with a KV-cache message before falling back."""
+    import cai.backends as backends
+
+    monkeypatch.setattr(backends, "vllm_available", lambda: True)
+    (tmp_path / "adapter_config.json").write_text("{}")
+    assert split_spec(str(tmp_path)) == ("hf", str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")  # a merged model folder: vLLM's
+    assert split_spec(str(tmp_path)) == ("vllm", str(tmp_path))
+
+
 def test_bare_name_falls_back_to_hf_when_vllm_cannot_start(monkeypatch, capsys, tiny_llama_dir):
     import cai.backends.vllm as vllm_mod
 

@@ -79,6 +79,11 @@ def split_spec(spec: str) -> tuple[str, str]:
         # Hub ids and aliases have no colon; "foo:bar" is a mistyped backend, not a model for vLLM.
         raise ValueError(f"unknown backend {kind!r} in model spec {spec!r}; use one of "
                          f"{', '.join(k + ':' for k in BACKENDS)} or a bare model name or folder")
+    folder = Path(spec).expanduser()
+    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        # A --keep-adapter folder: vLLM serves an adapter only beside its base (enable_lora), and a try
+        # failed with a message about the KV cache before the fallback; hf loads it through PEFT.
+        return "hf", spec
     return ("vllm" if vllm_available() else "hf"), spec
 
 

@@ -143,7 +143,8 @@ def preference_example(rec: dict[str, Any], where: str) -> dict[str, Any]:
         raise CAIError(f"{where}: a preference record needs 'prompt', 'chosen' and 'rejected' (cai label or cai "
                        f"critique output, or TRL's preference format); missing {', '.join(missing)}")
     p = rec.get("p_chosen", 0.5 if rec.get("tie") else 1.0)
-    if not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+    # JSON's true is a bool, which Python counts as the int 1: no probability all the same.
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
         raise CAIError(f"{where}: 'p_chosen' must be a probability in [0, 1], got {p!r}")
     chosen = _as_messages(rec["chosen"], "assistant", where, "chosen")
     if not "".join(m["content"] for m in chosen).strip():

@@ -96,7 +96,8 @@ def record_pair(rec: dict[str, Any], where: str) -> Pair:
     p = rec.get("p_chosen", 1.0)
     if p is None:
         p = 1.0
-    if not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+    # JSON's true is a bool, which Python counts as the int 1: no probability all the same.
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
         raise CAIError(f"{where}: p_chosen must be a probability in [0, 1], got {p!r}")
     group = str(rec.get("prompt_id") or rec.get("id") or prompt[-1]["content"])
     return Pair(prompt, chosen, rejected, float(p), group)
