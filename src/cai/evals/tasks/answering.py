@@ -84,6 +84,12 @@ def setup(config: AnsweringConfig, *, backend: Any = None, grader: Any = None, t
     if config.grader_agreement and not Path(config.grader_agreement).is_file():
         raise CAIError(f"--grader-agreement {config.grader_agreement}: no such file; run cai eval grader first")
     store = RecordStore(examples_path(config.output), overwrite=config.overwrite)
+    # An eval stopped before its result was written leaves only this file: another task run with the same
+    # -o would add its answers to it (its result check has nothing to read yet).
+    made_by = ((next(iter(store), None) or {}).get("provenance") or {}).get("stage")
+    if made_by and task and made_by != f"eval-{task}":
+        raise CAIError(f"{store.path} holds the answers of {made_by}, not of eval-{task}; pass another -o, or "
+                       "--overwrite to start that file afresh")
     check_same_prompts([store], {it.id: it.messages for it in items}, source=getattr(config, "data", None) or task,
                        prompt_of=lambda rec: rec.get("prompt"))
     if backend is None or pending_spec(backend):  # a shared backend not loaded yet is checked as its spec
