@@ -25,8 +25,11 @@ def _lines(run_dir: Path) -> int:
     return sum(p.read_text().count("\n") for p in run_dir.glob("critique-*/critique*.jsonl"))
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["foreground", "sigint-ignored"])
 @pytest.mark.parametrize("server", [False, True], ids=["fresh-process", "step-server"])
-def test_sigterm_interrupts_the_step_and_records_it(tmp_path, slow_mock_env, server):
+def test_sigterm_interrupts_the_step_and_records_it(tmp_path, slow_mock_env, server, background):
+    """``background``: started as `nohup cai run ... &` starts it, with SIGINT ignored, which its
+    step's process inherits."""
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"How do I do thing {i}?"}) + "\n"
                                for i in range(8)))
@@ -40,8 +43,9 @@ def test_sigterm_interrupts_the_step_and_records_it(tmp_path, slow_mock_env, ser
     else:
         env["CAI_STEP_SERVER"] = "0"
     run_dir = tmp_path / "run"
+    ignore_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
     proc = subprocess.Popen([sys.executable, "-m", "cai", "run", str(spec), "-o", str(run_dir)], env=env,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=ignore_sigint)
     try:
         deadline = time.time() + 120
         while _lines(run_dir) < 2 and time.time() < deadline:

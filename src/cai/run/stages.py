@@ -163,6 +163,12 @@ def _run_file(path: Path, shared: dict[str, Any] | None, options: dict[str, dict
 def main(argv: list[str] | None = None) -> int:
     """Run the steps described by JSON files, in order, stopping at the first that fails; each
     writes its summary beside its file. Eval steps of one model share one engine."""
+    import signal
+
+    # The runner interrupts this process with SIGINT (its own SIGTERM passed on). A runner started in
+    # the background (`nohup cai run ... &`) has SIGINT ignored, which this process would inherit, and
+    # Python then installs no handler: the step ran to its end before the runner could exit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     paths = [Path(p) for p in (argv or sys.argv[1:])]
     shared: dict[str, Any] | None = {} if len(paths) > 1 else None
     options = group_start_options(paths) if shared is not None else None
