@@ -112,14 +112,20 @@ def assert_one_line_error(rc: int, err: str, fragments: list[str]) -> str:
     return lines[0]
 
 
+def refused_cleanly(d: Path, files: dict, argv: list[str], fragments: list[str], capsys) -> None:
+    """``argv`` ({d} is the folder) over ``files`` in ``d`` ends in one line holding ``fragments``,
+    exit 2, and leaves every file as it was."""
+    _make(d, files)
+    before = _snapshot(d)
+    rc, err = run_bad([a.replace("{d}", str(d)) for a in argv], capsys)
+    assert_one_line_error(rc, err, fragments)
+    assert _snapshot(d) == before, "a failed run changed or created files"
+
+
 @pytest.mark.parametrize("name,files,argv,fragments", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(name, files, argv, fragments, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    _make(tmp_path, files)
-    before = _snapshot(tmp_path)
-    rc, err = run_bad([a.replace("{d}", str(tmp_path)) for a in argv], capsys)
-    assert_one_line_error(rc, err, fragments)
-    assert _snapshot(tmp_path) == before, "a failed run changed or created files"
+    refused_cleanly(tmp_path, files, argv, fragments, capsys)
 
 
 def test_valid_last_record_without_newline_is_kept(tmp_path, capsys):

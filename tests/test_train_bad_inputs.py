@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from test_bad_inputs import _make, _snapshot, assert_one_line_error, run_bad
+from test_bad_inputs import _snapshot, assert_one_line_error, refused_cleanly, run_bad
 
 
 def _jsonl(*records) -> str:
@@ -95,11 +95,7 @@ CASES = [
 def test_bad_training_input_is_refused(name, files, argv, fragments, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
-    _make(tmp_path, files)
-    before = _snapshot(tmp_path)
-    rc, err = run_bad([a.replace("{d}", str(tmp_path)) for a in argv], capsys)
-    assert_one_line_error(rc, err, fragments)
-    assert _snapshot(tmp_path) == before, "a failed run changed or created files"
+    refused_cleanly(tmp_path, files, argv, fragments, capsys)
 
 
 def test_reward_leaves_out_identical_pairs_and_says_so(tmp_path, capsys):
