@@ -18,10 +18,12 @@ from cai.errors import CAIError
 
 def words(messages: Any) -> list[list[str]] | None:
     """The non-system turns of a conversation as (role, words); None for no conversation."""
+    from cai.sources import turn_words
+
     if not isinstance(messages, list):
         return None
-    return [[str(m.get("role")), " ".join(str(m.get("content", "")).split())] for m in messages
-            if isinstance(m, dict) and m.get("role") != "system"]
+    return turn_words([{"role": m.get("role"), "content": m.get("content", "")} for m in messages
+                       if isinstance(m, dict) and m.get("role") != "system"])
 
 
 def _clip(turns: list[list[str]]) -> str:

@@ -37,8 +37,8 @@ from cai.label.judge import (JudgeConfig, PairLabel, PrincipleScore, PrinciplePl
                              method_summary)
 from cai.label.constructed import SOURCES, constructed_records, contrastive_pairs, revision_pairs
 from cai.label.preference import check_clamp, is_tie, margin
-from cai.label.resume import (check_prompts, done_prompts, finished, first_record, pairing, resume_check,
-                              sampling_key, unloaded_name)
+from cai.label.resume import (check_prompts, done_prompts, finished, first_record, model_specs, pairing,
+                              resume_check, sampling_key, unloaded_name)
 from cai.progress import batched, progress
 from cai.provenance import provenance
 from cai.sources import list_builtin_prompt_sets
@@ -80,6 +80,11 @@ class LabelConfig(JudgeConfig):
     overlong: str = option("error", help="a conversation longer than the model's context: error (stop and name "
                            "it) or truncate (keep its last tokens; hf backend)")
     overwrite: bool = overwrite_option()
+
+    @property
+    def self_judged(self) -> bool:
+        """Whether the policy labels its own pairs (no --judge, or the same model): one model then."""
+        return self.feedback in (None, "", self.policy)
 
     def __post_init__(self) -> None:
         # Values are checked when the config is built, so `cai run`'s dry run refuses them too;
@@ -204,8 +209,7 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
         policy, feedback = ready
     policy = load_for_overlong(policy if policy is not None else config.policy, config.overlong)
     if feedback is None:
-        feedback = (policy if config.feedback in (None, "", config.policy)
-                    else load_for_overlong(config.feedback, config.overlong))
+        feedback = policy if config.self_judged else load_for_overlong(config.feedback, config.overlong)
     else:
         feedback = load_for_overlong(feedback, config.overlong)
 
@@ -293,15 +297,13 @@ def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts
     done = done_prompts(store, skipped)
     todo = [u for u in units if unit_id(u) not in done]
     # Nothing left to make: no model is started, and the stored names are checked against the specs.
-    policy_spec = policy if policy is not None else config.policy
-    feedback_spec = feedback if feedback is not None else (
-        policy_spec if config.feedback in (None, "", config.policy) else config.feedback)
+    policy_spec, feedback_spec = model_specs(config, policy, feedback)
     need_policy = config.pairs == "contrastive" and bool(todo)
-    policy = load_backend(policy if policy is not None else config.policy) if need_policy else None
+    policy = load_backend(policy_spec) if need_policy else None
     if config.judge_filter and todo:
         if feedback is not None:
             feedback = load_backend(feedback)
-        elif policy is not None and config.feedback in (None, "", config.policy):
+        elif policy is not None and config.self_judged:
             feedback = policy  # one model in memory when the policy judges itself
         else:
             feedback = load_backend(config.feedback or config.policy)

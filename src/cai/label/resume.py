@@ -51,10 +51,16 @@ def finished(config: Any, policy: Any, feedback: Any, prompts: Sequence[Any], st
     if not prompts or any(p.id not in done for p in prompts):
         return None
     models = ((first_record(store, skipped) or {}).get("provenance") or {}).get("models") or {}
+    return stand_ins(list(model_specs(config, policy, feedback)), [models.get("policy"), models.get("feedback")])
+
+
+def model_specs(config: Any, policy: Any, feedback: Any) -> tuple[Any, Any]:
+    """(policy, feedback) as given, else as ``config`` names them, none loaded: the feedback model is
+    the policy where the policy labels its own pairs."""
     policy = policy if policy is not None else config.policy
     if feedback is None:
-        feedback = policy if config.feedback in (None, "", config.policy) else config.feedback
-    return stand_ins([policy, feedback], [models.get("policy"), models.get("feedback")])
+        feedback = policy if config.self_judged else config.feedback
+    return policy, feedback
 
 
 def unloaded_name(spec: Any, stored: Any) -> Any:

@@ -169,9 +169,15 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-") or "prompts"
 
 
+def turn_words(messages: Conversation) -> list[list[str]]:
+    """Each turn as [role, its words joined by single spaces]: what a prompt's identity reads, for the
+    ids made from the text and for a resumed output's check that a stored prompt is today's
+    (:mod:`cai.same_prompts`). Whitespace is noise for identity; the words are not."""
+    return [[str(m["role"]), " ".join(str(m["content"]).split())] for m in messages]
+
+
 def _content_hash(messages: Conversation) -> str:
-    # Whitespace and case of role names are noise for identity; the words are not.
-    norm = [[m["role"], " ".join(m["content"].split())] for m in messages]
+    norm = turn_words(messages)
     return hashlib.sha1(json.dumps(norm, ensure_ascii=False).encode("utf-8")).hexdigest()[:12]
 
 

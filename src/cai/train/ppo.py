@@ -167,7 +167,8 @@ def _run_ppo(config: PPORunConfig, *, reward: Any, show_progress: bool | None) -
             raise CAIError(f"--ptx-data {cfg.ptx_data}: no such file")
         data_hashes.append({"role": "ptx", "path": cfg.ptx_data, "weight": cfg.ptx_coef,
                             "sha256": sha256_file(Path(cfg.ptx_data))})
-    data_hashes += [f for f in [reward_fingerprint(reward if reward is not None else cfg.reward)] if f]
+    if fingerprint := reward_fingerprint(reward if reward is not None else cfg.reward):
+        data_hashes.append(fingerprint)
     run = RunDir(cfg.output, command="ppo", config=to_dict(cfg), data=data_hashes, base_model=policy_path,
                  overwrite=cfg.overwrite, inputs=inputs_of(cfg))
     state = run.check()

@@ -134,7 +134,8 @@ def run_rloo(config: RlooConfig, *, reward: Callable[..., Sequence[float]] | Non
     data = [{"path": config.prompts or "(python)", "sha256": digest, "weight": 1.0, "records": len(conversations)}]
     from cai.train.rewards import reward_fingerprint
 
-    data += [f for f in [reward_fingerprint(reward if reward is not None else config.reward)] if f]
+    if fingerprint := reward_fingerprint(reward if reward is not None else config.reward):
+        data.append(fingerprint)
     base = model_path(config.policy)
     run = RunDir(config.output, command=STAGE, config=to_dict(config), data=data, base_model=base,
                  overwrite=config.overwrite, inputs=inputs_of(config))
