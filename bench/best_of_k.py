@@ -32,7 +32,9 @@ best of 8 would need for the target, as a share of the peak.
 Fairness: vLLM's prefix cache is emptied before every timed run, so no run reads prompts an
 earlier run cached; every rate counts the tokens actually generated (the end-of-turn token
 included) and the table shows how many answers reached the limit. Model loading and engine
-start are excluded; a short warm-up call with n = max K precedes the timed runs.
+start are excluded; a short warm-up call with n = max K precedes the timed runs. The script runs on
+the allocator the ``cai`` command runs on (TCMalloc where installed, :mod:`cai.allocator`; ``--malloc
+libc`` for the C library's, as the rows before 2026-12-07 ran), and its section names it.
 
     python bench/best_of_k.py                   # full run on the vllm backend; writes its section of bench/RESULTS.md
     python bench/best_of_k.py --backend hf      # the same on the hf backend
@@ -48,6 +50,7 @@ import sys
 import time
 from pathlib import Path
 
+from cai.allocator import active
 from report import finish, header  # bench/report.py, shared by the bench scripts
 from training import matmul_peak  # bench/training.py: the bf16 peak, measured the same way there
 
@@ -73,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ks", default="1,4,8", help="comma-separated K values; must hold 1 and 8 for the target (default: 1,4,8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke run: 4 prompts x 16 tokens; writes nothing")
+    p.add_argument("--malloc", default="tcmalloc", choices=("tcmalloc", "libc"),
+                   help="allocator: tcmalloc, the cai command's (TCMalloc where installed; default), or libc, "
+                        "the C library's (the bench's rows before 2026-12-07)")
     p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
     args = p.parse_args(argv)
     try:
@@ -283,7 +289,7 @@ def report(args, rows: dict, load_s: float, name: str, load_at_start: float) -> 
                "generate -k K` sends it. Rates count the tokens actually generated (end-of-turn included).")
     lines = [
         SECTION_REVISIONS if args.data == REVISIONS else SECTION, "",
-        *header(load_at_start),
+        *header(load_at_start, machine_note=f"; allocator: {active()}"),
         job,
         f"- engine start and model loading excluded ({load_s:.1f} s)"
         + ("; vLLM's prefix cache is emptied before each row." if name.startswith("vllm:") else "."),
@@ -309,10 +315,29 @@ def report(args, rows: dict, load_s: float, name: str, load_at_start: float) -> 
     return "\n".join(lines), ok
 
 
+def use_allocator(choice: str) -> None:
+    """Start this script again on the allocator asked for, as the ``cai`` command starts itself on
+    TCMalloc (:mod:`cai.allocator`), or do nothing where it already runs on it."""
+    from cai.allocator import ALLOCATORS, preload_env, without_preload
+
+    if choice == "tcmalloc":
+        env = preload_env(os.environ)
+    elif any(a in os.environ.get("LD_PRELOAD", "") for a in ALLOCATORS):
+        env = without_preload(os.environ)
+    else:
+        env = None
+    if env is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
+    if argv is None:
+        use_allocator(args.malloc)
     convs = None if args.data == REVISIONS else load_conversations(args.data, args.prompts)
     load_at_start = os.getloadavg()[0]
     rows, load_s, name = run(args, convs)

@@ -147,6 +147,27 @@ def test_the_cpu_engine_samples_with_cais_sampler(backend):
     assert TopKTopPSampler.vllm_forward_cpu is not _forward_cpu
 
 
+def test_plain_sampling_skips_vllms_float32_copy_and_draws_the_same_tokens(backend, monkeypatch):
+    # cai.backends.vllm_sampler._sampler_forward: temperature-only steps go straight to cai's draw,
+    # with the same arithmetic as vLLM's Sampler.forward, so a seed gives the same answers either way.
+    from vllm.v1.sample.sampler import Sampler
+
+    from cai.backends.vllm_sampler import _sampler_forward
+
+    if not backend.on_cpu:
+        pytest.skip("a GPU keeps vLLM's sampler")
+    runner = backend.llm.llm_engine.model_executor.driver_worker.worker.model_runner
+    assert runner.sampler.forward.__func__ is _sampler_forward
+    convs = [[{"role": "user", "content": "Tell me a story."}], HI]
+    plain = SamplingParams(temperature=0.8, max_tokens=12, n=3, seed=11)
+    nucleus = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=12, n=3, seed=11)
+    ours = [c.text for p in (plain, nucleus) for c in backend.generate(convs, p)]
+    monkeypatch.setattr(Sampler, "forward", Sampler.vllm_forward)
+    theirs = [c.text for p in (plain, nucleus) for c in backend.generate(convs, p)]
+    assert ours == theirs
+    assert len(set(ours[:6])) > 1, "the samples should differ, or this compares nothing"
+
+
 def test_the_cpu_engine_warms_up_without_dummy_sampler_passes(backend):
     # cai.backends.vllm_warmup: the engine this file's tests share started with it
     from cai.backends.vllm_warmup import _no_dummy_sampler_run
