@@ -60,6 +60,14 @@ def test_checked_output():
         Reward(lambda p, c: [1.0], "short")(PROMPTS, ["a", "b"])
     with pytest.raises(CAIError, match="non-finite"):
         Reward(lambda p, c: [1.0, float("nan")], "nan")(PROMPTS, ["a", "b"])
+    for text in (["1.5", "2"], "12", [b"1", 2.0]):  # text is not a score, even where float() reads it
+        with pytest.raises(CAIError, match="must return a list of numbers"):
+            Reward(lambda p, c, text=text: text, "text")(PROMPTS, ["a", "b"])
+    import numpy as np
+    import torch
+
+    assert Reward(lambda p, c: [np.float32(0.5), torch.tensor(2.0)], "arrays")(PROMPTS, ["a", "b"]) == [0.5, 2.0]
+    assert Reward(lambda p, c: torch.tensor([1.0, -1.0]), "tensor")(PROMPTS, ["a", "b"]) == [1.0, -1.0]
 
 
 def test_judge_scores_yes_probability():

@@ -85,6 +85,15 @@ CASES = [
     ("score-completion-not-text", {"s.jsonl": _jsonl({"prompt": "hi", "completion": "yo"},
                                                      {"prompt": "hi", "completion": 5})},
      SCORE, ["s.jsonl: record 2", "completion must be text"]),
+    # -- an answer that does not reply to a user turn was scored as if it did
+    ("score-prompt-ending-on-assistant", {"s.jsonl": _jsonl({"prompt": "hi", "completion": "yo"}, {
+        "prompt": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "completion": "yo"})},
+     SCORE, ["s.jsonl: record 2", "must reply to a user turn", "prompt has the assistant's turn before it"]),
+    ("score-messages-two-answers", {"s.jsonl": _jsonl({"messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]})},
+     SCORE, ["s.jsonl: record 1", "must reply to a user turn", "messages has the assistant's turn before it"]),
+    ("score-messages-answer-alone", {"s.jsonl": _jsonl({"messages": [{"role": "assistant", "content": "a"}]})},
+     SCORE, ["s.jsonl: record 1", "messages has nothing before it"]),
     # -- a reward file that does not import (was the import's traceback)
     ("ppo-reward-file-does-not-import", {"r.py": "def f(p, c) return\n", **FAKE_MODEL},
      PPO + ["-m", "{d}/model", "--reward", "{d}/r.py:f"], ["importing", "r.py failed (SyntaxError", "fix the file"]),
@@ -162,6 +171,29 @@ def test_prompts_that_fill_max_length_are_named_not_dropped_silently(command, ti
     kept = drop_unfit([{"prompt": [{"role": "user", "content": "word " * 100}]}] + short, tiny_llama_dir, 64)
     assert kept == short  # the template's default system prompt alone is about 30 tokens
     assert "left out 1 of 2 examples whose prompt fills --max-length 64" in capsys.readouterr().err
+
+
+def test_held_out_prompts_that_fill_max_length_are_refused_before_training(tiny_llama_dir, tmp_path, capsys,
+                                                                           monkeypatch):
+    """TRL drops held-out examples that are too long as it drops training ones: with every one so, the
+    first evaluation failed after the training before it; with some, the eval loss counted fewer."""
+    from cai.train.model_io import drop_unfit
+    from cai.train.sft import split_examples
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    short, long = {"prompt": "Hi?", "completion": "A."}, {"prompt": "word " * 100, "completion": "A."}
+    examples = [dict(short, n=0), dict(short, n=1), dict(long, n=2), dict(short, n=3)]
+    assert [e["n"] for e in split_examples(examples, 0.25, 0)[1]] == [2]  # the seed holds out the long one
+    (tmp_path / "d.jsonl").write_text(_jsonl(*examples))
+    before = _snapshot(tmp_path)
+    rc, err = run_bad(["sft", "-m", tiny_llama_dir, "--data", str(tmp_path / "d.jsonl"), "-o", str(tmp_path / "m"),
+                       "--max-length", "48", "--eval-split", "0.25"], capsys)
+    assert_one_line_error(rc, err, ["every held-out prompt fills --max-length 48 tokens", "(or drop --eval-split)"])
+    assert _snapshot(tmp_path) == before
+
+    as_chat = [{"prompt": [{"role": "user", "content": e["prompt"]}]} for e in (long, short)]
+    assert drop_unfit(as_chat, tiny_llama_dir, 48, held_out=True) == as_chat[1:]
+    assert "left out 1 of 2 held-out examples whose prompt fills" in capsys.readouterr().err
 
 
 def test_hard_labels_leave_out_ties_and_orient_the_rest():

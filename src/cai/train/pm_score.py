@@ -91,6 +91,15 @@ def score_pairs(pm: Any, records: Sequence[dict[str, Any]], seed: int = 0) -> tu
     return summary, rows
 
 
+def _answered(prompt: list[Any], field: str) -> list[Any]:
+    """``prompt``, if an answer can follow it: the PM scores the answer as the reply to its last turn,
+    so that turn must be the user's (as in a preference pair's prompt)."""
+    if not prompt or prompt[-1].get("role") != "user":
+        what = "nothing" if not prompt else f"the {prompt[-1].get('role')}'s turn"
+        raise ValueError(f"the answer must reply to a user turn, but {field} has {what} before it")
+    return prompt
+
+
 def _answer_inputs(records: Sequence[dict[str, Any]], where: str = "") -> tuple[list[Any], list[str]]:
     from cai.types import check_conversation
 
@@ -100,13 +109,14 @@ def _answer_inputs(records: Sequence[dict[str, Any]], where: str = "") -> tuple[
         try:  # a message without content, or a string for a message, was a traceback from the template
             if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":
                 check_conversation(msgs, "messages")
-                prompts.append(msgs[:-1])
+                prompts.append(_answered(msgs[:-1], "messages"))
                 answers.append(msgs[-1]["content"])
                 continue
             if "prompt" in r and "completion" in r:
                 p, c = r["prompt"], r["completion"]
                 prompts.append(p if isinstance(p, list) else [{"role": "user", "content": str(p)}])
                 check_conversation(prompts[-1], "prompt")
+                _answered(prompts[-1], "prompt")
                 if isinstance(c, list):
                     check_conversation(c, "completion")
                 elif not isinstance(c, str):

@@ -63,6 +63,9 @@ class Reward:
                            "answers); fix it and run the same command again (--traceback shows where it "
                            "failed)") from e
         try:
+            # float("1.5") would pass a reward that returns text, and a string iterates as characters.
+            if isinstance(out, (str, bytes)) or any(isinstance(v, (str, bytes)) for v in out):
+                raise TypeError
             values = [float(v) for v in out]
         except (TypeError, ValueError):
             raise CAIError(f"reward {self.name}: must return a list of numbers, got {out!r:.80}") from None

@@ -96,12 +96,9 @@ def run_sft(config: SFTRunConfig, *, show_progress: bool | None = None) -> dict[
     from cai.train.model_io import model_path, run_trl
 
     config.check()
-    from functools import partial
-
     examples, files = load_mix(config.data, "sft", seed=config.seed)
     train, held = split_examples(examples, config.eval_split, config.seed)
     summary: dict[str, Any] = {"output": str(Path(config.output)), "examples": len(train), "held_out": len(held),
                                "files": [f.to_dict() for f in files]}
-    return run_trl("sft", config, train, files, model_path(config.model),
-                   partial(build_sft_trainer, eval_examples=held or None), summary=summary,
-                   show_progress=show_progress)
+    return run_trl("sft", config, train, files, model_path(config.model), build_sft_trainer, summary=summary,
+                   show_progress=show_progress, held_out=held)
