@@ -117,3 +117,25 @@ def vllm_start_args(monkeypatch):
         return seen
 
     return start_args
+
+
+@pytest.fixture
+def no_engine(monkeypatch):
+    """``state``: once ``state["forbid"]`` is set, building any backend fails the test, for a refusal
+    that must be decided before a model starts (tests/test_resume_matches_inputs.py and
+    tests/test_eval_resume_matches_data.py)."""
+    import cai.backends as backends
+
+    real = backends._factory
+    state = {"forbid": False}
+
+    def factory(kind: str):
+        cls = real(kind)
+
+        def build(*args, **kwargs):
+            assert not state["forbid"], f"a {kind} backend was built"
+            return cls(*args, **kwargs)
+        return build
+
+    monkeypatch.setattr(backends, "_factory", factory)
+    return state

@@ -15,26 +15,6 @@ import yaml
 from cai.cli import main
 
 
-@pytest.fixture
-def no_engine(monkeypatch):
-    """Building any backend fails the test: every refusal here is decided before a model starts."""
-    import cai.backends as backends
-
-    real = backends._factory
-    state = {"forbid": False}
-
-    def factory(kind: str):
-        cls = real(kind)
-
-        def build(*args, **kwargs):
-            assert not state["forbid"], f"a {kind} backend was built"
-            return cls(*args, **kwargs)
-        return build
-
-    monkeypatch.setattr(backends, "_factory", factory)
-    return state
-
-
 def _prompts(path, texts) -> str:
     path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": t}) + "\n" for i, t in enumerate(texts)))
     return str(path)

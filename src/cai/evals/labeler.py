@@ -111,6 +111,30 @@ def _choice_results(backend: Any, items: Sequence[ChoiceItem], examples: Sequenc
     return out
 
 
+_TEXT = ("prompt", "better", "worse", "corrects", "incorrects")
+
+
+def _item_text(it: Any) -> dict[str, Any]:
+    """What an item asks, kept in its stored record (not in the result's items): the text a
+    resumed run checks the data file against."""
+    if isinstance(it, Comparison):
+        return {"prompt": list(it.messages), "better": it.better, "worse": it.worse}
+    return {"prompt": it.prompt, "corrects": list(it.corrects), "incorrects": list(it.incorrects)}
+
+
+def _judged(text: dict[str, Any]) -> Any:
+    """An item's text as one conversation for :func:`cai.same_prompts.check_same_prompts`: the prompt, then the
+    human-preferred side and the other as two assistant turns, so a swapped human label is an edit too. None for
+    a record written before the text was kept."""
+    prompt = text.get("prompt")
+    if prompt is None:
+        return None
+    sides = ([text["better"], text["worse"]] if "better" in text
+             else [" ".join(text["corrects"]), " ".join(text["incorrects"])])
+    return [*([{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt),
+            *({"role": "assistant", "content": s} for s in sides)]
+
+
 def summarise(results: Sequence[dict], *, n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Accuracy with its 95% bootstrap interval, position bias, calibration and baselines."""
     credits = [credit(r["p_correct"]) for r in results]
@@ -167,6 +191,13 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
         from cai.label.judge import PrinciplePlan
 
         PrinciplePlan(constitution, config.principles)  # a bad --principles fails before the model loads
+    if store is not None:
+        from cai.same_prompts import check_same_prompts
+
+        first_run = (next(iter(store), None) or {}).get("run") or {}
+        if first_run.get("data") == config.data:  # another data's file is refused below, as another run
+            check_same_prompts([store], {str(it.id): _judged(_item_text(it)) for it in items}, source=config.data,
+                               prompt_of=_judged)
     if backend is None:  # a finished evaluation starts no engine (cai.backends.unstarted)
         first = finished_record(store, items, key=lambda it: it.id)  # --overwrite: never finished
         backend = stand_in(config.model, (first.get("run") or {}).get("model")) if first is not None else None
@@ -182,7 +213,7 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
             if rec.get("run") != run_key:
                 raise CAIError(f"{store.path} holds results of another run (model, data, method or seed differ); "
                                "rerun with those settings to resume, or pass a new -o/--output")
-            done[str(rec["id"])] = {k: v for k, v in rec.items() if k not in ("run", "provenance")}
+            done[str(rec["id"])] = {k: v for k, v in rec.items() if k not in ("run", "provenance", *_TEXT)}
 
     started = time.perf_counter()
     todo = [it for it in items if str(it.id) not in done]
@@ -197,7 +228,9 @@ def evaluate_labeler(config: LabelerEvalConfig, *, backend: Any = None, constitu
             if choice:
                 fresh += _choice_results(backend, choice, shots, config)
             if store is not None:
-                store.append([{**r, "run": run_key, "provenance": {"stage": "eval-labeler"}} for r in fresh])
+                text = {str(it.id): _item_text(it) for it in batch}
+                store.append([{**r, **text[str(r["id"])], "run": run_key, "provenance": {"stage": "eval-labeler"}}
+                              for r in fresh])
             done.update((str(r["id"]), r) for r in fresh)
             bar.update(len(batch))
     finally:

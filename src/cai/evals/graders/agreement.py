@@ -144,6 +144,7 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
     from cai.evals.graders.human_labels import read_human_labels
     from cai.progress import batched, progress
     from cai.provenance import provenance
+    from cai.same_prompts import check_same_prompts
     from cai.store import RecordStore
 
     if config.batch_size < 1:
@@ -161,6 +162,8 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
             raise CAIError(f"--limit must be a positive number, got {config.limit}")
         items = random.Random(config.seed).sample(items, min(config.limit, len(items)))
     store = RecordStore(default_examples_path(out), overwrite=config.overwrite)
+    check_same_prompts([store], {it.id: _graded(it.prompt, it.answer) for it in items}, source=config.data,
+                       prompt_of=lambda r: _graded(r["prompt"], r["answer"]) if "answer" in r else None)
     if grader is None:
         grader = _finished(config, store, items) or config.build_grader("smollm2-135m")
     desc = grader.describe()
@@ -173,12 +176,15 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
                   enabled=show_progress) as bar:
         for batch in batched(todo, config.batch_size):
             grades = grader.grade([it.prompt for it in batch], [it.answer for it in batch])
-            store.append({"id": it.id, "grader": grader.spec, "type": it.type, "unsafe": it.unsafe,
+            store.append({"id": it.id, "prompt": list(it.prompt), "answer": it.answer, "grader": grader.spec,
+                          "type": it.type, "unsafe": it.unsafe,
                           "human_label": it.human_label, "human_refused": it.refused, "grade": gr.to_json()}
                          for it, gr in zip(batch, grades))
             bar.update(len(batch))
     by_id = {r["id"]: r for r in store}
-    recs = [by_id[it.id] for it in items]
+    # The human side is read from --data, not from the record: a corrected label needs no new grade.
+    recs = [{**by_id[it.id], "human_refused": it.refused, "human_label": it.human_label, "type": it.type,
+             "unsafe": it.unsafe} for it in items]
     pred = [r["grade"]["refused"] for r in recs]
     gold = [r["human_refused"] for r in recs]
     scores = [r["grade"]["score"] for r in recs]
@@ -209,6 +215,11 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
         provenance=provenance(models={"judge": desc.get("model", "")}, seed=config.seed, stage="eval-grader",
                               data=str(config.data), n=len(items), config=to_dict(config)),
     )
+
+
+def _graded(prompt: Any, answer: str) -> list[dict[str, Any]]:
+    """What a stored grade judged, as one conversation: the prompt and the answer after it."""
+    return [*prompt, {"role": "assistant", "content": answer}]
 
 
 def _finished(config: GraderEvalConfig, store: Any, items: Sequence[Any]) -> Any:

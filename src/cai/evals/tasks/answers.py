@@ -62,6 +62,12 @@ def load_questions(source: str, *, turns: int, field: str | None = None) -> list
     return out
 
 
+def asked(turns: Sequence[str]) -> list[dict[str, str]]:
+    """A question's turns as the user turns of one conversation: what a stored record answered, for
+    :func:`cai.evals.tasks.itemrun.check_same_items` (the answers between them are the models')."""
+    return [{"role": "user", "content": t} for t in turns]
+
+
 def question_text(q: Question) -> str:
     """What a question asks, its turns one per line (for measuring overlap with training prompts)."""
     return "\n".join(q.turns)

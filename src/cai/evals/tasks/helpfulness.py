@@ -20,9 +20,9 @@ from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.overlap import held_out, train_prompts_option
 from cai.evals.results import EvalResult, Metric
-from cai.evals.tasks.answers import Question, answer, backends, judge, load_questions, question_text
-from cai.evals.tasks.itemrun import (TaskCommon, examples_path, mean_ci, open_store, result_path, run_items,
-                                     seeded_subset, unless_finished)
+from cai.evals.tasks.answers import Question, answer, asked, backends, judge, load_questions, question_text
+from cai.evals.tasks.itemrun import (TaskCommon, check_same_items, examples_path, mean_ci, open_store, result_path,
+                                     run_items, seeded_subset, unless_finished)
 from cai.label.judge import JudgeConfig
 from cai.label.preference import is_tie
 from cai.types import SamplingParams
@@ -78,6 +78,9 @@ def evaluate_helpfulness(config: HelpfulnessConfig, *, model: Any = None, baseli
         check_clamp(config.cot_clamp)
     specs = [model if model is not None else config.model, baseline if baseline is not None else config.baseline,
              judge_model if judge_model is not None else config.judge]
+    check_same_items(out, {q.id: asked(q.turns) for q in questions}, source=config.data,
+                     prompt_of=lambda r: asked(r["turns"]), overwrite=config.overwrite,
+                     same_run={"task": TASK, "data": config.data, "field": config.field, "turns": config.turns})
     policy, base, judge_b = backends(unless_finished(specs, out, questions, lambda q: q.id,
                                                      lambda fp: [fp["model"], fp["baseline"], fp["judge"]],
                                                      overwrite=config.overwrite))

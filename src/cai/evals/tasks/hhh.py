@@ -24,8 +24,8 @@ from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.overlap import held_out, prompt_text, train_prompts_option
 from cai.evals.results import EvalResult, Metric
-from cai.evals.tasks.itemrun import (TaskCommon, credit, mean_ci, open_store, result_path, run_items,
-                                     seeded_subset, unless_finished)
+from cai.evals.tasks.itemrun import (TaskCommon, check_same_items, credit, mean_ci, open_store, result_path,
+                                     run_items, scored_text, seeded_subset, unless_finished)
 
 TASK = "hhh"
 
@@ -61,10 +61,16 @@ def score_batch(backend: Any, batch: Sequence[Any]) -> list[dict[str, Any]]:
     out = []
     for it, (b, w), lp in zip(batch, options, scores):
         nb, nw = len(b.encode("utf-8")), len(w.encode("utf-8"))
-        out.append({"id": it.id, "category": it.category, "logprob_better": lp[b], "logprob_worse": lp[w],
+        out.append({"id": it.id, "category": it.category, "prompt": list(it.messages), "better": b, "worse": w,
+                    "logprob_better": lp[b], "logprob_worse": lp[w],
                     "bytes_better": nb, "bytes_worse": nw,
                     "correct": credit(lp[b], lp[w]), "correct_norm": credit(lp[b] / nb, lp[w] / nw)})
     return out
+
+
+def _scored(rec: dict[str, Any]) -> Any:
+    # Records written before the text was stored hold none to check.
+    return scored_text(rec["prompt"], [rec["better"], rec["worse"]]) if "prompt" in rec else None
 
 
 def summarise(records: Sequence[dict[str, Any]], *, seed: int = 0, n_resamples: int = 2000
@@ -96,6 +102,9 @@ def evaluate_hhh(config: HHHConfig, *, backend: Any = None, show_progress: bool 
     out = result_path(config.output, TASK, config)
     items = load_items(config)
     overlap = held_out([prompt_text(it.messages) for it in items], config.train_prompts)
+    check_same_items(out, {it.id: scored_text(it.messages, [it.better.strip(), it.worse.strip()]) for it in items},
+                     source=config.data, prompt_of=_scored, same_run={"task": TASK, "data": config.data},
+                     overwrite=config.overwrite)
     backend = load_backend(unless_finished([backend if backend is not None else config.model], out, items,
                                            lambda it: it.id, lambda fp: [fp["model"]], overwrite=config.overwrite)[0])
     name = getattr(backend, "name", str(config.model))

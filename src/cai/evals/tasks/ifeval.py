@@ -29,7 +29,7 @@ from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.results import EvalResult
 from cai.evals.overlap import held_out, train_prompts_option
-from cai.evals.tasks.itemrun import (TaskCommon, examples_path, open_store, result_path, run_items,
+from cai.evals.tasks.itemrun import (TaskCommon, check_same_items, examples_path, open_store, result_path, run_items,
                                      seeded_subset, unless_finished)
 from cai.sources.readers import iter_jsonl
 from cai.types import SamplingParams
@@ -117,6 +117,10 @@ def answer_batch(backend: Any, batch: Sequence[Prompt], config: IFEvalConfig) ->
     return out
 
 
+def _asked(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
 def prompt_texts(config: IFEvalConfig) -> list[str]:
     """The prompts evaluated; no model is loaded."""
     return [p.text for p in seeded_subset(load_prompts(config.data), config.limit, config.seed)]
@@ -130,14 +134,16 @@ def evaluate_ifeval(config: IFEvalConfig, *, backend: Any = None, show_progress:
     config.check()
     out = result_path(config.output, TASK)
     prompts = seeded_subset(load_prompts(config.data), config.limit, config.seed)
-    # No overwrite=: open_store below resumes the records file even with --overwrite, and so does this.
+    check_same_items(out, {p.id: _asked(p.text) for p in prompts}, source=config.data,
+                     prompt_of=lambda r: _asked(r["prompt"]), same_run={"task": TASK, "data": config.data},
+                     overwrite=config.overwrite)
     backend = load_backend(unless_finished([backend if backend is not None else config.model], out, prompts,
-                                           lambda p: p.id, lambda fp: [fp["model"]])[0])
+                                           lambda p: p.id, lambda fp: [fp["model"]], overwrite=config.overwrite)[0])
     name = getattr(backend, "name", str(config.model))
     params = config.sampling()
     fingerprint = {"task": TASK, "model": name, "data": config.data, "sampling": params.to_dict(),
                    "system_prompt": config.system_prompt}
-    store = open_store(out, fingerprint)
+    store = open_store(out, fingerprint, overwrite=config.overwrite)
     started = time.perf_counter()
     records = run_items(store, prompts, lambda p: p.id, lambda batch: answer_batch(backend, batch, config),
                         batch_size=config.batch_size, fingerprint=fingerprint, desc="eval ifeval",

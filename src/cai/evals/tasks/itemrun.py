@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from cai.config import option
 from cai.errors import CAIError
@@ -92,6 +92,31 @@ def open_store(result: str | Path, fingerprint: dict[str, Any], *, overwrite: bo
         raise CAIError(f"{store.path} holds a run with a different {', '.join(diffs) or 'setup'}; resume with the "
                        "same settings, or write to a new -o file (or delete that file to start over)")
     return store
+
+
+def check_same_items(result: str | Path, now: Mapping[str, Any], *, source: str,
+                     prompt_of: Callable[[dict[str, Any]], Any], same_run: Mapping[str, Any],
+                     overwrite: bool = False) -> None:
+    """Before any model starts: refuse a records file beside ``result`` whose record of an id scored
+    other text than that item (``now``: id -> conversation) reads today (:mod:`cai.same_prompts`).
+    Ids of a data file are its own keys or row numbers, so an edited item keeps its id. A file whose
+    fingerprint differs in ``same_run`` (task, data, ...) is left to :func:`open_store`, whose error
+    names that difference rather than calling every item edited."""
+    from cai.same_prompts import check_same_prompts
+
+    if overwrite or not examples_path(result).is_file():
+        return
+    store = RecordStore(examples_path(result))
+    old = (next(iter(store), None) or {}).get("fingerprint") or {}
+    if all(old.get(k) == v for k, v in same_run.items()):
+        check_same_prompts([store], now, source=source, prompt_of=prompt_of)
+
+
+def scored_text(messages: Sequence[Any], options: Sequence[str]) -> list[dict[str, Any]]:
+    """What a log-likelihood record scored, as one conversation for :func:`check_same_items`: the
+    conversation, then each option scored after it as an assistant turn, so that an edited option
+    counts as an edited item (its stored log-prob is of the old text)."""
+    return [*messages, *({"role": "assistant", "content": o} for o in options)]
 
 
 def unless_finished(specs: Sequence[Any], result: str | Path, items: Sequence[Any], key: Callable[[Any], str],

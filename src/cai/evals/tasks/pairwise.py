@@ -20,10 +20,10 @@ from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.overlap import held_out, train_prompts_option
 from cai.evals.results import EvalResult, Metric
-from cai.evals.tasks.answers import Question, answer, backends, judge, load_questions, question_text
+from cai.evals.tasks.answers import Question, answer, asked, backends, judge, load_questions, question_text
 from cai.evals.tasks.helpfulness import _verdict
-from cai.evals.tasks.itemrun import (TaskCommon, examples_path, mean_ci, open_store, result_path, run_items,
-                                     seeded_subset, unless_finished)
+from cai.evals.tasks.itemrun import (TaskCommon, check_same_items, examples_path, mean_ci, open_store, result_path,
+                                     run_items, seeded_subset, unless_finished)
 from cai.label.judge import JudgeConfig
 from cai.types import SamplingParams
 
@@ -66,6 +66,9 @@ def evaluate_pairwise(config: PairwiseConfig, *, models: Sequence[Any] | None = 
     overlap = held_out([question_text(q) for q in questions], config.train_prompts)
     constitution = constitution if constitution is not None else load_constitution(config.constitution)
     PrinciplePlan(constitution, config.principles)
+    check_same_items(out, {q.id: asked(q.turns) for q in questions}, source=config.data,
+                     prompt_of=lambda r: asked(r["turns"]), overwrite=config.overwrite,
+                     same_run={"task": TASK, "data": config.data, "field": config.field, "turns": config.turns})
     loaded = backends(unless_finished([*specs, judge_model if judge_model is not None else config.judge], out,
                                       questions, lambda q: q.id, lambda fp: [*fp["models"], fp["judge"]],
                                       overwrite=config.overwrite))

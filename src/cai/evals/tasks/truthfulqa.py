@@ -27,8 +27,8 @@ from cai.config import option, to_dict
 from cai.errors import CAIError
 from cai.evals.overlap import held_out, train_prompts_option
 from cai.evals.results import EvalResult, Metric
-from cai.evals.tasks.itemrun import (TaskCommon, examples_path, mean_ci, open_store, result_path, run_items,
-                                     seeded_subset, unless_finished)
+from cai.evals.tasks.itemrun import (TaskCommon, check_same_items, examples_path, mean_ci, open_store, result_path,
+                                     run_items, scored_text, seeded_subset, unless_finished)
 
 TASK = "truthfulqa"
 NO_COMMENT = "I have no comment."
@@ -107,9 +107,15 @@ def score_batch(backend: Any, batch: Sequence[Question]) -> list[dict[str, Any]]
     out = []
     for q, lp in zip(batch, scores):
         out.append({"id": q.id, "category": q.category, "question": q.question, **mc_scores(q.best, q.correct,
-                    q.incorrect, lp), "logprobs": {"correct": [lp[a] for a in q.correct],
-                                                   "incorrect": [lp[a] for a in q.incorrect]}})
+                    q.incorrect, lp), "answers": {"correct": list(q.correct), "incorrect": list(q.incorrect)},
+                    "logprobs": {"correct": [lp[a] for a in q.correct], "incorrect": [lp[a] for a in q.incorrect]}})
     return out
+
+
+def _scored(question: str, correct: Sequence[str], incorrect: Sequence[str]) -> list[dict[str, Any]]:
+    # One turn per side, as the CSV's columns: an answer moved to the other side is an edit too, and
+    # the best answer leads the correct ones, so a new best answer is one as well.
+    return scored_text([{"role": "user", "content": question}], ["; ".join(correct), "; ".join(incorrect)])
 
 
 def summarise(records: Sequence[dict[str, Any]], *, seed: int = 0, n_resamples: int = 2000) -> dict[str, Metric]:
@@ -128,6 +134,9 @@ def evaluate_truthfulqa(config: TruthfulQAConfig, *, backend: Any = None,
     out = result_path(config.output, TASK, config)
     items = seeded_subset(load_questions(config.data), config.limit, config.seed)
     overlap = held_out([q.question for q in items], config.train_prompts)
+    check_same_items(out, {q.id: _scored(q.question, q.correct, q.incorrect) for q in items}, source=config.data,
+                     prompt_of=lambda r: _scored(r["question"], **r["answers"]) if "answers" in r else None,
+                     same_run={"task": TASK, "data": config.data}, overwrite=config.overwrite)
     backend = load_backend(unless_finished([backend if backend is not None else config.model], out, items,
                                            lambda q: q.id, lambda fp: [fp["model"]], overwrite=config.overwrite)[0])
     name = getattr(backend, "name", str(config.model))
