@@ -191,6 +191,28 @@ def check_seed_reproducible(backend: Any) -> None:
     assert [x.text for x in a] != [x.text for x in c], "a different seed should change at least one sample"
 
 
+def check_conversation_seeds(backend: Any) -> None:
+    """With ``seeds``, each conversation's samples are its own: the same in any batch, in any order,
+    as on their own, and as a call ``seed=s`` on that conversation alone. For backends whose logits do
+    not depend on the batch (float32, or the greedy check above holds)."""
+    convs = CONVERSATIONS[:3]
+    seeds = (11, 22, 33)
+    params = SamplingParams(temperature=1.0, max_tokens=8, n=2, seeds=seeds)
+    together = group([c.text for c in backend.generate(convs, params)], 2)
+    backwards = group([c.text for c in backend.generate(convs[::-1], SamplingParams(
+        temperature=1.0, max_tokens=8, n=2, seeds=seeds[::-1]))], 2)[::-1]
+    alone = [[c.text for c in backend.generate([conv], SamplingParams(temperature=1.0, max_tokens=8, n=2, seeds=(s,)))]
+             for conv, s in zip(convs, seeds)]
+    by_seed = [[c.text for c in backend.generate([conv], SamplingParams(temperature=1.0, max_tokens=8, n=2, seed=s))]
+               for conv, s in zip(convs, seeds)]
+    assert together == backwards == alone == by_seed, "a conversation's seeded samples depend on its batch"
+    other = group([c.text for c in backend.generate(convs, SamplingParams(temperature=1.0, max_tokens=8, n=2,
+                                                                             seeds=(12, 22, 33)))], 2)
+    assert other[1:] == together[1:] and other[0] != together[0], "only the conversation whose seed changed changes"
+    with pytest.raises(ValueError, match="2 seeds for 3 conversations"):
+        backend.generate(convs, SamplingParams(temperature=1.0, max_tokens=8, seeds=(1, 2)))
+
+
 # -- score_options ------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from backend_contract import (
     check_batch_invariant_greedy,
+    check_conversation_seeds,
     check_generate_contract,
     check_score_options_contract,
     check_score_options_matches_forward,
@@ -36,6 +37,10 @@ def test_generate_contract(tiny):
 
 def test_seed_reproducible(tiny):
     check_seed_reproducible(tiny)
+
+
+def test_each_conversation_samples_from_its_own_seed(tiny):
+    check_conversation_seeds(tiny)
 
 
 def test_batched_greedy_matches_one_at_a_time(tiny):
@@ -181,9 +186,11 @@ def test_shared_prefill_samples_what_num_return_sequences_samples(tiny):
     cfg = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, num_return_sequences=4,
                            eos_token_id=sorted(tiny.eos_ids), pad_token_id=tiny.pad_id)
     from cai.backends.hf_sampling import fast_multinomial
+    from cai.types import stream_seed
 
-    with torch.random.fork_rng(), torch.inference_mode(), fast_multinomial():  # the backend's sampler
-        torch.manual_seed(9)
+    # the backend's sampler: a stream per conversation (the longer one first, as the backend sorts), one per sample
+    rows_of = [torch.Generator().manual_seed(stream_seed(s, j)) for s in params.conversation_seeds(2, 9) for j in range(4)]
+    with torch.random.fork_rng(), torch.inference_mode(), fast_multinomial(rows_of):
         rows = tiny.model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)[:, ids.shape[1]:].tolist()
     theirs = [tiny._completion(r, 0, params, 6, 9).text for r in rows]
     assert [c.text for c in ours] == theirs

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from backend_contract import (
+    check_conversation_seeds,
     check_generate_contract,
     check_score_options_contract,
     check_seed_reproducible,
@@ -26,6 +27,10 @@ def test_generate_contract(mock):
 
 def test_seed_reproducible(mock):
     check_seed_reproducible(mock)
+
+
+def test_each_conversation_samples_from_its_own_seed(mock):
+    check_conversation_seeds(mock)
 
 
 def test_score_options_contract(mock):

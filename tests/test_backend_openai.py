@@ -20,6 +20,7 @@ import pytest
 from backend_contract import (
     _load_fp32,
     check_batch_invariant_greedy,
+    check_conversation_seeds,
     check_generate_contract,
     check_score_options_contract,
     check_score_options_matches_forward,
@@ -90,6 +91,10 @@ def test_generate_contract(client):
 
 def test_seed_reproducible(client):
     check_seed_reproducible(client)
+
+
+def test_each_conversation_samples_from_its_own_seed(client):
+    check_conversation_seeds(client)
 
 
 def test_batched_greedy_matches_one_at_a_time(client):

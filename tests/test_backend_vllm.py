@@ -15,6 +15,7 @@ import sys
 import pytest
 from backend_contract import (
     check_batch_invariant_greedy,
+    check_conversation_seeds,
     check_generate_contract,
     check_score_options_contract,
     check_score_options_matches_forward,
@@ -80,6 +81,10 @@ def test_generate_contract(backend):
 
 def test_seed_reproducible(backend):
     check_seed_reproducible(backend)
+
+
+def test_each_conversation_samples_from_its_own_seed(backend):
+    check_conversation_seeds(backend)
 
 
 def test_batched_greedy_matches_one_at_a_time(backend):
@@ -239,7 +244,8 @@ def test_k_samples_are_one_request_with_n_outputs(smollm2_path):
 
     from transformers import AutoTokenizer
 
-    from cai.backends.vllm import VLLMBackend, request_seed
+    from cai.backends.vllm import VLLMBackend
+    from cai.types import stream_seed
 
     calls = []
 
@@ -258,19 +264,25 @@ def test_k_samples_are_one_request_with_n_outputs(smollm2_path):
     ((prompts, sampling),) = calls
     assert len(prompts) == 2 and prompts[0] != prompts[1], "one request per conversation, not one per sample"
     assert [sp.n for sp in sampling] == [4, 4]
-    assert [sp.seed for sp in sampling] == [request_seed(5, 0), request_seed(5, 1)]
+    assert [sp.seed for sp in sampling] == [stream_seed(5, 0), stream_seed(5, 1)]
     assert [c.text for c in out] == [f"c{i}s{j}" for i in range(2) for j in range(4)]  # conversation-major
+    calls.clear()
+    out = b.generate(convs, SamplingParams(temperature=0.7, max_tokens=4, seeds=(9, 5)))
+    assert [sp.seed for sp in calls[0][1]] == [stream_seed(9, 0), stream_seed(5, 0)]  # seed=5 on one: stream (5, 0)
+    assert [c.meta["seed"] for c in out] == [9, 5]
+    with pytest.raises(ValueError, match="2 seeds for 1 conversations"):
+        b.generate(convs[:1], SamplingParams(temperature=0.7, max_tokens=4, seeds=(9, 5)))
     calls.clear()
     greedy = b.generate(convs, SamplingParams(temperature=0, max_tokens=4, n=3))
     assert [sp.n for sp in calls[0][1]] == [1, 1] and [c.text for c in greedy] == ["c0s0"] * 3 + ["c1s0"] * 3
 
 
 def test_request_seeds_are_distinct_and_stable():
-    from cai.backends.vllm import request_seed
+    from cai.types import stream_seed
 
-    seeds = {request_seed(s, i) for s in range(20) for i in range(50)}
+    seeds = {stream_seed(s, i) for s in range(20) for i in range(50)}
     assert len(seeds) == 1000 and all(0 <= x < 2**31 for x in seeds)
-    assert request_seed(7, 3) == request_seed(7, 3)
+    assert stream_seed(7, 3) == stream_seed(7, 3) == 1_584_664_235  # the streams of earlier versions
 
 
 def test_caller_rngs_survive_an_engine_that_seeds_them():

@@ -88,6 +88,25 @@ def test_killed_run_resumes_to_the_same_file(prompts_file, tmp_path):
     assert again["written"] == 0 and again["skipped"] == 5
 
 
+def test_a_prompts_samples_do_not_depend_on_its_batch(prompts_file, tmp_path):
+    # Each prompt draws from a seed made from its id: another --batch-size, or a --limit raised into
+    # a batch (its missing prompts sent in a smaller batch), gives the same file.
+    def answers(name, batch_size=2, **kw):
+        generate_file(GenerateConfig(model="mock:", input=str(prompts_file), output=str(tmp_path / name),
+                                     batch_size=batch_size, temperature=1.0, n=2, **kw), MockBackend())
+        return _answers(tmp_path / name)
+
+    by_two = answers("a.jsonl")
+    assert answers("b.jsonl", batch_size=5) == by_two
+    answers("c.jsonl", limit=3)
+    assert answers("c.jsonl") == by_two
+    assert len(set(by_two.values())) == len(by_two), "the samples should differ, or this compares nothing"
+    other = GenerateConfig(model="mock:", input=str(prompts_file), output=str(tmp_path / "d.jsonl"), temperature=1.0,
+                           n=2, seed=1)
+    generate_file(other, MockBackend())
+    assert _answers(tmp_path / "d.jsonl") != by_two, "the run's seed still drives the draws"
+
+
 def test_resume_refuses_other_settings(prompts_file, tmp_path):
     out = tmp_path / "out.jsonl"
     generate_file(_config(prompts_file, out, limit=2), MockBackend())

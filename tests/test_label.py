@@ -190,6 +190,22 @@ def good_bad_judge(conv, options):
     return {A: ln(0.8), B: ln(0.2)} if good_is_a else {A: ln(0.2), B: ln(0.8)}
 
 
+def test_a_prompts_sampled_answers_do_not_depend_on_its_batch(tmp_path):
+    # The policy's answers are drawn with a seed per prompt (its id), so another --batch-size (or a
+    # resumed run's smaller batch) samples the same pairs.
+    def pairs(name, batch_size, seed=0):
+        cfg = LabelConfig(prompts="x", output=str(tmp_path / name), samples_per_prompt=2, constitution="t",
+                          principles="p1", batch_size=batch_size, seed=seed, temperature=1.0)
+        judge = MockBackend(option_logprobs=lambda conv, options: {A: ln(0.7), B: ln(0.3)})
+        run_label(cfg, policy=MockBackend(), feedback=judge, prompts=prompts(5), constitution=constitution())
+        return {r["prompt_id"]: sorted([r["chosen"][-1]["content"], r["rejected"][-1]["content"]])
+                for r in map(json.loads, (tmp_path / name).read_text().splitlines())}
+
+    by_two = pairs("a.jsonl", 2)
+    assert pairs("b.jsonl", 5) == by_two and len(by_two) == 5
+    assert pairs("c.jsonl", 2, seed=1) != by_two
+
+
 def test_run_label_writes_trl_preference_records(tmp_path):
     # K=3 answers per prompt, conversation-major: BAD, GOOD, BAD again -> pairs (0,1), (1,2); (0,2) identical
     policy = MockBackend(responses=["BAD answer", "GOOD answer", "BAD answer"])

@@ -63,6 +63,18 @@ def test_contrastive_pairs_sample_under_opposite_system_prompts(tmp_path):
                                    for c in convs)
 
 
+def test_contrastive_answers_do_not_depend_on_the_batch(tmp_path):
+    # Each prompt's two answers draw from seeds made from its id: another --batch-size gives the same pairs.
+    def pairs(name, batch_size):
+        run_label(LabelConfig(prompts="redteam", limit=5, output=str(tmp_path / name), pairs="contrastive",
+                              constitution="hhh", principles="harmless", batch_size=batch_size, temperature=1.0),
+                  policy=MockBackend(""))
+        return {r["prompt_id"]: (r["chosen"][-1]["content"], r["rejected"][-1]["content"]) for r in read_records(tmp_path / name)}
+
+    by_two = pairs("a.jsonl", 2)
+    assert pairs("b.jsonl", 5) == by_two and len(set(by_two.values())) == 5
+
+
 def test_judge_filter_records_the_judge_and_skips_what_it_rejects(tmp_path):
     def scores(conv, options):
         # The judge likes whichever answer mentions "good" (pairwise A/B question).

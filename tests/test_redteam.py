@@ -223,6 +223,18 @@ def test_attacker_writes_requests_per_category(behaviors_file, tmp_path):
     assert examples_for(pool[0], pool, 4, 0) == examples_for(pool[0], pool, 4, 0)
 
 
+def test_a_targets_sampled_answer_does_not_depend_on_its_batch(behaviors_file, tmp_path):
+    # The target answers each item with a seed made from its id: another --batch-size (or a resumed
+    # run's smaller batch) gives the same answers.
+    def answers(name, batch_size):
+        run_redteam(config(behaviors_file, tmp_path / name, batch_size=batch_size, temperature=1.0),
+                    target=MockBackend())
+        return {r["id"]: r["answer"] for r in read_records(tmp_path / name / "results.examples.jsonl")}
+
+    by_five = answers("a", 5)
+    assert answers("b", 3) == by_five and len(set(by_five.values())) == len(by_five) == 12
+
+
 def test_resume_after_kill(behaviors_file, tmp_path):
     out = tmp_path / "rt"
     cfg = config(behaviors_file, out, batch_size=4)

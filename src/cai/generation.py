@@ -15,7 +15,7 @@ is written: answers that refuse, loop or are empty go to ``OUT.dropped.jsonl`` w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from cai.errors import CAIError
 from cai.outputs import inputs_of, overwrite_option
 from cai.overlong import check_overlong, load_for_overlong, prompt_tokens
 from cai.sources import list_builtin_prompt_sets
-from cai.types import Completion, Conversation, SamplingParams
+from cai.types import Completion, Conversation, SamplingParams, keyed_seed
 
 # Provenance keys that must match for a run to continue an existing output file.
 _RESUME_KEYS = ("models", "sampling", "seed", "system", "filter")
@@ -149,13 +149,14 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
     with progress(len(prompts) * config.n, "generate", unit="answer", initial=summary["skipped"],
                   enabled=show_progress) as bar:
         for k, start in enumerate(range(0, len(prompts), config.batch_size)):
-            # Fixed batch boundaries: batch k always holds the same prompts and uses seed + k.
             batch = [p for p in prompts[start:start + config.batch_size] if any(not done(i) for i in ids_of(p))]
             convs = [with_system(p.messages, config.system) for p in batch]
             batch, convs = _overlong(config, backend, batch, convs, skipped, ids_of, bar)
             if not batch:
                 continue
-            params = config.sampling(k)
+            # One seed per prompt, from its id: a resumed run's redone prompts draw what the first
+            # run would have, whatever batch they come in.
+            params = replace(config.sampling(k), seeds=tuple(keyed_seed(config.seed, p.id) for p in batch))
             completions = backend.generate(convs, params)
             prov = _provenance(backend, config, k)
             records = []
@@ -229,7 +230,7 @@ def _provenance(backend: Any, config: GenerateConfig, batch: int) -> dict[str, A
 
     sampling = config.sampling(batch).to_dict()
     sampling.pop("seed")
-    return provenance(models={"policy": backend.name}, sampling=sampling, seed=config.seed, batch_seed=config.seed + batch,
+    return provenance(models={"policy": backend.name}, sampling=sampling, seed=config.seed, seeds="per prompt",
                       system=config.system, stage="generate", input=config.input,
                       filter=config.filter_grader if config.filter else None, config=to_dict(config))
 

@@ -53,7 +53,13 @@ def ends_with_assistant(conversation: Sequence[Message]) -> bool:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. ``n`` completions are returned per conversation, conversation-major."""
+    """How to sample. ``n`` completions are returned per conversation, conversation-major.
+
+    ``seed`` seeds the call: conversation i draws from a stream made from it and i. ``seeds``, one per
+    conversation, give each its own stream instead, so that a conversation draws the same tokens
+    whatever batch it is sent in (a resumed run's redone prompts draw what the first run would have).
+    A call ``seed=s`` on one conversation draws what ``seeds=(s,)`` does.
+    """
 
     temperature: float = 0.7
     top_p: float = 1.0
@@ -61,6 +67,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     n: int = 1
     seed: int | None = None
+    seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         check_temperature(self.temperature)
@@ -72,15 +79,49 @@ class SamplingParams:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if isinstance(self.stop, str) or isinstance(self.stop, list):
             object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
+        if self.seeds is not None:
+            if any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in self.seeds):
+                raise ValueError(f"seeds must be non-negative integers, got {self.seeds!r:.80}")
+            object.__setattr__(self, "seeds", tuple(self.seeds))
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    def conversation_seeds(self, count: int, call_seed: int) -> list[int]:
+        """The seed of each of ``count`` conversations: ``seeds``, or one made from ``call_seed`` (the
+        call's seed, drawn by the backend where ``seed`` is None) and the conversation's index."""
+        if self.seeds is None:
+            return [stream_seed(call_seed, i) for i in range(count)]
+        if len(self.seeds) != count:
+            raise ValueError(f"seeds: {len(self.seeds)} seeds for {count} conversations; give one per conversation")
+        return [stream_seed(s, 0) for s in self.seeds]
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["stop"] = list(self.stop)
+        if self.seeds is None:  # records written before seeds existed compare equal
+            del d["seeds"]
+        else:
+            d["seeds"] = list(self.seeds)
         return d
+
+
+def keyed_seed(seed: int, key: str) -> int:
+    """A seed made from a run's ``seed`` and a stable key (a prompt's id, a step's name), 31 bits:
+    one per prompt, for :attr:`SamplingParams.seeds`."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def stream_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th stream of ``seed`` (31 bits, which every engine and API that
+    takes a seed accepts)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"cai-vllm/{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
 
 
 @dataclass(frozen=True)

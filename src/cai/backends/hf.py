@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from cai.chat import encode_prompt, encode_scoring_requests, ensure_chat_template
 from cai.errors import CAIError
-from cai.types import Completion, Conversation, SamplingParams, check_conversation
+from cai.types import Completion, Conversation, SamplingParams, check_conversation, stream_seed
 
 _DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp32": "float32", "float32": "float32",
            "fp16": "float16", "float16": "float16", "half": "float16"}
@@ -182,18 +182,25 @@ class HFBackend:
         if not prompts:
             return []
         seed = params.seed if params.seed is not None else secrets.randbits(63)
+        # One stream per conversation (cai.types.SamplingParams.conversation_seeds), so a
+        # conversation's samples do not depend on the batch it is sorted into.
+        streams = params.conversation_seeds(len(prompts), seed)
+        metas = [seed] * len(prompts) if params.seeds is None else list(params.seeds)
         rows = 1 if params.greedy else params.n
         results: list[list[Completion]] = [[] for _ in prompts]
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed)
             for batch in self._batches([len(p) for p in prompts], params.max_tokens, rows):
-                outs = self._generate_batch([prompts[i] for i in batch], params, seed)
+                outs = self._generate_batch([prompts[i] for i in batch], params, [streams[i] for i in batch],
+                                            [metas[i] for i in batch])
                 for i, group in zip(batch, outs):
                     results[i] = group
         return [c for group in results for c in group]
 
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[list[Completion]]:
+    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, streams: list[int],
+                        metas: list[int]) -> list[list[Completion]]:
+        import torch
         from transformers import GenerationConfig
 
         input_ids, mask = self._left_pad(prompts)
@@ -220,15 +227,17 @@ class HFBackend:
             extra["stopping_criteria"] = self._stop_criteria(stops)
         from cai.backends.hf_sampling import fast_multinomial
 
-        with fast_multinomial():  # transformers' torch.multinomial cost more than a decode step on a CPU
+        per = 1 if params.greedy else params.n  # rows per prompt, prompt-major as generate orders them
+        generators = [torch.Generator().manual_seed(stream_seed(s, j)) for s in streams for j in range(per)]
+        # transformers' torch.multinomial cost more than a decode step on a CPU; each row draws from its own stream
+        with fast_multinomial(generators):
             out = self.model.generate(input_ids=input_ids, attention_mask=mask,
                                       generation_config=GenerationConfig(**cfg), **extra)
         new = out[:, width:].tolist()
-        per_row = 1 if params.greedy else params.n
         groups = []
         for k, prompt in enumerate(prompts):
-            rows = new[k * per_row:(k + 1) * per_row]
-            comps = [self._completion(row, len(prompt), params, max_new, seed) for row in rows]
+            rows = new[k * per:(k + 1) * per]
+            comps = [self._completion(row, len(prompt), params, max_new, metas[k]) for row in rows]
             groups.append(comps * params.n if params.greedy else comps)
         return groups
 

@@ -62,10 +62,13 @@ class MockBackend:
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Completion]:
         self.calls.append(("generate", [list(c) for c in conversations]))
         out = []
+        if params.seeds is not None:
+            params.conversation_seeds(len(conversations), 0)  # one per conversation, or a ValueError
         for i, conv in enumerate(conversations):
             check_conversation(conv, f"conversations[{i}]")
+            seed = params.seed if params.seeds is None else params.seeds[i]
             for j in range(params.n):
-                text = self._reply(conv, params, j)
+                text = self._reply(conv, params, j, seed)
                 finish = "stop"
                 words = text.split()
                 if len(words) > params.max_tokens:
@@ -77,7 +80,7 @@ class MockBackend:
                 out.append(Completion(text, prompt_tokens, len(text.split()), finish))
         return out
 
-    def _reply(self, conv: Conversation, params: SamplingParams, j: int) -> str:
+    def _reply(self, conv: Conversation, params: SamplingParams, j: int, seed: int | None) -> str:
         if callable(self._responses):
             return self._responses(conv)
         if self._responses is not None:
@@ -88,7 +91,7 @@ class MockBackend:
             if re.search(rule.get("match", ""), conv[-1]["content"]):
                 return str(rule["reply"])
         # Deterministic text: greedy ignores the seed and sample index, sampling does not.
-        key = (conv,) if params.greedy else (conv, params.seed, j, params.temperature)
+        key = (conv,) if params.greedy else (conv, seed, j, params.temperature)
         d = _digest(*key)
         n = 8 + d % 24
         return " ".join(_WORDS[(d >> (k % 48)) % len(_WORDS)] for k in range(n)).capitalize() + "."

@@ -218,12 +218,20 @@ class OpenAIBackend:
             fields["seed"] = params.seed
         if n > 1 and self.extensions:
             fields["return_token_ids"] = True  # vLLM: per-choice token counts, which usage lacks
+        # A conversation's own seed goes with its request as the request's seed (the server makes its
+        # stream): its sample then does not depend on the batch, and equals a call seed=s on it alone.
+        seeds: list[int | None] = [None] * len(conversations)
+        if params.seeds is not None:
+            params.conversation_seeds(len(conversations), 0)  # one per conversation, or a ValueError
+            seeds = list(params.seeds)
 
-        def one(conv: Conversation) -> list[Completion]:
-            body = self._request("POST", "/chat/completions", self._chat_payload(conv, **fields))
+        def one(job: tuple[Conversation, int | None]) -> list[Completion]:
+            conv, seed = job
+            body = self._request("POST", "/chat/completions",
+                                 self._chat_payload(conv, **{**fields, **({"seed": seed} if seed is not None else {})}))
             return _completions(body, n) * (params.n // n)
 
-        return [c for group in self._map(one, list(conversations)) for c in group]
+        return [c for group in self._map(one, list(zip(conversations, seeds))) for c in group]
 
     # -- score_options ----------------------------------------------------------------------
     def score_options(self, conversations: Sequence[Conversation], options) -> list[dict[str, float]]:

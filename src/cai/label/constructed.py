@@ -20,7 +20,7 @@ from cai.errors import CAIError
 from cai.label.judge import PrinciplePlan, label_pairs
 from cai.label.prompts import clean_question, label_template
 from cai.templates import fill
-from cai.types import SamplingParams
+from cai.types import SamplingParams, keyed_seed
 
 SOURCES = ("revision", "contrastive")
 
@@ -63,7 +63,9 @@ def contrastive_pairs(policy: Any, prompts: Sequence[Any], constitution: Any, co
         pos, neg = contrastive_conversations(p, principles[0], tpl)
         convs += [pos, neg]
         chosen_principles.append(principles[0])
-    outs = policy.generate(convs, SamplingParams(**{**params.to_dict(), "n": 1}))
+    # Each answer its own seed, from the prompt's id: the same whatever batch a resumed run puts it in.
+    seeds = [keyed_seed(config.seed, f"{p.id}:{side}") for p in prompts for side in ("positive", "negative")]
+    outs = policy.generate(convs, SamplingParams(**{**params.to_dict(), "n": 1, "seeds": seeds}))
     pairs = []
     for k, (p, pr) in enumerate(zip(prompts, chosen_principles)):
         good, bad = outs[2 * k].text.strip(), outs[2 * k + 1].text.strip()

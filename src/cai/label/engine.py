@@ -22,7 +22,6 @@ done.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import random
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from cai.progress import batched, progress
 from cai.provenance import provenance
 from cai.sources import list_builtin_prompt_sets
 from cai.store import RecordStore
-from cai.types import SamplingParams, group
+from cai.types import SamplingParams, group, keyed_seed
 
 __all__ = ["LabelConfig", "JudgeConfig", "PairLabel", "label_pairs", "run_label", "form_pairs", "skipped_path"]
 
@@ -223,9 +222,10 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     bar = progress(len(prompts), "label", unit="prompt", initial=len(prompts) - len(todo), enabled=show_progress)
     try:
         for batch in batched(todo, config.batch_size):
-            params = dataclasses.replace(base, seed=batch_seed(config.seed, batch[0].id))
+            # One seed per prompt: a prompt samples the same whatever batch a resumed run puts it in.
+            params = dataclasses.replace(base, seeds=tuple(keyed_seed(config.seed, p.id) for p in batch))
             prov = provenance(constitution=constitution, models={"policy": policy.name, "feedback": feedback.name},
-                              sampling=params.to_dict(), seed=config.seed, stage="label", label=method_info,
+                              sampling=base.to_dict(), seed=config.seed, stage="label", label=method_info,
                               pairing=pairing(config), prompts=config.prompts)
             samples = [[c.text for c in g] for g in group(policy.generate([p.messages for p in batch], params),
                                                           config.samples_per_prompt)]
@@ -319,8 +319,8 @@ def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts
     with progress(len(units), f"label ({config.pairs})", unit="prompt", initial=len(units) - len(todo),
                   enabled=show_progress) as bar:
         for batch in batched(todo, config.batch_size):
-            params = dataclasses.replace(base, seed=batch_seed(config.seed, unit_id(batch[0])))
-            prov = provenance(constitution=constitution, models=models, sampling=params.to_dict(), seed=config.seed,
+            params = base  # contrastive_pairs seeds each prompt's two answers by its id
+            prov = provenance(constitution=constitution, models=models, sampling=base.to_dict(), seed=config.seed,
                               stage="label", label=label_info, prompts=config.prompts)
             made = batch if config.pairs == "revision" else contrastive_pairs(policy, batch, constitution, config, params)
             keep, drop = constructed_records(made, config.pairs, prov, feedback=feedback, constitution=constitution,
@@ -332,8 +332,3 @@ def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts
             bar.update(len(batch))
     counts.update(output=str(config.output), skipped_file=str(skipped_path(config.output)), total_records=len(store))
     return counts
-def batch_seed(seed: int, first_prompt_id: str) -> int:
-    """A sampling seed per batch, derived from the run's seed and the batch's first prompt, so
-    batches do not all replay the same random stream and a rerun of a batch samples the same."""
-    digest = hashlib.sha256(f"{seed}:{first_prompt_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF

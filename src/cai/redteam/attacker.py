@@ -59,7 +59,9 @@ def write_requests(attacker: Any, behaviors: Sequence[Behavior], pool: Sequence[
     if not behaviors:
         return []
     convs = [attacker_conversation(b, pool, shots, seed) for b in behaviors]
-    params = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=_seed(seed, "attacker", behaviors[0].id))
+    # A seed per behavior: its request is the same whatever batch a resumed run puts it in.
+    params = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed,
+                            seeds=tuple(_seed(seed, "attacker", b.id) for b in behaviors))
     outs = attacker.generate(convs, params)
     if len(outs) != len(behaviors):
         raise RuntimeError(f"attacker returned {len(outs)} requests for {len(behaviors)} behaviors")

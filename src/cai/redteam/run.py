@@ -14,11 +14,10 @@ Output folder DIR:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from cai.config import option, to_dict
 from cai.errors import CAIError
@@ -26,7 +25,7 @@ from cai.evals.graders import GraderConfig
 from cai.evals.metrics import check_bootstrap
 from cai.evals.overlap import train_prompts_option
 from cai.outputs import overwrite_option
-from cai.types import SamplingParams, check_temperature
+from cai.types import SamplingParams, check_temperature, keyed_seed
 
 RESULT = "results.json"
 EXAMPLES = "results.examples.jsonl"
@@ -94,9 +93,11 @@ class RedteamConfig(GraderConfig):
         check_temperature(self.attacker_temperature, "attacker_temperature")
         check_bootstrap(self.bootstrap)
 
-    def sampling(self, key: str) -> SamplingParams:
-        seed = int.from_bytes(hashlib.sha256(f"{self.seed}:target:{key}".encode()).digest()[:4], "big") >> 1
-        return SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=seed)
+    def sampling(self, keys: Sequence[str] = ()) -> SamplingParams:
+        """The target's sampling; ``keys`` (the items' ids) give each answer its own seed, the same
+        whatever batch a resumed run puts the item in."""
+        seeds = tuple(keyed_seed(self.seed, f"target:{k}") for k in keys) if keys else None
+        return SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed, seeds=seeds)
 
 
 # What a red-team folder holds, by kind (cai.outputs.foreign): a rerun resumes or rewrites these.
@@ -198,14 +199,13 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
         attacker_b = attacker if attacker is not None else (
             target_b if config.attacker == config.model else load_backend(config.attacker))
     prov = provenance(models={"target": target_b.name, **({"attacker": attacker_b.name} if attacker_b else {})},
-                      sampling={"target": config.sampling("").to_dict()}, seed=config.seed, stage="redteam",
+                      sampling={"target": config.sampling().to_dict()}, seed=config.seed, stage="redteam",
                       grader=grader.spec, behaviors=config.behaviors)
     run_block = _run_block(config)
 
     with progress(len(items), "redteam", unit="prompt", initial=len(items) - len(todo), enabled=show_progress) as bar:
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start : start + config.batch_size]
-            key = batch[0].id
             messages = [list(it.messages) for it in batch]
             raw: dict[int, str] = {}
             need = [i for i, it in enumerate(batch) if it.attack == ATTACKER]
@@ -219,7 +219,7 @@ def run_redteam(config: RedteamConfig, *, target: Any = None, grader: Any = None
                     raw[i] = text
             bar.set_postfix_str("answers")
             system = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
-            answers = target_b.generate([system + m for m in messages], config.sampling(key))
+            answers = target_b.generate([system + m for m in messages], config.sampling([it.id for it in batch]))
             if len(answers) != len(batch):
                 raise RuntimeError(f"backend returned {len(answers)} answers for {len(batch)} prompts")
             bar.set_postfix_str("grading")
