@@ -392,7 +392,7 @@ def test_relative_paths_are_read_beside_the_run_file(tmp_path, monkeypatch):
     (folder / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROMPTS[:2]))
     (folder / "run.yaml").write_text(yaml.safe_dump({
         "model": "mock:", "stages": ["critique"],
-        "critique": {"prompts": "prompts.jsonl", "rounds": 1, "batch_size": 2}}))
+        "critique": {"prompts": "prompts.jsonl", "rounds": 1, "batch_size": 2, "filter": False}}))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
