@@ -55,6 +55,9 @@ def make_inputs(d: Path) -> None:
     _csv(d / "tqa.csv",
          ["Type", "Category", "Question", "Best Answer", "Correct Answers", "Incorrect Answers", "Source"],
          [["Adversarial", "Misc", "Is the sky green?", "No", "No; It is blue", "Yes", "x"]])
+    (d / "if.jsonl").write_text(json.dumps({"key": 1, "prompt": "Write a haiku in lowercase.",
+                                            "instruction_id_list": ["change_case:english_lowercase"],
+                                            "kwargs": [{}]}) + "\n")
     (d / "res.json").write_text(json.dumps(RESULT))
     (d / "m2.yaml").write_text("generate:\n  - reply: hello\n")
     (d / "run.yaml").write_text("model: 'mock:'\nstages: [critique]\ncritique: {prompts: prompts.jsonl, limit: 1}\n")
@@ -101,6 +104,8 @@ OUTPUTS = {
                  ".json"),
     "eval-truthfulqa": (["eval", "truthfulqa", "-m", "mock:", "--data", "{d}/tqa.csv", "-o", "{out}"], "file",
                         "tqa.csv", ".json"),
+    "eval-ifeval": (["eval", "ifeval", "-m", "mock:", "--data", "{d}/if.jsonl", "-o", "{out}"], "file", "if.jsonl",
+                    ".json"),
     "eval-helpfulness": (["eval", "helpfulness", "-m", "mock:", "--baseline", "mock:", "--judge", "mock:", "--data",
                           "{d}/prompts.jsonl", "-o", "{out}"], "file", "prompts.jsonl", ".json"),
     "eval-pairwise": (["eval", "pairwise", "-m", "mock:", "-m", "mock:{d}/m2.yaml", "--judge", "mock:", "--data",

@@ -132,7 +132,7 @@ def evaluate_ifeval(config: IFEvalConfig, *, backend: Any = None, show_progress:
     from cai.provenance import provenance
 
     config.check()
-    out = result_path(config.output, TASK)
+    out = result_path(config.output, TASK, config)
     prompts = seeded_subset(load_prompts(config.data), config.limit, config.seed)
     check_same_items(out, {p.id: _asked(p.text) for p in prompts}, source=config.data,
                      prompt_of=lambda r: _asked(r["prompt"]), same_run={"task": TASK, "data": config.data},
