@@ -159,7 +159,7 @@ def sampling(args, k: int):
         return replace(args.revision_params, n=k)
 
     return GenerateConfig(model=args.model, n=k, temperature=args.temperature, max_tokens=args.max_tokens,
-                          seed=args.seed).sampling(0)
+                          seed=args.seed).sampling()
 
 
 def timed(backend, convs, params) -> dict:

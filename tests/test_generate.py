@@ -146,7 +146,7 @@ def test_cli_one_prompt(capsys):
     assert main(["generate", "-m", "mock:", "--temperature", "0", "Name three colors."]) == 0
     out = capsys.readouterr().out.strip()
     expected = MockBackend().generate([[{"role": "user", "content": "Name three colors."}]],
-                                      GenerateConfig(temperature=0).sampling(0))[0].text
+                                      GenerateConfig(temperature=0).sampling())[0].text
     assert out == expected
 
 

@@ -155,7 +155,7 @@ def test_prompts_that_fill_max_length_are_named_not_dropped_silently(command, ti
     """TRL drops an example whose prompt alone fills --max-length after cutting it: with every example
     so, the run died on "num_samples=0" (sft) or "torch.cat(): expected a non-empty list" (dpo),
     leaving a run folder; with some, it reported training on all of them."""
-    from cai.train.model_io import drop_unfit
+    from cai.train.model_io import drop_unfit, load_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     answer = {"completion": "A."} if command == "sft" else {"chosen": "A.", "rejected": "B"}
@@ -168,7 +168,8 @@ def test_prompts_that_fill_max_length_are_named_not_dropped_silently(command, ti
     assert _snapshot(tmp_path) == before
 
     short = [{"prompt": [{"role": "user", "content": "Hi?"}], "completion": [{"role": "assistant", "content": "A."}]}]
-    kept = drop_unfit([{"prompt": [{"role": "user", "content": "word " * 100}]}] + short, tiny_llama_dir, 64)
+    kept = drop_unfit([{"prompt": [{"role": "user", "content": "word " * 100}]}] + short, load_tokenizer(tiny_llama_dir),
+                      64)
     assert kept == short  # the template's default system prompt alone is about 30 tokens
     assert "left out 1 of 2 examples whose prompt fills --max-length 64" in capsys.readouterr().err
 
@@ -177,7 +178,7 @@ def test_held_out_prompts_that_fill_max_length_are_refused_before_training(tiny_
                                                                            monkeypatch):
     """TRL drops held-out examples that are too long as it drops training ones: with every one so, the
     first evaluation failed after the training before it; with some, the eval loss counted fewer."""
-    from cai.train.model_io import drop_unfit
+    from cai.train.model_io import drop_unfit, load_tokenizer
     from cai.train.sft import split_examples
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -192,7 +193,7 @@ def test_held_out_prompts_that_fill_max_length_are_refused_before_training(tiny_
     assert _snapshot(tmp_path) == before
 
     as_chat = [{"prompt": [{"role": "user", "content": e["prompt"]}]} for e in (long, short)]
-    assert drop_unfit(as_chat, tiny_llama_dir, 48, held_out=True) == as_chat[1:]
+    assert drop_unfit(as_chat, load_tokenizer(tiny_llama_dir), 48, held_out=True) == as_chat[1:]
     assert "left out 1 of 2 held-out examples whose prompt fills" in capsys.readouterr().err
 
 

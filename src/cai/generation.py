@@ -74,11 +74,11 @@ class GenerateConfig:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}; leave it out to answer every prompt")
         check_overlong(self.overlong)
-        self.sampling(0)  # validates temperature, top_p, max_tokens and n now, not after the model loads
+        self.sampling()  # validates temperature, top_p, max_tokens and n now, not after the model loads
 
-    def sampling(self, batch: int) -> SamplingParams:
+    def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
-                              stop=tuple(self.stop), n=self.n, seed=self.seed + batch)
+                              stop=tuple(self.stop), n=self.n, seed=self.seed)
 
 
 def with_system(messages: Conversation, system: str | None) -> Conversation:
@@ -99,7 +99,7 @@ def generate_one(config: GenerateConfig, prompt: str, backend: Any = None) -> li
     quick = {"quick_start": True} if backend is None and split_spec(config.model)[0] == "vllm" else {}
     backend = load_backend(backend if backend is not None else config.model, **quick)
     conv = with_system([{"role": "user", "content": prompt}], config.system)
-    return backend.generate([conv], config.sampling(0))
+    return backend.generate([conv], config.sampling())
 
 
 def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress: bool | None = None) -> dict[str, Any]:
@@ -135,11 +135,11 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
     # Checked before any model starts, against a stand-in of the stored name (-k or --data changed
     # made a vLLM start only to be refused); a finished output needs nothing else.
     _check_resume(store, _provenance(_finished_model(backend if backend is not None else config.model, store,
-                                                     dropped), config, 0), dropped)
+                                                     dropped), config), dropped)
     if todo_count == 0:
         return {**summary, "total": len(store), "dropped_total": len(dropped)}
     backend = load_for_overlong(backend if backend is not None else config.model, config.overlong)
-    _check_resume(store, _provenance(backend, config, 0), dropped)
+    _check_resume(store, _provenance(backend, config), dropped)
     grader = None
     if config.filter:
         from cai.evals.graders import load_grader
@@ -148,7 +148,7 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
 
     with progress(len(prompts) * config.n, "generate", unit="answer", initial=summary["skipped"],
                   enabled=show_progress) as bar:
-        for k, start in enumerate(range(0, len(prompts), config.batch_size)):
+        for start in range(0, len(prompts), config.batch_size):
             batch = [p for p in prompts[start:start + config.batch_size] if any(not done(i) for i in ids_of(p))]
             convs = [with_system(p.messages, config.system) for p in batch]
             batch, convs = _overlong(config, backend, batch, convs, skipped, ids_of, bar)
@@ -156,9 +156,9 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
                 continue
             # One seed per prompt, from its id: a resumed run's redone prompts draw what the first
             # run would have, whatever batch they come in.
-            params = replace(config.sampling(k), seeds=tuple(keyed_seed(config.seed, p.id) for p in batch))
+            params = replace(config.sampling(), seeds=tuple(keyed_seed(config.seed, p.id) for p in batch))
             completions = backend.generate(convs, params)
-            prov = _provenance(backend, config, k)
+            prov = _provenance(backend, config)
             records = []
             for j, (p, conv) in enumerate(zip(batch, convs)):
                 for s, c in enumerate(completions[j * config.n:(j + 1) * config.n]):
@@ -225,10 +225,10 @@ def _record(rid: str, prompt: Any, conv: Conversation, c: Completion, prov: dict
     return rec
 
 
-def _provenance(backend: Any, config: GenerateConfig, batch: int) -> dict[str, Any]:
+def _provenance(backend: Any, config: GenerateConfig) -> dict[str, Any]:
     from cai.provenance import provenance
 
-    sampling = config.sampling(batch).to_dict()
+    sampling = config.sampling().to_dict()
     sampling.pop("seed")
     return provenance(models={"policy": backend.name}, sampling=sampling, seed=config.seed, seeds="per prompt",
                       system=config.system, stage="generate", input=config.input,

@@ -88,14 +88,20 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0
 
-    def conversation_seeds(self, count: int, call_seed: int) -> list[int]:
-        """The seed of each of ``count`` conversations: ``seeds``, or one made from ``call_seed`` (the
-        call's seed, drawn by the backend where ``seed`` is None) and the conversation's index."""
+    def given_seeds(self, count: int, call_seed: int | None) -> list[int | None]:
+        """Each of ``count`` conversations' seed as the caller gave it (what ``Completion.meta["seed"]``
+        reports): its entry of ``seeds``, else ``call_seed`` (``seed``, or the one a backend drew)."""
         if self.seeds is None:
-            return [stream_seed(call_seed, i) for i in range(count)]
+            return [call_seed] * count
         if len(self.seeds) != count:
             raise ValueError(f"seeds: {len(self.seeds)} seeds for {count} conversations; give one per conversation")
-        return [stream_seed(s, 0) for s in self.seeds]
+        return list(self.seeds)
+
+    def conversation_seeds(self, count: int, call_seed: int) -> list[int]:
+        """The stream each of ``count`` conversations draws from: made from its entry of ``seeds``, or
+        from ``call_seed`` and the conversation's index."""
+        return [stream_seed(s, 0 if self.seeds is not None else i)
+                for i, s in enumerate(self.given_seeds(count, call_seed))]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

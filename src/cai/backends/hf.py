@@ -185,7 +185,7 @@ class HFBackend:
         # One stream per conversation (cai.types.SamplingParams.conversation_seeds), so a
         # conversation's samples do not depend on the batch it is sorted into.
         streams = params.conversation_seeds(len(prompts), seed)
-        metas = [seed] * len(prompts) if params.seeds is None else list(params.seeds)
+        metas = params.given_seeds(len(prompts), seed)
         rows = 1 if params.greedy else params.n
         results: list[list[Completion]] = [[] for _ in prompts]
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []

@@ -62,11 +62,9 @@ class MockBackend:
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[Completion]:
         self.calls.append(("generate", [list(c) for c in conversations]))
         out = []
-        if params.seeds is not None:
-            params.conversation_seeds(len(conversations), 0)  # one per conversation, or a ValueError
-        for i, conv in enumerate(conversations):
+        seeds = params.given_seeds(len(conversations), params.seed)
+        for i, (conv, seed) in enumerate(zip(conversations, seeds)):
             check_conversation(conv, f"conversations[{i}]")
-            seed = params.seed if params.seeds is None else params.seeds[i]
             for j in range(params.n):
                 text = self._reply(conv, params, j, seed)
                 finish = "stop"

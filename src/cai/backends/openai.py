@@ -214,16 +214,11 @@ class OpenAIBackend:
                                   "max_tokens": params.max_tokens}
         if params.stop:
             fields["stop"] = list(params.stop)
-        if params.seed is not None:
-            fields["seed"] = params.seed
         if n > 1 and self.extensions:
             fields["return_token_ids"] = True  # vLLM: per-choice token counts, which usage lacks
         # A conversation's own seed goes with its request as the request's seed (the server makes its
         # stream): its sample then does not depend on the batch, and equals a call seed=s on it alone.
-        seeds: list[int | None] = [None] * len(conversations)
-        if params.seeds is not None:
-            params.conversation_seeds(len(conversations), 0)  # one per conversation, or a ValueError
-            seeds = list(params.seeds)
+        seeds = params.given_seeds(len(conversations), params.seed)
 
         def one(job: tuple[Conversation, int | None]) -> list[Completion]:
             conv, seed = job

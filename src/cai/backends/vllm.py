@@ -311,7 +311,7 @@ class VLLMBackend:
         seed = params.seed if params.seed is not None else secrets.randbits(31)
         # Each conversation's own seed (cai.types.SamplingParams.conversation_seeds); vLLM adds the
         # sample index for n > 1.
-        seeds = params.conversation_seeds(len(prompts), seed)
+        seeds, metas = params.conversation_seeds(len(prompts), seed), params.given_seeds(len(prompts), seed)
         llm = self._engine()
         # Greedy samples are identical: run one and repeat it instead of decoding n copies.
         n = 1 if params.greedy else params.n
@@ -328,7 +328,7 @@ class VLLMBackend:
                     raise CAIError(f"vLLM ended conversation {i} with {o.finish_reason!r}; see vLLM's log above")
                 comps.append(Completion(o.text, len(prompt), len(o.token_ids),
                                         "length" if o.finish_reason == "length" else "stop",
-                                        {"seed": seed if params.seeds is None else params.seeds[i]}))
+                                        {"seed": metas[i]}))
             completions.extend(comps * params.n if params.greedy else comps)
         return completions
 

@@ -28,6 +28,7 @@ from cai.config import option
 from cai.errors import CAIError
 from cai.outputs import figure_metadata, overwrite_option
 from cai.evals.comparisons import ChoiceItem, Comparison, load_comparisons
+from cai.evals.tasks.itemrun import scored_text
 from cai.evals.metrics import (accuracy, bootstrap_ci, calibration, check_bootstrap, credit, majority_baseline,
                                random_baseline)
 from cai.label.judge import JudgeConfig, few_shot_examples, label_pairs, method_summary
@@ -131,8 +132,7 @@ def _judged(text: dict[str, Any]) -> Any:
         return None
     sides = ([text["better"], text["worse"]] if "better" in text
              else [" ".join(text["corrects"]), " ".join(text["incorrects"])])
-    return [*([{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt),
-            *({"role": "assistant", "content": s} for s in sides)]
+    return scored_text([{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt, sides)
 
 
 def summarise(results: Sequence[dict], *, n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:

@@ -319,10 +319,9 @@ def _run_constructed(config: LabelConfig, *, policy: Any, feedback: Any, prompts
     with progress(len(units), f"label ({config.pairs})", unit="prompt", initial=len(units) - len(todo),
                   enabled=show_progress) as bar:
         for batch in batched(todo, config.batch_size):
-            params = base  # contrastive_pairs seeds each prompt's two answers by its id
             prov = provenance(constitution=constitution, models=models, sampling=base.to_dict(), seed=config.seed,
                               stage="label", label=label_info, prompts=config.prompts)
-            made = batch if config.pairs == "revision" else contrastive_pairs(policy, batch, constitution, config, params)
+            made = batch if config.pairs == "revision" else contrastive_pairs(policy, batch, constitution, config, base)
             keep, drop = constructed_records(made, config.pairs, prov, feedback=feedback, constitution=constitution,
                                              method=config, judge_filter=config.judge_filter)
             store.append(keep)

@@ -194,27 +194,27 @@ def shared_dataset(examples: list[dict[str, Any]], args: Any, run_dir: Any, *, n
         return load_from_disk(str(path))
 
 
-def drop_unfit(examples: list[dict[str, Any]], base_path: str, max_length: int, *,
+def drop_unfit(examples: list[dict[str, Any]], tok: Any, max_length: int, *,
                held_out: bool = False) -> list[dict[str, Any]]:
     """The examples whose prompt leaves room for an answer token within ``max_length``. TRL's SFT and DPO
     trainers drop the others without a word after cutting them to length, so a run said it trained on
     6 examples when it used 3, and with none left failed on "num_samples=0" or "torch.cat(): expected a
     non-empty list of Tensors". ``held_out``: the examples are ``--eval-split``'s, which TRL drops alike
-    (with none left, the first evaluation failed after the training it follows)."""
-    tok = load_tokenizer(base_path)
+    (with none left, the first evaluation failed after the training it follows). ``tok``: the
+    model's tokenizer (:func:`load_tokenizer`)."""
     lengths = [len(tok.apply_chat_template(ex["prompt"], add_generation_prompt=True, tokenize=True,
                                            return_dict=True)["input_ids"]) for ex in examples]
     kept = [ex for ex, n in zip(examples, lengths) if n < max_length]
-    what, use = ("held-out examples", "measure them") if held_out else ("examples", "train on them")
+    held, done, use, other = (("held-out ", "measured", "measure them", " (or drop --eval-split)") if held_out
+                              else ("", "trained", "train on them", ""))
     if not kept:
-        raise CAIError(f"every {'held-out ' if held_out else ''}prompt fills --max-length {max_length} tokens on "
-                       f"its own (the shortest has {min(lengths)}), so no answer token would be "
-                       f"{'measured' if held_out else 'trained'}; pass a --max-length above {min(lengths)} or "
-                       f"shorten the prompts{' (or drop --eval-split)' if held_out else ''}")
+        raise CAIError(f"every {held}prompt fills --max-length {max_length} tokens on its own (the shortest has "
+                       f"{min(lengths)}), so no answer token would be {done}; pass a --max-length above "
+                       f"{min(lengths)} or shorten the prompts{other}")
     if len(kept) < len(examples):
         import sys
 
-        print(f"cai: note: left out {len(examples) - len(kept)} of {len(examples)} {what} whose prompt fills "
+        print(f"cai: note: left out {len(examples) - len(kept)} of {len(examples)} {held}examples whose prompt fills "
               f"--max-length {max_length} tokens on its own (the longest has {max(lengths)}); raise --max-length "
               f"to {use}", file=sys.stderr)
     return kept
@@ -241,11 +241,12 @@ def run_trl(command: str, config: Any, examples: list[dict[str, Any]], files: li
     state = run.check()
     if state == "done":
         return {**summary, "already_done": True, "final_metrics": run.existing().get("final_metrics")}
-    examples = drop_unfit(examples, base_path, config.max_length)  # packing ("bfd") cuts examples alike
+    tok = load_tokenizer(base_path)
+    examples = drop_unfit(examples, tok, config.max_length)  # packing ("bfd") cuts examples alike
     summary = {**summary, "examples": len(examples)}
     extra = {}
     if held_out:
-        extra["eval_examples"] = drop_unfit(held_out, base_path, config.max_length, held_out=True)
+        extra["eval_examples"] = drop_unfit(held_out, tok, config.max_length, held_out=True)
         summary["held_out"] = len(extra["eval_examples"])
     resume = run.last_checkpoint() if state == "resume" else None
     run.start(resume)

@@ -219,7 +219,9 @@ def evaluate_grader(config: GraderEvalConfig, *, grader: Any = None, show_progre
 
 def _graded(prompt: Any, answer: str) -> list[dict[str, Any]]:
     """What a stored grade judged, as one conversation: the prompt and the answer after it."""
-    return [*prompt, {"role": "assistant", "content": answer}]
+    from cai.evals.tasks.itemrun import scored_text
+
+    return scored_text(prompt, [answer])
 
 
 def _finished(config: GraderEvalConfig, store: Any, items: Sequence[Any]) -> Any:
