@@ -366,3 +366,30 @@ def test_run_label_on_a_real_transformers_backend(tmp_path, tiny_llama_dir):
             # both orders were read and averaged
             assert 0 < p["chosen_as_a"] < 1 and 0 < p["chosen_as_b"] < 1
             assert p["p_chosen"] == pytest.approx((p["chosen_as_a"] + p["chosen_as_b"]) / 2)
+
+
+def test_label_does_not_redraw_what_generate_drew_under_the_same_seed(tmp_path):
+    # Seeds are keyed by stage as well as by prompt: run with one --seed on the same prompts, `cai
+    # generate` and `cai label` would otherwise sample the same answers from the same model.
+    from cai.generation import GenerateConfig, generate_file
+
+    class Recorder(MockBackend):
+        def generate(self, conversations, params):
+            self.seen.extend(params.seeds or ())
+            return super().generate(conversations, params)
+
+    src = tmp_path / "prompts.jsonl"
+    src.write_text("".join(json.dumps({"id": p.id, "prompt": p.messages[0]["content"]}) + "\n" for p in prompts(3)))
+    gen, pol = Recorder(), Recorder()
+    gen.seen, pol.seen = [], []
+    generate_file(GenerateConfig(model="mock:", input=str(src), output=str(tmp_path / "g.jsonl"), temperature=1.0,
+                                 n=2, seed=4), gen)
+    judge = MockBackend(option_logprobs=lambda conv, options: {A: ln(0.7), B: ln(0.3)})
+    run_label(LabelConfig(prompts="x", output=str(tmp_path / "l.jsonl"), samples_per_prompt=2, constitution="t",
+                          principles="p1", seed=4, temperature=1.0),
+              policy=pol, feedback=judge, prompts=prompts(3), constitution=constitution())
+    assert len(gen.seen) == len(pol.seen) == 3 and not set(gen.seen) & set(pol.seen)
+    generated = {r["messages"][-1]["content"] for r in map(json.loads, (tmp_path / "g.jsonl").read_text().splitlines())}
+    labelled = {m["content"] for r in map(json.loads, (tmp_path / "l.jsonl").read_text().splitlines())
+                for m in (r["chosen"][-1], r["rejected"][-1])}
+    assert generated and labelled and not generated & labelled

@@ -156,7 +156,7 @@ def generate_file(config: GenerateConfig, backend: Any = None, *, show_progress:
                 continue
             # One seed per prompt, from its id: a resumed run's redone prompts draw what the first
             # run would have, whatever batch they come in.
-            params = replace(config.sampling(), seeds=tuple(keyed_seed(config.seed, p.id) for p in batch))
+            params = replace(config.sampling(), seeds=tuple(keyed_seed(config.seed, "generate", p.id) for p in batch))
             completions = backend.generate(convs, params)
             prov = _provenance(backend, config)
             records = []

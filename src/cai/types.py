@@ -113,12 +113,15 @@ class SamplingParams:
         return d
 
 
-def keyed_seed(seed: int, key: str) -> int:
-    """A seed made from a run's ``seed`` and a stable key (a prompt's id, a step's name), 31 bits:
-    one per prompt, for :attr:`SamplingParams.seeds`."""
+def keyed_seed(seed: int, *key: object) -> int:
+    """A seed made from a run's ``seed`` and a stable key (a stage's name and a prompt's id, a step
+    and what it draws), 31 bits: one per prompt for :attr:`SamplingParams.seeds`, or for a
+    ``random.Random`` or ``torch.Generator``. Stages name themselves in the key, so that two stages
+    run with the same seed on the same prompts do not draw the same samples."""
     import hashlib
 
-    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+    text = ":".join(map(str, (seed, *key)))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 def stream_seed(seed: int, index: int) -> int:

@@ -64,7 +64,7 @@ def contrastive_pairs(policy: Any, prompts: Sequence[Any], constitution: Any, co
         convs += [pos, neg]
         chosen_principles.append(principles[0])
     # Each answer its own seed, from the prompt's id: the same whatever batch a resumed run puts it in.
-    seeds = [keyed_seed(config.seed, f"{p.id}:{side}") for p in prompts for side in ("positive", "negative")]
+    seeds = [keyed_seed(config.seed, p.id, side) for p in prompts for side in ("positive", "negative")]
     outs = policy.generate(convs, SamplingParams(**{**params.to_dict(), "n": 1, "seeds": seeds}))
     pairs = []
     for k, (p, pr) in enumerate(zip(prompts, chosen_principles)):

@@ -223,7 +223,7 @@ def run_label(config: LabelConfig, *, policy: Any = None, feedback: Any = None, 
     try:
         for batch in batched(todo, config.batch_size):
             # One seed per prompt: a prompt samples the same whatever batch a resumed run puts it in.
-            params = dataclasses.replace(base, seeds=tuple(keyed_seed(config.seed, p.id) for p in batch))
+            params = dataclasses.replace(base, seeds=tuple(keyed_seed(config.seed, "label", p.id) for p in batch))
             prov = provenance(constitution=constitution, models={"policy": policy.name, "feedback": feedback.name},
                               sampling=base.to_dict(), seed=config.seed, stage="label", label=method_info,
                               pairing=pairing(config), prompts=config.prompts)

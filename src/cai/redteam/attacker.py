@@ -7,26 +7,21 @@ then answers as it is. The wording is in ``templates/redteam.yaml`` (``attacker`
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from typing import Any, Sequence
 
 from cai.redteam.behaviors import Behavior
-from cai.types import Conversation, SamplingParams
+from cai.types import Conversation, SamplingParams, keyed_seed
 
 _NUMBERING = re.compile(r"^\s*(?:(?:\d+[.)]|[-*•]|request\s*:)\s*)+", re.IGNORECASE)
-
-
-def _seed(*parts: Any) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "big") >> 1
 
 
 def examples_for(behavior: Behavior, pool: Sequence[Behavior], shots: int, seed: int) -> list[Behavior]:
     """``behavior`` and up to ``shots - 1`` others of its category, drawn with a seed per behavior
     so the same behavior gets the same examples in any batch or resumed run."""
     others = [b for b in pool if b.category == behavior.category and b.id != behavior.id]
-    rng = random.Random(_seed(seed, behavior.id))
+    rng = random.Random(keyed_seed(seed, behavior.id))
     picked = rng.sample(others, min(len(others), max(0, shots - 1))) + [behavior]
     rng.shuffle(picked)
     return picked
@@ -61,7 +56,7 @@ def write_requests(attacker: Any, behaviors: Sequence[Behavior], pool: Sequence[
     convs = [attacker_conversation(b, pool, shots, seed) for b in behaviors]
     # A seed per behavior: its request is the same whatever batch a resumed run puts it in.
     params = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed,
-                            seeds=tuple(_seed(seed, "attacker", b.id) for b in behaviors))
+                            seeds=tuple(keyed_seed(seed, "attacker", b.id) for b in behaviors))
     outs = attacker.generate(convs, params)
     if len(outs) != len(behaviors):
         raise RuntimeError(f"attacker returned {len(outs)} requests for {len(behaviors)} behaviors")

@@ -29,7 +29,7 @@ from cai.errors import CAIError
 from cai.sources import list_builtin_prompt_sets
 from cai.train.common import TrainCommon
 from cai.train.ppo_guards import check_horizon, warn_drift
-from cai.types import check_temperature
+from cai.types import check_temperature, keyed_seed
 
 
 @dataclass
@@ -209,7 +209,7 @@ def _run_ppo(config: PPORunConfig, *, reward: Any, show_progress: bool | None) -
         for step in range(step0 + 1, total + 1):
             batch = [prompts[i] for i in data.batch_indices(len(prompts), cfg.batch_size, step, cfg.seed)]
             t0 = time.perf_counter()
-            roll = rollout(model, tok, [p.messages for p in batch], cfg, eos_ids, seed=_seed(cfg.seed, step, "gen"))
+            roll = rollout(model, tok, [p.messages for p in batch], cfg, eos_ids, seed=keyed_seed(cfg.seed, step, "gen"))
             t1 = time.perf_counter()
             raw = torch.tensor(reward_fn([p.messages for p in batch], roll["texts"]), dtype=torch.float32)
             t2 = time.perf_counter()
@@ -257,12 +257,6 @@ def _last_logged(out: Path) -> dict[str, Any]:
     lines = [ln for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()] \
         if (out / "metrics.jsonl").is_file() else []
     return json.loads(lines[-1]) if lines else {}
-
-
-def _seed(seed: int, step: int, what: str) -> int:
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(f"{seed}:{step}:{what}".encode()).digest()[:4], "big") >> 1
 
 
 def _eos_ids(tok: Any, model: Any) -> list[int]:
@@ -330,7 +324,7 @@ def _update(model: Any, opt: Any, ctl: Any, moments: Any, roll: dict, raw: Any, 
 
     sums: dict[str, float] = {}
     n_updates = 0
-    gen = torch.Generator().manual_seed(_seed(cfg.seed, step, "minibatch"))
+    gen = torch.Generator().manual_seed(keyed_seed(cfg.seed, step, "minibatch"))
     updates_per_step = cfg.ppo_epochs * math.ceil(B / mb)
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(B, generator=gen).to(ids.device)
