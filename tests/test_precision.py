@@ -192,3 +192,48 @@ def test_hf_auto_dtype_on_cpu_is_measured_and_explicit_dtype_wins(cpu_only, tmp_
     prefers.answer = False
     assert pick_dtype("bfloat16", "cpu") is torch.bfloat16
     assert len(calls) == 2
+
+
+def test_cpu_compute_dtype_follows_the_measured_choice(cpu_only, tmp_path):
+    prefers, calls = cpu_only
+    assert precision.cpu_compute_dtype() == "bfloat16"
+    prefers.answer = False
+    assert precision.cpu_compute_dtype() == "float32"
+    assert calls == [tmp_path / "home" / CACHE_NAME] * 2
+
+
+def test_vllm_auto_dtype_on_cpu_is_the_measured_choice(cpu_only, vllm_start_args, tmp_path):
+    """vLLM's own "auto" keeps a bf16 model in bf16, which a CPU without bf16 instructions emulates
+    (4.9x slower than fp32 on an AVX2 EPYC); on a GPU "auto" is left to vLLM; an explicit dtype wins."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "num_attention_heads": 4,
+                                                            "hidden_size": 128, "torch_dtype": "bfloat16"}))
+    prefers, _ = cpu_only
+    sized = {"kv_cache_memory_bytes": 1 << 27}
+    prefers.answer = False
+    assert vllm_start_args(tmp_path / "m", True, engine_args=sized)["dtype"] == "float32"
+    assert vllm_start_args(tmp_path / "m", True, dtype="bfloat16", engine_args=sized)["dtype"] == "bfloat16"
+    prefers.answer = True
+    assert vllm_start_args(tmp_path / "m", True, engine_args=sized)["dtype"] == "bfloat16"
+    prefers.answer = False
+    assert vllm_start_args(tmp_path / "m", False, engine_args=sized)["dtype"] == "auto"
+
+
+def test_cai_serve_auto_dtype_on_cpu_is_the_measured_choice(cpu_only, tmp_path):
+    from cai.serve import ServeConfig, vllm_command
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "num_attention_heads": 4,
+                                                            "hidden_size": 128}))
+    prefers, _ = cpu_only
+
+    def dtype(cfg, cuda=False):
+        argv, _ = vllm_command(cfg, cuda=cuda)
+        return [argv[i + 1] for i, a in enumerate(argv) if a == "--dtype"]
+
+    prefers.answer = False
+    assert dtype(ServeConfig(model=f"vllm:{tmp_path / 'm'}")) == ["float32"]
+    prefers.answer = True
+    assert dtype(ServeConfig(model=f"vllm:{tmp_path / 'm'}")) == ["bfloat16"]
+    assert dtype(ServeConfig(model=f"vllm:{tmp_path / 'm'}", dtype="float16")) == ["float16"]
+    assert dtype(ServeConfig(model=f"vllm:{tmp_path / 'm'}"), cuda=True) == []

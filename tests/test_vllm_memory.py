@@ -123,3 +123,18 @@ def test_default_path_answers_on_a_small_numa_node(monkeypatch, tmp_path_factory
         assert 0 < kv <= (8.31 * GiB - GiB) / 2
     finally:
         backend.close()
+
+
+def test_a_model_computed_in_fp32_takes_twice_the_bytes(tmp_path):
+    from cai.backends.vllm_memory import bytes_per_value
+
+    path = _model(tmp_path, {**SMOLLM2, "torch_dtype": "bfloat16"})
+    assert [bytes_per_value(d, path) for d in ("auto", "bfloat16", "float32", "float16")] == [2, 2, 4, 2]
+    assert bytes_per_value("auto", _model(tmp_path, {**SMOLLM2, "torch_dtype": "float32"})) == 4
+    path = _model(tmp_path, {**SMOLLM2, "torch_dtype": "bfloat16"})
+    # The job's cache holds as many tokens at twice the bytes a token...
+    assert cpu_kv_cache_bytes(path, 4096, free_bytes=20 * GiB, dtype_bytes=4) == 2 * 23040 * 64 * 1024
+    # ...and the weights, stored in bf16, count twice their files' size against what is free.
+    free = int(8.31 * GiB)
+    assert cpu_kv_cache_bytes(path, 4096, free_bytes=free, tokens=SERVER_TOKENS, dtype_bytes=4) == \
+        int((free - 2 * 269_060_552 - GiB) * 0.5)

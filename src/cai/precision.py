@@ -9,8 +9,8 @@ dtypes and picks bf16 only when it is clearly faster. The measurement is cached 
 home, keyed by CPU model and bf16 instructions, torch version and torch thread count, so it runs once
 per machine (well under a second).
 
-Used by ``use_bf16(None)`` (SFT, DPO, reward, RLOO), ``cai ppo --lora`` and the hf backend's
-``dtype="auto"`` on a CPU. CUDA is decided elsewhere, by ``torch.cuda.is_bf16_supported()``.
+Used by ``use_bf16(None)`` (SFT, DPO, reward, RLOO), ``cai ppo --lora``, and ``dtype="auto"`` on
+a CPU in the hf and vllm backends and ``cai serve`` (:func:`cpu_compute_dtype`). CUDA is decided elsewhere, by ``torch.cuda.is_bf16_supported()``.
 """
 
 from __future__ import annotations
@@ -176,3 +176,11 @@ def cpu_prefers_bf16(cache: Path | None, *, measure: Callable[[], dict[str, floa
         return False
     rates = measured_rates(cache, measure=measure, cpuinfo=cpuinfo)
     return rates["bf16"] > BF16_MARGIN * rates["fp32"]
+
+
+def cpu_compute_dtype(cache: Path | None = None) -> str:
+    """The dtype name a model computes in on this CPU: "bfloat16" where :func:`cpu_prefers_bf16`, else
+    "float32" (``cache`` defaults to :func:`home_cache`). What the vllm backend and ``cai serve`` ask
+    vLLM for when the dtype is "auto": vLLM's own "auto" keeps a bf16 model in bf16, which a CPU
+    without bf16 instructions emulates, 4.9x slower than fp32 on an AVX2 EPYC (docs/performance.md)."""
+    return "bfloat16" if cpu_prefers_bf16(home_cache() if cache is None else cache) else "float32"

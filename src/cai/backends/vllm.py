@@ -189,6 +189,12 @@ class VLLMBackend:
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         if self.on_cpu:
+            if dtype == "auto":
+                # bf16 only where this CPU computes it natively and faster (cai.precision): vLLM's own
+                # "auto" keeps a bf16 model in bf16, emulated without bf16 instructions (4.9x slower).
+                from cai.precision import cpu_compute_dtype
+
+                dtype = cpu_compute_dtype()
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
             # The engine core in this process instead of a worker process: on a few cores the two
             # processes fight over them (the client busy-polls while the worker computes). Measured on
@@ -206,10 +212,11 @@ class VLLMBackend:
             if not sized_by_user:
                 # Bytes from what the model and the job need, within what the node has free; a share
                 # of the node's total fails where that total is wrong (see vllm_memory).
-                from cai.backends.vllm_memory import cpu_kv_cache_bytes
+                from cai.backends.vllm_memory import bytes_per_value, cpu_kv_cache_bytes
 
                 try:
-                    kv_cache_bytes = cpu_kv_cache_bytes(self.path, max_model_len, quick_start=quick_start)
+                    kv_cache_bytes = cpu_kv_cache_bytes(self.path, max_model_len, quick_start=quick_start,
+                                                        dtype_bytes=bytes_per_value(dtype, self.path))
                 except MemoryError as e:
                     raise BackendUnavailable(f"vLLM cannot start {model!r}: {e}; free some memory, or use "
                                              f"-m hf:{model}") from None

@@ -58,6 +58,18 @@ def kv_bytes_per_token(path: str | Path, dtype_bytes: int = 2) -> int | None:
     return 2 * layers * kv_heads * head_dim * dtype_bytes
 
 
+_VALUE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
+
+
+def bytes_per_value(dtype: str, path: str | Path | None = None) -> int:
+    """Bytes of one weight or KV value computed in ``dtype``; "auto" is the dtype ``path``'s config.json
+    stores (2 where it does not say)."""
+    if dtype == "auto":
+        c = _config(path) if path is not None else {}
+        dtype = str(c.get("torch_dtype") or c.get("dtype") or "bfloat16")
+    return _VALUE_BYTES.get(dtype.removeprefix("torch."), 2)
+
+
 def weights_bytes(path: str | Path) -> int:
     """Size of the weight files: the engine loads them before it allocates the KV cache."""
     p = Path(path)
@@ -103,10 +115,13 @@ def job_tokens(cpus: int | None = None) -> int:
 def cpu_kv_cache_bytes(path: str | Path, max_model_len: int, *, quick_start: bool = False, tokens: int | None = None,
                        free_bytes: int | None = None, dtype_bytes: int = 2) -> int:
     """The KV cache to ask vLLM for, in bytes: ``tokens`` of it (default: :func:`job_tokens`; a
-    quick start's far fewer), at least one sequence of ``max_model_len``. Raises ``MemoryError``
-    with a one-line reason when even that one sequence does not fit."""
+    quick start's far fewer), at least one sequence of ``max_model_len``, with weights and cache at
+    ``dtype_bytes`` a value (:func:`bytes_per_value` of the dtype the engine computes in). Raises
+    ``MemoryError`` with a one-line reason when even that one sequence does not fit."""
     free = node_free_bytes() if free_bytes is None else free_bytes
-    budget = int((free - weights_bytes(path) - RESERVE_BYTES) * FREE_SHARE)
+    # Weights stored in bf16 take twice their files' size once loaded in fp32.
+    weights = weights_bytes(path) * dtype_bytes // bytes_per_value("auto", path)
+    budget = int((free - weights - RESERVE_BYTES) * FREE_SHARE)
     per_token = kv_bytes_per_token(path, dtype_bytes)
     if per_token is None:  # an unusual config: a fixed 2 GiB, within the budget
         want, need = 2 * GiB, 256 * 1024 * 1024
@@ -117,6 +132,6 @@ def cpu_kv_cache_bytes(path: str | Path, max_model_len: int, *, quick_start: boo
         need = per_token * max_model_len
     if budget < need:
         raise MemoryError(f"only {free / GiB:.1f} GiB of memory is free on this machine's memory node; the model "
-                          f"needs {weights_bytes(path) / GiB:.1f} GiB of weights, {RESERVE_BYTES / GiB:.0f} GiB of room "
+                          f"needs {weights / GiB:.1f} GiB of weights, {RESERVE_BYTES / GiB:.0f} GiB of room "
                           f"and {need / GiB:.2f} GiB of KV cache for one {max_model_len}-token sequence")
     return min(want, budget)

@@ -98,17 +98,22 @@ def vllm_command(config: ServeConfig, *, cuda: bool) -> tuple[list[str], dict[st
         # cache as a share of the memory node's total, which can be far from what is free (see
         # cai.backends.vllm_memory); ask for bytes instead.
         env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        # What the engine computes in: "auto" becomes bf16 only where this CPU is faster in it.
+        from cai.precision import cpu_compute_dtype
+
+        dtype = cpu_compute_dtype() if config.dtype == "auto" else config.dtype
         if not env.get("VLLM_CPU_KVCACHE_SPACE") and "--kv-cache-memory-bytes" not in config.vllm_args:
             from cai.backends.vllm import _model_max_len
-            from cai.backends.vllm_memory import SERVER_TOKENS, cpu_kv_cache_bytes
+            from cai.backends.vllm_memory import SERVER_TOKENS, bytes_per_value, cpu_kv_cache_bytes
 
             try:
-                kv = cpu_kv_cache_bytes(path, _model_max_len(path) or 4096, tokens=SERVER_TOKENS)
+                kv = cpu_kv_cache_bytes(path, _model_max_len(path) or 4096, tokens=SERVER_TOKENS,
+                                        dtype_bytes=bytes_per_value(dtype, path))
             except MemoryError as e:
                 raise CAIError(f"cannot serve {config.model!r} with vLLM: {e}; or serve -m hf:{config.model}") from None
             argv += ["--kv-cache-memory-bytes", str(kv)]
         if config.dtype == "auto":
-            argv += ["--dtype", "bfloat16"]
+            argv += ["--dtype", dtype]
     key = api_key(config)
     if key:
         argv += ["--api-key", key]
