@@ -258,14 +258,15 @@ def run(args, convs) -> tuple[dict, float, str]:
         ids = [encode_prompt(backend.tokenizer, c) for c in convs]  # what the backend sends
         args.prefill = (prefix_tree_tokens(ids), sum(map(len, ids)))
         top = max(args.ks)
-        backend.generate(convs[:2], replace(sampling(args, top), max_tokens=4))  # warm-up
+        # The revision requests carry the critique engine's seed per prompt: not for a subset or copies.
+        backend.generate(convs[:2], replace(sampling(args, top), max_tokens=4, seeds=None))  # warm-up
         for k in args.ks:
             print(f"K = {k}: {len(convs)} prompts x {k} samples ...", file=sys.stderr)
             rows[k] = timed(backend, convs, sampling(args, k))
         if top > 1:
             print(f"K = {top} as {top} copies of each prompt ...", file=sys.stderr)
             copies = [c for c in convs for _ in range(top)]
-            rows["copies"] = timed(backend, copies, sampling(args, 1))
+            rows["copies"] = timed(backend, copies, replace(sampling(args, 1), seeds=None))
             rows["copies"]["prompt_tokens"] //= top  # the same P prompts, each sent `top` times
     finally:
         close = getattr(backend, "close", None)

@@ -241,6 +241,23 @@ def test_reward_fingerprint_follows_what_the_reward_scores_with(tmp_path):
     assert reward_fingerprint("math:fsum") is None and reward_fingerprint("judge:mock:") is None
 
 
+def test_a_module_reward_is_fingerprinted_by_its_file_without_running_it(tmp_path, monkeypatch):
+    # module:function was part of a run's identity only as its name: an edited reward resumed a run.
+    from cai.train.rewards import reward_fingerprint
+
+    pkg = tmp_path / "myrewards"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise RuntimeError('ran the package')\n")  # must not run
+    (pkg / "scores.py").write_text("raise RuntimeError('ran the module')\n")
+    (tmp_path / "flat.py").write_text("def f(p, c): return [0.0] * len(c)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = reward_fingerprint("myrewards.scores:f")
+    assert before["path"] == "myrewards.scores:f" and reward_fingerprint("flat:f")["sha256"]
+    (pkg / "scores.py").write_text("raise RuntimeError('ran the edited module')\n")
+    assert reward_fingerprint("myrewards.scores:f")["sha256"] != before["sha256"]
+    assert reward_fingerprint("myrewards.missing:f") is None and reward_fingerprint("nowhere:f") is None
+
+
 def test_ppo_does_not_resume_against_a_changed_reward(tiny_llama_dir, tmp_path, capsys, monkeypatch):
     """The reward was part of a run's identity only as its spec string."""
     from cai.cli import main

@@ -135,11 +135,32 @@ def reward_fingerprint(spec: Any) -> dict[str, Any] | None:
                     if f.suffix == ".json":
                         h.update(f.read_bytes())
     else:
-        file = Path(spec.rpartition(":")[0]).expanduser()
-        if file.suffix != ".py" or not file.is_file():
-            return None  # module:function: importing it to find its file would run it before the checks
+        target = spec.rpartition(":")[0]
+        file = Path(target).expanduser() if target.endswith(".py") else _module_file(target)
+        if file is None or not file.is_file():
+            return None  # a built-in or compiled module, or no such file (load_reward says which)
         h.update(file.read_bytes())
     return {"role": "reward", "path": spec, "sha256": h.hexdigest(), "weight": 1.0}
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of module ``name`` (dotted), found on ``sys.path`` as an import would find it
+    but without running any of it, not even a package's ``__init__``: the checks come before any
+    user code runs. Only that file is hashed, not what it imports. None for a built-in, compiled or
+    namespace module, or a name that is not there."""
+    from importlib.machinery import PathFinder
+
+    parts, search, found = name.split("."), None, None
+    for i in range(len(parts)):
+        try:
+            found = PathFinder.find_spec(".".join(parts[:i + 1]), search)
+        except (ImportError, ValueError):
+            return None
+        if found is None:
+            return None
+        search = found.submodule_search_locations
+    origin = getattr(found, "origin", None)
+    return Path(origin) if origin and origin.endswith(".py") else None
 
 
 # -- preference model ---------------------------------------------------------------------------
