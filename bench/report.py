@@ -31,7 +31,15 @@ def machine(load_at_start: float | None = None) -> str:
     except ImportError:
         pass
     load = f"; load average {load_at_start:.1f} at start" if load_at_start is not None else ""
-    return f"{cpu}, {os.cpu_count()} cores{mem}{gpu}{load}"
+    return f"{cpu} ({bf16_isa()}), {os.cpu_count()} cores{mem}{gpu}{load}"
+
+
+def bf16_isa() -> str:
+    """The CPU's bf16 matmul instructions, which decide its bf16 rate: "amx_bf16, avx512_bf16", or
+    "no bf16 instructions" (bf16 is then emulated, hundreds of times slower than fp32)."""
+    from cai.precision import cpu_bf16_flags
+
+    return ", ".join(cpu_bf16_flags()) or "no bf16 instructions"
 
 
 def versions() -> str:

@@ -50,9 +50,9 @@ def pick_dtype(dtype: str, device: str):
     if dtype == "auto":
         if device.startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        from cai.precision import cpu_prefers_bf16, home_cache
+        from cai.precision import cpu_compute_dtype
 
-        return torch.bfloat16 if cpu_prefers_bf16(home_cache()) else torch.float32
+        return getattr(torch, cpu_compute_dtype())
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
