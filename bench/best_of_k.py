@@ -23,7 +23,8 @@ not).
 
 The bound: after the timed rows the script measures the machine's matmul peak (a 2048x2048
 matmul, as bench/training.py does) in the dtype the engine computes in: bf16, or fp32 on a CPU that
-computes in fp32 (:func:`cai.precision.cpu_compute_dtype`; one without bf16 instructions emulates it) and counts the matmul work each row cannot avoid: the prompts'
+computes in fp32 (:func:`cai.precision.cpu_compute_dtype`; one without bf16 instructions emulates
+it), and counts the matmul work each row cannot avoid: the prompts'
 prefill with every shared prefix computed once (the tokens of the prompts' prefix tree, however
 many samples or prompts begin with them), 2 x the layers' linear weights a token; and per sample
 the LM head for each generated token and the layers for each but the last. Their ratio is what

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     load_at_start = os.getloadavg()[0]
     chosen = cpu_compute_dtype()
     rows = {d: run_child(args, d) for d in DTYPES}
-    rates = {k: v for k, v in matmul_rates(1024).items()}
+    rates = matmul_rates(1024)
     section, ok = report(args, rows, rates, chosen, load_at_start)
     return finish(section, ok, quick=args.quick, results=args.results, heading=SECTION)
 

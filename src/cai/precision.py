@@ -10,7 +10,8 @@ home, keyed by CPU model and bf16 instructions, torch version and torch thread c
 per machine (well under a second).
 
 Used by ``use_bf16(None)`` (SFT, DPO, reward, RLOO), ``cai ppo --lora``, and ``dtype="auto"`` on
-a CPU in the hf and vllm backends and ``cai serve`` (:func:`cpu_compute_dtype`). CUDA is decided elsewhere, by ``torch.cuda.is_bf16_supported()``.
+a CPU in the hf and vllm backends and ``cai serve`` (:func:`cpu_compute_dtype`). CUDA is decided
+elsewhere, by ``torch.cuda.is_bf16_supported()``.
 """
 
 from __future__ import annotations
@@ -178,9 +179,9 @@ def cpu_prefers_bf16(cache: Path | None, *, measure: Callable[[], dict[str, floa
     return rates["bf16"] > BF16_MARGIN * rates["fp32"]
 
 
-def cpu_compute_dtype(cache: Path | None = None) -> str:
-    """The dtype name a model computes in on this CPU: "bfloat16" where :func:`cpu_prefers_bf16`, else
-    "float32" (``cache`` defaults to :func:`home_cache`). What the vllm backend and ``cai serve`` ask
-    vLLM for when the dtype is "auto": vLLM's own "auto" keeps a bf16 model in bf16, which a CPU
-    without bf16 instructions emulates, 4.9x slower than fp32 on an AVX2 EPYC (docs/performance.md)."""
-    return "bfloat16" if cpu_prefers_bf16(home_cache() if cache is None else cache) else "float32"
+def cpu_compute_dtype() -> str:
+    """The dtype name a model computes in on this CPU: "bfloat16" where :func:`cpu_prefers_bf16` (with
+    the measurement cached in :func:`home_cache`), else "float32". What the vllm backend and ``cai
+    serve`` ask vLLM for when the dtype is "auto": vLLM's own "auto" keeps a bf16 model in bf16, which
+    a CPU without bf16 instructions emulates, 4.9x slower than fp32 on an AVX2 EPYC (docs/performance.md)."""
+    return "bfloat16" if cpu_prefers_bf16(home_cache()) else "float32"
