@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cai.backends.vllm_compile import aot_cache
+from cai.backends.vllm_attention import use_cascade_attention
 from cai.backends.vllm_sampler import use_fast_sampler
 from cai.backends.vllm_warmup import skip_dummy_sampler_run
 from cai.chat import encode_prompt, encode_scoring_requests, ensure_chat_template
@@ -204,6 +205,9 @@ class VLLMBackend:
             use_fast_sampler()
             # No dummy sampler passes in the compile warm-up: on a CPU they size nothing.
             skip_dummy_sampler_run()
+            # Decode attention that reads each shared KV block once (float32 caches; about 45 s to
+            # build the kernel the first time on a machine).
+            use_cascade_attention()
             if max_model_len is None:
                 declared = _model_max_len(self.path)
                 max_model_len = min(CPU_MAX_MODEL_LEN, declared) if declared else CPU_MAX_MODEL_LEN

