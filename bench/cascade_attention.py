@@ -102,10 +102,11 @@ def measure(torch, ops, kernel, row) -> dict:
 
     seg_s = best_of(lambda: segments(table, seq_lens))
     rows, segs = segments(table, seq_lens)
+    tokens = torch.arange(n, dtype=torch.int64)  # request i's query is token i
     view = kv_cache.view(kv_cache.shape[0], KV_HEADS, 2 * BLOCK, DIM)
 
     def cai():
-        kernel.cascade_attention(query, view, ours, table, seq_lens, rows, segs, scale)
+        kernel.cascade_attention(query, view, ours, table, seq_lens, rows, tokens, segs, scale)
 
     vllm_s, cai_s = best_of(vllm), best_of(cai)
     flop = 4 * HEADS * DIM * int(seq_lens.sum())  # q.k and p.v for every query head and key

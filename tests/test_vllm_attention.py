@@ -84,10 +84,11 @@ def test_random_batches_are_covered_exactly():
         _covered(rows, segs, table, seq_lens)
 
 
-def _decode_step(torch, ops, isa, rows=24, prompts=3, kv_heads=3, heads=9, dim=64):
+def _decode_step(torch, ops, isa, rows=24, prompts=3, kv_heads=3, heads=9, dim=64, query_lens=None):
     """A decode step: ``prompts`` prompts' samples interleaved as vLLM's batch leaves them, all
     beginning with the same 2 blocks, then their prompt's 3, then 2 of their own; random keys and
-    values written by vLLM's own cache writer."""
+    values written by vLLM's own cache writer. ``query_lens`` (default: 1 each) makes some requests
+    prompt chunks, their last tokens queried at once."""
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionMetadata
 
     g = torch.Generator().manual_seed(0)
@@ -103,16 +104,18 @@ def _decode_step(torch, ops, isa, rows=24, prompts=3, kv_heads=3, heads=9, dim=6
         own = 2 + 3 * prompts + 2 * r
         table[r, :7] = torch.tensor([0, 1, 2 + 3 * p, 3 + 3 * p, 4 + 3 * p, own, own + 1])
     seq_lens = torch.randint(5 * BLOCK + 1, 7 * BLOCK + 1, (rows,), generator=g, dtype=torch.int32)
-    query_start = torch.arange(rows + 1, dtype=torch.int32)
+    lens = torch.tensor(query_lens or [1] * rows, dtype=torch.int32)
+    query_start = torch.zeros(rows + 1, dtype=torch.int32)
+    query_start[1:] = torch.cumsum(lens, 0)
     scheduler = ops.cpu_attn_get_scheduler_metadata(
         num_reqs=rows, num_heads=heads, num_kv_heads=kv_heads, head_dim=dim, seq_lens=seq_lens,
         dtype=torch.float32, query_start_loc=query_start, causal=True, sliding_window_size=-1, isa=isa,
         enable_kv_split=False)
     metadata = CPUAttentionMetadata(
-        num_actual_tokens=rows, max_query_len=1, query_start_loc=query_start, max_seq_len=int(seq_lens.max()),
-        seq_lens=seq_lens, block_table=table, slot_mapping=torch.zeros(rows, dtype=torch.int64),
-        scheduler_metadata=scheduler)
-    query = torch.randn(rows, heads, dim, generator=g) * 3  # scores of a few units, as a model's are
+        num_actual_tokens=int(lens.sum()), max_query_len=int(lens.max()), query_start_loc=query_start,
+        max_seq_len=int(seq_lens.max()), seq_lens=seq_lens, block_table=table,
+        slot_mapping=torch.zeros(int(lens.sum()), dtype=torch.int64), scheduler_metadata=scheduler)
+    query = torch.randn(int(lens.sum()), heads, dim, generator=g) * 3  # scores of a few units, as a model's are
     return kv_cache, metadata, query
 
 
@@ -154,11 +157,7 @@ def _fakes(torch, metadata, isa, heads=9, kv_heads=3, dim=64):
     return Builder(), impl, layer, Common()
 
 
-def test_the_kernel_gives_what_vllms_kernel_gives_on_the_same_cache():
-    import torch
-
-    pytest.importorskip("vllm")
-    from vllm import _custom_ops as ops
+def _kernel_or_skip(torch):
     from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
 
     from cai.backends import vllm_attention
@@ -169,14 +168,26 @@ def test_the_kernel_gives_what_vllms_kernel_gives_on_the_same_cache():
     kernel = vllm_attention.load_kernel()
     if kernel is None:
         pytest.skip("no C++ compiler for torch's extensions here")
-    kv_cache, metadata, query = _decode_step(torch, ops, isa)
+    return isa, kernel
+
+
+@pytest.mark.parametrize("query_lens", [None, [1, 3, 1, 1, 2] + [1] * 19], ids=["decode", "decodes and prompts"])
+def test_the_kernel_gives_what_vllms_kernel_gives_on_the_same_cache(query_lens):
+    import torch
+
+    pytest.importorskip("vllm")
+    from vllm import _custom_ops as ops
+
+    isa, kernel = _kernel_or_skip(torch)
+    kv_cache, metadata, query = _decode_step(torch, ops, isa, query_lens=query_lens)
     builder, impl, layer, common = _fakes(torch, metadata, isa)
     builder.cai_kernel = layer.cai_kernel = kernel  # as the builder's first step hands it to its layers
     expected = torch.zeros_like(query)
     impl.vllm_forward(layer, query, None, None, kv_cache, metadata, expected)
     built = builder.build(0, common)
-    rows, segs = built.cai_segments
-    assert (segs[:, 1] - segs[:, 0]).max() == 24  # the common prefix, once for all
+    rows, tokens, segs, prompts = built.cai_segments
+    assert (segs[:, 1] - segs[:, 0]).max() == rows.numel() == 24 - (2 if query_lens else 0)  # a prefix for all
+    assert (prompts is None) == (query_lens is None)
     out = torch.zeros_like(query)
     impl.forward(layer, query, None, None, kv_cache, built, out)
     assert expected.abs().max() > 0.1
@@ -191,18 +202,19 @@ def test_steps_and_layers_the_kernel_does_not_take_go_to_vllm():
     from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
 
     isa = _get_attn_isa(torch.float32, BLOCK, 64)
-    kv_cache, metadata, query = _decode_step(torch, ops, isa)
+    kv_cache, metadata, query = _decode_step(torch, ops, isa, rows=4, query_lens=[1, 2, 2, 2])
     builder, impl, layer, common = _fakes(torch, metadata, isa)
-    builder.cai_kernel = object()  # as if built
-    metadata.max_query_len = 5  # a prompt among the decodes
-    assert builder.build(0, common).cai_segments is None
-    metadata.max_query_len = 1
-    assert builder.build(0, common).cai_segments is not None
+    builder.cai_kernel = layer.cai_kernel = object()  # as if built
+    assert builder.build(0, common).cai_segments is None  # one decode: nothing to share
+    kv_cache, metadata, query = _decode_step(torch, ops, isa, rows=4)
+    builder, impl, layer, common = _fakes(torch, metadata, isa)
+    builder.cai_kernel = layer.cai_kernel = object()
+    built = builder.build(0, common)
+    assert built.cai_segments is not None
     calls = []
-    layer.cai_kernel = builder.cai_kernel
     type(impl).vllm_forward = lambda *a, **k: calls.append("vllm")  # a stand-in for vLLM's forward
     impl.sliding_window = 128  # vLLM's kernel takes windows; cai's does not
-    impl.forward(layer, query, None, None, kv_cache, metadata, torch.zeros_like(query))
+    impl.forward(layer, query, None, None, kv_cache, built, torch.zeros_like(query))
     assert calls == ["vllm"]
     # Which caches the kernel computes: float32 in vLLM's vec layout, blocks of 32, no window.
     assert eligible(torch.float32, "vec", 32, "auto", -1, 3, 64)

@@ -112,40 +112,83 @@ def _cpu_flags() -> str:
 
 
 def _build(self: Any, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
-    """vLLM's ``CPUAttentionMetadataBuilder.build``, plus, for a decode step the kernel can take,
-    the order and segments of :func:`segments` (once a step, for all layers)."""
+    """vLLM's ``CPUAttentionMetadataBuilder.build``, plus, for a step with decode requests (one
+    query token) the kernel can take, their order and segments (:func:`segments`, once a step for
+    all layers); the step's prompt requests, if any, get metadata of their own for vLLM's kernel."""
     import torch
 
     metadata = type(self).vllm_build(self, common_prefix_len, common_attn_metadata, fast_build)
     metadata.cai_segments = None
-    rows = common_attn_metadata.num_reqs
-    if (metadata.max_query_len == 1 and metadata.num_actual_tokens == rows and rows > 1
-            and metadata.causal is True and metadata.dynamic_causal is None and metadata.encoder_cache is None
-            and metadata.block_table.dtype == metadata.seq_lens.dtype == torch.int32
-            and _kernel_for(self) is not None):
-        metadata.cai_segments = segments(metadata.block_table, metadata.seq_lens[:rows], self.block_size)
+    n = common_attn_metadata.num_reqs
+    if (n < 2 or metadata.causal is not True or metadata.dynamic_causal is not None
+            or metadata.encoder_cache is not None or metadata.block_table.dtype != torch.int32
+            or metadata.seq_lens.dtype != torch.int32 or _kernel_for(self) is None):
+        return metadata
+    starts = metadata.query_start_loc[:n + 1].to(torch.int64)
+    lengths = starts[1:] - starts[:-1]
+    decode = (lengths == 1).nonzero().flatten()
+    if decode.numel() < 2:
+        return metadata
+    rows, segs = segments(metadata.block_table[decode], metadata.seq_lens[decode], self.block_size)
+    prompts = None
+    if decode.numel() < n:
+        prompts = _prompt_part(self, metadata, (lengths != 1).nonzero().flatten(), starts, lengths)
+    metadata.cai_segments = (decode[rows], starts[:-1].contiguous(), segs, prompts)
     return metadata
+
+
+def _prompt_part(builder: Any, metadata: Any, requests: Any, starts: Any, lengths: Any) -> tuple[Any, Any]:
+    """The query tokens of a step's prompt requests and vLLM's metadata for them alone."""
+    import dataclasses
+
+    import torch
+    from vllm import _custom_ops as ops
+    from vllm import envs
+
+    own = lengths[requests]
+    tokens = torch.repeat_interleave(starts[:-1][requests], own) + (
+        torch.arange(int(own.sum())) - torch.repeat_interleave(torch.cumsum(own, 0) - own, own))
+    query_start = torch.zeros(requests.numel() + 1, dtype=metadata.query_start_loc.dtype)
+    query_start[1:] = torch.cumsum(own, 0)
+    seq_lens = metadata.seq_lens[requests]
+    scheduler = ops.cpu_attn_get_scheduler_metadata(
+        num_reqs=requests.numel(), num_heads=builder.num_heads, num_kv_heads=builder.num_kv_heads,
+        head_dim=builder.head_dim, seq_lens=seq_lens, dtype=builder.dtype, query_start_loc=query_start,
+        causal=True, sliding_window_size=builder.window_size, isa=builder.isa,
+        enable_kv_split=envs.VLLM_CPU_ATTN_SPLIT_KV, kv_cache_dtype=builder.kv_cache_dtype)
+    part = dataclasses.replace(metadata, num_actual_tokens=tokens.numel(), max_query_len=int(own.max()),
+                               query_start_loc=query_start, max_seq_len=int(seq_lens.max()), seq_lens=seq_lens,
+                               block_table=metadata.block_table[requests], scheduler_metadata=scheduler)
+    return tokens, part
 
 
 def _forward(self: Any, layer: Any, query: Any, key: Any, value: Any, kv_cache: Any, attn_metadata: Any,
              output: Any, *args: Any, **kwargs: Any) -> Any:
-    """vLLM's ``CPUAttentionBackendImpl.forward``, or for a step ``_build`` segmented, the kernel."""
+    """vLLM's ``CPUAttentionBackendImpl.forward``; for a step ``_build`` segmented, the kernel for its
+    decode requests and vLLM's forward for its prompt requests."""
     from vllm.v1.attention.backend import AttentionType
 
     chosen = getattr(attn_metadata, "cai_segments", None)
     kernel = getattr(layer, "cai_kernel", None)
-    if (chosen is None or kernel is None or not kv_cache.is_contiguous() or self.attn_type != AttentionType.DECODER or self.alibi_slopes is not None
-            or self.logits_soft_cap or self.sinks is not None or self.sliding_window != -1
+    vllm_forward = type(self).vllm_forward
+    if (chosen is None or kernel is None or not kv_cache.is_contiguous() or self.attn_type != AttentionType.DECODER
+            or self.alibi_slopes is not None or self.logits_soft_cap or self.sinks is not None
+            or self.sliding_window != -1
             or any(a is not None for a in args) or any(v is not None for v in kwargs.values())):
-        return type(self).vllm_forward(self, layer, query, key, value, kv_cache, attn_metadata, output,
-                                       *args, **kwargs)
-    rows, segs = chosen
-    n = rows.shape[0]
+        return vllm_forward(self, layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
+    rows, tokens, segs, prompts = chosen
+    n = attn_metadata.num_actual_tokens
     heads = self.num_heads
+    out = output[:n].view(n, heads, -1)
+    if prompts is not None:
+        prompt_tokens, metadata = prompts
+        part = out.new_empty((prompt_tokens.numel(),) + tuple(out.shape[1:]))
+        vllm_forward(self, layer, query.index_select(0, prompt_tokens), key, value, kv_cache, metadata, part)
+        out.index_copy_(0, prompt_tokens, part)
     blocks, kv_heads, block_size, _ = kv_cache.shape  # [blocks, kv heads, block size, 2 x head size]
     kv_cache = kv_cache.view(blocks, kv_heads, 2 * block_size, -1)  # keys, then values, as vLLM reads it
-    kernel.cascade_attention(query[:n].view(n, heads, -1), kv_cache, output[:n].view(n, heads, -1),
-                             attn_metadata.block_table, attn_metadata.seq_lens, rows, segs, self.scale)
+    kernel.cascade_attention(query[:n].view(n, heads, -1), kv_cache, out, attn_metadata.block_table,
+                             attn_metadata.seq_lens, rows, tokens, segs, self.scale)
     return output
 
 

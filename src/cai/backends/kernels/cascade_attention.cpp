@@ -97,7 +97,7 @@ inline void attend_block(const float* q, const float* kt, const float* v, int va
 template <int G, int D>
 void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tensor& output,
          const torch::Tensor& block_table, const torch::Tensor& seq_lens, const torch::Tensor& rows,
-         const torch::Tensor& segments, float sc) {
+         const torch::Tensor& tokens, const torch::Tensor& segments, float sc) {
   const int64_t n_rows = rows.size(0), kv_heads = kv_cache.size(1);
   const float* q_base = query.data_ptr<float>();
   const int64_t q_tok = query.stride(0), q_head = query.stride(1);
@@ -108,6 +108,7 @@ void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tenso
   auto bt = block_table.accessor<int32_t, 2>();
   auto lens = seq_lens.accessor<int32_t, 1>();
   auto row_req = rows.accessor<int64_t, 1>();
+  auto req_tok = tokens.accessor<int64_t, 1>();
   auto seg = segments.accessor<int64_t, 2>();
   const int64_t n_seg = segments.size(0);
   // Rows split into one contiguous chunk a thread; a segment across two chunks is read by both.
@@ -125,7 +126,7 @@ void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tenso
       qs.resize(m * D);
       for (int64_t r = r0; r < r1; ++r)  // the chunk's queries, scaled, side by side
         for (int g = 0; g < G; ++g) {
-          const float* src = q_base + row_req[r] * q_tok + (h * G + g) * q_head;
+          const float* src = q_base + req_tok[row_req[r]] * q_tok + (h * G + g) * q_head;
           float* dst = qs.data() + ((r - r0) * G + g) * D;
           for (int d = 0; d < D; ++d) dst[d] = src[d] * sc;
         }
@@ -148,7 +149,7 @@ void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tenso
         for (int g = 0; g < G; ++g) {
           const int64_t i = (r - r0) * G + g;
           const float inv = 1.0f / run_sum[i];
-          float* dst = o_base + row_req[r] * o_tok + (h * G + g) * o_head;
+          float* dst = o_base + req_tok[row_req[r]] * o_tok + (h * G + g) * o_head;
           for (int d = 0; d < D; ++d) dst[d] = acc[i * D + d] * inv;
         }
     }
@@ -165,21 +166,30 @@ void cascade_attention(const torch::Tensor& query,        // [tokens, heads, dim
                        torch::Tensor& output,             // [tokens, heads, dim] float32
                        const torch::Tensor& block_table,  // [requests, max_blocks] int32
                        const torch::Tensor& seq_lens,     // [requests] int32
-                       const torch::Tensor& rows,         // [requests] int64: request at each sorted row
+                       const torch::Tensor& rows,         // [rows] int64: request at each sorted row
+                       const torch::Tensor& tokens,       // [requests] int64: each request's query token
                        const torch::Tensor& segments,     // [segments, 4] int64: row start, end, block start, end
                        double scale) {
   TORCH_CHECK(query.scalar_type() == torch::kFloat32 && kv_cache.scalar_type() == torch::kFloat32 &&
               output.scalar_type() == torch::kFloat32, "cascade attention computes in float32");
   TORCH_CHECK(kv_cache.is_contiguous() && kv_cache.size(2) == 2 * BS, "cascade attention needs blocks of 32 tokens");
   TORCH_CHECK(block_table.scalar_type() == torch::kInt32 && seq_lens.scalar_type() == torch::kInt32);
-  TORCH_CHECK(rows.scalar_type() == torch::kInt64 && segments.scalar_type() == torch::kInt64);
+  TORCH_CHECK(rows.scalar_type() == torch::kInt64 && segments.scalar_type() == torch::kInt64 &&
+              tokens.scalar_type() == torch::kInt64);
   TORCH_CHECK(query.stride(2) == 1 && output.stride(2) == 1 && kv_cache.size(3) == query.size(2));
   const int64_t heads = query.size(1), dim = query.size(2), kv_heads = kv_cache.size(1);
   const int64_t group = heads / kv_heads;
   TORCH_CHECK(group * kv_heads == heads && supported(group, dim), "unsupported head layout");
+  // Indices from Python, checked once a call: an index off the end would read or write past a tensor.
+  TORCH_CHECK(rows.numel() == 0 || (rows.min().item<int64_t>() >= 0 && rows.max().item<int64_t>() < tokens.size(0) &&
+              rows.max().item<int64_t>() < block_table.size(0) && rows.max().item<int64_t>() < seq_lens.size(0)),
+              "cascade attention: a row's request is out of range");
+  TORCH_CHECK(tokens.numel() == 0 || (tokens.min().item<int64_t>() >= 0 &&
+              tokens.max().item<int64_t>() < std::min(query.size(0), output.size(0))),
+              "cascade attention: a request's query token is out of range");
   const float sc = static_cast<float>(scale);
 #define CAI_CASE(G, D) \
-  if (group == G && dim == D) return run<G, D>(query, kv_cache, output, block_table, seq_lens, rows, segments, sc);
+  if (group == G && dim == D) return run<G, D>(query, kv_cache, output, block_table, seq_lens, rows, tokens, segments, sc);
   CAI_CASE(1, 64) CAI_CASE(2, 64) CAI_CASE(3, 64) CAI_CASE(4, 64) CAI_CASE(8, 64)
   CAI_CASE(1, 128) CAI_CASE(2, 128) CAI_CASE(3, 128) CAI_CASE(4, 128) CAI_CASE(8, 128)
 #undef CAI_CASE
