@@ -76,12 +76,13 @@ class SiblingBlocks(KVConnectorBase_V1, SupportsHMA):
         params = request.sampling_params
         if params is None or params.prompt_logprobs is not None:
             return 0, False  # vLLM gives prompt log-probs only for the tokens it computes
-        key = _key(request)
         last = len(prompt) - 1  # the last prompt token is computed, for its logits
         block = num_computed_tokens // self.block_size
-        # Only the tail: the prefix cache gave every full block before it.
+        # Only the tail: the prefix cache gave every full block before it. Most calls end here, so the
+        # prompt's key (a tuple of all its tokens) is built only after.
         if last <= num_computed_tokens or num_computed_tokens % self.block_size or last // self.block_size != block:
             return 0, False
+        key = _key(request)
         owner = self.owners.get(key) if key else None
         if owner is None or owner[0].request_id == request.request_id:
             return 0, False
@@ -94,14 +95,14 @@ class SiblingBlocks(KVConnectorBase_V1, SupportsHMA):
         return last - num_computed_tokens, False
 
     def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
-        prompt = request.prompt_token_ids
         block = self.wanted.pop(request.request_id, None)
-        if prompt is None or not self.enabled:
+        key = _key(request) if self.enabled else None
+        if key is None:
             return
-        ids, key = blocks.get_block_ids()[0], _key(request)
+        ids = blocks.get_block_ids()[0]
         if num_external_tokens == 0:
-            tail = (len(prompt) - 1) // self.block_size
-            if key and key not in self.owners and tail < len(ids) and not request.num_output_tokens:
+            tail = (len(request.prompt_token_ids) - 1) // self.block_size
+            if key not in self.owners and tail < len(ids) and not request.num_output_tokens:
                 self.owners[key] = (request, ids[tail])
             return
         self.pending.append((self.owners[key][1], ids[block]))
