@@ -5,9 +5,9 @@ each, at temperature 0.7 with a fixed limit of 64 new tokens, through the backen
 generate -k K`` drives it: one ``generate`` call for all prompts with ``SamplingParams(n=K)``
 (built by :class:`cai.generation.GenerateConfig`). The K samples of a prompt share its prefill:
 the vllm backend sends each prompt once with vLLM's ``n`` (its K child requests read the prompt's
-full KV blocks from the prefix cache where an earlier engine step has computed them: blocks of 32
-tokens on a CPU, where vLLM's own 128 left a 57-token prompt none to share; children scheduled in
-the same step as the first compute their own), and the hf backend runs the prompt once and copies
+full KV blocks from the prefix cache: blocks of 32 tokens on a CPU, where vLLM's own 128 left a
+57-token prompt none to share; on a CPU they also copy the prompt's last, partial block from the
+first child, :mod:`cai.backends.vllm_siblings`), and the hf backend runs the prompt once and copies
 its KV cache K times.
 
 ``--data revisions`` times cai's own best of K instead, ``cai critique --samples K``: the revision

@@ -277,6 +277,43 @@ def test_k_samples_are_one_request_with_n_outputs(smollm2_path):
     assert [sp.n for sp in calls[0][1]] == [1, 1] and [c.text for c in greedy] == ["c0s0"] * 3 + ["c1s0"] * 3
 
 
+def _scheduler_connector(backend):
+    return backend.llm.llm_engine.engine_core.engine_core.scheduler.connector
+
+
+def test_the_samples_of_a_prompt_match_it_computed_alone(backend):
+    """n = 4 in one request, against each sample's seed (vLLM gives child j the seed + j) with n = 1
+    and the prefix cache emptied first: the same tokens and the same log-probabilities, so the
+    copied tail holds what computing it gives."""
+    from vllm import SamplingParams as VSamplingParams
+
+    from cai.backends.vllm_siblings import SiblingBlocks
+
+    llm = backend.llm
+    assert isinstance(_scheduler_connector(backend), SiblingBlocks), "CPU engines copy the tail by default"
+    prompts = [[(7 * i + 3 * j) % 900 + 10 for j in range(n)] for i, n in enumerate((45, 70, 101))]
+    seeds = [11, 22, 33]
+
+    def run(n, offset):
+        llm.reset_prefix_cache()
+        params = [VSamplingParams(n=n, seed=s + offset, temperature=1.0, max_tokens=12, logprobs=0, detokenize=False)
+                  for s in seeds]
+        return llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+
+    def logprobs(sample):
+        return [next(iter(d.values())).logprob for d in sample.logprobs]
+
+    before = _scheduler_connector(backend).copied_tokens
+    together = run(4, 0)
+    # Each prompt's 3 later samples copy its tail less the last token: 12, 5 and 4 tokens.
+    assert _scheduler_connector(backend).copied_tokens - before == 3 * (12 + 5 + 4)
+    for j in range(4):
+        for out, alone in zip(together, run(1, j)):
+            sample, want = out.outputs[j], alone.outputs[0]
+            assert list(sample.token_ids) == list(want.token_ids)
+            assert logprobs(sample) == pytest.approx(logprobs(want), abs=1e-5)
+
+
 def test_request_seeds_are_distinct_and_stable():
     from cai.types import stream_seed
 
@@ -528,3 +565,10 @@ def test_cpu_engines_get_kv_blocks_of_32_except_mla_models(vllm_start_args, tmp_
     sized = {"kv_cache_memory_bytes": 1 << 27}
     assert vllm_start_args(tmp_path, True, engine_args=sized).get("block_size") == block
     assert vllm_start_args(tmp_path, True, engine_args={**sized, "block_size": 64})["block_size"] == 64
+    # With blocks of 32, the samples of a prompt copy its last block (cai.backends.vllm_siblings),
+    # unless the caller turns it off.
+    from cai.backends.vllm import SIBLING_BLOCKS
+
+    want = SIBLING_BLOCKS if block else None
+    assert vllm_start_args(tmp_path, True, engine_args=sized).get("kv_transfer_config") == want
+    assert vllm_start_args(tmp_path, True, engine_args={**sized, "kv_transfer_config": None})["kv_transfer_config"] is None
