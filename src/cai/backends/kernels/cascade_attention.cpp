@@ -5,7 +5,9 @@
 // prefix cache) each shared block is read here once per segment for all the query heads of all the
 // requests that share it, with each query row's softmax kept online (running max, sum and weighted
 // values, as in FlashAttention, Dao et al. 2022), so the order in which a row meets its blocks does
-// not matter. The segments (rows that share a run of blocks) come from Python, once per step.
+// not matter. The segments (rows that share a run of blocks) come from Python, once per step. The
+// blocks that every row shares can be done in Python first, as matrix products (faster there); the
+// kernel then starts each row from that state (init_max, init_sum, init_acc) instead of from nothing.
 //
 // Cache layout (vLLM's cpu_attn_reshape_and_cache, isa "vec", float32): kv_cache[block][kv_head]
 // holds the block's keys transposed, [head_dim][block_size], then its values, [block_size][head_dim].
@@ -97,7 +99,8 @@ inline void attend_block(const float* q, const float* kt, const float* v, int va
 template <int G, int D>
 void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tensor& output,
          const torch::Tensor& block_table, const torch::Tensor& seq_lens, const torch::Tensor& rows,
-         const torch::Tensor& tokens, const torch::Tensor& segments, float sc) {
+         const torch::Tensor& tokens, const torch::Tensor& segments, float sc, const torch::Tensor& init_max,
+         const torch::Tensor& init_sum, const torch::Tensor& init_acc) {
   const int64_t n_rows = rows.size(0), kv_heads = kv_cache.size(1);
   const float* q_base = query.data_ptr<float>();
   const int64_t q_tok = query.stride(0), q_head = query.stride(1);
@@ -111,6 +114,12 @@ void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tenso
   auto req_tok = tokens.accessor<int64_t, 1>();
   auto seg = segments.accessor<int64_t, 2>();
   const int64_t n_seg = segments.size(0);
+  // A start state from Python (the blocks every row shares, done as matrix products there): each
+  // row's running max, sum and unnormalised weighted values a KV head, [kv_heads][rows x G](x D).
+  const bool init = init_max.numel() > 0;
+  const float* im = init ? init_max.data_ptr<float>() : nullptr;
+  const float* is = init ? init_sum.data_ptr<float>() : nullptr;
+  const float* ia = init ? init_acc.data_ptr<float>() : nullptr;
   // Rows split into one contiguous chunk a thread; a segment across two chunks is read by both.
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_rows));
 
@@ -120,9 +129,16 @@ void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tenso
       const int64_t c = item / kv_heads, h = item % kv_heads;
       const int64_t r0 = n_rows * c / chunks, r1 = n_rows * (c + 1) / chunks;
       const int64_t m = (r1 - r0) * G;
-      acc.assign(m * D, 0.0f);
-      run_max.assign(m, NEG);
-      run_sum.assign(m, 0.0f);
+      if (init) {
+        const int64_t at = h * n_rows * G + r0 * G;
+        acc.assign(ia + at * D, ia + (at + m) * D);
+        run_max.assign(im + at, im + at + m);
+        run_sum.assign(is + at, is + at + m);
+      } else {
+        acc.assign(m * D, 0.0f);
+        run_max.assign(m, NEG);
+        run_sum.assign(m, 0.0f);
+      }
       qs.resize(m * D);
       for (int64_t r = r0; r < r1; ++r)  // the chunk's queries, scaled, side by side
         for (int g = 0; g < G; ++g) {
@@ -169,7 +185,10 @@ void cascade_attention(const torch::Tensor& query,        // [tokens, heads, dim
                        const torch::Tensor& rows,         // [rows] int64: request at each sorted row
                        const torch::Tensor& tokens,       // [requests] int64: each request's query token
                        const torch::Tensor& segments,     // [segments, 4] int64: row start, end, block start, end
-                       double scale) {
+                       double scale,
+                       const torch::Tensor& init_max,     // [kv_heads, rows x G] float32, or empty
+                       const torch::Tensor& init_sum,     // [kv_heads, rows x G] float32, or empty
+                       const torch::Tensor& init_acc) {   // [kv_heads, rows x G, dim] float32, or empty
   TORCH_CHECK(query.scalar_type() == torch::kFloat32 && kv_cache.scalar_type() == torch::kFloat32 &&
               output.scalar_type() == torch::kFloat32, "cascade attention computes in float32");
   TORCH_CHECK(kv_cache.is_contiguous() && kv_cache.size(2) == 2 * BS, "cascade attention needs blocks of 32 tokens");
@@ -187,9 +206,16 @@ void cascade_attention(const torch::Tensor& query,        // [tokens, heads, dim
   TORCH_CHECK(tokens.numel() == 0 || (tokens.min().item<int64_t>() >= 0 &&
               tokens.max().item<int64_t>() < std::min(query.size(0), output.size(0))),
               "cascade attention: a request's query token is out of range");
+  if (init_max.numel() > 0) {
+    const int64_t m = kv_heads * rows.size(0) * group;
+    TORCH_CHECK(init_max.scalar_type() == torch::kFloat32 && init_sum.scalar_type() == torch::kFloat32 &&
+                init_acc.scalar_type() == torch::kFloat32 && init_max.is_contiguous() && init_sum.is_contiguous() &&
+                init_acc.is_contiguous() && init_max.numel() == m && init_sum.numel() == m &&
+                init_acc.numel() == m * dim, "cascade attention: start state of the wrong shape");
+  }
   const float sc = static_cast<float>(scale);
 #define CAI_CASE(G, D) \
-  if (group == G && dim == D) return run<G, D>(query, kv_cache, output, block_table, seq_lens, rows, tokens, segments, sc);
+  if (group == G && dim == D) return run<G, D>(query, kv_cache, output, block_table, seq_lens, rows, tokens, segments, sc, init_max, init_sum, init_acc);
   CAI_CASE(1, 64) CAI_CASE(2, 64) CAI_CASE(3, 64) CAI_CASE(4, 64) CAI_CASE(8, 64)
   CAI_CASE(1, 128) CAI_CASE(2, 128) CAI_CASE(3, 128) CAI_CASE(4, 128) CAI_CASE(8, 128)
 #undef CAI_CASE
