@@ -312,3 +312,16 @@ def test_a_machine_without_a_compiler_keeps_vllms_kernel(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="cai.backends.vllm_attention"):
         assert vllm_attention.load_kernel() is None
     assert "g++: command not found" in caplog.text and "vLLM's attention runs instead" in caplog.text
+
+
+def test_setup_builds_the_kernel_only_where_engines_compute_in_float32(monkeypatch):
+    pytest.importorskip("vllm")
+    import cai.precision
+    from cai.backends import vllm_attention
+
+    built = []
+    monkeypatch.setattr(vllm_attention, "load_kernel", lambda: built.append(1) or object())
+    monkeypatch.setattr(cai.precision, "cpu_compute_dtype", lambda: "bfloat16")
+    assert "not built (vLLM computes in bf16" in vllm_attention.prebuild() and not built
+    monkeypatch.setattr(cai.precision, "cpu_compute_dtype", lambda: "float32")
+    assert vllm_attention.prebuild() == "cascade attention kernel: ready" and built == [1]

@@ -121,11 +121,9 @@ def prebuild() -> str:
 
     if find_spec("vllm") is None or find_spec("torch") is None:  # only vLLM's engines use the kernel
         return "cascade attention kernel: not built (no vLLM here)"
-    import torch
-
     from cai.precision import cpu_compute_dtype
 
-    if cpu_compute_dtype() != torch.float32:
+    if cpu_compute_dtype() != "float32":
         return "cascade attention kernel: not built (vLLM computes in bf16 on this CPU; the kernel is float32)"
     return "cascade attention kernel: " + ("ready" if load_kernel() is not None else "not built (see above)")
 
