@@ -27,12 +27,10 @@ def _covered(rows, segs, table, seq_lens):
         assert sorted(blocks) == list(range(-(-int(seq_lens[rows[r]]) // BLOCK)))
 
 
-def test_segments_share_a_common_prefix_then_each_prompts_blocks():
-    import torch
-
-    # Requests 0, 2, 3: one prompt's samples (blocks 0-3, then their own); 1 and 4: another prompt
-    # with the same first two blocks (a few-shot prefix); 5 alone after the prefix. Entries past a
-    # row's length are stale (request 5's 77) and must not count.
+def _few_shot_step(torch):
+    """A block table and lengths: requests 0, 2, 3 are one prompt's samples (blocks 0-3, then their
+    own); 1 and 4 another prompt with the same first two blocks (a few-shot prefix); 5 alone after
+    the prefix. Entries past a row's length are stale (request 5's 77) and must not count."""
     table = torch.tensor([[0, 1, 2, 3, 10, 0],
                           [0, 1, 4, 5, 11, 0],
                           [0, 1, 2, 3, 12, 0],
@@ -40,6 +38,13 @@ def test_segments_share_a_common_prefix_then_each_prompts_blocks():
                           [0, 1, 4, 5, 14, 0],
                           [0, 1, 6, 77, 77, 77]], dtype=torch.int32)
     seq_lens = torch.tensor([140, 150, 129, 160, 131, 70], dtype=torch.int32)
+    return table, seq_lens
+
+
+def test_segments_share_a_common_prefix_then_each_prompts_blocks():
+    import torch
+
+    table, seq_lens = _few_shot_step(torch)
     rows, segs = segments(table, seq_lens)
     assert rows.tolist() == [0, 2, 3, 1, 4, 5]
     assert sorted(map(tuple, segs.tolist())) == sorted([
@@ -87,15 +92,8 @@ def test_random_batches_are_covered_exactly():
 def test_the_blocks_every_row_shares_become_the_root():
     import torch
 
-    # The table of test_segments_share_a_common_prefix_then_each_prompts_blocks: blocks 0 and 1 are
-    # in all six rows, so they leave the kernel's segments and go to the matrix products.
-    table = torch.tensor([[0, 1, 2, 3, 10, 0],
-                          [0, 1, 4, 5, 11, 0],
-                          [0, 1, 2, 3, 12, 0],
-                          [0, 1, 2, 3, 13, 0],
-                          [0, 1, 4, 5, 14, 0],
-                          [0, 1, 6, 77, 77, 77]], dtype=torch.int32)
-    seq_lens = torch.tensor([140, 150, 129, 160, 131, 70], dtype=torch.int32)
+    # Blocks 0 and 1 are in all six rows, so they leave the kernel's segments for the matrix products.
+    table, seq_lens = _few_shot_step(torch)
     tokens = torch.tensor([50, 51, 52, 53, 54, 55])  # each request's query token
     rows, segs, root = plan(table, seq_lens, tokens)
     assert root[0].tolist() == [0, 1] and root[1].tolist() == [50, 52, 53, 51, 54, 55]  # in sorted order
