@@ -42,6 +42,9 @@ libc`` for the C library's, as the rows before 2026-12-07 ran), and its section 
     python bench/best_of_k.py --backend hf      # the same on the hf backend
     python bench/best_of_k.py --data revisions  # cai critique's best of K: the quickstart's revision requests
     python bench/best_of_k.py --quick           # smoke run: 4 prompts x 16 tokens; writes nothing
+    python bench/best_of_k.py --data revisions --ks 1,8 --attention cai,vllm
+                                                # cai's decode attention against vLLM's in one process
+                                                # (CAI_VLLM_ATTENTION, cai.backends.vllm_attention), ABBA
 """
 
 from __future__ import annotations
@@ -81,8 +84,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--malloc", default="tcmalloc", choices=("tcmalloc", "libc"),
                    help="allocator: tcmalloc, the cai command's (TCMalloc where installed; default), or libc, "
                         "the C library's (the bench's rows before 2026-12-07)")
+    p.add_argument("--attention", default=None,
+                   help="comma-separated CAI_VLLM_ATTENTION settings to compare in one engine (vllm backend), "
+                        "e.g. cai,vllm: each K runs in ABBA order (A B B A) and a row's seconds are the mean of "
+                        "its two runs; the first setting decides PASS. Default: the engine's own choice, one run "
+                        "a row, and the K = max copies row")
     p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
     args = p.parse_args(argv)
+    if args.attention is not None:
+        args.attention = [m.strip().lower() for m in args.attention.split(",")]
+        if len(args.attention) < 2 or len(set(args.attention)) < len(args.attention) or not set(
+                args.attention) <= {"cai", "vllm", "default"}:
+            p.error(f"--attention takes two or more of cai, vllm, default, got {','.join(args.attention)!r}")
+        if args.backend != "vllm":
+            p.error("--attention compares the vllm backend's attention kernels; it needs --backend vllm")
     try:
         args.ks = sorted({int(k) for k in args.ks.split(",") if k.strip()})
     except ValueError:
@@ -261,10 +276,13 @@ def run(args, convs) -> tuple[dict, float, str]:
         top = max(args.ks)
         # The revision requests carry the critique engine's seed per prompt: not for a subset or copies.
         backend.generate(convs[:2], replace(sampling(args, top), max_tokens=4, seeds=None))  # warm-up
-        for k in args.ks:
-            print(f"K = {k}: {len(convs)} prompts x {k} samples ...", file=sys.stderr)
-            rows[k] = timed(backend, convs, sampling(args, k))
-        if top > 1:
+        if args.attention:
+            rows = compare_attention(args, backend, convs)
+        else:
+            for k in args.ks:
+                print(f"K = {k}: {len(convs)} prompts x {k} samples ...", file=sys.stderr)
+                rows[k] = timed(backend, convs, sampling(args, k))
+        if top > 1 and not args.attention:
             print(f"K = {top} as {top} copies of each prompt ...", file=sys.stderr)
             copies = [c for c in convs for _ in range(top)]
             rows["copies"] = timed(backend, copies, replace(sampling(args, 1), seeds=None))
@@ -278,9 +296,39 @@ def run(args, convs) -> tuple[dict, float, str]:
     return rows, load_s, backend.name
 
 
+def compare_attention(args, backend, convs) -> dict:
+    """Each --attention setting's rows ({setting: {K: measures}}), all from one engine: for each K the
+    settings run in ABBA order (A B B A for two), so a drift of the machine over the minutes falls on
+    both alike; a row's seconds are the mean of its two runs, and both runs are kept."""
+    rows: dict = {m: {} for m in args.attention}
+    before = os.environ.get("CAI_VLLM_ATTENTION")
+    try:
+        for k in args.ks:
+            for mode in args.attention + args.attention[::-1]:
+                # Read by cai's attention at every step (cai.backends.vllm_attention); "default" unsets it.
+                if mode == "default":
+                    os.environ.pop("CAI_VLLM_ATTENTION", None)
+                else:
+                    os.environ["CAI_VLLM_ATTENTION"] = mode
+                print(f"K = {k}, attention {mode}: {len(convs)} prompts x {k} samples ...", file=sys.stderr)
+                r = timed(backend, convs, sampling(args, k))
+                if k in rows[mode]:
+                    first = rows[mode][k]
+                    r["runs"] = (first["seconds"], r["seconds"])
+                    r["seconds"] = (first["seconds"] + r["seconds"]) / 2
+                rows[mode][k] = r
+    finally:
+        if before is None:
+            os.environ.pop("CAI_VLLM_ATTENTION", None)
+        else:
+            os.environ["CAI_VLLM_ATTENTION"] = before
+    return rows
+
+
 def report(args, rows: dict, load_s: float, name: str, load_at_start: float) -> tuple[str, bool]:
     p = args.prompts
-    prompt_tokens = rows[min(args.ks)]['prompt_tokens'] / p
+    first = rows[args.attention[0]] if args.attention else rows
+    prompt_tokens = first[min(args.ks)]['prompt_tokens'] / p
     if args.data == REVISIONS:
         critique, constitution = args.quickstart
         rounds = "one round" if critique.get("rounds", 1) == 1 else f"{critique['rounds']} rounds"
@@ -296,18 +344,42 @@ def report(args, rows: dict, load_s: float, name: str, load_at_start: float) -> 
                f"per sample, seed {args.seed}; one `generate` call per row with `SamplingParams(n=K)`, as `cai "
                "generate -k K` sends it. Rates count the tokens actually generated (end-of-turn included).")
     lines = [
-        SECTION_REVISIONS if args.data == REVISIONS else SECTION, "",
+        heading(args), "",
         *header(load_at_start, machine_note=f"; allocator: {active()}"),
         job,
         f"- engine start and model loading excluded ({load_s:.1f} s)"
         + ("; vLLM's prefix cache is emptied before each row." if name.startswith("vllm:") else "."),
-        "", "| K | samples | seconds | tokens | answers at the limit | tokens/s | wall vs K = 1 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    if not args.attention:
+        table, ok = table_lines(args, rows)
+        return "\n".join(lines + table), ok
+    lines.append(f"- decode attention: the settings of `CAI_VLLM_ATTENTION` below, in one engine, each K in the "
+                 f"order {', '.join(args.attention + args.attention[::-1])}; a row's seconds are the mean of its "
+                 "two runs (both in brackets). PASS is the first setting's.")
+    verdicts = []
+    for mode in args.attention:
+        table, ok = table_lines(args, rows[mode])
+        verdicts.append(ok)
+        lines += ["", f"### `CAI_VLLM_ATTENTION={'' if mode == 'default' else mode}`"
+                  + (" (the engine's default)" if mode == "default" else "")] + table
+    return "\n".join(lines), verdicts[0]
+
+
+def heading(args) -> str:
+    """The section's heading: comparisons of the attention kernels get one of their own."""
+    base = SECTION_REVISIONS if args.data == REVISIONS else SECTION
+    return base if not args.attention else f"{base[:-1]} --attention {','.join(args.attention)})"
+
+
+def table_lines(args, rows: dict) -> tuple[list[str], bool]:
+    """One set of rows as a table, the target's verdict and the bound."""
+    lines = ["", "| K | samples | seconds | tokens | answers at the limit | tokens/s | wall vs K = 1 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     base = rows[min(args.ks)]["seconds"]
     for key, r in rows.items():
         label = f"{max(args.ks)} as {max(args.ks)} copies of each prompt, n = 1" if key == "copies" else str(key)
-        lines.append(f"| {label} | {r['samples']} | {r['seconds']:.2f} | {r['tokens']} | {r['at_limit']} | "
+        runs = f" ({r['runs'][0]:.2f}, {r['runs'][1]:.2f})" if "runs" in r else ""
+        lines.append(f"| {label} | {r['samples']} | {r['seconds']:.2f}{runs} | {r['tokens']} | {r['at_limit']} | "
                      f"{r['tokens'] / r['seconds']:.1f} | {r['seconds'] / base:.2f}x |")
     lines.append("")
     ok = True
@@ -320,7 +392,7 @@ def report(args, rows: dict, load_s: float, name: str, load_at_start: float) -> 
     else:
         lines.append("- the target needs K = 1 and K = 8 (--ks); not checked")
     lines.append("")
-    return "\n".join(lines), ok
+    return lines, ok
 
 
 def use_allocator(choice: str) -> None:
@@ -350,8 +422,7 @@ def main(argv=None) -> int:
     load_at_start = os.getloadavg()[0]
     rows, load_s, name = run(args, convs)
     section, ok = report(args, rows, load_s, name, load_at_start)
-    return finish(section, ok, quick=args.quick, results=args.results,
-                  heading=SECTION_REVISIONS if args.data == REVISIONS else SECTION)
+    return finish(section, ok, quick=args.quick, results=args.results, heading=heading(args))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Decode attention over shared KV blocks: vLLM's CPU kernel against cai's (cai.backends.vllm_attention).
 
 One decode step's attention for one layer of the embedded model's shape (9 query heads, 3 KV heads of
-64, float32, blocks of 32 tokens) over a KV cache written by vLLM's own cache writer, for batches
+64, float32 or with ``--dtype bfloat16`` bf16, blocks of 32 tokens) over a KV cache written by vLLM's own cache writer, for batches
 shaped like cai's jobs: P prompts x K samples, each prompt's blocks shared by its samples (as vLLM's
 prefix cache shares them), a few-shot prefix common to all prompts or none, and each sample's
 generated tokens in blocks of its own. Requests are shuffled, as vLLM's persistent batch leaves them.
@@ -13,6 +13,8 @@ The target: cai's kernel at least 1.3x vLLM's where K = 8 samples share a prompt
 
     python bench/cascade_attention.py           # writes its section of bench/RESULTS.md
     python bench/cascade_attention.py --quick   # two small rows; writes nothing
+    python bench/cascade_attention.py --dtype bfloat16  # a bf16 cache (a section of its own), as on
+                                                # CPUs with bf16 instructions, where cai's engines compute in bf16
 """
 
 from __future__ import annotations
@@ -40,20 +42,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="two small rows; writes nothing")
     p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="the cache's and queries' dtype (default: float32; cai's engines compute in bf16 on CPUs "
+                        "with bf16 instructions, where vLLM's kernel uses them and cai's widens each block)")
     return p.parse_args(argv)
 
 
-def step(torch, ops, prompts, samples, prompt_tokens, generated, common, seed=0):
+def step(torch, ops, dtype, prompts, samples, prompt_tokens, generated, common, seed=0):
     """Cache, block table, lengths and queries of one decode step (see the module docstring)."""
     g = torch.Generator().manual_seed(seed)
     n = prompts * samples
     per_row = -(-(prompt_tokens + generated) // BLOCK)
     own_prompt, shared = prompt_tokens // BLOCK, common // BLOCK
     blocks = shared + prompts * (own_prompt - shared) + n * (per_row - own_prompt) + 1
-    kv_cache = torch.zeros(blocks, KV_HEADS, BLOCK, 2 * DIM)
+    kv_cache = torch.zeros(blocks, KV_HEADS, BLOCK, 2 * DIM, dtype=dtype)
     key_cache, value_cache = kv_cache.view(blocks, KV_HEADS, 2 * BLOCK, DIM).chunk(2, dim=2)
-    keys = torch.randn(blocks * BLOCK, KV_HEADS, DIM, generator=g)
-    values = torch.randn(blocks * BLOCK, KV_HEADS, DIM, generator=g)
+    keys = torch.randn(blocks * BLOCK, KV_HEADS, DIM, generator=g).to(dtype)
+    values = torch.randn(blocks * BLOCK, KV_HEADS, DIM, generator=g).to(dtype)
     ops.cpu_attn_reshape_and_cache(keys, values, key_cache, value_cache, torch.arange(blocks * BLOCK), "vec")
     table = torch.zeros(n, per_row, dtype=torch.int32)
     fresh = shared
@@ -68,7 +73,7 @@ def step(torch, ops, prompts, samples, prompt_tokens, generated, common, seed=0)
             fresh += per_row - own_prompt
     table = table[torch.randperm(n, generator=g)].contiguous()
     seq_lens = torch.randint(prompt_tokens + 1, prompt_tokens + generated + 1, (n,), generator=g, dtype=torch.int32)
-    query = torch.randn(n, HEADS, DIM, generator=g) * 3
+    query = (torch.randn(n, HEADS, DIM, generator=g) * 3).to(dtype)
     return kv_cache, key_cache, value_cache, table, seq_lens, query
 
 
@@ -82,15 +87,15 @@ def best_of(f, calls=7) -> float:
     return best
 
 
-def measure(torch, ops, kernel, row) -> dict:
+def measure(torch, ops, kernel, dtype, row) -> dict:
     from cai.backends.vllm_attention import attend, plan
 
-    kv_cache, key_cache, value_cache, table, seq_lens, query = step(torch, ops, *row)
+    kv_cache, key_cache, value_cache, table, seq_lens, query = step(torch, ops, dtype, *row)
     n = query.shape[0]
     starts = torch.arange(n + 1, dtype=torch.int32)
     scale = DIM ** -0.5
     scheduler = ops.cpu_attn_get_scheduler_metadata(
-        num_reqs=n, num_heads=HEADS, num_kv_heads=KV_HEADS, head_dim=DIM, seq_lens=seq_lens, dtype=torch.float32,
+        num_reqs=n, num_heads=HEADS, num_kv_heads=KV_HEADS, head_dim=DIM, seq_lens=seq_lens, dtype=dtype,
         query_start_loc=starts, causal=True, sliding_window_size=-1, isa="vec", enable_kv_split=False)
     theirs, ours = torch.empty_like(query), torch.empty_like(query)
 
@@ -111,7 +116,7 @@ def measure(torch, ops, kernel, row) -> dict:
     vllm_s, cai_s = best_of(vllm), best_of(cai)
     flop = 4 * HEADS * DIM * int(seq_lens.sum())  # q.k and p.v for every query head and key
     return dict(row=row, vllm=vllm_s, cai=cai_s, segments=seg_s, n_segments=segs.shape[0], flop=flop,
-                diff=float((theirs - ours).abs().max()), scale=float(theirs.abs().max()))
+                diff=float((theirs.float() - ours.float()).abs().max()), scale=float(theirs.abs().max()))
 
 
 def main(argv=None) -> int:
@@ -128,10 +133,12 @@ def main(argv=None) -> int:
         print("the kernel could not be built here (see the warning above)", file=sys.stderr)
         return 2
     build_s = time.perf_counter() - t0
-    results = [measure(torch, ops, kernel, row) for row in (QUICK_ROWS if args.quick else ROWS)]
-    lines = [SECTION, ""] + header(load, load_at_end=True) + [
+    dtype = getattr(torch, args.dtype)
+    results = [measure(torch, ops, kernel, dtype, row) for row in (QUICK_ROWS if args.quick else ROWS)]
+    section = SECTION if args.dtype == "float32" else f"{SECTION[:-1]} --dtype {args.dtype})"
+    lines = [section, ""] + header(load, load_at_end=True) + [
         f"- job: one decode step of one layer, the embedded model's attention shape ({HEADS} query heads, "
-        f"{KV_HEADS} KV heads of {DIM}, float32, blocks of {BLOCK}), requests shuffled; best of 7 calls each; "
+        f"{KV_HEADS} KV heads of {DIM}, {args.dtype}, blocks of {BLOCK}), requests shuffled; best of 7 calls each; "
         f"torch threads {torch.get_num_threads()}. The kernel loaded (or built) in {build_s:.1f} s.",
         "",
         "| prompts x samples | prompt tokens (common prefix) | generated | vLLM ms | cai ms | cai vs vLLM | "
@@ -148,7 +155,7 @@ def main(argv=None) -> int:
     got = f"{target['vllm'] / target['cai']:.2f}x" if target else "not run"
     lines += ["", f"- cai's kernel at least {TARGET}x vLLM's for 32 prompts x 8 samples of 1,300 tokens: {got}; "
               f"never below {FLOOR}x on any row: lowest {floor:.2f}x, **{'PASS' if ok else 'FAIL'}**"]
-    return finish("\n".join(lines) + "\n", ok, quick=args.quick, results=args.results, heading=SECTION)
+    return finish("\n".join(lines) + "\n", ok, quick=args.quick, results=args.results, heading=section)
 
 
 if __name__ == "__main__":

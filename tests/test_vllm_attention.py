@@ -89,7 +89,16 @@ def test_random_batches_are_covered_exactly():
         _covered(rows, segs, table, seq_lens)
 
 
-def test_the_blocks_every_row_shares_become_the_root():
+@pytest.fixture
+def small_root(monkeypatch):
+    """Matrix products for roots of the tests' small sizes (the defaults want more rows and blocks)."""
+    from cai.backends import vllm_attention
+
+    monkeypatch.setattr(vllm_attention, "ROOT_MIN_BLOCKS", 2)
+    monkeypatch.setattr(vllm_attention, "ROOT_MIN_ROWS", 2)
+
+
+def test_the_blocks_every_row_shares_become_the_root(small_root):
     import torch
 
     # Blocks 0 and 1 are in all six rows, so they leave the kernel's segments for the matrix products.
@@ -103,6 +112,23 @@ def test_the_blocks_every_row_shares_become_the_root():
     rows, segs, root = plan(table, seq_lens, tokens)
     assert root is None and (0, 5, 0, 2) in map(tuple, segs.tolist()) and len(segs) == 9
     _covered(rows, segs, table, seq_lens)
+
+
+def test_a_root_too_small_to_pay_stays_in_the_kernel():
+    import torch
+
+    from cai.backends.vllm_attention import ROOT_MIN_BLOCKS, ROOT_MIN_ROWS
+
+    # ROOT_MIN_ROWS requests that all begin with the same ROOT_MIN_BLOCKS blocks, then one of their own.
+    rows_n, shared = ROOT_MIN_ROWS, ROOT_MIN_BLOCKS
+    table = torch.arange(shared, dtype=torch.int32).repeat(rows_n, 1)
+    table = torch.cat([table, torch.arange(100, 100 + rows_n, dtype=torch.int32)[:, None]], 1)
+    seq_lens = torch.full((rows_n,), shared * BLOCK + 5, dtype=torch.int32)
+    tokens = torch.arange(rows_n)
+    assert plan(table, seq_lens, tokens)[2] is not None
+    assert plan(table[1:], seq_lens[1:], tokens[1:])[2] is None  # one row fewer
+    table[:, shared - 1] = torch.arange(200, 200 + rows_n)  # one shared block fewer
+    assert plan(table, seq_lens, tokens)[2] is None
 
 
 @pytest.mark.parametrize("max_scores", [1 << 23, 3 * 64 * 5], ids=["one chunk", "chunks of 5 query rows"])
@@ -132,7 +158,8 @@ def test_the_roots_state_is_a_softmax_over_its_blocks(max_scores):
         torch.testing.assert_close(acc[h] / run_sum[h, :, None], torch.softmax(scores, -1) @ values[:, h])
 
 
-def _decode_step(torch, ops, isa, rows=24, prompts=3, kv_heads=3, heads=9, dim=64, query_lens=None):
+def _decode_step(torch, ops, isa, rows=24, prompts=3, kv_heads=3, heads=9, dim=64, query_lens=None,
+                 dtype=None):
     """A decode step: ``prompts`` prompts' samples interleaved as vLLM's batch leaves them, all
     beginning with the same 2 blocks, then their prompt's 3, then 2 of their own; random keys and
     values written by vLLM's own cache writer. ``query_lens`` (default: 1 each) makes some requests
@@ -141,10 +168,11 @@ def _decode_step(torch, ops, isa, rows=24, prompts=3, kv_heads=3, heads=9, dim=6
 
     g = torch.Generator().manual_seed(0)
     blocks = 2 + 3 * prompts + 2 * rows
-    kv_cache = torch.zeros(blocks, kv_heads, BLOCK, 2 * dim)  # vLLM's shape; viewed as it reads it
+    dtype = dtype or torch.float32
+    kv_cache = torch.zeros(blocks, kv_heads, BLOCK, 2 * dim, dtype=dtype)  # vLLM's shape; viewed as it reads it
     key_cache, value_cache = kv_cache.view(blocks, kv_heads, 2 * BLOCK, dim).chunk(2, dim=2)
-    k = torch.randn(blocks * BLOCK, kv_heads, dim, generator=g)
-    v = torch.randn(blocks * BLOCK, kv_heads, dim, generator=g)
+    k = torch.randn(blocks * BLOCK, kv_heads, dim, generator=g).to(dtype)
+    v = torch.randn(blocks * BLOCK, kv_heads, dim, generator=g).to(dtype)
     ops.cpu_attn_reshape_and_cache(k, v, key_cache, value_cache, torch.arange(blocks * BLOCK), isa)
     table = torch.zeros(rows, 8, dtype=torch.int32)
     for r in range(rows):
@@ -157,17 +185,17 @@ def _decode_step(torch, ops, isa, rows=24, prompts=3, kv_heads=3, heads=9, dim=6
     query_start[1:] = torch.cumsum(lens, 0)
     scheduler = ops.cpu_attn_get_scheduler_metadata(
         num_reqs=rows, num_heads=heads, num_kv_heads=kv_heads, head_dim=dim, seq_lens=seq_lens,
-        dtype=torch.float32, query_start_loc=query_start, causal=True, sliding_window_size=-1, isa=isa,
+        dtype=dtype, query_start_loc=query_start, causal=True, sliding_window_size=-1, isa=isa,
         enable_kv_split=False)
     metadata = CPUAttentionMetadata(
         num_actual_tokens=int(lens.sum()), max_query_len=int(lens.max()), query_start_loc=query_start,
         max_seq_len=int(seq_lens.max()), seq_lens=seq_lens, block_table=table,
         slot_mapping=torch.zeros(int(lens.sum()), dtype=torch.int64), scheduler_metadata=scheduler)
-    query = torch.randn(int(lens.sum()), heads, dim, generator=g) * 3  # scores of a few units, as a model's are
+    query = (torch.randn(int(lens.sum()), heads, dim, generator=g) * 3).to(dtype)  # scores of a few units, as a model's are
     return kv_cache, metadata, query
 
 
-def _fakes(torch, metadata, isa, heads=9, kv_heads=3, dim=64):
+def _fakes(torch, metadata, isa, heads=9, kv_heads=3, dim=64, dtype=None):
     """vLLM's builder and attention impl as far as cai's methods read them, without an engine."""
     from vllm.v1.attention.backend import AttentionType
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl
@@ -175,7 +203,7 @@ def _fakes(torch, metadata, isa, heads=9, kv_heads=3, dim=64):
     from cai.backends.vllm_attention import _build, _forward
 
     class Builder:
-        num_heads, num_kv_heads, head_dim, dtype = heads, kv_heads, dim, torch.float32
+        num_heads, num_kv_heads, head_dim = heads, kv_heads, dim
         window_size, kv_cache_dtype, block_size = -1, "auto", BLOCK
         vllm_config, layer_names = None, []
         build = _build
@@ -183,7 +211,7 @@ def _fakes(torch, metadata, isa, heads=9, kv_heads=3, dim=64):
         def vllm_build(self, common_prefix_len, common, fast_build):
             return metadata
 
-    Builder.isa = isa
+    Builder.isa, Builder.dtype = isa, dtype or torch.float32
 
     class Impl(CPUAttentionBackendImpl):
         # vLLM's own forward: where an engine of an earlier test put cai's in its place, it kept vLLM's.
@@ -221,7 +249,7 @@ def _kernel_or_skip(torch):
 
 
 @pytest.mark.parametrize("query_lens", [None, [1, 3, 1, 1, 2] + [1] * 19], ids=["decode", "decodes and prompts"])
-def test_the_kernel_gives_what_vllms_kernel_gives_on_the_same_cache(query_lens):
+def test_the_kernel_gives_what_vllms_kernel_gives_on_the_same_cache(query_lens, small_root):
     import torch
 
     pytest.importorskip("vllm")
@@ -241,6 +269,60 @@ def test_the_kernel_gives_what_vllms_kernel_gives_on_the_same_cache(query_lens):
     impl.forward(layer, query, None, None, kv_cache, built, out)
     assert expected.abs().max() > 0.1
     torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-4)
+
+
+def _plain_attention(torch, kv_cache, metadata, query):
+    """Each query token's attention over its request's context, in float64 from the cache's own
+    values, in vLLM's vec layout (keys transposed, then values, each block and KV head)."""
+    blocks, kv_heads, _, width = kv_cache.shape
+    dim = width // 2
+    cache = kv_cache.view(blocks, kv_heads, 2 * BLOCK, dim).double()
+    out = torch.zeros(query.shape, dtype=torch.float64)
+    group = query.shape[1] // kv_heads
+    starts = metadata.query_start_loc.tolist()
+    for r, length in enumerate(metadata.seq_lens.tolist()):
+        ids = metadata.block_table[r, :-(-length // BLOCK)].long()
+        keys = cache[ids, :, :BLOCK].reshape(-1, kv_heads, dim, BLOCK).permute(1, 0, 3, 2).reshape(
+            kv_heads, -1, dim)[:, :length]
+        values = cache[ids, :, BLOCK:].permute(1, 0, 2, 3).reshape(kv_heads, -1, dim)[:, :length]
+        for t in range(starts[r], starts[r + 1]):
+            visible = length - (starts[r + 1] - 1 - t)  # causal within a prompt chunk
+            q = query[t].double().view(kv_heads, group, dim) * dim ** -0.5
+            scores = q @ keys[:, :visible].transpose(1, 2)
+            out[t] = (torch.softmax(scores, -1) @ values[:, :visible]).reshape(-1, dim)
+    return out
+
+
+def test_a_bf16_cache_gives_what_float32_math_gives_on_it_within_bf16s_rounding(small_root):
+    import torch
+
+    pytest.importorskip("vllm")
+    from vllm import _custom_ops as ops
+
+    isa, kernel = _kernel_or_skip(torch)
+    kv_cache, metadata, query = _decode_step(torch, ops, isa, query_lens=[1, 3, 1, 1, 2] + [1] * 19,
+                                             dtype=torch.bfloat16)
+    builder, impl, layer, common = _fakes(torch, metadata, isa, dtype=torch.bfloat16)
+    builder.cai_kernel = layer.cai_kernel = kernel
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("CAI_VLLM_ATTENTION", raising=False)
+        assert builder.build(0, common).cai_segments is None  # bf16 is vLLM's unless asked for
+        patch.setenv("CAI_VLLM_ATTENTION", "cai")
+        built = builder.build(0, common)
+    assert built.cai_segments[4] is not None  # the root's products, on the widened blocks
+    out = torch.zeros_like(query)
+    impl.forward(layer, query, None, None, kv_cache, built, out)
+    expected = torch.zeros_like(query)
+    impl.vllm_forward(layer, query, None, None, kv_cache, metadata, expected)
+    decodes = torch.tensor([0, 4, 5] + list(range(8, 27)))  # the tokens of the requests with one query
+    prompt_tokens = torch.tensor([1, 2, 3, 6, 7])
+    torch.testing.assert_close(out[prompt_tokens], expected[prompt_tokens], atol=0, rtol=0)  # vLLM's kernel
+    exact = _plain_attention(torch, kv_cache, metadata, query)[decodes]
+    assert exact.abs().max() > 0.1
+    # Within the output's own rounding to bf16 (half an ulp, at most 2^-8 relative), where vLLM's
+    # kernel rounds its probabilities to bf16 as well.
+    torch.testing.assert_close(out[decodes].double(), exact, atol=1e-4, rtol=2 ** -8)
+    assert (out[decodes].double() - exact).abs().max() <= (expected[decodes].double() - exact).abs().max()
 
 
 def test_steps_and_layers_the_kernel_does_not_take_go_to_vllm(monkeypatch):
@@ -268,9 +350,11 @@ def test_steps_and_layers_the_kernel_does_not_take_go_to_vllm(monkeypatch):
     impl.sliding_window = 128  # vLLM's kernel takes windows; cai's does not
     impl.forward(layer, query, None, None, kv_cache, built, torch.zeros_like(query))
     assert calls == ["vllm"]
-    # Which caches the kernel computes: float32 in vLLM's vec layout, blocks of 32, no window.
+    # Which caches the kernel computes: float32 or bf16 in vLLM's vec layout, blocks of 32, no window.
     assert eligible(torch.float32, "vec", 32, "auto", -1, 3, 64)
-    assert not eligible(torch.bfloat16, "vec", 32, "auto", -1, 3, 64)
+    assert eligible(torch.bfloat16, "vec", 32, "auto", -1, 3, 64)
+    assert not eligible(torch.float16, "vec", 32, "auto", -1, 3, 64)
+    assert not eligible(torch.bfloat16, "amx", 32, "auto", -1, 3, 64)  # AMX packs keys its own way
     assert not eligible(torch.float32, "amx", 32, "auto", -1, 3, 64)
     assert not eligible(torch.float32, "vec", 128, "auto", -1, 3, 64)
     assert not eligible(torch.float32, "vec", 32, "fp8", -1, 3, 64)

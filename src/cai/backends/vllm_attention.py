@@ -7,7 +7,7 @@ examples, yet each sample reads them again: at a 1,300-token prompt that is most
 step's attention. On the AVX2 VM (float32) attention was more than half of best of 8's time on the
 critique step's revision requests (bench/RESULTS.md).
 
-Here, for the single-token queries (decodes) of a step in float32 with vLLM's ``vec`` cache layout,
+Here, for the single-token queries (decodes) of a step with vLLM's ``vec`` cache layout,
 the requests are sorted by their block tables and split into segments, runs of blocks that a run of
 requests shares (:func:`segments`, from the longest common prefixes of neighbouring rows: the
 LCP-interval tree of Abouelhoda et al. 2004). The segment that every row shares, the few-shot
@@ -23,9 +23,13 @@ of 3.04x. A step's prompt requests keep vLLM's kernel.
 
 The kernel is compiled by ``make setup``, or on first use, on the machine that runs it, into
 ``$CAI_HOME/kernels`` (about 40 s once, with the C++ compiler torch's extensions use). Where it
-cannot be built, or for bf16, fp8 caches, AMX or other layouts, sliding windows, ALiBi,
-soft-capping and sinks, vLLM's kernel runs as before. ``CAI_VLLM_ATTENTION=vllm`` keeps vLLM's
-kernel everywhere (read at each step, so an engine already started follows it too).
+cannot be built, or for fp8 caches, AMX or other layouts, sliding windows, ALiBi, soft-capping and
+sinks, vLLM's kernel runs as before. It also takes a bf16 cache (the layout is the same; each block
+is widened to float32 once for all the rows that share it, and the root's products run in float32),
+but only with ``CAI_VLLM_ATTENTION=cai``: on CPUs with bf16 instructions, where cai's engines
+compute in bf16, vLLM's kernel runs on ``vdpbf16ps`` and this path has not been timed against it.
+``CAI_VLLM_ATTENTION=vllm`` keeps vLLM's kernel everywhere. Both are read at each step, so an engine
+already started follows them too.
 """
 from __future__ import annotations
 
@@ -39,8 +43,12 @@ ENV = "CAI_VLLM_ATTENTION"
 BLOCK = 32  # the kernel's block size: cai's CPU block size (cai.backends.vllm.CPU_BLOCK_SIZE)
 _SOURCE = "kernels/cascade_attention.cpp"
 # Blocks that every decode row of a step shares (a few-shot prefix in all prompts) go through two
-# matrix products instead of the kernel when there are at least this many of them.
-ROOT_MIN_BLOCKS = 2
+# matrix products instead of the kernel when there are at least this many of them, for at least this
+# many rows. Below that the products' fixed costs (gathering the blocks, a softmax in several passes)
+# outweigh their rate: on one layer (AVX2 VM, bench/RESULTS.md) 8 rows took 1.35-1.45x the kernel's
+# time that way, 64 rows 0.99-1.08x, 2-8 blocks for 256 rows 1.04-1.14x; 256 rows x 28 blocks 0.92-1.10x.
+ROOT_MIN_BLOCKS = 16
+ROOT_MIN_ROWS = 128
 ROOT_MAX_SCORES = 1 << 23  # scores (float32) in one of root_state's matrices: 32 MiB
 _log = logging.getLogger(__name__)
 
@@ -124,7 +132,8 @@ def prebuild() -> str:
     from cai.precision import cpu_compute_dtype
 
     if cpu_compute_dtype() != "float32":
-        return "cascade attention kernel: not built (vLLM computes in bf16 on this CPU; the kernel is float32)"
+        return ("cascade attention kernel: not built (vLLM computes in bf16 on this CPU, where cai's kernel "
+                f"runs only with {ENV}=cai, built on first use)")
     return "cascade attention kernel: " + ("ready" if load_kernel() is not None else "not built (see above)")
 
 
@@ -140,13 +149,14 @@ def plan(block_table: Any, seq_lens: Any, tokens: Any, block_size: int = BLOCK) 
     """How one decode step's rows go through :func:`attend`: ``(rows, segments, root)``.
 
     ``rows`` and ``segments`` are :func:`segments`'s, less the segment of blocks that every row
-    shares when it has at least ``ROOT_MIN_BLOCKS``: that one becomes ``root``, ``(its block ids,
-    each sorted row's query token)`` (``tokens[r]`` is request r's), else None."""
+    shares when it has at least ``ROOT_MIN_BLOCKS`` and the step at least ``ROOT_MIN_ROWS`` rows:
+    that one becomes ``root``, ``(its block ids, each sorted row's query token)`` (``tokens[r]`` is
+    request r's), else None."""
     import torch
 
     rows, segs = segments(block_table, seq_lens, block_size)
     whole = ((segs[:, 0] == 0) & (segs[:, 1] == rows.numel()) & (segs[:, 2] == 0)).nonzero().flatten()
-    if whole.numel() == 0 or int(segs[whole[0], 3]) < ROOT_MIN_BLOCKS:
+    if whole.numel() == 0 or int(segs[whole[0], 3]) < ROOT_MIN_BLOCKS or rows.numel() < ROOT_MIN_ROWS:
         return rows, segs, None
     i = int(whole[0])
     ids = block_table[rows[0], :int(segs[i, 3])].to(torch.int64)
@@ -157,15 +167,12 @@ def _build(self: Any, common_prefix_len: int, common_attn_metadata: Any, fast_bu
     """vLLM's ``CPUAttentionMetadataBuilder.build``, plus, for a step with decode requests (one
     query token) the kernel can take, their order, segments and root (:func:`plan`, once a step for
     all layers); the step's prompt requests, if any, get metadata of their own for vLLM's kernel."""
-    import os
-
     import torch
 
     metadata = type(self).vllm_build(self, common_prefix_len, common_attn_metadata, fast_build)
     metadata.cai_segments = None
     n = common_attn_metadata.num_reqs
-    # ENV is read a step, not only when vLLM's methods are replaced, so that a process can compare both.
-    if (n < 2 or os.environ.get(ENV, "").lower() == "vllm" or metadata.causal is not True
+    if (n < 2 or not _chosen(self.dtype) or metadata.causal is not True
             or metadata.dynamic_causal is not None or metadata.encoder_cache is not None
             or metadata.block_table.dtype != torch.int32 or metadata.seq_lens.dtype != torch.int32
             or _kernel_for(self) is None):
@@ -201,11 +208,12 @@ def root_state(query: Any, kv_cache: Any, ids: Any, tokens: Any, scale: float,
     _, kv_heads, _, size = kv_cache.shape
     group = query.shape[1] // kv_heads
     width = blocks * BLOCK
-    shared = kv_cache.index_select(0, ids)
+    # A bf16 cache's shared blocks are widened: float32 scores and sums, as the kernel keeps them.
+    shared = kv_cache.index_select(0, ids).float()
     keys_t = shared[:, :, :BLOCK].reshape(blocks, kv_heads, size, BLOCK).permute(1, 2, 0, 3).reshape(
         kv_heads, size, width)
     values = shared[:, :, BLOCK:].permute(1, 0, 2, 3).reshape(kv_heads, width, size)
-    q = query.index_select(0, tokens).view(n, kv_heads, group, size).permute(1, 0, 2, 3).reshape(
+    q = query.index_select(0, tokens).float().view(n, kv_heads, group, size).permute(1, 0, 2, 3).reshape(
         kv_heads, n * group, size) * scale
     run_max = q.new_empty(kv_heads, n * group)
     run_sum = q.new_empty(kv_heads, n * group)
@@ -293,12 +301,25 @@ def _forward(self: Any, layer: Any, query: Any, key: Any, value: Any, kv_cache: 
 
 def eligible(dtype: Any, isa: str, block_size: int, kv_cache_dtype: str, window: int, group: int,
              head_size: int) -> bool:
-    """Whether a KV cache group's attention is one the kernel computes: float32 in vLLM's ``vec``
-    layout, blocks of 32, no window, and a head layout it was compiled for."""
+    """Whether a KV cache group's attention is one the kernel computes: float32 or bf16 in vLLM's
+    ``vec`` layout, blocks of 32, no window, and a head layout it was compiled for."""
     import torch
 
-    return (dtype == torch.float32 and isa == "vec" and block_size == BLOCK and kv_cache_dtype == "auto"
+    return (dtype in (torch.float32, torch.bfloat16) and isa == "vec" and block_size == BLOCK and kv_cache_dtype == "auto"
             and window == -1 and head_size in (64, 128) and group in (1, 2, 3, 4, 8))
+
+
+def _chosen(dtype: Any) -> bool:
+    """Whether cai's kernel is wanted for a step in ``dtype``, by ``CAI_VLLM_ATTENTION``: by default
+    for float32 only, where it was measured to pay (bf16 was not timed on a CPU with bf16
+    instructions: ``cai`` turns it on there); ``vllm`` never. Read at each step, so that one process
+    can compare both."""
+    import os
+
+    import torch
+
+    mode = os.environ.get(ENV, "").lower()
+    return mode != "vllm" and (dtype == torch.float32 or mode == "cai")
 
 
 def _kernel_for(builder: Any) -> Any:

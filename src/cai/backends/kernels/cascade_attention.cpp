@@ -9,8 +9,10 @@
 // blocks that every row shares can be done in Python first, as matrix products (faster there); the
 // kernel then starts each row from that state (init_max, init_sum, init_acc) instead of from nothing.
 //
-// Cache layout (vLLM's cpu_attn_reshape_and_cache, isa "vec", float32): kv_cache[block][kv_head]
-// holds the block's keys transposed, [head_dim][block_size], then its values, [block_size][head_dim].
+// Cache layout (vLLM's cpu_attn_reshape_and_cache, isa "vec", float32 or bf16 alike):
+// kv_cache[block][kv_head] holds the block's keys transposed, [head_dim][block_size], then its values,
+// [block_size][head_dim]. A bf16 cache's block is widened to float32 once per segment, for all the
+// segment's rows; scores, softmax and sums are float32 in both, and a bf16 output is rounded once.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
@@ -93,20 +95,46 @@ inline void attend_block(const float* q, const float* kt, const float* v, int va
   }
 }
 
+// Storage types: float32 as is; bf16 (the upper half of a float32) widened exactly, and rounded to
+// nearest even on the way out.
+inline float widen(float x) { return x; }
+inline float widen(at::BFloat16 x) {
+  const uint32_t bits = static_cast<uint32_t>(x.x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(float));
+  return f;
+}
+inline void narrow(float x, float* dst) { *dst = x; }
+inline void narrow(float x, at::BFloat16* dst) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(float));
+  dst->x = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// One (block, KV head)'s keys and values as float32: in place for a float32 cache, else widened
+// into scratch (2 x BS x D floats).
+template <int D>
+inline const float* block_f32(const float* kv, float*) { return kv; }
+template <int D>
+inline const float* block_f32(const at::BFloat16* kv, float* scratch) {
+  for (int i = 0; i < 2 * BS * D; ++i) scratch[i] = widen(kv[i]);
+  return scratch;
+}
+
 }  // namespace
 
 
-template <int G, int D>
+template <int G, int D, typename T>
 void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tensor& output,
          const torch::Tensor& block_table, const torch::Tensor& seq_lens, const torch::Tensor& rows,
          const torch::Tensor& tokens, const torch::Tensor& segments, float sc, const torch::Tensor& init_max,
          const torch::Tensor& init_sum, const torch::Tensor& init_acc) {
   const int64_t n_rows = rows.size(0), kv_heads = kv_cache.size(1);
-  const float* q_base = query.data_ptr<float>();
+  const T* q_base = query.data_ptr<T>();
   const int64_t q_tok = query.stride(0), q_head = query.stride(1);
-  float* o_base = output.data_ptr<float>();
+  T* o_base = output.data_ptr<T>();
   const int64_t o_tok = output.stride(0), o_head = output.stride(1);
-  const float* cache = kv_cache.data_ptr<float>();
+  const T* cache = kv_cache.data_ptr<T>();
   const int64_t per_head = 2 * BS * D, per_block = kv_heads * per_head;
   auto bt = block_table.accessor<int32_t, 2>();
   auto lens = seq_lens.accessor<int32_t, 1>();
@@ -124,7 +152,7 @@ void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tenso
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_rows));
 
   at::parallel_for(0, chunks * kv_heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc, run_max, run_sum, qs;
+    std::vector<float> acc, run_max, run_sum, qs, scratch(2 * BS * D);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t c = item / kv_heads, h = item % kv_heads;
       const int64_t r0 = n_rows * c / chunks, r1 = n_rows * (c + 1) / chunks;
@@ -142,9 +170,9 @@ void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tenso
       qs.resize(m * D);
       for (int64_t r = r0; r < r1; ++r)  // the chunk's queries, scaled, side by side
         for (int g = 0; g < G; ++g) {
-          const float* src = q_base + req_tok[row_req[r]] * q_tok + (h * G + g) * q_head;
+          const T* src = q_base + req_tok[row_req[r]] * q_tok + (h * G + g) * q_head;
           float* dst = qs.data() + ((r - r0) * G + g) * D;
-          for (int d = 0; d < D; ++d) dst[d] = src[d] * sc;
+          for (int d = 0; d < D; ++d) dst[d] = widen(src[d]) * sc;
         }
       for (int64_t s = 0; s < n_seg; ++s) {
         const int64_t a = std::max(seg[s][0], r0), b = std::min(seg[s][1], r1);
@@ -152,7 +180,8 @@ void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tenso
         const int64_t first = row_req[seg[s][0]];
         for (int64_t blk = seg[s][2]; blk < seg[s][3]; ++blk) {
           const int valid = static_cast<int>(std::min<int64_t>(BS, lens[first] - blk * BS));
-          const float* kt = cache + static_cast<int64_t>(bt[first][blk]) * per_block + h * per_head;
+          const float* kt =
+              block_f32<D>(cache + static_cast<int64_t>(bt[first][blk]) * per_block + h * per_head, scratch.data());
           const float* v = kt + BS * D;
           for (int64_t r = a; r < b; ++r) {
             const int64_t i = (r - r0) * G;
@@ -165,8 +194,8 @@ void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tenso
         for (int g = 0; g < G; ++g) {
           const int64_t i = (r - r0) * G + g;
           const float inv = 1.0f / run_sum[i];
-          float* dst = o_base + req_tok[row_req[r]] * o_tok + (h * G + g) * o_head;
-          for (int d = 0; d < D; ++d) dst[d] = acc[i * D + d] * inv;
+          T* dst = o_base + req_tok[row_req[r]] * o_tok + (h * G + g) * o_head;
+          for (int d = 0; d < D; ++d) narrow(acc[i * D + d] * inv, dst + d);
         }
     }
   });
@@ -177,9 +206,9 @@ bool supported(int64_t group, int64_t dim) {
   return (dim == 64 || dim == 128) && (group == 1 || group == 2 || group == 3 || group == 4 || group == 8);
 }
 
-void cascade_attention(const torch::Tensor& query,        // [tokens, heads, dim] float32
-                       const torch::Tensor& kv_cache,     // [blocks, kv_heads, 2 * BS, dim] float32
-                       torch::Tensor& output,             // [tokens, heads, dim] float32
+void cascade_attention(const torch::Tensor& query,        // [tokens, heads, dim] float32 or bf16
+                       const torch::Tensor& kv_cache,     // [blocks, kv_heads, 2 * BS, dim], the same
+                       torch::Tensor& output,             // [tokens, heads, dim], the same
                        const torch::Tensor& block_table,  // [requests, max_blocks] int32
                        const torch::Tensor& seq_lens,     // [requests] int32
                        const torch::Tensor& rows,         // [rows] int64: request at each sorted row
@@ -189,8 +218,9 @@ void cascade_attention(const torch::Tensor& query,        // [tokens, heads, dim
                        const torch::Tensor& init_max,     // [kv_heads, rows x G] float32, or empty
                        const torch::Tensor& init_sum,     // [kv_heads, rows x G] float32, or empty
                        const torch::Tensor& init_acc) {   // [kv_heads, rows x G, dim] float32, or empty
-  TORCH_CHECK(query.scalar_type() == torch::kFloat32 && kv_cache.scalar_type() == torch::kFloat32 &&
-              output.scalar_type() == torch::kFloat32, "cascade attention computes in float32");
+  const auto type = query.scalar_type();
+  TORCH_CHECK((type == torch::kFloat32 || type == torch::kBFloat16) && kv_cache.scalar_type() == type &&
+              output.scalar_type() == type, "cascade attention takes float32 or bf16, the same for all three");
   TORCH_CHECK(kv_cache.is_contiguous() && kv_cache.size(2) == 2 * BS, "cascade attention needs blocks of 32 tokens");
   TORCH_CHECK(block_table.scalar_type() == torch::kInt32 && seq_lens.scalar_type() == torch::kInt32);
   TORCH_CHECK(rows.scalar_type() == torch::kInt64 && segments.scalar_type() == torch::kInt64 &&
@@ -214,8 +244,14 @@ void cascade_attention(const torch::Tensor& query,        // [tokens, heads, dim
                 init_acc.numel() == m * dim, "cascade attention: start state of the wrong shape");
   }
   const float sc = static_cast<float>(scale);
-#define CAI_CASE(G, D) \
-  if (group == G && dim == D) return run<G, D>(query, kv_cache, output, block_table, seq_lens, rows, tokens, segments, sc, init_max, init_sum, init_acc);
+#define CAI_CASE(G, D)                                                                                     \
+  if (group == G && dim == D) {                                                                            \
+    if (type == torch::kBFloat16)                                                                          \
+      return run<G, D, at::BFloat16>(query, kv_cache, output, block_table, seq_lens, rows, tokens, segments, \
+                                     sc, init_max, init_sum, init_acc);                                     \
+    return run<G, D, float>(query, kv_cache, output, block_table, seq_lens, rows, tokens, segments, sc,     \
+                            init_max, init_sum, init_acc);                                                 \
+  }
   CAI_CASE(1, 64) CAI_CASE(2, 64) CAI_CASE(3, 64) CAI_CASE(4, 64) CAI_CASE(8, 64)
   CAI_CASE(1, 128) CAI_CASE(2, 128) CAI_CASE(3, 128) CAI_CASE(4, 128) CAI_CASE(8, 128)
 #undef CAI_CASE
