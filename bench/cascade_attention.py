@@ -1,12 +1,13 @@
 """Decode attention over shared KV blocks: vLLM's CPU kernel against cai's (cai.backends.vllm_attention).
 
 One decode step's attention for one layer of the embedded model's shape (9 query heads, 3 KV heads of
-64, float32 or with ``--dtype bfloat16`` bf16, blocks of 32 tokens) over a KV cache written by vLLM's own cache writer, for batches
-shaped like cai's jobs: P prompts x K samples, each prompt's blocks shared by its samples (as vLLM's
-prefix cache shares them), a few-shot prefix common to all prompts or none, and each sample's
-generated tokens in blocks of its own. Requests are shuffled, as vLLM's persistent batch leaves them.
-Both kernels run on the same tensors, each timed as the best of 7 calls after one warm-up; cai's time
-includes nothing else (its segments are computed once a step, for all layers, and timed apart).
+64, float32 or, with ``--dtype bfloat16``, bf16; blocks of 32 tokens) over a KV cache written by
+vLLM's own cache writer, for batches shaped like cai's jobs: P prompts x K samples, each prompt's
+blocks shared by its samples (as vLLM's prefix cache shares them), a few-shot prefix common to all
+prompts or none, and each sample's generated tokens in blocks of its own. Requests are shuffled, as
+vLLM's persistent batch leaves them. Both kernels run on the same tensors, each timed as the best of
+7 calls after one warm-up; cai's time includes nothing else (its segments are computed once a step,
+for all layers, and timed apart).
 
 The target: cai's kernel at least 1.3x vLLM's where K = 8 samples share a prompt of 1,300 tokens
 (best of 8 on the critique step's revision requests), and never slower than 0.95x vLLM's on any row.

@@ -191,7 +191,8 @@ def _decode_step(torch, ops, isa, rows=24, prompts=3, kv_heads=3, heads=9, dim=6
         num_actual_tokens=int(lens.sum()), max_query_len=int(lens.max()), query_start_loc=query_start,
         max_seq_len=int(seq_lens.max()), seq_lens=seq_lens, block_table=table,
         slot_mapping=torch.zeros(int(lens.sum()), dtype=torch.int64), scheduler_metadata=scheduler)
-    query = (torch.randn(int(lens.sum()), heads, dim, generator=g) * 3).to(dtype)  # scores of a few units, as a model's are
+    # Scores of a few units, as a model's are.
+    query = (torch.randn(int(lens.sum()), heads, dim, generator=g) * 3).to(dtype)
     return kv_cache, metadata, query
 
 

@@ -305,8 +305,8 @@ def eligible(dtype: Any, isa: str, block_size: int, kv_cache_dtype: str, window:
     ``vec`` layout, blocks of 32, no window, and a head layout it was compiled for."""
     import torch
 
-    return (dtype in (torch.float32, torch.bfloat16) and isa == "vec" and block_size == BLOCK and kv_cache_dtype == "auto"
-            and window == -1 and head_size in (64, 128) and group in (1, 2, 3, 4, 8))
+    return (dtype in (torch.float32, torch.bfloat16) and isa == "vec" and block_size == BLOCK
+            and kv_cache_dtype == "auto" and window == -1 and head_size in (64, 128) and group in (1, 2, 3, 4, 8))
 
 
 def _chosen(dtype: Any) -> bool:
