@@ -18,8 +18,9 @@ batched matrix products a KV head, scores then weighted values, with the softmax
 requests' query heads, carrying each query's softmax on from there (FlashAttention's running max and
 sum, Dao et al. 2022). vLLM's cascade attention for GPUs splits off the same common prefix.
 Measured on the revision requests (AVX2 VM, one process, the two kernels alternating): best of 8
-0.86x the time of vLLM's kernel, best of 1 unchanged, so best of 8 costs 2.58x best of 1 instead
-of 3.04x. A step's prompt requests keep vLLM's kernel.
+0.86-0.90x the time of vLLM's kernel, best of 1 0.93-1.01x, so best of 8 costs 2.58-2.92x best of 1
+instead of 3.00-3.04x (bench/RESULTS.md). The matrix products are taken only for many rows and a long
+shared run (``ROOT_MIN_ROWS``, ``ROOT_MIN_BLOCKS``): below that they cost more than the kernel. A step's prompt requests keep vLLM's kernel.
 
 The kernel is compiled by ``make setup``, or on first use, on the machine that runs it, into
 ``$CAI_HOME/kernels`` (about 40 s once, with the C++ compiler torch's extensions use). Where it
