@@ -294,7 +294,7 @@ def _plain_attention(torch, kv_cache, metadata, query):
     return out
 
 
-def test_a_bf16_cache_gives_what_float32_math_gives_on_it_within_bf16s_rounding(small_root):
+def test_a_bf16_cache_gives_what_float32_math_gives_on_it_within_bf16s_rounding(small_root, monkeypatch):
     import torch
 
     pytest.importorskip("vllm")
@@ -305,11 +305,10 @@ def test_a_bf16_cache_gives_what_float32_math_gives_on_it_within_bf16s_rounding(
                                              dtype=torch.bfloat16)
     builder, impl, layer, common = _fakes(torch, metadata, isa, dtype=torch.bfloat16)
     builder.cai_kernel = layer.cai_kernel = kernel
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("CAI_VLLM_ATTENTION", raising=False)
-        assert builder.build(0, common).cai_segments is None  # bf16 is vLLM's unless asked for
-        patch.setenv("CAI_VLLM_ATTENTION", "cai")
-        built = builder.build(0, common)
+    monkeypatch.delenv("CAI_VLLM_ATTENTION", raising=False)
+    assert builder.build(0, common).cai_segments is None  # bf16 is vLLM's unless asked for
+    monkeypatch.setenv("CAI_VLLM_ATTENTION", "cai")
+    built = builder.build(0, common)
     assert built.cai_segments[4] is not None  # the root's products, on the widened blocks
     out = torch.zeros_like(query)
     impl.forward(layer, query, None, None, kv_cache, built, out)

@@ -19,8 +19,9 @@ requests' query heads, carrying each query's softmax on from there (FlashAttenti
 sum, Dao et al. 2022). vLLM's cascade attention for GPUs splits off the same common prefix.
 Measured on the revision requests (AVX2 VM, one process, the two kernels alternating): best of 8
 0.86-0.90x the time of vLLM's kernel, best of 1 0.93-1.01x, so best of 8 costs 2.58-2.92x best of 1
-instead of 3.00-3.04x (bench/RESULTS.md). The matrix products are taken only for many rows and a long
-shared run (``ROOT_MIN_ROWS``, ``ROOT_MIN_BLOCKS``): below that they cost more than the kernel. A step's prompt requests keep vLLM's kernel.
+instead of 3.00-3.04x (bench/RESULTS.md). The matrix products are taken only for many rows and a
+long shared run (``ROOT_MIN_ROWS``, ``ROOT_MIN_BLOCKS``): below that they cost more than the kernel.
+A step's prompt requests keep vLLM's kernel.
 
 The kernel is compiled by ``make setup``, or on first use, on the machine that runs it, into
 ``$CAI_HOME/kernels`` (about 40 s once, with the C++ compiler torch's extensions use). Where it
@@ -47,7 +48,7 @@ _SOURCE = "kernels/cascade_attention.cpp"
 # matrix products instead of the kernel when there are at least this many of them, for at least this
 # many rows. Below that the products' fixed costs (gathering the blocks, a softmax in several passes)
 # outweigh their rate: on one layer (AVX2 VM, bench/RESULTS.md) 8 rows took 1.35-1.45x the kernel's
-# time that way, 64 rows 0.99-1.08x, 2-8 blocks for 256 rows 1.04-1.14x; 256 rows x 28 blocks 0.92-1.10x.
+# time that way, 64 rows 0.99-1.11x, 2-8 blocks for 256 rows 1.04-1.14x; 256 rows x 28 blocks 0.92-1.10x.
 ROOT_MIN_BLOCKS = 16
 ROOT_MIN_ROWS = 128
 ROOT_MAX_SCORES = 1 << 23  # scores (float32) in one of root_state's matrices: 32 MiB

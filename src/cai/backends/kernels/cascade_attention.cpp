@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -152,7 +153,8 @@ void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tenso
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_rows));
 
   at::parallel_for(0, chunks * kv_heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc, run_max, run_sum, qs, scratch(2 * BS * D);
+    // Widened blocks for a bf16 cache; a float32 one is read in place and needs none.
+    std::vector<float> acc, run_max, run_sum, qs, scratch(std::is_same<T, float>::value ? 0 : 2 * BS * D);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t c = item / kv_heads, h = item % kv_heads;
       const int64_t r0 = n_rows * c / chunks, r1 = n_rows * (c + 1) / chunks;
