@@ -96,29 +96,13 @@ inline void attend_block(const float* q, const float* kt, const float* v, int va
   }
 }
 
-// Storage types: float32 as is; bf16 (the upper half of a float32) widened exactly, and rounded to
-// nearest even on the way out.
-inline float widen(float x) { return x; }
-inline float widen(at::BFloat16 x) {
-  const uint32_t bits = static_cast<uint32_t>(x.x) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(float));
-  return f;
-}
-inline void narrow(float x, float* dst) { *dst = x; }
-inline void narrow(float x, at::BFloat16* dst) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof(float));
-  dst->x = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-}
-
 // One (block, KV head)'s keys and values as float32: in place for a float32 cache, else widened
 // into scratch (2 x BS x D floats).
 template <int D>
 inline const float* block_f32(const float* kv, float*) { return kv; }
 template <int D>
 inline const float* block_f32(const at::BFloat16* kv, float* scratch) {
-  for (int i = 0; i < 2 * BS * D; ++i) scratch[i] = widen(kv[i]);
+  for (int i = 0; i < 2 * BS * D; ++i) scratch[i] = static_cast<float>(kv[i]);
   return scratch;
 }
 
@@ -174,7 +158,7 @@ void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tenso
         for (int g = 0; g < G; ++g) {
           const T* src = q_base + req_tok[row_req[r]] * q_tok + (h * G + g) * q_head;
           float* dst = qs.data() + ((r - r0) * G + g) * D;
-          for (int d = 0; d < D; ++d) dst[d] = widen(src[d]) * sc;
+          for (int d = 0; d < D; ++d) dst[d] = static_cast<float>(src[d]) * sc;
         }
       for (int64_t s = 0; s < n_seg; ++s) {
         const int64_t a = std::max(seg[s][0], r0), b = std::min(seg[s][1], r1);
@@ -197,7 +181,8 @@ void run(const torch::Tensor& query, const torch::Tensor& kv_cache, torch::Tenso
           const int64_t i = (r - r0) * G + g;
           const float inv = 1.0f / run_sum[i];
           T* dst = o_base + req_tok[row_req[r]] * o_tok + (h * G + g) * o_head;
-          for (int d = 0; d < D; ++d) narrow(acc[i * D + d] * inv, dst + d);
+          // c10's conversion: bf16 rounded to nearest even, float32 as is.
+          for (int d = 0; d < D; ++d) dst[d] = static_cast<T>(acc[i * D + d] * inv);
         }
     }
   });
