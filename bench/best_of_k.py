@@ -45,6 +45,8 @@ libc`` for the C library's, as the rows before 2026-12-07 ran), and its section 
     python bench/best_of_k.py --data revisions --ks 1,8 --attention cai,vllm
                                                 # cai's decode attention against vLLM's in one process
                                                 # (CAI_VLLM_ATTENTION, cai.backends.vllm_attention), ABBA
+    python bench/best_of_k.py --data revisions --ks 1,8 --attention auto,vllm
+                                                # the engine's timed choice against vLLM's kernel
 """
 
 from __future__ import annotations
@@ -87,15 +89,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--attention", default=None,
                    help="comma-separated CAI_VLLM_ATTENTION settings to compare in one engine (vllm backend), "
                         "e.g. cai,vllm: each K runs in ABBA order (A B B A) and a row's seconds are the mean of "
-                        "its two runs; the first setting decides PASS. Default: the engine's own choice, one run "
-                        "a row, and the K = max copies row")
+                        "its two runs; the first setting decides PASS. auto: the engine times both on its first "
+                        "steps of each kind and keeps the faster (its choices are reported). Default: the engine's "
+                        "own choice, one run a row, and the K = max copies row")
     p.add_argument("--results", default=str(RESULTS), help="results file (default: bench/RESULTS.md)")
     args = p.parse_args(argv)
     if args.attention is not None:
         args.attention = [m.strip().lower() for m in args.attention.split(",")]
         if len(args.attention) < 2 or len(set(args.attention)) < len(args.attention) or not set(
-                args.attention) <= {"cai", "vllm", "default"}:
-            p.error(f"--attention takes two or more of cai, vllm, default, got {','.join(args.attention)!r}")
+                args.attention) <= {"cai", "vllm", "auto", "default"}:
+            p.error(f"--attention takes two or more of cai, vllm, auto, default, got {','.join(args.attention)!r}")
         if args.backend != "vllm":
             p.error("--attention compares the vllm backend's attention kernels; it needs --backend vllm")
     try:
@@ -300,8 +303,17 @@ def compare_attention(args, backend, convs) -> dict:
     """Each --attention setting's rows ({setting: {K: measures}}), all from one engine: for each K the
     settings run in ABBA order (A B B A for two), so a drift of the machine over the minutes falls on
     both alike; a row's seconds are the mean of its two runs, and both runs are kept."""
+    import logging
+
     rows: dict = {m: {} for m in args.attention}
     before = os.environ.get("CAI_VLLM_ATTENTION")
+    # What `auto` decided, from the pick's own log line (cai.backends.vllm_attention_pick).
+    picks = logging.getLogger("cai.backends.vllm_attention_pick")
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: args.picks.append(record.getMessage().removeprefix("cai: "))
+    args.picks, level = [], picks.level
+    picks.addHandler(handler)
+    picks.setLevel(logging.DEBUG)
     try:
         for k in args.ks:
             for mode in args.attention + args.attention[::-1]:
@@ -318,6 +330,8 @@ def compare_attention(args, backend, convs) -> dict:
                     r["seconds"] = (first["seconds"] + r["seconds"]) / 2
                 rows[mode][k] = r
     finally:
+        picks.removeHandler(handler)
+        picks.setLevel(level)
         if before is None:
             os.environ.pop("CAI_VLLM_ATTENTION", None)
         else:
@@ -356,6 +370,8 @@ def report(args, rows: dict, load_s: float, name: str, load_at_start: float) -> 
     lines.append(f"- decode attention: the settings of `CAI_VLLM_ATTENTION` below, in one engine, each K in the "
                  f"order {', '.join(args.attention + args.attention[::-1])}; a row's seconds are the mean of its "
                  "two runs (both in brackets). PASS is the first setting's.")
+    for choice in getattr(args, "picks", []):
+        lines.append(f"- the engine's timed choice: {choice}")
     verdicts = []
     for mode in args.attention:
         table, ok = table_lines(args, rows[mode])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from cai.backends.vllm_attention import BLOCK, eligible, plan, root_state, segments
+from cai.backends.vllm_attention_pick import KernelPick, step_kind
 
 
 def _covered(rows, segs, table, seq_lens):
@@ -305,8 +306,10 @@ def test_a_bf16_cache_gives_what_float32_math_gives_on_it_within_bf16s_rounding(
                                              dtype=torch.bfloat16)
     builder, impl, layer, common = _fakes(torch, metadata, isa, dtype=torch.bfloat16)
     builder.cai_kernel = layer.cai_kernel = kernel
+    builder.cai_pick = layer.cai_pick = KernelPick()
     monkeypatch.delenv("CAI_VLLM_ATTENTION", raising=False)
-    assert builder.build(0, common).cai_segments is None  # bf16 is vLLM's unless asked for
+    # bf16 is timed both ways by default, on decode-only steps: a step with prompts keeps vLLM's meanwhile.
+    assert builder.build(0, common).cai_segments is None
     monkeypatch.setenv("CAI_VLLM_ATTENTION", "cai")
     built = builder.build(0, common)
     assert built.cai_segments[4] is not None  # the root's products, on the widened blocks
@@ -323,6 +326,81 @@ def test_a_bf16_cache_gives_what_float32_math_gives_on_it_within_bf16s_rounding(
     # kernel rounds its probabilities to bf16 as well.
     torch.testing.assert_close(out[decodes].double(), exact, atol=1e-4, rtol=2 ** -8)
     assert (out[decodes].double() - exact).abs().max() <= (expected[decodes].double() - exact).abs().max()
+
+
+def test_an_engine_times_both_kernels_on_its_first_steps_then_keeps_the_faster(small_root, monkeypatch):
+    import torch
+
+    pytest.importorskip("vllm")
+    from vllm import _custom_ops as ops
+
+    isa, kernel = _kernel_or_skip(torch)
+    kv_cache, metadata, query = _decode_step(torch, ops, isa, dtype=torch.bfloat16)
+    builder, impl, layer, common = _fakes(torch, metadata, isa, dtype=torch.bfloat16)
+    builder.cai_kernel = layer.cai_kernel = kernel
+    builder.cai_pick = layer.cai_pick = pick = KernelPick(pairs=3)
+    monkeypatch.delenv("CAI_VLLM_ATTENTION", raising=False)  # bf16: timed by default
+    monkeypatch.setenv("CAI_VLLM_ATTENTION", "cai")
+    wanted = torch.zeros_like(query)
+    impl.forward(layer, query, None, None, kv_cache, builder.build(0, common), wanted)
+    monkeypatch.delenv("CAI_VLLM_ATTENTION")
+    calls = []
+    vllms = impl.vllm_forward
+
+    def counted(self, layer, query, key, value, kv_cache, attn_metadata, output, *args):
+        calls.append(output.data_ptr())
+        return vllms(layer, query, key, value, kv_cache, attn_metadata, output, *args)
+
+    monkeypatch.setattr(type(impl), "vllm_forward", counted)
+    kind = (True, True)  # every row shares blocks 0-1 (the root), and each prompt's three blocks
+    for step in range(3):
+        built = builder.build(0, common)
+        assert built.cai_timing == kind and built.cai_segments is not None
+        out = torch.zeros_like(query)
+        impl.forward(layer, query, None, None, kv_cache, built, out)
+        assert torch.equal(out, wanted)  # cai's output is the one kept
+        assert len(calls) == step + 1 and calls[-1] != out.data_ptr()  # vLLM's went to scratch
+    assert pick.wants_cai(kind) is not None and len(pick.ratios[kind]) == 3
+    other = type(layer)()  # a later layer of the step: no pick, so no second timing
+    other.isa, other.cai_kernel = isa, kernel
+    impl.forward(other, query, None, None, kv_cache, built, torch.zeros_like(query))
+    assert len(calls) == 3
+    pick.choice[kind] = False  # as if vLLM's had won: its kernel for the rest of the engine's life
+    assert builder.build(0, common).cai_segments is None
+    pick.choice[kind] = True
+    built = builder.build(0, common)
+    assert built.cai_timing is None and built.cai_segments is not None
+    impl.forward(layer, query, None, None, kv_cache, built, torch.zeros_like(query))
+    assert len(calls) == 3
+    monkeypatch.setenv("CAI_VLLM_ATTENTION", "vllm")  # the variable still overrides a choice made
+    assert builder.build(0, common).cai_segments is None
+
+
+def test_the_pick_takes_the_median_ratio_alternates_the_order_and_keeps_vllms_on_a_tie():
+    import torch
+
+    pick = KernelPick(pairs=3)
+    kind = (False, True)
+    order = []
+    for _ in range(3):  # each pair in the other order from the one before
+        pick.time_pair((True, False), lambda: order.append("cai"), lambda: order.append("vllm"))
+    assert order == ["cai", "vllm", "vllm", "cai", "cai", "vllm"] and len(pick.ratios[(True, False)]) == 3
+    for cai_s, vllm_s in [(1.0, 2.0), (3.0, 1.0)]:  # ratios 0.5, 3, then 0.67: the median 0.67
+        pick.record(kind, cai_s, vllm_s)
+        assert pick.wants_cai(kind) is None
+    pick.record(kind, 1.0, 1.5)
+    assert pick.wants_cai(kind) is True and "no root, shared: 0.67x -> cai" in pick.summary()
+    pick.record(kind, 9.0, 1.0)  # a decided kind stays decided
+    assert pick.wants_cai(kind) is True
+    for _ in range(3):
+        pick.record((True, True), 2.0, 2.0)
+    assert pick.wants_cai((True, True)) is False  # a tie keeps vLLM's kernel
+    assert pick.wants_cai((False, False)) is None
+    # A step's kind: the root, and whether blocks are read twice on average.
+    segs = torch.tensor([[0, 4, 0, 3], [0, 1, 3, 4], [1, 2, 3, 4], [2, 3, 3, 4], [3, 4, 3, 4]])
+    assert step_kind(segs, None, 4) == (False, True)  # 16 reads of 7 blocks
+    assert step_kind(segs[1:], None, 4) == (False, False)  # each row its own block
+    assert step_kind(segs[1:], (torch.arange(2), None), 4) == (True, True)  # 4 + 8 reads of 6 blocks
 
 
 def test_steps_and_layers_the_kernel_does_not_take_go_to_vllm(monkeypatch):
@@ -396,14 +474,20 @@ def test_a_machine_without_a_compiler_keeps_vllms_kernel(monkeypatch, caplog):
     assert "g++: command not found" in caplog.text and "vLLM's attention runs instead" in caplog.text
 
 
-def test_setup_builds_the_kernel_only_where_engines_compute_in_float32(monkeypatch):
+def test_setup_builds_the_kernel_where_vllm_keeps_the_layout_it_reads(monkeypatch):
     pytest.importorskip("vllm")
+    from vllm.v1.attention.backends import cpu_attn
+
     import cai.precision
     from cai.backends import vllm_attention
 
-    built = []
+    built, asked = [], []
     monkeypatch.setattr(vllm_attention, "load_kernel", lambda: built.append(1) or object())
     monkeypatch.setattr(cai.precision, "cpu_compute_dtype", lambda: "bfloat16")
-    assert "not built (vLLM computes in bf16" in vllm_attention.prebuild() and not built
+    monkeypatch.setattr(cpu_attn, "_get_attn_isa", lambda dtype, block, head: asked.append(dtype) or "amx")
+    assert "not built (vLLM keeps its 'amx' cache layout" in vllm_attention.prebuild() and not built
+    monkeypatch.setattr(cpu_attn, "_get_attn_isa", lambda dtype, block, head: asked.append(dtype) or "vec")
+    assert vllm_attention.prebuild() == "cascade attention kernel: ready" and built == [1]  # bf16 engines time it
     monkeypatch.setattr(cai.precision, "cpu_compute_dtype", lambda: "float32")
-    assert vllm_attention.prebuild() == "cascade attention kernel: ready" and built == [1]
+    assert vllm_attention.prebuild() == "cascade attention kernel: ready" and built == [1, 1]
+    assert [str(d) for d in asked] == ["torch.bfloat16", "torch.bfloat16", "torch.float32"]

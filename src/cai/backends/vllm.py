@@ -211,9 +211,9 @@ class VLLMBackend:
             use_fast_sampler()
             # No dummy sampler passes in the compile warm-up: on a CPU they size nothing.
             skip_dummy_sampler_run()
-            # Decode attention that reads each shared KV block once (float32 caches, bf16 ones with
-            # CAI_VLLM_ATTENTION=cai; the kernel is built by `make setup`, else in about 40 s on first
-            # use). Best of 8 0.86-0.90x the time.
+            # Decode attention that reads each shared KV block once (float32 caches; bf16 ones where
+            # the engine's own timing finds it faster; the kernel is built by `make setup`, else in
+            # about 40 s on first use). Best of 8 0.86-0.90x the time on the AVX2 VM.
             use_cascade_attention()
             if max_model_len is None:
                 declared = _model_max_len(self.path)

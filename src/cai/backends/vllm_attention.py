@@ -27,11 +27,12 @@ The kernel is compiled by ``make setup``, or on first use, on the machine that r
 ``$CAI_HOME/kernels`` (about 40 s once, with the C++ compiler torch's extensions use). Where it
 cannot be built, or for fp8 caches, AMX or other layouts, sliding windows, ALiBi, soft-capping and
 sinks, vLLM's kernel runs as before. It also takes a bf16 cache (the layout is the same; each block
-is widened to float32 once for all the rows that share it, and the root's products run in float32),
-but only with ``CAI_VLLM_ATTENTION=cai``: on CPUs with bf16 instructions, where cai's engines
-compute in bf16, vLLM's kernel runs on ``vdpbf16ps`` and this path has not been timed against it.
-``CAI_VLLM_ATTENTION=vllm`` keeps vLLM's kernel everywhere. Both are read at each step, so an engine
-already started follows them too.
+is widened to float32 once for all the rows that share it, and the root's products run in float32).
+On CPUs with bf16 instructions, where cai's engines compute in bf16, vLLM's kernel runs on
+``vdpbf16ps`` and the two have not been timed against each other by hand, so there each engine
+times them on its own first decode steps and keeps the faster (:mod:`cai.backends.vllm_attention_pick`).
+``CAI_VLLM_ATTENTION`` overrides the choice: ``cai``, ``vllm``, or ``auto`` (timed, in any dtype).
+It is read at each step, so an engine already started follows it too.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ import hashlib
 import logging
 from typing import Any
 
+from cai.backends.vllm_attention_pick import KernelPick, step_kind
 from cai.backends.vllm_patch import replace_method
 
 ENV = "CAI_VLLM_ATTENTION"
@@ -124,18 +126,22 @@ def load_kernel() -> Any:
 
 
 def prebuild() -> str:
-    """Build the kernel now where cai's vLLM engines on this CPU would use it (float32, as
-    :func:`cai.precision.cpu_compute_dtype` picks on a CPU without native bf16), so that a first run
+    """Build the kernel now where cai's vLLM engines on this CPU would use it (vLLM's ``vec`` cache
+    layout for the compute dtype :func:`cai.precision.cpu_compute_dtype` picks), so that a first run
     does not pay the build (``make setup`` calls this). Returns a line saying what it did."""
     from importlib.util import find_spec
 
     if find_spec("vllm") is None or find_spec("torch") is None:  # only vLLM's engines use the kernel
         return "cascade attention kernel: not built (no vLLM here)"
+    import torch
+    from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
+
     from cai.precision import cpu_compute_dtype
 
-    if cpu_compute_dtype() != "float32":
-        return ("cascade attention kernel: not built (vLLM computes in bf16 on this CPU, where cai's kernel "
-                f"runs only with {ENV}=cai, built on first use)")
+    dtype = torch.float32 if cpu_compute_dtype() == "float32" else torch.bfloat16
+    isa = _get_attn_isa(dtype, BLOCK, 64)  # the embedded model's head size
+    if isa != "vec":
+        return f"cascade attention kernel: not built (vLLM keeps its {isa!r} cache layout on this CPU)"
     return "cascade attention kernel: " + ("ready" if load_kernel() is not None else "not built (see above)")
 
 
@@ -168,13 +174,16 @@ def plan(block_table: Any, seq_lens: Any, tokens: Any, block_size: int = BLOCK) 
 def _build(self: Any, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
     """vLLM's ``CPUAttentionMetadataBuilder.build``, plus, for a step with decode requests (one
     query token) the kernel can take, their order, segments and root (:func:`plan`, once a step for
-    all layers); the step's prompt requests, if any, get metadata of their own for vLLM's kernel."""
+    all layers); the step's prompt requests, if any, get metadata of their own for vLLM's kernel.
+    Where the kernels are timed against each other (:func:`_mode` ``auto``), a decode-only step of a
+    kind not yet decided is marked for timing, and a mixed one keeps vLLM's kernel until then."""
     import torch
 
     metadata = type(self).vllm_build(self, common_prefix_len, common_attn_metadata, fast_build)
-    metadata.cai_segments = None
+    metadata.cai_segments = metadata.cai_timing = None
     n = common_attn_metadata.num_reqs
-    if (n < 2 or not _chosen(self.dtype) or metadata.causal is not True
+    mode = _mode(self.dtype)
+    if (n < 2 or mode == "vllm" or metadata.causal is not True
             or metadata.dynamic_causal is not None or metadata.encoder_cache is not None
             or metadata.block_table.dtype != torch.int32 or metadata.seq_lens.dtype != torch.int32
             or _kernel_for(self) is None):
@@ -186,6 +195,13 @@ def _build(self: Any, common_prefix_len: int, common_attn_metadata: Any, fast_bu
         return metadata
     rows, segs, root = plan(metadata.block_table[decode], metadata.seq_lens[decode], starts[:-1][decode],
                             self.block_size)
+    if mode == "auto":
+        kind = step_kind(segs, root, rows.numel())
+        wanted = self.cai_pick.wants_cai(kind)
+        if wanted is False or (wanted is None and decode.numel() < n):
+            return metadata
+        if wanted is None:
+            metadata.cai_timing = kind
     prompts = None
     if decode.numel() < n:
         prompts = _prompt_part(self, metadata, (lengths != 1).nonzero().flatten(), starts, lengths)
@@ -295,9 +311,19 @@ def _forward(self: Any, layer: Any, query: Any, key: Any, value: Any, kv_cache: 
         vllm_forward(self, layer, query.index_select(0, prompt_tokens), key, value, kv_cache, metadata, part)
         out.index_copy_(0, prompt_tokens, part)
     blocks, kv_heads, block_size, _ = kv_cache.shape  # [blocks, kv heads, block size, 2 x head size]
-    kv_cache = kv_cache.view(blocks, kv_heads, 2 * block_size, -1)  # keys, then values, as vLLM reads it
-    attend(kernel, query[:n].view(n, heads, -1), kv_cache, out, attn_metadata.block_table, attn_metadata.seq_lens,
-           rows, tokens, segs, root, self.scale)
+    as_read = kv_cache.view(blocks, kv_heads, 2 * block_size, -1)  # keys, then values, as vLLM reads it
+
+    def cai() -> None:
+        attend(kernel, query[:n].view(n, heads, -1), as_read, out, attn_metadata.block_table,
+               attn_metadata.seq_lens, rows, tokens, segs, root, self.scale)
+
+    kind, pick = getattr(attn_metadata, "cai_timing", None), getattr(layer, "cai_pick", None)
+    if kind is None or pick is None:
+        cai()
+    else:  # a decode-only step timed both ways on this layer (vllm_attention_pick); cai's output is kept
+        scratch = output.new_empty(output.shape)
+        pick.time_pair(kind, cai, lambda: vllm_forward(self, layer, query, key, value, kv_cache, attn_metadata,
+                                                       scratch))
     return output
 
 
@@ -311,17 +337,20 @@ def eligible(dtype: Any, isa: str, block_size: int, kv_cache_dtype: str, window:
             and kv_cache_dtype == "auto" and window == -1 and head_size in (64, 128) and group in (1, 2, 3, 4, 8))
 
 
-def _chosen(dtype: Any) -> bool:
-    """Whether cai's kernel is wanted for a step in ``dtype``, by ``CAI_VLLM_ATTENTION``: by default
-    for float32 only, where it was measured to pay (bf16 was not timed on a CPU with bf16
-    instructions: ``cai`` turns it on there); ``vllm`` never. Read at each step, so that one process
-    can compare both."""
+def _mode(dtype: Any) -> str:
+    """Which decode attention a step in ``dtype`` gets, by ``CAI_VLLM_ATTENTION``: ``cai`` (cai's
+    kernel), ``vllm`` (vLLM's), or ``auto`` (the two timed on the engine's first steps of each kind,
+    then the faster: :mod:`cai.backends.vllm_attention_pick`). Unset, float32 gets cai's, where it
+    was measured to pay, and bf16 ``auto``, since no CPU with bf16 instructions has timed it. Read at
+    each step, so that one process can compare them."""
     import os
 
     import torch
 
     mode = os.environ.get(ENV, "").lower()
-    return mode != "vllm" and (dtype == torch.float32 or mode == "cai")
+    if mode in ("cai", "vllm", "auto"):
+        return mode
+    return "cai" if dtype == torch.float32 else "auto"
 
 
 def _kernel_for(builder: Any) -> Any:
@@ -336,8 +365,11 @@ def _kernel_for(builder: Any) -> Any:
             from vllm.config import get_layers_from_vllm_config
             from vllm.model_executor.layers.attention import Attention
 
-            for layer in get_layers_from_vllm_config(builder.vllm_config, Attention, builder.layer_names).values():
+            builder.cai_pick = KernelPick()  # read where _mode is "auto"; only the first layer times
+            for name, layer in get_layers_from_vllm_config(builder.vllm_config, Attention,
+                                                           builder.layer_names).items():
                 layer.cai_kernel = builder.cai_kernel
+                layer.cai_pick = builder.cai_pick if name == builder.layer_names[0] else None
     return builder.cai_kernel
 
 
