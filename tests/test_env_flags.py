@@ -57,6 +57,9 @@ def test_a_value_that_is_no_switch_word_is_named(monkeypatch, capsys):
 
     assert odd_switches({"CAI_PROGRESS": "2", "CAI_VERBOSE": "on", "CAI_STEP_SERVER": "", "CAI_TCMALLOC": "/x"}) == [
         "CAI_PROGRESS=2 is not one of 1/true/yes/on or 0/false/no/off; ignored"]
+    # A variable that picks one of a few words names them.
+    assert odd_switches({"CAI_VLLM_ATTENTION": "Auto"}) == []
+    assert odd_switches({"CAI_VLLM_ATTENTION": "cia"}) == ["CAI_VLLM_ATTENTION=cia is not one of cai, vllm, auto; ignored"]
     monkeypatch.setenv("CAI_STEP_SERVER", "nope")
     assert main(["run", "/no/such/run.yaml"]) == 2
     err = capsys.readouterr().err.splitlines()

@@ -2,6 +2,8 @@
 
 ``CAI_PROGRESS``, ``CAI_VERBOSE``, ``CAI_STEP_SERVER``, ``CAI_TRACEBACK`` and ``CAI_TCMALLOC`` each
 take 1, true, yes or on, and 0, false, no or off, in any case. A user who learnt one has learnt them all.
+Variables that pick one of a few words (``CAI_VLLM_ATTENTION``) list them in ``CHOICES``; a value
+that is none of them gets the same one warning.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def set_on(name: str, environ: Mapping[str, str] | None = None) -> bool:
 # path, and cai.allocator says what is wrong with one.
 SWITCHES = {"CAI_PROGRESS": "ignored", "CAI_STEP_SERVER": "ignored", "CAI_VERBOSE": "taken as on",
             "CAI_TRACEBACK": "taken as on"}
+# Variable -> the words it takes (any case); any other value is ignored (cai.backends.vllm_attention).
+CHOICES = {"CAI_VLLM_ATTENTION": ("cai", "vllm", "auto")}
 
 
 def odd_switches(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -42,6 +46,9 @@ def odd_switches(environ: Mapping[str, str] | None = None) -> list[str]:
     which would otherwise be read one way or the other without a word."""
     environ = os.environ if environ is None else environ
     words = f"{'/'.join(ON)} or {'/'.join(OFF)}"
-    return [f"{name}={environ[name].strip()} is not one of {words}; {what}"
-            for name, what in SWITCHES.items()
-            if environ.get(name, "").strip() and env_switch(name, environ) is None]
+    odd = [f"{name}={environ[name].strip()} is not one of {words}; {what}"
+           for name, what in SWITCHES.items()
+           if environ.get(name, "").strip() and env_switch(name, environ) is None]
+    return odd + [f"{name}={environ[name].strip()} is not one of {', '.join(taken)}; ignored"
+                  for name, taken in CHOICES.items()
+                  if environ.get(name, "").strip() and environ[name].strip().lower() not in taken]

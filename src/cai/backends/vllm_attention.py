@@ -42,6 +42,7 @@ from typing import Any
 
 from cai.backends.vllm_attention_pick import KernelPick, step_kind
 from cai.backends.vllm_patch import replace_method
+from cai.env_flags import CHOICES
 
 ENV = "CAI_VLLM_ATTENTION"
 BLOCK = 32  # the kernel's block size: cai's CPU block size (cai.backends.vllm.CPU_BLOCK_SIZE)
@@ -347,8 +348,8 @@ def _mode(dtype: Any) -> str:
 
     import torch
 
-    mode = os.environ.get(ENV, "").lower()
-    if mode in ("cai", "vllm", "auto"):
+    mode = os.environ.get(ENV, "").strip().lower()
+    if mode in CHOICES[ENV]:  # any other word is ignored; the cai command warns of it (cai.env_flags)
         return mode
     return "cai" if dtype == torch.float32 else "auto"
 
