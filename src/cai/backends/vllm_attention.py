@@ -135,9 +135,12 @@ def prebuild() -> str:
     if find_spec("vllm") is None or find_spec("torch") is None:  # only vLLM's engines use the kernel
         return "cascade attention kernel: not built (no vLLM here)"
     import torch
-    from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
 
     from cai.precision import cpu_compute_dtype
+    from cai.quiet import quiet_libraries
+
+    with quiet_libraries():  # vLLM's import-time notices are not setup's news
+        from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
 
     dtype = torch.float32 if cpu_compute_dtype() == "float32" else torch.bfloat16
     isa = _get_attn_isa(dtype, BLOCK, 64)  # the embedded model's head size
