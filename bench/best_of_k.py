@@ -58,6 +58,7 @@ import time
 from pathlib import Path
 
 from cai.allocator import active
+from cai.env_flags import CHOICES
 from report import finish, header  # bench/report.py, shared by the bench scripts
 from training import matmul_peak  # bench/training.py: the matmul peak, measured the same way there
 
@@ -96,9 +97,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.attention is not None:
         args.attention = [m.strip().lower() for m in args.attention.split(",")]
+        words = (*CHOICES["CAI_VLLM_ATTENTION"], "default")  # the variable's own words, and unset
         if len(args.attention) < 2 or len(set(args.attention)) < len(args.attention) or not set(
-                args.attention) <= {"cai", "vllm", "auto", "default"}:
-            p.error(f"--attention takes two or more of cai, vllm, auto, default, got {','.join(args.attention)!r}")
+                args.attention) <= set(words):
+            p.error(f"--attention takes two or more of {', '.join(words)}, got {','.join(args.attention)!r}")
         if args.backend != "vllm":
             p.error("--attention compares the vllm backend's attention kernels; it needs --backend vllm")
     try:

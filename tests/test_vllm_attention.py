@@ -376,7 +376,7 @@ def test_an_engine_times_both_kernels_on_its_first_steps_then_keeps_the_faster(s
     assert builder.build(0, common).cai_segments is None
 
 
-def test_the_pick_takes_the_median_ratio_alternates_the_order_and_keeps_vllms_on_a_tie():
+def test_the_pick_takes_the_median_ratio_alternates_the_order_and_keeps_vllms_on_a_tie(caplog):
     import torch
 
     pick = KernelPick(pairs=3)
@@ -388,8 +388,10 @@ def test_the_pick_takes_the_median_ratio_alternates_the_order_and_keeps_vllms_on
     for cai_s, vllm_s in [(1.0, 2.0), (3.0, 1.0)]:  # ratios 0.5, 3, then 0.67: the median 0.67
         pick.record(kind, cai_s, vllm_s)
         assert pick.wants_cai(kind) is None
-    pick.record(kind, 1.0, 1.5)
-    assert pick.wants_cai(kind) is True and "no root, shared: 0.67x -> cai" in pick.summary()
+    with caplog.at_level("DEBUG", logger="cai.backends.vllm_attention_pick"):
+        pick.record(kind, 1.0, 1.5)
+    assert pick.wants_cai(kind) is True
+    assert "without a root, shared blocks: cai's kernel takes 0.67x vLLM's time (median of 3); cai's runs" in caplog.text
     pick.record(kind, 9.0, 1.0)  # a decided kind stays decided
     assert pick.wants_cai(kind) is True
     for _ in range(3):

@@ -68,10 +68,3 @@ class KernelPick:
                        "vLLM's time (median of %d); %s runs them", "" if kind[0] else "out",
                        "shared" if kind[1] else "unshared", ratio, len(ratios),
                        "cai's" if self.choice[kind] else "vLLM's")
-
-    def summary(self) -> str:
-        """One line per decided kind, for a log or a bench."""
-        return "; ".join(
-            f"{'root' if root else 'no root'}, {'shared' if shared else 'unshared'}: "
-            f"{statistics.median(self.ratios[(root, shared)]):.2f}x -> {'cai' if cai else 'vllm'}"
-            for (root, shared), cai in sorted(self.choice.items()))
